@@ -1,0 +1,338 @@
+package agent
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ifl-project/ifl/proto"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultIdleTimeout      = 30 * time.Second
+	DefaultMaxConns         = 64
+	DefaultMaxPending       = 128
+	DefaultMaxFailures      = 30
+)
+
+// Options configure an Agent. Zero values mean the defaults above.
+type Options struct {
+	NetworkKeys []proto.NetworkKey // accepted network keys; at least one
+	Identity    proto.Identity
+	Labels      map[string]string
+	Version     string // reported in facts
+
+	HandshakeTimeout time.Duration // from accept to a verified hello
+	IdleTimeout      time.Duration // between requests of a verified peer
+	// MaxConns caps verified connections; more are closed at once.
+	MaxConns int
+	// MaxPending caps connections that have not finished the handshake.
+	// When it is reached the oldest one is dropped for the newcomer, so idle
+	// sockets cannot lock a controller out.
+	MaxPending int
+	// MaxFailures is how many failed hellos a source address may send per
+	// minute before its connections are closed on accept.
+	MaxFailures int
+
+	Logger zerolog.Logger // zero value: no logs
+	// Facts builds the ping answer; nil means CollectFacts.
+	Facts func(version string, labels map[string]string) (*proto.Facts, error)
+}
+
+// reloadable holds what SIGHUP may change.
+type reloadable struct {
+	server *proto.ServerConfig
+	labels map[string]string
+}
+
+// Agent answers authenticated pings. Create it with New, run it with Serve.
+type Agent struct {
+	opts   Options
+	log    zerolog.Logger
+	replay *proto.ReplayFilter
+	cur    atomic.Pointer[reloadable]
+	budget *failureBudget
+
+	// quit is cancelled when Serve stops: waits for a hello or a request
+	// end at once, replies being written still go out.
+	quit    context.Context
+	quitNow context.CancelFunc
+	mu      sync.Mutex
+	pending *list.List // of *conn, oldest first
+	active  map[*conn]struct{}
+	wg      sync.WaitGroup
+}
+
+type conn struct {
+	c      net.Conn
+	remote string
+	elem   *list.Element // in pending, nil once verified
+}
+
+// New returns an agent. It does not listen yet.
+func New(o Options) (*Agent, error) {
+	if len(o.NetworkKeys) == 0 {
+		return nil, errors.New("agent: no network key")
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	if o.MaxFailures <= 0 {
+		o.MaxFailures = DefaultMaxFailures
+	}
+	if o.Facts == nil {
+		o.Facts = CollectFacts
+	}
+	a := &Agent{
+		opts:    o,
+		log:     o.Logger,
+		replay:  proto.NewReplayFilter(0),
+		budget:  newFailureBudget(o.MaxFailures, time.Minute),
+		pending: list.New(),
+		active:  make(map[*conn]struct{}),
+	}
+	a.quit, a.quitNow = context.WithCancel(context.Background())
+	a.Reload(o.NetworkKeys, o.Labels)
+	return a, nil
+}
+
+// Identity returns the agent's fingerprint.
+func (a *Agent) Identity() string { return a.opts.Identity.Fingerprint() }
+
+// Reload replaces the accepted network keys and the labels. Connections
+// already verified keep going; new ones see the new values.
+func (a *Agent) Reload(keys []proto.NetworkKey, labels map[string]string) {
+	a.cur.Store(&reloadable{
+		server: &proto.ServerConfig{NetworkKeys: keys, Identity: a.opts.Identity, Replay: a.replay},
+		labels: labels,
+	})
+}
+
+// Serve accepts connections on ln until ctx is done, then stops accepting,
+// drops connections still in the handshake, lets verified ones finish the
+// request they are serving, and returns nil. It closes ln.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	a.log.Info().Str("event", "listening").Str("addr", ln.Addr().String()).Str("identity", a.Identity()).Msg("listening")
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var err error
+	for {
+		var c net.Conn
+		c, err = ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = nil
+				break
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors: wait for connections to close
+				// rather than spin.
+				a.log.Warn().Str("event", "accept").Err(err).Msg("accept failed; retrying")
+				select {
+				case <-time.After(100 * time.Millisecond):
+					continue
+				case <-ctx.Done():
+				}
+				err = nil
+			}
+			break
+		}
+		a.admit(c)
+	}
+	a.log.Info().Str("event", "stopping").Msg("stopping")
+	a.quitNow()
+	a.wg.Wait()
+	a.log.Info().Str("event", "stopped").Msg("stopped")
+	return err
+}
+
+func (a *Agent) admit(c net.Conn) {
+	remote := c.RemoteAddr().String()
+	src := addrOf(c.RemoteAddr())
+	if !a.budget.allowed(src, time.Now()) {
+		a.log.Warn().Str("event", "refused").Str("remote", remote).Msg("refused: too many failed handshakes from this address")
+		c.Close()
+		return
+	}
+	cs := &conn{c: c, remote: remote}
+	a.mu.Lock()
+	if len(a.active) >= a.opts.MaxConns {
+		a.mu.Unlock()
+		a.log.Warn().Str("event", "refused").Str("remote", remote).Int("max_conns", a.opts.MaxConns).Msg("refused: connection limit reached")
+		c.Close()
+		return
+	}
+	var evicted *conn
+	if a.pending.Len() >= a.opts.MaxPending {
+		evicted = a.pending.Remove(a.pending.Front()).(*conn)
+		evicted.elem = nil
+	}
+	cs.elem = a.pending.PushBack(cs)
+	a.wg.Add(1)
+	a.mu.Unlock()
+	if evicted != nil {
+		a.log.Info().Str("event", "evicted").Str("remote", evicted.remote).Msg("dropped the oldest connection still in the handshake")
+		evicted.c.Close()
+	}
+	a.log.Debug().Str("event", "accepted").Str("remote", remote).Msg("accepted")
+	go a.handle(cs, src)
+}
+
+func (a *Agent) handle(cs *conn, src netip.Addr) {
+	defer a.wg.Done()
+	defer cs.c.Close()
+	cur := a.cur.Load()
+	pc := proto.Server(cs.c, cur.server)
+	ctx, cancel := context.WithTimeout(a.quit, a.opts.HandshakeTimeout)
+	err := pc.Handshake(ctx)
+	cancel()
+
+	a.mu.Lock()
+	evicted := cs.elem == nil
+	if !evicted {
+		a.pending.Remove(cs.elem)
+		cs.elem = nil
+		if err == nil {
+			a.active[cs] = struct{}{}
+		}
+	}
+	a.mu.Unlock()
+	if err != nil {
+		if evicted {
+			return // already logged
+		}
+		ev := a.log.Info()
+		if isAuthFailure(err) {
+			a.budget.fail(src, time.Now())
+			ev = a.log.Warn()
+		}
+		ev.Str("event", "handshake_failed").Str("remote", cs.remote).Str("reason", reason(err)).Msg("handshake failed")
+		return
+	}
+	if evicted {
+		// Verified just as it was evicted: it is closed already.
+		return
+	}
+	defer func() {
+		a.mu.Lock()
+		delete(a.active, cs)
+		a.mu.Unlock()
+	}()
+	a.log.Info().Str("event", "handshake_ok").Str("remote", cs.remote).Msg("handshake ok")
+	a.serve(pc, cs.remote, cur.labels)
+}
+
+// serve answers requests on a verified connection until the peer hangs up,
+// goes idle, or the agent stops.
+func (a *Agent) serve(pc *proto.Conn, remote string, labels map[string]string) {
+	for {
+		ctx, cancel := context.WithTimeout(a.quit, a.opts.IdleTimeout)
+		m, err := pc.Receive(ctx)
+		cancel()
+		switch {
+		case err == nil:
+		case errors.Is(err, proto.ErrUnknownMessage):
+			a.log.Info().Str("event", "request").Str("remote", remote).Err(err).Msg("unsupported request")
+			if err := a.reply(pc, remote, &proto.Error{Code: proto.CodeUnsupported, Message: err.Error()}); err != nil {
+				return
+			}
+			continue
+		case errors.Is(err, io.EOF):
+			a.log.Info().Str("event", "closed").Str("remote", remote).Msg("closed by peer")
+			return
+		case a.quit.Err() != nil:
+			a.log.Info().Str("event", "closed").Str("remote", remote).Msg("closed: stopping")
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			a.log.Info().Str("event", "closed").Str("remote", remote).Msg("closed: idle")
+			return
+		case errors.Is(err, proto.ErrFrameTooLarge):
+			a.log.Warn().Str("event", "bad_frame").Str("remote", remote).Err(err).Msg("oversized frame; closing")
+			return
+		default:
+			a.log.Warn().Str("event", "closed").Str("remote", remote).Err(err).Msg("closing after a read error")
+			return
+		}
+		a.log.Info().Str("event", "request").Str("remote", remote).Stringer("type", m.Type()).Msg("request")
+		var resp proto.Message
+		switch m.(type) {
+		case *proto.PingRequest:
+			facts, err := a.opts.Facts(a.opts.Version, labels)
+			if err != nil {
+				a.log.Error().Str("event", "facts").Err(err).Msg("collecting facts failed")
+				resp = &proto.Error{Code: proto.CodeInternal, Message: "collecting facts failed"}
+			} else {
+				resp = &proto.PingReply{Facts: *facts}
+			}
+		default:
+			resp = &proto.Error{Code: proto.CodeUnsupported, Message: fmt.Sprintf("%v is not a request", m.Type())}
+		}
+		if err := a.reply(pc, remote, resp); err != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) reply(pc *proto.Conn, remote string, m proto.Message) error {
+	ctx, cancel := context.WithTimeout(context.Background(), a.opts.IdleTimeout)
+	defer cancel()
+	if err := pc.Send(ctx, m); err != nil {
+		a.log.Warn().Str("event", "reply_failed").Str("remote", remote).Err(err).Msg("reply failed")
+		return err
+	}
+	a.log.Info().Str("event", "reply").Str("remote", remote).Stringer("type", m.Type()).Msg("reply")
+	return nil
+}
+
+// isAuthFailure tells a hello that was read and refused from a peer that
+// merely went silent or hung up: only the former spends the source's budget.
+func isAuthFailure(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
+		return false
+	}
+	return true
+}
+
+func reason(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "agent stopping"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "no hello before the handshake deadline"
+	case errors.Is(err, net.ErrClosed):
+		return "connection closed"
+	}
+	return err.Error()
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,80 @@
+package agent
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// maxSources bounds the memory of a failureBudget under a flood of sources.
+const maxSources = 4096
+
+// failureBudget is a token bucket per source address: each failed hello
+// spends a token, tokens come back at n per period, and a source with none
+// left is refused until one comes back.
+type failureBudget struct {
+	mu      sync.Mutex
+	n       float64
+	per     time.Duration
+	sources map[netip.Addr]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newFailureBudget(n int, per time.Duration) *failureBudget {
+	return &failureBudget{n: float64(n), per: per, sources: make(map[netip.Addr]*bucket)}
+}
+
+func (f *failureBudget) refill(b *bucket, now time.Time) {
+	b.tokens = min(f.n, b.tokens+f.n*now.Sub(b.last).Seconds()/f.per.Seconds())
+	b.last = now
+}
+
+// allowed reports whether src may open a connection.
+func (f *failureBudget) allowed(src netip.Addr, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.sources[src]
+	if !ok {
+		return true
+	}
+	f.refill(b, now)
+	return b.tokens >= 1
+}
+
+// fail spends one of src's tokens.
+func (f *failureBudget) fail(src netip.Addr, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.sources[src]
+	if !ok {
+		if len(f.sources) >= maxSources {
+			f.forgetRecovered(now)
+		}
+		b = &bucket{tokens: f.n, last: now}
+		f.sources[src] = b
+	}
+	f.refill(b, now)
+	b.tokens = max(0, b.tokens-1)
+}
+
+// forgetRecovered drops sources whose bucket is full again, and if that is
+// not enough, drops arbitrary ones: forgetting a source only gives it its
+// budget back early.
+func (f *failureBudget) forgetRecovered(now time.Time) {
+	for src, b := range f.sources {
+		f.refill(b, now)
+		if b.tokens >= f.n {
+			delete(f.sources, src)
+		}
+	}
+	for src := range f.sources {
+		if len(f.sources) < maxSources {
+			break
+		}
+		delete(f.sources, src)
+	}
+}

@@ -1,0 +1,15 @@
+// Package agent is the ifl agent: it listens on one TCP port and answers
+// authenticated pings (package proto) with this host's facts, and nothing
+// else.
+//
+// Create one with New and run it with Serve; Reload swaps the accepted
+// network keys and the labels while it runs (the CLI does so on SIGHUP).
+// The agent needs no privilege: facts come from uname(2), sysinfo(2),
+// /etc/machine-id, /etc/os-release and netlink, never from a command.
+//
+// Limits protect it from the network it listens on: a deadline for the
+// handshake and between requests, a cap on verified connections, a cap on
+// connections still in the handshake (the oldest is dropped for a newcomer,
+// so idle sockets cannot lock a controller out), and a budget of failed
+// hellos per source address.
+package agent

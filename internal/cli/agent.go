@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/proto"
+)
+
+// AgentCmd runs the agent.
+type AgentCmd struct {
+	Config      string `short:"c" type:"path" default:"${config}" placeholder:"FILE" help:"Config file (${default}; optional at the default path)."`
+	Port        int    `short:"p" help:"TCP port to listen on (overrides the config; default ${agent_port})."`
+	Listen      string `placeholder:"ADDR" help:"Address to listen on (overrides the config; default: all addresses)."`
+	IdentityKey string `type:"path" placeholder:"FILE" help:"Agent key file, created on first start (overrides the config; default ${identity_key})."`
+	LogLevel    string `enum:"debug,info,warn,error," default:"" help:"Log level: debug, info, warn or error (overrides the config; default info)."`
+	LogFormat   string `enum:"auto,console,json" default:"auto" help:"Log format: console on a terminal, JSON otherwise (auto), or forced."`
+}
+
+// Help is shown by 'ifl agent --help'.
+func (c *AgentCmd) Help() string {
+	return `The agent listens on one TCP port and answers authenticated pings with this
+host's facts (hostname, machine-id, OS, interfaces and addresses, default
+route, labels). It needs no privilege and no capability. Peers without the
+network key get no answer at all.
+
+Signals: SIGTERM or SIGINT stop it gracefully; SIGHUP reloads the labels and
+network keys from the config file without closing the listener.
+
+Config (YAML, every key optional):
+  port: 7440
+  listen: 0.0.0.0
+  network_keys: [/etc/ifl/network.key]     # more than one during a key rotation
+  identity_key: /var/lib/ifl/agent.key
+  labels: {role: web, site: paris}
+  handshake_timeout: 5s
+  idle_timeout: 30s
+  max_connections: 64
+  max_pending: 128
+  max_failures_per_minute: 30
+  log_level: info
+
+Example:
+  ifl agent --config /etc/ifl/agent.yaml
+  ifl agent --network-key ./network.key --identity-key ./agent.key --port 7440`
+}
+
+// settings is the agent's effective configuration: file, then flags.
+type settings struct {
+	cfg         *agent.Config
+	addr        string
+	keyFiles    []string
+	identityKey string
+	level       zerolog.Level
+}
+
+func (c *AgentCmd) settings(g *Globals, log *zerolog.Logger) (*settings, error) {
+	explicit := c.Config != agent.DefaultConfigPath
+	cfg, err := agent.LoadConfig(c.Config, !explicit)
+	if err != nil {
+		return nil, err
+	}
+	s := &settings{cfg: cfg, keyFiles: cfg.NetworkKeys, identityKey: cfg.IdentityKey}
+	port := cfg.Port
+	if c.Port != 0 {
+		if c.Port < 1024 || c.Port > 65535 {
+			return nil, fmt.Errorf("--port %d: want a port from 1024 to 65535 (the agent runs without privileges)", c.Port)
+		}
+		port = c.Port
+	}
+	if port == 0 {
+		port = agent.DefaultPort
+		if log != nil {
+			log.Warn().Str("event", "config").Int("port", port).Str("config", c.Config).Msg("no port configured; using the default port")
+		}
+	}
+	host := cfg.Listen
+	if c.Listen != "" {
+		host = c.Listen
+	}
+	s.addr = net.JoinHostPort(host, strconv.Itoa(port))
+	if len(s.keyFiles) == 0 {
+		s.keyFiles = []string{g.NetworkKey}
+	}
+	if c.IdentityKey != "" {
+		s.identityKey = c.IdentityKey
+	}
+	if s.identityKey == "" {
+		s.identityKey = agent.DefaultIdentityKey
+	}
+	lvl := cfg.LogLevel
+	if c.LogLevel != "" {
+		lvl = c.LogLevel
+	}
+	if lvl == "" {
+		lvl = "info"
+	}
+	s.level, _ = zerolog.ParseLevel(lvl)
+	return s, nil
+}
+
+func loadNetworkKeys(files []string) ([]proto.NetworkKey, error) {
+	keys := make([]proto.NetworkKey, 0, len(files))
+	for _, f := range files {
+		k, err := proto.LoadNetworkKey(f)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// Run runs the agent until ctx is cancelled (SIGINT/SIGTERM).
+func (c *AgentCmd) Run(ctx context.Context, g *Globals, env *Env) error {
+	log := newLogger(env, c.LogFormat)
+	s, err := c.settings(g, &log)
+	if err != nil {
+		return err
+	}
+	log = log.Level(s.level)
+	keys, err := loadNetworkKeys(s.keyFiles)
+	if err != nil {
+		return err
+	}
+	id, created, err := proto.LoadOrCreateIdentity(s.identityKey)
+	if err != nil {
+		return fmt.Errorf("agent key: %w", err)
+	}
+	if created {
+		log.Info().Str("event", "identity_created").Str("file", s.identityKey).Str("identity", id.Fingerprint()).Msg("created a new agent key")
+	}
+	cfg := s.cfg
+	a, err := agent.New(agent.Options{
+		NetworkKeys:      keys,
+		Identity:         id,
+		Labels:           cfg.Labels,
+		Version:          Version,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:      cfg.IdleTimeout,
+		MaxConns:         cfg.MaxConnections,
+		MaxPending:       cfg.MaxPending,
+		MaxFailures:      cfg.MaxFailures,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	log.Info().Str("event", "start").Str("version", Version).Int("pid", os.Getpid()).Msg("ifl agent starting")
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				c.reload(a, g, &log)
+			}
+		}
+	}()
+	if err := a.Serve(ctx, ln); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// reload re-reads the config file and swaps in its labels and keys; a bad
+// file is logged and the running values are kept.
+func (c *AgentCmd) reload(a *agent.Agent, g *Globals, log *zerolog.Logger) {
+	s, err := c.settings(g, nil)
+	if err == nil {
+		var keys []proto.NetworkKey
+		if keys, err = loadNetworkKeys(s.keyFiles); err == nil {
+			a.Reload(keys, s.cfg.Labels)
+			log.Info().Str("event", "reload").Int("network_keys", len(keys)).Int("labels", len(s.cfg.Labels)).Msg("reloaded labels and network keys")
+			return
+		}
+	}
+	log.Error().Str("event", "reload").Err(err).Msg("reload failed; keeping the running configuration")
+}
+
+// newLogger returns a logger to stderr: console format on a terminal (or
+// when forced), JSON otherwise.
+func newLogger(env *Env, format string) zerolog.Logger {
+	if format == "console" || (format == "auto" && env.Terminal) {
+		return zerolog.New(zerolog.ConsoleWriter{Out: env.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
+	}
+	return zerolog.New(env.Stderr).With().Timestamp().Logger()
+}

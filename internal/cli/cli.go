@@ -1,0 +1,147 @@
+// Package cli is the ifl command line: one kong command struct per file,
+// each with a Run method. Main parses, runs and maps errors to exit codes:
+// 0 ok, 1 found problems, 2 usage or environment error.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/alecthomas/kong"
+	"golang.org/x/term"
+
+	"github.com/ifl-project/ifl/agent"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
+var Version = "dev"
+
+// Globals are flags every command takes.
+type Globals struct {
+	NetworkKey string `name:"network-key" type:"path" env:"IFL_NETWORK_KEY" default:"${network_key}" placeholder:"FILE" help:"Pre-shared network key file, the same on every controller and agent (${default}; create it with 'ifl keygen')."`
+}
+
+// CLI is the root command.
+type CLI struct {
+	Globals
+
+	Probe   ProbeCmd   `cmd:"" help:"Find ifl agents on the network and report their addresses and facts."`
+	Ping    PingCmd    `cmd:"" help:"Handshake with one agent and show its facts."`
+	Agent   AgentCmd   `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
+	Keygen  KeygenCmd  `cmd:"" help:"Create a network key, or an agent key with --agent."`
+	Version VersionCmd `cmd:"" help:"Print the version."`
+}
+
+// Env is what commands get from their caller instead of reaching for
+// globals: output streams and whether stderr is a terminal.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Terminal is true when stderr is a terminal: progress bars and
+	// console-format logs only then.
+	Terminal bool
+}
+
+const description = `ifl finds the machines of a fleet that run the ifl agent, proves that each
+one is really one of ours (mutual authentication with a pre-shared network
+key), and asks it for its current addresses and facts, so that an Ansible
+inventory points at the right IPs even when DHCP moves hosts around.
+
+Quick start:
+  ifl keygen /etc/ifl/network.key        # once; copy the file to every host
+  ifl agent                              # on each managed host (or the systemd unit)
+  ifl probe 198.18.0.0/24                # on the controller
+  ifl ping 198.18.0.5                    # one host, all its facts`
+
+// exitError carries an exit code through kong's Run.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// ExitCode implements kong's exit code interface.
+func (e *exitError) ExitCode() int { return e.code }
+
+// problem marks err as "found problems": exit status 1.
+func problem(err error) error { return &exitError{code: 1, err: err} }
+
+// New returns the kong parser for the ifl command line, writing to env.
+func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name("ifl"),
+		kong.Description(description),
+		kong.Writers(env.Stdout, env.Stderr),
+		kong.Exit(exit),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{
+			"network_key":  agent.DefaultNetworkKey,
+			"config":       agent.DefaultConfigPath,
+			"identity_key": agent.DefaultIdentityKey,
+			"agent_port":   fmt.Sprint(agent.DefaultPort),
+		},
+		kong.Bind(env),
+	)
+}
+
+// Main runs the command line in args and returns the exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	env := &Env{Stdout: stdout, Stderr: stderr}
+	if f, ok := stderr.(*os.File); ok {
+		env.Terminal = term.IsTerminal(int(f.Fd()))
+	}
+	var cli CLI
+	exited, code := false, 0
+	parser, err := New(&cli, env, func(c int) { exited, code = true, c })
+	if err != nil {
+		fmt.Fprintf(stderr, "ifl: %v\n", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if exited { // --help, or a usage error already printed by kong
+		if code != 0 {
+			code = 2
+		}
+		return code
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ifl: %v\n", err)
+		var pe *kong.ParseError
+		if errors.As(err, &pe) {
+			fmt.Fprintf(stderr, "run '%s --help' for usage\n", strings.Join(append([]string{"ifl"}, commandPath(pe.Context)...), " "))
+		}
+		return 2
+	}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	err = kctx.Run(&cli.Globals)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, context.Canceled):
+		return 130
+	}
+	fmt.Fprintf(stderr, "ifl: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 2
+}
+
+func commandPath(kctx *kong.Context) []string {
+	if kctx == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range kctx.Path {
+		if p.Command != nil {
+			out = append(out, p.Command.Name)
+		}
+	}
+	return out
+}

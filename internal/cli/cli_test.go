@@ -1,0 +1,212 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/proto"
+)
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestHelp walks every command and checks that it and each of its flags
+// and arguments has help.
+func TestHelp(t *testing.T) {
+	var cli CLI
+	p, err := New(&cli, &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		if n.Type == kong.CommandNode && n.Help == "" {
+			t.Errorf("command %q has no help", n.Name)
+		}
+		for _, f := range n.Flags {
+			if f.Help == "" {
+				t.Errorf("%s --%s has no help", n.Name, f.Name)
+			}
+		}
+		for _, a := range n.Positional {
+			if a.Help == "" {
+				t.Errorf("%s <%s> has no help", n.Name, a.Name)
+			}
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(p.Model.Node)
+	for _, c := range p.Model.Children {
+		code, out, _ := run(t, c.Name, "--help")
+		if code != 0 || !strings.Contains(out, "Usage: ifl "+c.Name) {
+			t.Errorf("ifl %s --help: exit %d, output %q", c.Name, code, out)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bogus"}, "ifl: unexpected argument bogus\nrun 'ifl --help' for usage\n"},
+		{[]string{"probe", "--bogus"}, "ifl: unknown flag --bogus\nrun 'ifl probe --help' for usage\n"},
+		{[]string{"probe", "-o", "xml", "127.0.0.1"}, "ifl: --output must be one of \"table\",\"json\",\"yaml\" but got \"xml\"\nrun 'ifl probe --help' for usage\n"},
+		{[]string{"--network-key", "/nonexistent/key", "ping", "127.0.0.1"}, "ifl: key file /nonexistent/key does not exist (create one with: ifl keygen /nonexistent/key)\n"},
+		{[]string{"probe", "198.18.0.0/33"}, "ifl: probe: \"198.18.0.0/33\": bad CIDR prefix (want an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name)\n"},
+	} {
+		code, _, stderr := run(t, tt.args...)
+		if code != 2 || stderr != tt.want {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2, %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	dir := t.TempDir()
+	nk := filepath.Join(dir, "network.key")
+	if code, _, stderr := run(t, "keygen", nk); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	if _, err := proto.LoadNetworkKey(nk); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "keygen", nk)
+	if code != 2 || !strings.Contains(stderr, "already exists (use --force") {
+		t.Fatalf("keygen over an existing key: exit %d: %s", code, stderr)
+	}
+	ak := filepath.Join(dir, "agent.key")
+	code, stdout, _ := run(t, "keygen", "--agent", ak)
+	id, err := proto.LoadIdentity(ak)
+	if code != 0 || err != nil || stdout != id.Fingerprint()+"\n" {
+		t.Fatalf("keygen --agent: exit %d, stdout %q, %v", code, stdout, err)
+	}
+}
+
+func TestAgentConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfg, []byte("port: 7440\nlables: {a: b}\n"), 0o644)
+	code, _, stderr := run(t, "agent", "--config", cfg)
+	want := "ifl: " + cfg + ": line 2: unknown key \"lables\""
+	if code != 2 || !strings.HasPrefix(stderr, want) {
+		t.Fatalf("exit %d, stderr %q; want 2, %q...", code, stderr, want)
+	}
+	code, _, stderr = run(t, "agent", "--config", filepath.Join(dir, "missing.yaml"))
+	if code != 2 || !strings.Contains(stderr, "missing.yaml: no such file") {
+		t.Fatalf("missing explicit config: exit %d, %q", code, stderr)
+	}
+	os.WriteFile(cfg, []byte("port: 7440\n"), 0o644)
+	code, _, stderr = run(t, "--network-key", filepath.Join(dir, "nokey"), "agent", "--config", cfg)
+	if code != 2 || !strings.Contains(stderr, "does not exist (create one with: ifl keygen") {
+		t.Fatalf("missing key: exit %d, %q", code, stderr)
+	}
+}
+
+// startAgent serves an agent on 127.0.0.1 and returns the key file and port.
+func startAgent(t *testing.T) (keyFile string, port int, id proto.Identity) {
+	t.Helper()
+	keyFile = filepath.Join(t.TempDir(), "network.key")
+	key, _ := proto.NewNetworkKey()
+	if err := proto.WriteKeyFile(keyFile, key, false); err != nil {
+		t.Fatal(err)
+	}
+	id, _ = proto.NewIdentity()
+	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return keyFile, ln.Addr().(*net.TCPAddr).Port, id
+}
+
+func TestPing(t *testing.T) {
+	keyFile, port, id := startAgent(t)
+	host, _ := os.Hostname()
+	target := "127.0.0.1:" + strconv.Itoa(port)
+
+	code, stdout, stderr := run(t, "--network-key", keyFile, "ping", target)
+	if code != 0 || !strings.Contains(stdout, "identity    "+id.Fingerprint()+"\n") || !strings.Contains(stdout, "hostname    "+host+"\n") {
+		t.Fatalf("ping: exit %d\nstdout:\n%s\nstderr: %s", code, stdout, stderr)
+	}
+
+	code, stdout, _ = run(t, "--network-key", keyFile, "ping", "--json", target)
+	var rep hostReport
+	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil {
+		t.Fatalf("ping --json: exit %d, %v\n%s", code, err, stdout)
+	}
+	if rep.Status != "agent" || rep.Identity != id.Fingerprint() || rep.Facts == nil || rep.Facts.Hostname != host {
+		t.Errorf("ping --json: %+v", rep)
+	}
+
+	code, _, stderr = run(t, "--network-key", keyFile, "ping", "--identity", "0123", target)
+	if code != 1 || !strings.Contains(stderr, "identity-mismatch: unknown agent identity: agent is "+id.Fingerprint()+", expected 0123") {
+		t.Errorf("ping --identity: exit %d, %q", code, stderr)
+	}
+
+	other := filepath.Join(t.TempDir(), "other.key")
+	run(t, "keygen", other)
+	code, _, stderr = run(t, "--network-key", other, "ping", target)
+	if code != 1 || !strings.Contains(stderr, "rejected: handshake rejected: the agent closed the connection without answering (wrong network key") {
+		t.Errorf("wrong key: exit %d, %q", code, stderr)
+	}
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	code, _, stderr = run(t, "--network-key", keyFile, "ping", closed)
+	if code != 1 || stderr != "ifl: ping "+closed+": closed: connection refused (no agent listening on that port)\n" {
+		t.Errorf("closed port: exit %d, %q", code, stderr)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	keyFile, port, id := startAgent(t)
+	code, stdout, stderr := run(t, "--network-key", keyFile, "probe", "--connect", "-p", strconv.Itoa(port), "127.0.0.1-3", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep probeReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if len(rep.Hosts) != 1 || rep.Hosts[0].Address != "127.0.0.1" || rep.Hosts[0].Identity != id.Fingerprint() {
+		t.Fatalf("hosts: %+v", rep.Hosts)
+	}
+	s := rep.Summary
+	if s.Agents != 1 || s.Addresses != 3 || s.Probed != 3 || !s.Complete {
+		t.Errorf("summary: %+v", s)
+	}
+	if !strings.HasPrefix(stderr, "1 agent; 3 of 3 addresses probed in ") {
+		t.Errorf("stderr %q", stderr)
+	}
+
+	code, stdout, _ = run(t, "--network-key", keyFile, "probe", "-p", strconv.Itoa(port), "127.0.0.1")
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "ADDRESS") || !strings.HasPrefix(lines[1], "127.0.0.1  agent") {
+		t.Errorf("table: exit %d\n%s", code, stdout)
+	}
+}

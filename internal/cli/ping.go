@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/proto"
+)
+
+// PingCmd verifies one agent and shows its facts.
+type PingCmd struct {
+	Host     string        `arg:"" placeholder:"HOST[:PORT]" help:"Agent address or host name, with an optional port (default ${agent_port})."`
+	Timeout  time.Duration `default:"3s" help:"Time allowed for the connection, and again for the handshake and ping."`
+	Identity string        `placeholder:"FINGERPRINT" help:"Require this agent identity (as shown by a previous ping or probe); another one is an error."`
+	JSON     bool          `help:"Print the result as JSON."`
+}
+
+// Help is shown by 'ifl ping --help'.
+func (c *PingCmd) Help() string {
+	return `Exit status: 0 for a verified agent; 1 when the host is not one, with the
+reason (connection refused, timed out, not an ifl agent, wrong network key,
+unknown agent identity); 2 for usage errors.
+
+Examples:
+  ifl ping 198.18.0.5
+  ifl ping web-1.example:7440 --json`
+}
+
+// Run pings the agent.
+func (c *PingCmd) Run(ctx context.Context, g *Globals, env *Env) error {
+	addr, err := c.resolve(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := proto.LoadNetworkKey(g.NetworkKey)
+	if err != nil {
+		return err
+	}
+	p := &probe.Prober{Key: key, Port: int(addr.Port()), Timeout: c.Timeout, ExpectIdentity: c.Identity}
+	r := p.Probe(ctx, addr.Addr())
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if c.JSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(newHostReport(r)); err != nil {
+			return err
+		}
+	}
+	if r.Status != probe.Agent {
+		return problem(fmt.Errorf("ping %s: %s: %v", addr, r.Status, r.Err))
+	}
+	if !c.JSON {
+		printFacts(env, r)
+	}
+	return nil
+}
+
+func (c *PingCmd) resolve(ctx context.Context) (netip.AddrPort, error) {
+	host, port := c.Host, agent.DefaultPort
+	if h, p, err := net.SplitHostPort(c.Host); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return netip.AddrPort{}, fmt.Errorf("%q: bad port %q (want 1-65535)", c.Host, p)
+		}
+		host, port = h, n
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: cannot resolve host name: %v", host, err)
+	}
+	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(port)), nil
+}
+
+func printFacts(env *Env, r probe.Result) {
+	f := r.Facts
+	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(w, "%s\t%s\n", k, v)
+		}
+	}
+	row("agent", fmt.Sprintf("%s port %d (verified in %s)", r.Addr, r.Port, fmtLatency(r.Latency)))
+	row("identity", r.Identity)
+	row("hostname", f.Hostname)
+	row("machine-id", f.MachineID)
+	row("os", f.OS.PrettyName)
+	row("kernel", f.Kernel)
+	row("uptime", (time.Duration(f.UptimeSeconds) * time.Second).String())
+	row("version", f.AgentVersion)
+	for _, rt := range f.DefaultRoutes {
+		gw := rt.Gateway
+		if gw == "" {
+			gw = "on-link"
+		}
+		row("gateway", fmt.Sprintf("%s via %s (%s)", gw, rt.Interface, rt.Family))
+	}
+	row("labels", formatLabels(f.Labels))
+	fmt.Fprintln(w, "interfaces")
+	for _, ifc := range f.Interfaces {
+		fmt.Fprintf(w, "  %s\t%s\tmtu %d\t%s\t%s\n", ifc.Name, dash(ifc.MAC), ifc.MTU, strings.Join(ifc.Flags, ","), strings.Join(ifc.Addrs, " "))
+	}
+	w.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatLabels(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	sortStrings(parts)
+	return strings.Join(parts, " ")
+}
+
+func fmtLatency(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%dµs", d.Microseconds())
+}

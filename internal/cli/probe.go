@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/ifl-project/ifl/internal/netinfo"
+	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/progress"
+	"github.com/ifl-project/ifl/internal/targets"
+	"github.com/ifl-project/ifl/proto"
+)
+
+// ProbeCmd finds agents.
+type ProbeCmd struct {
+	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
+	Port        int           `short:"p" default:"${agent_port}" help:"Agent port."`
+	Connect     bool          `help:"Use plain TCP connect() probes (needs no privilege)."`
+	Timeout     time.Duration `default:"1s" help:"Per-host time for the TCP connection, and again for the handshake and ping."`
+	Concurrency int           `default:"256" help:"Hosts probed at once."`
+	Output      string        `short:"o" enum:"table,json,yaml" default:"table" help:"Output format: table, json or yaml."`
+	JSON        bool          `help:"Same as -o json."`
+	All         bool          `help:"List every address probed, closed and filtered ones too (default: open ports only)."`
+	Force       bool          `help:"Allow more than 65536 addresses."`
+}
+
+// Help is shown by 'ifl probe --help'.
+func (c *ProbeCmd) Help() string {
+	return `For every target address, ifl opens a TCP connection to the agent port and,
+where one opens, runs the authenticated handshake and a ping on it. Hosts
+whose port is open but fail the handshake are reported as "rejected" (wrong
+network key, or clocks more than a minute apart) or "not-agent" (another
+service), never as agents. Results are sorted by address; progress shows on
+stderr when it is a terminal. Ctrl-C stops and prints what was found.
+
+Exit status: 0 when the probe ran (whatever it found), 2 for usage errors.
+
+Examples:
+  ifl probe 198.18.0.0/24
+  ifl probe --connect 198.18.0.1-50 198.18.4.7 -o json
+  ifl probe                      # the subnets of the default-route interface`
+}
+
+// Run probes the targets and prints the report.
+func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
+	if c.JSON {
+		c.Output = "json"
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return fmt.Errorf("--port %d: want 1-65535", c.Port)
+	}
+	addrs, err := c.expand(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := proto.LoadNetworkKey(g.NetworkKey)
+	if err != nil {
+		return err
+	}
+	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Concurrency: c.Concurrency}
+
+	start := time.Now()
+	results := make(chan probe.Result)
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Run(ctx, addrs, results)
+		close(results)
+	}()
+	bar := progress.New(env.Stderr, len(addrs), "addresses", env.Terminal)
+	var found []probe.Result
+	s := summary{Addresses: len(addrs)}
+	for r := range results {
+		s.add(r)
+		if r.Status.Open() || c.All {
+			found = append(found, r)
+		}
+		bar.Set(s.Probed, fmt.Sprintf("%d agents", s.Agents))
+	}
+	bar.Done()
+	runErr := <-done
+	s.Seconds = time.Since(start).Seconds()
+	s.Complete = runErr == nil
+	sortResults(found)
+	if err := writeReport(env.Stdout, c.Output, found, s); err != nil {
+		return err
+	}
+	fmt.Fprintln(env.Stderr, s)
+	return runErr
+}
+
+func (c *ProbeCmd) expand(ctx context.Context) ([]netip.Addr, error) {
+	words := c.Targets
+	if len(words) == 0 {
+		ifname, err := netinfo.DefaultInterface()
+		if err != nil {
+			return nil, fmt.Errorf("probe: %w", err)
+		}
+		prefixes, err := netinfo.InterfacePrefixes(ifname)
+		if err != nil {
+			return nil, fmt.Errorf("probe: %w", err)
+		}
+		for _, p := range prefixes {
+			words = append(words, p.String())
+		}
+	}
+	max := targets.DefaultMax
+	if c.Force {
+		max = 1 << 24
+	}
+	addrs, err := targets.Expand(ctx, words, max, nil)
+	if err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("probe: no addresses to probe")
+	}
+	return addrs, nil
+}

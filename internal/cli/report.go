@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/proto"
+)
+
+// hostReport is one host as JSON and YAML show it.
+type hostReport struct {
+	Address   string       `json:"address" yaml:"address"`
+	Port      int          `json:"port" yaml:"port"`
+	Status    string       `json:"status" yaml:"status"`
+	Identity  string       `json:"identity,omitempty" yaml:"identity,omitempty"`
+	Hostname  string       `json:"hostname,omitempty" yaml:"hostname,omitempty"`
+	LatencyMS float64      `json:"latency_ms" yaml:"latency_ms"`
+	Error     string       `json:"error,omitempty" yaml:"error,omitempty"`
+	Facts     *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`
+}
+
+func newHostReport(r probe.Result) hostReport {
+	h := hostReport{
+		Address:   r.Addr.String(),
+		Port:      r.Port,
+		Status:    r.Status.String(),
+		Identity:  r.Identity,
+		LatencyMS: float64(r.Latency.Microseconds()) / 1000,
+		Facts:     r.Facts,
+	}
+	if r.Facts != nil {
+		h.Hostname = r.Facts.Hostname
+	}
+	if r.Err != nil {
+		h.Error = r.Err.Error()
+	}
+	return h
+}
+
+// summary counts what a probe found.
+type summary struct {
+	Agents    int     `json:"agents" yaml:"agents"`
+	Rejected  int     `json:"rejected" yaml:"rejected"`
+	NotAgents int     `json:"not_agents" yaml:"not_agents"`
+	Errors    int     `json:"errors" yaml:"errors"`
+	Addresses int     `json:"addresses" yaml:"addresses"`
+	Probed    int     `json:"probed" yaml:"probed"`
+	Seconds   float64 `json:"seconds" yaml:"seconds"`
+	Complete  bool    `json:"complete" yaml:"complete"` // false after Ctrl-C
+}
+
+func (s *summary) add(r probe.Result) {
+	s.Probed++
+	switch r.Status {
+	case probe.Agent:
+		s.Agents++
+	case probe.Rejected, probe.Mismatch:
+		s.Rejected++
+	case probe.NotAgent:
+		s.NotAgents++
+	case probe.Failed:
+		s.Errors++
+	}
+}
+
+func (s summary) String() string {
+	parts := []string{plural(s.Agents, "agent")}
+	if s.Rejected > 0 {
+		parts = append(parts, fmt.Sprintf("%d rejected", s.Rejected))
+	}
+	if s.NotAgents > 0 {
+		parts = append(parts, fmt.Sprintf("%d not an agent", s.NotAgents))
+	}
+	if s.Errors > 0 {
+		parts = append(parts, plural(s.Errors, "error"))
+	}
+	out := fmt.Sprintf("%s; %d of %s probed in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
+	if !s.Complete {
+		out += " (interrupted)"
+	}
+	return out
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	if strings.HasSuffix(word, "ss") {
+		return fmt.Sprintf("%d %ses", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// sortResults orders results by address.
+func sortResults(rs []probe.Result) {
+	slices.SortFunc(rs, func(a, b probe.Result) int { return a.Addr.Compare(b.Addr) })
+}
+
+func sortStrings(s []string) { sort.Strings(s) }
+
+// writeTable prints one row per host: agents and open ports that failed
+// verification.
+func writeTable(w io.Writer, rs []probe.Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tHOSTNAME\tIDENTITY\tOTHER ADDRESSES\tLATENCY")
+	for _, r := range rs {
+		host, other := "-", "-"
+		if r.Facts != nil {
+			host = r.Facts.Hostname
+			if o := otherAddrs(r.Facts, r.Addr); len(o) > 0 {
+				other = strings.Join(o, ",")
+			}
+		}
+		id := "-"
+		if r.Identity != "" {
+			id = r.Identity[:min(12, len(r.Identity))]
+		}
+		status := r.Status.String()
+		if r.Status != probe.Agent && r.Err != nil {
+			host = reasonShort(r)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, status, host, id, other, fmtLatency(r.Latency))
+	}
+	return tw.Flush()
+}
+
+// reasonShort says in a few words why an open port is not a verified agent.
+func reasonShort(r probe.Result) string {
+	switch r.Status {
+	case probe.Rejected:
+		return "(wrong network key or clock skew)"
+	case probe.NotAgent:
+		return "(another service)"
+	case probe.Mismatch:
+		return "(unexpected identity)"
+	}
+	return "(" + r.Err.Error() + ")"
+}
+
+func otherAddrs(f *proto.Facts, answered netip.Addr) []string {
+	var out []string
+	for _, a := range f.Addresses() {
+		if a != answered {
+			out = append(out, a.String())
+		}
+	}
+	return out
+}
+
+type probeReport struct {
+	Hosts   []hostReport `json:"hosts" yaml:"hosts"`
+	Summary summary      `json:"summary" yaml:"summary"`
+}
+
+func writeReport(w io.Writer, format string, rs []probe.Result, s summary) error {
+	rep := probeReport{Hosts: make([]hostReport, 0, len(rs)), Summary: s}
+	for _, r := range rs {
+		rep.Hosts = append(rep.Hosts, newHostReport(r))
+	}
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	case "yaml":
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+		return enc.Close()
+	}
+	return writeTable(w, rs)
+}

@@ -1,0 +1,62 @@
+// Package netinfo reads the host's routes and interface prefixes over
+// netlink, as both the agent (for its facts) and the controller (for its
+// default targets) need them without running ip(8) or reading /proc/net.
+package netinfo
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Route is a default route of the main table.
+type Route struct {
+	Family    string     // "inet" or "inet6"
+	Gateway   netip.Addr // invalid for an on-link default route
+	Interface string
+}
+
+// DefaultInterface returns the name of the interface of the first IPv4
+// default route.
+func DefaultInterface() (string, error) {
+	rs, err := DefaultRoutes()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range rs {
+		if r.Family == "inet" && r.Interface != "" {
+			return r.Interface, nil
+		}
+	}
+	return "", fmt.Errorf("no IPv4 default route (give targets, or an interface)")
+}
+
+// InterfacePrefixes returns the IPv4 prefixes assigned to the named
+// interface, masked to their network (198.18.0.5/24 → 198.18.0.0/24).
+func InterfacePrefixes(name string) ([]netip.Prefix, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: no such interface (try: ip link)", name)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok || !ip.Unmap().Is4() {
+			continue
+		}
+		ones, _ := ipn.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no IPv4 address", name)
+	}
+	return out, nil
+}

@@ -1,0 +1,185 @@
+// Package probe finds ifl agents: for each target address it opens a TCP
+// connection to the agent port, and where one opens, runs the handshake
+// and a ping on that same connection. Results stream as they come.
+//
+// This is the connect() path, which needs no privilege; the raw SYN path
+// feeds the same Verify step with the hosts it found open.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ifl-project/ifl/proto"
+)
+
+// Status is what a probe of one address found.
+type Status int
+
+// Statuses, from best to worst. Only the first four mean the port was open.
+const (
+	Agent    Status = iota // a verified ifl agent
+	Rejected               // an ifl agent (or something) that refused our hello: wrong network key or clock skew
+	Mismatch               // an ifl agent whose identity is not the expected one
+	NotAgent               // the port is open but speaks another protocol, or nothing
+	Closed                 // connection refused
+	Filtered               // no answer within the timeout
+	Failed                 // any other error
+)
+
+var statusNames = [...]string{"agent", "rejected", "identity-mismatch", "not-agent", "closed", "filtered", "error"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "status" + strconv.Itoa(int(s))
+}
+
+// MarshalText makes Status print as its name in JSON and YAML.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Open reports whether the port answered.
+func (s Status) Open() bool { return s <= NotAgent }
+
+// Result is the outcome for one address.
+type Result struct {
+	Addr     netip.Addr
+	Port     int
+	Status   Status
+	Identity string       // the agent's fingerprint, when it completed the handshake
+	Facts    *proto.Facts // for Agent
+	Latency  time.Duration
+	Err      error // why, for every status but Agent
+}
+
+// Defaults for the zero values of Prober.
+const (
+	DefaultTimeout     = time.Second
+	DefaultConcurrency = 256
+)
+
+// Prober probes addresses for agents.
+type Prober struct {
+	Key  proto.NetworkKey
+	Port int
+	// Timeout bounds the TCP connect and, separately, the handshake and
+	// ping.
+	Timeout time.Duration
+	// Concurrency bounds the probes in flight.
+	Concurrency int
+	// ExpectIdentity, if set, is the fingerprint the agent must have.
+	ExpectIdentity string
+	// Dial opens connections; nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (p *Prober) timeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return DefaultTimeout
+}
+
+// Run probes every address and sends one Result per address on out, in
+// completion order. It returns when all are done or ctx is cancelled; it
+// does not close out.
+func (p *Prober) Run(parent context.Context, addrs []netip.Addr, out chan<- Result) error {
+	g, ctx := errgroup.WithContext(parent)
+	n := p.Concurrency
+	if n <= 0 {
+		n = DefaultConcurrency
+	}
+	g.SetLimit(n)
+	for _, a := range addrs {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			r := p.Probe(ctx, a)
+			if ctx.Err() != nil && r.Status != Agent {
+				return nil // cut short: not a finding
+			}
+			select {
+			case out <- r:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return parent.Err()
+}
+
+// Probe connects to one address and, if the port is open, verifies it.
+func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
+	r := Result{Addr: a, Port: p.Port}
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, p.timeout())
+	dial := p.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	c, err := dial(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.Port)).String())
+	cancel()
+	if err != nil {
+		r.Status, r.Err = classifyDial(err, p.timeout())
+		return r
+	}
+	return p.verify(ctx, c, r, start)
+}
+
+// Verify runs the handshake and a ping on an open connection to addr and
+// closes it.
+func (p *Prober) Verify(ctx context.Context, c net.Conn, a netip.Addr) Result {
+	return p.verify(ctx, c, Result{Addr: a, Port: p.Port}, time.Now())
+}
+
+func (p *Prober) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {
+	pc := proto.Client(c, &proto.ClientConfig{NetworkKey: p.Key, ExpectIdentity: p.ExpectIdentity})
+	defer pc.Close()
+	ctx, cancel := context.WithTimeout(ctx, p.timeout())
+	defer cancel()
+	facts, err := pc.Ping(ctx)
+	r.Latency = time.Since(start)
+	r.Identity = pc.PeerIdentity()
+	if err != nil {
+		r.Status, r.Err = classifyHandshake(err), err
+		return r
+	}
+	r.Status, r.Facts = Agent, facts
+	return r
+}
+
+func classifyDial(err error, timeout time.Duration) (Status, error) {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return Closed, errors.New("connection refused (no agent listening on that port)")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return Filtered, fmt.Errorf("no answer within %v (host down, or the port is filtered)", timeout)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return Filtered, fmt.Errorf("unreachable: %w", err)
+	}
+	return Failed, err
+}
+
+func classifyHandshake(err error) Status {
+	switch {
+	case errors.Is(err, proto.ErrRejected):
+		return Rejected
+	case errors.Is(err, proto.ErrIdentityMismatch):
+		return Mismatch
+	case errors.Is(err, proto.ErrNotIFL), errors.Is(err, proto.ErrNoAnswer), errors.Is(err, proto.ErrVersion):
+		return NotAgent
+	}
+	return Failed
+}

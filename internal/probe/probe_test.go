@@ -1,0 +1,137 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/proto"
+)
+
+func startAgent(t *testing.T, key proto.NetworkKey) (port int, identity string) {
+	t.Helper()
+	id, err := proto.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().(*net.TCPAddr).Port, id.Fingerprint()
+}
+
+func portOf(t *testing.T, addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestProbeStatuses(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	other, _ := proto.NewNetworkKey()
+	agentPort, identity := startAgent(t, key)
+	wrongPort, _ := startAgent(t, other)
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	// A port that was just free: nothing listens there.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+
+	lo := netip.MustParseAddr("127.0.0.1")
+	tests := []struct {
+		name     string
+		port     int
+		expect   string
+		want     Status
+		wantErr  error
+		identity string
+	}{
+		{"agent", agentPort, "", Agent, nil, identity},
+		{"agent with expected identity", agentPort, identity, Agent, nil, identity},
+		{"agent with another identity", agentPort, "00000000000000000000000000000000", Mismatch, proto.ErrIdentityMismatch, identity},
+		{"wrong network key", wrongPort, "", Rejected, proto.ErrRejected, ""},
+		{"http server", portOf(t, web.Listener.Addr().String()), "", NotAgent, proto.ErrNotIFL, ""},
+		{"closed", closedPort, "", Closed, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Prober{Key: key, Port: tt.port, Timeout: 2 * time.Second, ExpectIdentity: tt.expect}
+			r := p.Probe(context.Background(), lo)
+			if r.Status != tt.want {
+				t.Fatalf("status %v (%v), want %v", r.Status, r.Err, tt.want)
+			}
+			if tt.wantErr != nil && !errors.Is(r.Err, tt.wantErr) {
+				t.Errorf("error %v, want %v", r.Err, tt.wantErr)
+			}
+			if r.Identity != tt.identity {
+				t.Errorf("identity %q, want %q", r.Identity, tt.identity)
+			}
+			if tt.want == Agent && (r.Facts == nil || r.Facts.AgentVersion != "test") {
+				t.Errorf("facts %+v", r.Facts)
+			}
+		})
+	}
+}
+
+func TestRunStreamsEveryAddress(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	port, _ := startAgent(t, key)
+	// 127.0.0.1 runs the agent; 127.0.0.2-9 refuse (nothing listens there).
+	var addrs []netip.Addr
+	for a := netip.MustParseAddr("127.0.0.1"); a != netip.MustParseAddr("127.0.0.10"); a = a.Next() {
+		addrs = append(addrs, a)
+	}
+	out := make(chan Result, len(addrs))
+	p := &Prober{Key: key, Port: port, Concurrency: 3}
+	if err := p.Run(context.Background(), addrs, out); err != nil {
+		t.Fatal(err)
+	}
+	close(out)
+	got := map[netip.Addr]Status{}
+	for r := range out {
+		got[r.Addr] = r.Status
+	}
+	if len(got) != len(addrs) {
+		t.Fatalf("%d results for %d addresses", len(got), len(addrs))
+	}
+	for _, a := range addrs {
+		want := Closed
+		if a == addrs[0] {
+			want = Agent
+		}
+		if got[a] != want {
+			t.Errorf("%v: %v, want %v", a, got[a], want)
+		}
+	}
+}
+
+func TestRunCancelled(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out := make(chan Result)
+	p := &Prober{Key: key, Port: 1}
+	if err := p.Run(ctx, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, out); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}

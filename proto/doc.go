@@ -1,0 +1,71 @@
+// Package proto is the ifl wire protocol, spoken by the controller (client)
+// and the agent (server) over one TCP connection: length-prefixed frames, a
+// Noise handshake that authenticates both ends, and typed messages.
+//
+// Use Client or Server on a net.Conn, then Handshake, Send and Receive, or
+// the Ping shortcut on the client side, as with crypto/tls.
+//
+// # Frames
+//
+// Every frame is a 12-byte header followed by the payload:
+//
+//	offset size  field
+//	0      4     magic "IFL\n" (0x49 0x46 0x4c 0x0a)
+//	4      1     protocol version, 1
+//	5      1     frame type: 1 hello, 2 welcome, 3 transport
+//	6      2     reserved, zero
+//	8      4     payload length, big endian, 0 to 65535 (MaxPayload)
+//
+// A reader checks the header before it reads the payload and never
+// allocates more than MaxPayload bytes, whatever a header says. A header
+// with a wrong magic means the peer speaks another protocol; one with a
+// length over MaxPayload ends the connection.
+//
+// # Handshake
+//
+// Noise_NXpsk0_25519_ChaChaPoly_BLAKE2s (noiseprotocol.org, revision 34),
+// with the prologue "ifl/1" and the 32-byte network key as the PSK:
+//
+//	-> psk, e          hello    (frame type 1), controller to agent
+//	<- e, ee, s, es    welcome  (frame type 2), agent to controller
+//
+// The hello's payload is 8 bytes, the controller's clock in Unix
+// nanoseconds, big endian; bytes after them are ignored. The welcome's
+// payload is empty.
+//
+// The agent answers a hello only if all of these hold, and otherwise closes
+// the connection without sending a byte:
+//
+//   - it decrypts with one of the agent's network keys (psk0 makes a wrong
+//     key fail here, before any Diffie-Hellman, and the agent's static key
+//     is never sent to a peer without the network key);
+//   - its timestamp is within MaxSkew (60 s) of the agent's clock;
+//   - its ephemeral key (the first 32 bytes of the hello's payload) was
+//     not seen in an accepted hello before: the agent remembers them until
+//     they leave the skew window, so a replayed hello gets nothing.
+//
+// The agent's static public key, received encrypted in the welcome, is its
+// identity: Fingerprint gives its name, the first 16 bytes of its SHA-256
+// in hex. It is created on the agent's first start and kept, so it
+// survives address changes; a controller may require a given fingerprint.
+//
+// # Messages
+//
+// After the handshake each side sends transport frames whose payload is a
+// Noise transport message (ChaCha20-Poly1305, nonces counting from zero in
+// each direction; the controller encrypts with the first cipher state of
+// Split and the agent with the second). The plaintext is one message: a
+// type byte and a body.
+//
+//	type body
+//	1    ping request: empty (later versions may add bytes; ignore them)
+//	2    ping reply: a JSON object, the Facts type (hostname, machine_id,
+//	     os, kernel, uptime_seconds, agent_version, interfaces,
+//	     default_routes, labels, time); unknown keys are ignored
+//	3    error: a JSON object {"code": "...", "message": "..."}
+//
+// The controller sends requests, the agent answers each with one message,
+// in order, on the same connection, until either side closes it. An agent
+// answers a type it does not know with an error of code "unsupported" and
+// keeps the connection. Operations are read-only.
+package proto
