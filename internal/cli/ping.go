@@ -45,7 +45,8 @@ func (c *PingCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if err != nil {
 		return err
 	}
-	p := &probe.Prober{Key: key, Port: int(addr.Port()), Timeout: c.Timeout, ExpectIdentity: c.Identity}
+	// The timeout spans the kernel's own SYN retransmissions: no retry.
+	p := &probe.Prober{Key: key, Port: int(addr.Port()), Timeout: c.Timeout, Retries: -1, ExpectIdentity: c.Identity}
 	r := p.Probe(ctx, addr.Addr())
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -19,7 +19,8 @@ type ProbeCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
 	Port        int           `short:"p" default:"${agent_port}" help:"Agent port."`
 	Connect     bool          `help:"Use plain TCP connect() probes (needs no privilege)."`
-	Timeout     time.Duration `default:"1s" help:"Per-host time for the TCP connection, and again for the handshake and ping."`
+	Timeout     time.Duration `default:"1.5s" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
+	Retries     int           `default:"1" help:"Connection attempts repeated for hosts that did not answer."`
 	Concurrency int           `default:"256" help:"Hosts probed at once."`
 	Output      string        `short:"o" enum:"table,json,yaml" default:"table" help:"Output format: table, json or yaml."`
 	JSON        bool          `help:"Same as -o json."`
@@ -49,8 +50,15 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if c.JSON {
 		c.Output = "json"
 	}
-	if c.Port < 1 || c.Port > 65535 {
+	switch {
+	case c.Port < 1 || c.Port > 65535:
 		return fmt.Errorf("--port %d: want 1-65535", c.Port)
+	case c.Retries < 0 || c.Retries > 10:
+		return fmt.Errorf("--retries %d: want 0-10", c.Retries)
+	case c.Concurrency < 1 || c.Concurrency > 4096:
+		return fmt.Errorf("--concurrency %d: want 1-4096", c.Concurrency)
+	case c.Timeout <= 0:
+		return fmt.Errorf("--timeout %v: want a positive duration such as 1.5s", c.Timeout)
 	}
 	addrs, err := c.expand(ctx)
 	if err != nil {
@@ -60,7 +68,10 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if err != nil {
 		return err
 	}
-	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Concurrency: c.Concurrency}
+	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency}
+	if c.Retries == 0 {
+		p.Retries = -1
+	}
 
 	start := time.Now()
 	results := make(chan probe.Result)

@@ -64,7 +64,10 @@ type Result struct {
 
 // Defaults for the zero values of Prober.
 const (
-	DefaultTimeout     = time.Second
+	// DefaultTimeout lets one connect() include the kernel's first SYN
+	// retransmission (at 1 s), so a single lost SYN costs no retry.
+	DefaultTimeout     = 1500 * time.Millisecond
+	DefaultRetries     = 1
 	DefaultConcurrency = 256
 )
 
@@ -75,12 +78,25 @@ type Prober struct {
 	// Timeout bounds the TCP connect and, separately, the handshake and
 	// ping.
 	Timeout time.Duration
+	// Retries is how many more times an address that did not answer is
+	// dialled; 0 means DefaultRetries, negative means none.
+	Retries int
 	// Concurrency bounds the probes in flight.
 	Concurrency int
 	// ExpectIdentity, if set, is the fingerprint the agent must have.
 	ExpectIdentity string
 	// Dial opens connections; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (p *Prober) retries() int {
+	switch {
+	case p.Retries < 0:
+		return 0
+	case p.Retries == 0:
+		return DefaultRetries
+	}
+	return p.Retries
 }
 
 func (p *Prober) timeout() time.Duration {
@@ -120,22 +136,28 @@ func (p *Prober) Run(parent context.Context, addrs []netip.Addr, out chan<- Resu
 	return parent.Err()
 }
 
-// Probe connects to one address and, if the port is open, verifies it.
+// Probe connects to one address and, if the port is open, verifies it. An
+// address that does not answer is tried again Retries times.
 func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
 	r := Result{Addr: a, Port: p.Port}
-	start := time.Now()
-	dctx, cancel := context.WithTimeout(ctx, p.timeout())
 	dial := p.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	c, err := dial(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.Port)).String())
-	cancel()
-	if err != nil {
+	target := netip.AddrPortFrom(a, uint16(p.Port)).String()
+	for try := 0; ; try++ {
+		start := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, p.timeout())
+		c, err := dial(dctx, "tcp", target)
+		cancel()
+		if err == nil {
+			return p.verify(ctx, c, r, start)
+		}
 		r.Status, r.Err = classifyDial(err, p.timeout())
-		return r
+		if r.Status != Filtered || try >= p.retries() || ctx.Err() != nil {
+			return r
+		}
 	}
-	return p.verify(ctx, c, r, start)
 }
 
 // Verify runs the handshake and a ping on an open connection to addr and
