@@ -8,13 +8,16 @@ PREFIX   ?= /usr/local
 FUZZTIME ?= 200000x
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build test race fuzz lint bench install clean
+.PHONY: help build demo test fuzz lint bench install clean
 
 help: ## Show the targets.
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build the static ifl binary.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ifl ./cmd/ifl
+
+demo: ## Build ifl, bring up a virtual LAN of agents, probe it, tear it down (root).
+	scripts/demo.sh
 
 test: ## Run every test, with the race detector (root runs the network tests too).
 	$(GO) test -race -count=1 ./...

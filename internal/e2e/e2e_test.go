@@ -1,0 +1,322 @@
+// Package e2e runs ifl for real on virtual LANs of network namespaces
+// (package testnet). The tests need root; without it they skip, unless
+// IFL_NETNS_TESTS=1 (as in CI) makes that a failure.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ifl-project/ifl/internal/testnet"
+)
+
+func TestMain(m *testing.M) {
+	testnet.RunHelper()
+	code := m.Run()
+	testnet.RemoveBuild()
+	os.Exit(code)
+}
+
+// probeReport mirrors the JSON of ifl probe.
+type probeReport struct {
+	Hosts []struct {
+		Address  string `json:"address"`
+		Status   string `json:"status"`
+		Error    string `json:"error"`
+		Identity string `json:"identity"`
+		Hostname string `json:"hostname"`
+		Facts    *struct {
+			Hostname   string            `json:"hostname"`
+			Labels     map[string]string `json:"labels"`
+			Interfaces []struct {
+				Name  string   `json:"name"`
+				MAC   string   `json:"mac"`
+				Addrs []string `json:"addrs"`
+			} `json:"interfaces"`
+			DefaultRoutes []struct {
+				Gateway string `json:"gateway"`
+			} `json:"default_routes"`
+		} `json:"facts"`
+	} `json:"hosts"`
+	Summary struct {
+		Agents    int  `json:"agents"`
+		Addresses int  `json:"addresses"`
+		Probed    int  `json:"probed"`
+		Complete  bool `json:"complete"`
+	} `json:"summary"`
+}
+
+// ifl runs the ifl binary in the controller's namespace.
+func ifl(t *testing.T, lan *testnet.LAN, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := lan.Controller.Command(ctx, lan.IFL, append([]string{"--network-key", lan.NetworkKey}, args...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatalf("ifl %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// want is the expected outcome per address: a status for the open ports,
+// nothing for closed, dropped and empty addresses.
+type outcome struct {
+	Status, Identity, Hostname string
+}
+
+func expected(lan *testnet.LAN) map[string]outcome {
+	want := map[string]outcome{}
+	for _, h := range lan.Hosts {
+		switch h.Role {
+		case testnet.Agent:
+			want[h.Addr.String()] = outcome{"agent", h.Identity, h.Name}
+		case testnet.WrongKey:
+			want[h.Addr.String()] = outcome{"rejected", "", ""}
+		case testnet.Impostor:
+			want[h.Addr.String()] = outcome{"not-agent", "", ""}
+		}
+	}
+	return want
+}
+
+func checkProbe(t *testing.T, lan *testnet.LAN, stdout string) probeReport {
+	t.Helper()
+	var rep probeReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("probe output: %v\n%s", err, stdout)
+	}
+	got := map[string]outcome{}
+	why := map[string]string{}
+	var order []netip.Addr
+	for _, h := range rep.Hosts {
+		order = append(order, netip.MustParseAddr(h.Address))
+		why[h.Address] = h.Status + ": " + h.Error
+		switch h.Status {
+		case "closed", "filtered":
+			continue // listed with --all only
+		}
+		got[h.Address] = outcome{h.Status, h.Identity, h.Hostname}
+	}
+	want := expected(lan)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("hosts found (-want +got):\n%s", diff)
+		for a := range want {
+			if _, ok := got[a]; !ok {
+				t.Errorf("%s: %s", a, why[a])
+			}
+		}
+	}
+	if !slices.IsSortedFunc(order, func(a, b netip.Addr) int { return a.Compare(b) }) {
+		t.Errorf("hosts not sorted by address: %v", order)
+	}
+	return rep
+}
+
+func mixedSpec(name string) testnet.Spec {
+	hosts := testnet.Mix(map[testnet.Role]int{
+		testnet.Agent: 8, testnet.WrongKey: 2, testnet.Impostor: 2,
+		testnet.Closed: 2, testnet.Dropped: 2, testnet.Empty: 2,
+	}, 7)
+	for i := range hosts {
+		if hosts[i].Role == testnet.Agent {
+			hosts[i].Labels = map[string]string{"role": "web", "rack": fmt.Sprint(i)}
+		}
+	}
+	return testnet.Spec{Name: name, Prefix: netip.MustParsePrefix("198.18.4.0/24"), Port: 7440, Hosts: hosts}
+}
+
+func TestProbeConnect(t *testing.T) {
+	testnet.Require(t, true)
+	lan := testnet.Start(t, mixedSpec("e2econ"), testnet.BuildIFL(t))
+
+	stdout, stderr, code := ifl(t, lan, "probe", "--connect", "-o", "json", lan.Prefix.String())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	rep := checkProbe(t, lan, stdout)
+	if rep.Summary.Agents != 8 || rep.Summary.Addresses != 254 || rep.Summary.Probed != 254 || !rep.Summary.Complete {
+		t.Errorf("summary %+v", rep.Summary)
+	}
+	// The facts are the host's own: its name, its address and MAC on eth0,
+	// the LAN's router as gateway, its labels.
+	byAddr := map[string]testnet.Host{}
+	for _, h := range lan.Hosts {
+		byAddr[h.Addr.String()] = h
+	}
+	for _, h := range rep.Hosts {
+		if h.Status != "agent" {
+			continue
+		}
+		truth := byAddr[h.Address]
+		f := h.Facts
+		if f == nil {
+			t.Fatalf("%s: no facts", h.Address)
+		}
+		var eth0 string
+		for _, ifc := range f.Interfaces {
+			if ifc.Name == "eth0" && slices.Contains(ifc.Addrs, fmt.Sprintf("%s/24", h.Address)) {
+				eth0 = ifc.MAC
+			}
+		}
+		if eth0 != truth.MAC {
+			t.Errorf("%s: eth0 with %s/24 has MAC %q, want %s (%+v)", h.Address, h.Address, eth0, truth.MAC, f.Interfaces)
+		}
+		if len(f.DefaultRoutes) == 0 || f.DefaultRoutes[0].Gateway != lan.Router.Addr.String() {
+			t.Errorf("%s: default routes %+v, want via %v", h.Address, f.DefaultRoutes, lan.Router.Addr)
+		}
+		if diff := cmp.Diff(truth.Labels, f.Labels); diff != "" {
+			t.Errorf("%s: labels (-want +got):\n%s", h.Address, diff)
+		}
+	}
+
+	// The table says the same, one line per open port.
+	stdout, _, code = ifl(t, lan, "probe", "--connect", lan.Prefix.String())
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != 0 || len(lines) != 1+len(expected(lan)) {
+		t.Errorf("table: exit %d, %d lines:\n%s", code, len(lines), stdout)
+	}
+}
+
+func TestPingAcrossNamespaces(t *testing.T) {
+	testnet.Require(t, true)
+	lan := testnet.Start(t, mixedSpec("e2eping"), testnet.BuildIFL(t))
+	first := map[testnet.Role]testnet.Host{}
+	for _, h := range lan.Hosts {
+		if _, ok := first[h.Role]; !ok {
+			first[h.Role] = h
+		}
+	}
+	agent := first[testnet.Agent]
+	stdout, stderr, code := ifl(t, lan, "ping", agent.Addr.String())
+	if code != 0 || !strings.Contains(stdout, "hostname    "+agent.Name+"\n") || !strings.Contains(stdout, "identity    "+agent.Identity+"\n") {
+		t.Errorf("ping agent: exit %d\n%s%s", code, stdout, stderr)
+	}
+	tests := []struct {
+		role testnet.Role
+		args []string
+		want string
+	}{
+		{testnet.WrongKey, nil, "rejected: handshake rejected"},
+		{testnet.Impostor, nil, "not-agent: proto: not an ifl peer (it answered \"HTTP/1.1 400"},
+		{testnet.Closed, nil, "closed: connection refused"},
+		{testnet.Dropped, []string{"--timeout", "300ms"}, "filtered: no answer within 300ms"},
+		{testnet.Agent, []string{"--identity", strings.Repeat("0", 32)}, "identity-mismatch: unknown agent identity"},
+	}
+	for _, tt := range tests {
+		h := first[tt.role]
+		_, stderr, code := ifl(t, lan, append([]string{"ping", h.Addr.String()}, tt.args...)...)
+		if code != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("ping %s (%s): exit %d, %q; want exit 1 and %q", h.Addr, tt.role, code, stderr, tt.want)
+		}
+	}
+}
+
+func TestProbeWithLoss(t *testing.T) {
+	testnet.Require(t, true)
+	spec := mixedSpec("e2eloss")
+	lossy := 0
+	for i := range spec.Hosts {
+		if spec.Hosts[i].Role == testnet.Agent && lossy < 3 {
+			spec.Hosts[i].Loss = 10
+			lossy++
+		}
+	}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	for run := range 3 {
+		stdout, stderr, code := ifl(t, lan, "probe", "--connect", "--all", "-o", "json", lan.Prefix.String())
+		if code != 0 {
+			t.Fatalf("run %d: exit %d: %s", run, code, stderr)
+		}
+		checkProbe(t, lan, stdout)
+	}
+}
+
+// TestLANLeavesNoTrace brings a LAN up twice without tearing the first one
+// down (as after a crash), then down, and checks that the caller's network
+// namespace never changed and that nothing is left.
+func TestLANLeavesNoTrace(t *testing.T) {
+	testnet.Require(t, false)
+	before := rootNetState(t)
+	spec := testnet.Spec{Name: "e2etrace", Prefix: netip.MustParsePrefix("198.19.8.0/26"), Port: 7440,
+		Hosts: testnet.Mix(map[testnet.Role]int{testnet.Agent: 3, testnet.Impostor: 1, testnet.Closed: 1}, 1)}
+	ifl := testnet.BuildIFL(t)
+	first, err := testnet.Up(context.Background(), spec, testnet.Options{IFL: ifl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, rootNetState(t)); diff != "" {
+		t.Errorf("Up changed the caller's namespace (-before +after):\n%s", diff)
+	}
+	second, err := testnet.Up(context.Background(), spec, testnet.Options{IFL: ifl})
+	if err != nil {
+		t.Fatalf("second Up over leftovers: %v", err)
+	}
+	for _, h := range first.Hosts {
+		if h.PID != 0 && processExists(h.PID) && !slices.ContainsFunc(second.Hosts, func(s testnet.Host) bool { return s.PID == h.PID }) {
+			t.Errorf("process %d of the first LAN survived the second Up", h.PID)
+		}
+	}
+	if err := second.Down(); err != nil {
+		t.Fatal(err)
+	}
+	first.Down() // reaps the first LAN's processes; nothing else is left
+	for _, h := range second.Hosts {
+		if h.PID != 0 && processExists(h.PID) {
+			t.Errorf("process %d (%s) survived Down", h.PID, h.Name)
+		}
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), "ifl-e2etrace-") {
+		t.Errorf("namespaces left:\n%s", out)
+	}
+	if _, err := os.Stat(second.Dir); !os.IsNotExist(err) {
+		t.Errorf("state directory %s left: %v", second.Dir, err)
+	}
+	if diff := cmp.Diff(before, rootNetState(t)); diff != "" {
+		t.Errorf("the caller's namespace changed (-before +after):\n%s", diff)
+	}
+}
+
+// rootNetState lists the links, addresses and routes of the caller's
+// namespace, without counters.
+func rootNetState(t *testing.T) []string {
+	var out []string
+	for _, args := range [][]string{{"-o", "link", "show"}, {"-o", "addr", "show"}, {"route", "show", "table", "all"}} {
+		b, err := exec.Command("ip", args...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, strings.Split(strings.TrimSpace(string(b)), "\n")...)
+	}
+	return out
+}
+
+// processExists reports whether pid runs; a zombie (killed, not yet reaped
+// by this test process) does not count.
+func processExists(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}

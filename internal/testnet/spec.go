@@ -1,0 +1,161 @@
+package testnet
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"regexp"
+)
+
+// Role is what a host on the test LAN does on the agent port.
+type Role string
+
+// Roles.
+const (
+	Agent    Role = "agent"     // an ifl agent with the LAN's network key
+	WrongKey Role = "wrong-key" // an ifl agent with another network key
+	Impostor Role = "impostor"  // an HTTP server on the agent port
+	Closed   Role = "closed"    // a host with nothing on the agent port
+	Dropped  Role = "dropped"   // a host whose firewall drops the agent port silently
+	Empty    Role = "empty"     // an address with no host at all
+)
+
+var roles = []Role{Agent, WrongKey, Impostor, Closed, Dropped, Empty}
+
+// TestRange is the only address range a test LAN may use: 198.18.0.0/15,
+// reserved for benchmarking (RFC 2544).
+var TestRange = netip.MustParsePrefix("198.18.0.0/15")
+
+// HostSpec describes one host.
+type HostSpec struct {
+	Role Role `json:"role" yaml:"role"`
+	// Name is the host's hostname; default h<index>, e.g. h007.
+	Name string `json:"name,omitempty" yaml:"name,omitempty"`
+	// Addr is the host's address; default: spread over the prefix.
+	Addr netip.Addr `json:"addr,omitzero" yaml:"addr,omitempty"`
+	// Loss is the percentage of incoming ARP and TCP packets the host
+	// drops (nftables numgen random).
+	Loss   int               `json:"loss,omitempty" yaml:"loss,omitempty"`
+	Labels map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+}
+
+// Spec describes a LAN.
+type Spec struct {
+	// Name is short ([a-z0-9]{1,8}); every namespace of the LAN is called
+	// ifl-<name>-<host>, and a LAN is torn down by its name.
+	Name   string       `json:"name" yaml:"name"`
+	Prefix netip.Prefix `json:"prefix" yaml:"prefix"`
+	Port   int          `json:"port" yaml:"port"` // the agent port
+	Hosts  []HostSpec   `json:"hosts" yaml:"hosts"`
+}
+
+// Mix returns n hosts of each role in counts, in a fixed pseudo-random
+// order, so that roles are mixed over the prefix the same way every run.
+func Mix(counts map[Role]int, seed uint64) []HostSpec {
+	var hosts []HostSpec
+	for _, r := range roles {
+		for range counts[r] {
+			hosts = append(hosts, HostSpec{Role: r})
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	rng.Shuffle(len(hosts), func(i, j int) { hosts[i], hosts[j] = hosts[j], hosts[i] })
+	return hosts
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
+
+// resolve checks the spec and fills in names and addresses. The router takes
+// the first usable address and the controller the second; hosts without
+// an address are spread evenly over the rest.
+func (s *Spec) resolve() (router, controller netip.Addr, err error) {
+	if !nameRE.MatchString(s.Name) {
+		return router, controller, fmt.Errorf("testnet: name %q: want 1 to 8 of [a-z0-9]", s.Name)
+	}
+	if !s.Prefix.IsValid() || !s.Prefix.Addr().Is4() || s.Prefix.Bits() < TestRange.Bits() || s.Prefix.Bits() > 29 || !TestRange.Contains(s.Prefix.Addr()) {
+		return router, controller, fmt.Errorf("testnet: prefix %v: want an IPv4 prefix from /15 to /29 inside %v", s.Prefix, TestRange)
+	}
+	s.Prefix = s.Prefix.Masked()
+	if s.Port < 1024 || s.Port > 65535 {
+		return router, controller, fmt.Errorf("testnet: port %d: want 1024-65535", s.Port)
+	}
+	size := 1 << (32 - s.Prefix.Bits())
+	usable := size - 2
+	free := usable - 2
+	if len(s.Hosts) > free {
+		return router, controller, fmt.Errorf("testnet: %d hosts do not fit in %v (room for %d)", len(s.Hosts), s.Prefix, free)
+	}
+	if len(s.Hosts) > 1000 {
+		// The kernel's neighbour table (gc_thresh3 = 1024) is shared by
+		// every namespace.
+		return router, controller, fmt.Errorf("testnet: %d hosts: at most 1000 fit in the kernel's neighbour table", len(s.Hosts))
+	}
+	first := s.Prefix.Addr().Next()
+	router, controller = first, first.Next()
+	taken := map[netip.Addr]bool{router: true, controller: true}
+	names := map[string]bool{}
+	for i := range s.Hosts {
+		h := &s.Hosts[i]
+		found := false
+		for _, r := range roles {
+			found = found || h.Role == r
+		}
+		if !found {
+			return router, controller, fmt.Errorf("testnet: host %d: role %q: want one of %v", i, h.Role, roles)
+		}
+		if h.Loss < 0 || h.Loss > 100 {
+			return router, controller, fmt.Errorf("testnet: host %d: loss %d%%: want 0-100", i, h.Loss)
+		}
+		if h.Name == "" {
+			h.Name = fmt.Sprintf("h%03d", i+1)
+		}
+		if names[h.Name] {
+			return router, controller, fmt.Errorf("testnet: host name %q used twice", h.Name)
+		}
+		names[h.Name] = true
+		if h.Addr.IsValid() {
+			if !s.Prefix.Contains(h.Addr) || taken[h.Addr] {
+				return router, controller, fmt.Errorf("testnet: host %s: address %v is outside %v or taken", h.Name, h.Addr, s.Prefix)
+			}
+			taken[h.Addr] = true
+		}
+	}
+	// Spread: host i of n gets the middle of the i-th of n equal slices of
+	// the free addresses, skipping any taken explicitly.
+	n := len(s.Hosts)
+	for i := range s.Hosts {
+		h := &s.Hosts[i]
+		if h.Addr.IsValid() {
+			continue
+		}
+		off := (2*i + 1) * free / (2 * n)
+		a := nth(controller, off+1)
+		for taken[a] {
+			a = a.Next()
+			if !s.Prefix.Contains(a) || a == last(s.Prefix) {
+				a = controller.Next()
+			}
+		}
+		h.Addr = a
+		taken[a] = true
+	}
+	return router, controller, nil
+}
+
+func nth(a netip.Addr, n int) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func last(p netip.Prefix) netip.Addr {
+	return nth(p.Addr(), (1<<(32-p.Bits()))-1)
+}
+
+// mac returns the MAC address of the host at a: 02:18 followed by the four
+// bytes of the address, so a MAC names its IP in every capture.
+func mac(a netip.Addr) string {
+	b := a.As4()
+	return fmt.Sprintf("02:18:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# make demo: on a throwaway virtual LAN of namespaced hosts (agents, agents
+# with the wrong key, impostors, closed and firewalled ports, empty
+# addresses), run a real ifl probe from the controller's namespace, then
+# tear the LAN down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+
+if [ "$(id -u)" != 0 ]; then
+	echo "demo: network namespaces need root: sudo make demo" >&2
+	exit 2
+fi
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "demo: installing ${need[*]}" >&2
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+make -s build
+mkdir -p .build
+go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+trap '.build/ifl-testnet down --name demo' EXIT
+
+.build/ifl-testnet up --name demo --prefix 198.18.0.0/24 \
+	--agents 12 --wrong-key 2 --impostors 2 --closed 2 --dropped 1 --empty 1
+key=/run/ifl-testnet/demo/network.key
+ctl=ifl-demo-ctl
+
+echo
+echo "# in the controller's namespace: probe its own subnet (the default targets)"
+echo "\$ ifl probe"
+ip netns exec $ctl ./ifl --network-key $key probe
+first=$(.build/ifl-testnet status --name demo --json | awk -F'"' '/"role": "agent"/ {getline; getline; print $4; exit}')
+echo
+echo "# one agent, all its facts"
+echo "\$ ifl ping $first"
+ip netns exec $ctl ./ifl --network-key $key ping "$first"
