@@ -22,6 +22,7 @@ type ProbeCmd struct {
 	Timeout     time.Duration `default:"1.5s" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
 	Retries     int           `default:"1" help:"Connection attempts repeated for hosts that did not answer."`
 	Concurrency int           `default:"256" help:"Hosts probed at once."`
+	Rate        int           `default:"1000" help:"New addresses dialled per second (each may cost an ARP broadcast); 0 for no limit."`
 	Output      string        `short:"o" enum:"table,json,yaml" default:"table" help:"Output format: table, json or yaml."`
 	JSON        bool          `help:"Same as -o json."`
 	All         bool          `help:"List every address probed, closed and filtered ones too (default: open ports only)."`
@@ -57,6 +58,8 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 		return fmt.Errorf("--retries %d: want 0-10", c.Retries)
 	case c.Concurrency < 1 || c.Concurrency > 4096:
 		return fmt.Errorf("--concurrency %d: want 1-4096", c.Concurrency)
+	case c.Rate < 0:
+		return fmt.Errorf("--rate %d: want a number of addresses per second, or 0 for no limit", c.Rate)
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout %v: want a positive duration such as 1.5s", c.Timeout)
 	}
@@ -68,9 +71,12 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if err != nil {
 		return err
 	}
-	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency}
+	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency, Rate: c.Rate}
 	if c.Retries == 0 {
 		p.Retries = -1
+	}
+	if c.Rate == 0 {
+		p.Rate = -1
 	}
 
 	start := time.Now()

@@ -121,7 +121,8 @@ func checkProbe(t *testing.T, lan *testnet.LAN, stdout string) probeReport {
 		t.Errorf("hosts found (-want +got):\n%s", diff)
 		for a := range want {
 			if _, ok := got[a]; !ok {
-				t.Errorf("%s: %s", a, why[a])
+				neigh, _ := lan.Controller.Command(context.Background(), "ip", "neigh", "show", a).CombinedOutput()
+				t.Errorf("%s: %s (neighbour: %s)", a, why[a], strings.TrimSpace(string(neigh)))
 			}
 		}
 	}

@@ -69,6 +69,12 @@ const (
 	DefaultTimeout     = 1500 * time.Millisecond
 	DefaultRetries     = 1
 	DefaultConcurrency = 256
+	// DefaultRate paces new connections. Each one to an address not yet
+	// in the neighbour table makes the kernel broadcast an ARP request,
+	// and so do its retries a second later: unpaced, a /24 is a burst of
+	// 254 broadcasts, twice, which loses packets on real switches' and
+	// virtual bridges' queues alike.
+	DefaultRate = 1000
 )
 
 // Prober probes addresses for agents.
@@ -83,6 +89,9 @@ type Prober struct {
 	Retries int
 	// Concurrency bounds the probes in flight.
 	Concurrency int
+	// Rate is how many new addresses are dialled per second; 0 means
+	// DefaultRate, negative means as fast as Concurrency allows.
+	Rate int
 	// ExpectIdentity, if set, is the fingerprint the agent must have.
 	ExpectIdentity string
 	// Dial opens connections; nil means a net.Dialer.
@@ -116,7 +125,22 @@ func (p *Prober) Run(parent context.Context, addrs []netip.Addr, out chan<- Resu
 		n = DefaultConcurrency
 	}
 	g.SetLimit(n)
-	for _, a := range addrs {
+	rate := p.Rate
+	if rate == 0 {
+		rate = DefaultRate
+	}
+	start := time.Now()
+	for i, a := range addrs {
+		if rate > 0 {
+			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+			}
+		}
 		if ctx.Err() != nil {
 			break
 		}

@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,5 +136,30 @@ func TestRunCancelled(t *testing.T) {
 	p := &Prober{Key: key, Port: 1}
 	if err := p.Run(ctx, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, out); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+func TestRunPacesDials(t *testing.T) {
+	const n, rate = 6, 200
+	var mu sync.Mutex
+	var times []time.Time
+	p := &Prober{Port: 7440, Rate: rate, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		return nil, syscall.ECONNREFUSED
+	}}
+	var addrs []netip.Addr
+	for a, i := netip.MustParseAddr("198.18.0.1"), 0; i < n; a, i = a.Next(), i+1 {
+		addrs = append(addrs, a)
+	}
+	out := make(chan Result, n)
+	if err := p.Run(context.Background(), addrs, out); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	// The dials cannot be closer together than the rate allows.
+	if span, min := times[n-1].Sub(times[0]), (n-1)*time.Second/rate; span < min {
+		t.Errorf("%d dials in %v, want at least %v at %d/s", n, span, min, rate)
 	}
 }
