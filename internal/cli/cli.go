@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/arpscan"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
@@ -30,6 +31,7 @@ type CLI struct {
 	Globals
 
 	Probe   ProbeCmd   `cmd:"" help:"Find ifl agents on the network and report their addresses and facts."`
+	ArpScan ArpScanCmd `cmd:"" name:"arp-scan" help:"Find the live hosts of the local segment with ARP (needs CAP_NET_RAW)."`
 	Ping    PingCmd    `cmd:"" help:"Handshake with one agent and show its facts."`
 	Agent   AgentCmd   `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
 	Keygen  KeygenCmd  `cmd:"" help:"Create a network key, or an agent key with --agent."`
@@ -54,6 +56,7 @@ Quick start:
   ifl keygen /etc/ifl/network.key        # once; copy the file to every host
   ifl agent                              # on each managed host (or the systemd unit)
   ifl probe 198.18.0.0/24                # on the controller
+  sudo ifl arp-scan eth0                 # every live host on the segment
   ifl ping 198.18.0.5                    # one host, all its facts`
 
 // exitError carries an exit code through kong's Run.
@@ -84,6 +87,9 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 			"config":       agent.DefaultConfigPath,
 			"identity_key": agent.DefaultIdentityKey,
 			"agent_port":   fmt.Sprint(agent.DefaultPort),
+			"arp_rate":     fmt.Sprint(arpscan.DefaultRate),
+			"arp_retries":  fmt.Sprint(arpscan.DefaultRetries),
+			"arp_timeout":  arpscan.DefaultTimeout.String(),
 		},
 		kong.Bind(env),
 	)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
+	"github.com/ifl-project/ifl/internal/caps"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/progress"
@@ -18,7 +20,7 @@ import (
 type ProbeCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
 	Port        int           `short:"p" default:"${agent_port}" help:"Agent port."`
-	Connect     bool          `help:"Use plain TCP connect() probes (needs no privilege)."`
+	Connect     bool          `help:"Skip the ARP sweep: connect() to every address (needs no privilege)."`
 	Timeout     time.Duration `default:"1.5s" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
 	Retries     int           `default:"1" help:"Connection attempts repeated for hosts that did not answer."`
 	Concurrency int           `default:"256" help:"Hosts probed at once."`
@@ -31,8 +33,11 @@ type ProbeCmd struct {
 
 // Help is shown by 'ifl probe --help'.
 func (c *ProbeCmd) Help() string {
-	return `For every target address, ifl opens a TCP connection to the agent port and,
-where one opens, runs the authenticated handshake and a ping on it. Hosts
+	return `Targets on a directly attached segment are first swept with ARP (as
+'ifl arp-scan' does; needs CAP_NET_RAW), and only the hosts that answer are
+probed further; without the capability, or with --connect, every address is
+probed. A probe opens a TCP connection to the agent port and, where one
+opens, runs the authenticated handshake and a ping on it. Hosts
 whose port is open but fail the handshake are reported as "rejected" (wrong
 network key, or clocks more than a minute apart) or "not-agent" (another
 service), never as agents. Results are sorted by address; progress shows on
@@ -82,22 +87,43 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	start := time.Now()
 	results := make(chan probe.Result)
 	done := make(chan error, 1)
+	var settled atomic.Int64
+	s := summary{Addresses: len(addrs), Method: "connect"}
+	useARP := !c.Connect
+	if useARP {
+		if ok, _ := caps.Has(caps.NetRaw); !ok {
+			useARP = false
+			fmt.Fprintln(env.Stderr, "probe: no CAP_NET_RAW: probing every address with connect() instead of an ARP sweep first (slower on a LAN). Grant it with sudo, or: sudo setcap cap_net_raw+ep $(command -v ifl); --connect silences this.")
+		}
+	}
+	var pst probe.PipelineStats
 	go func() {
-		done <- p.Run(ctx, addrs, results)
+		var err error
+		if useARP {
+			pl := &probe.Pipeline{Prober: p, Settled: func(n int) { settled.Add(int64(n)) }}
+			pst, err = pl.Run(ctx, addrs, results)
+		} else {
+			err = p.Run(ctx, addrs, results)
+		}
+		done <- err
 		close(results)
 	}()
 	bar := progress.New(env.Stderr, len(addrs), "addresses", env.Terminal)
 	var found []probe.Result
-	s := summary{Addresses: len(addrs)}
 	for r := range results {
 		s.add(r)
 		if r.Status.Open() || c.All {
 			found = append(found, r)
 		}
-		bar.Set(s.Probed, fmt.Sprintf("%d agents", s.Agents))
+		bar.Set(s.Probed+int(settled.Load()), fmt.Sprintf("%d agents", s.Agents))
 	}
 	bar.Done()
 	runErr := <-done
+	if useARP {
+		s.Method = "arp+connect"
+		s.Live = pst.Live
+		s.Swept = pst.Swept
+	}
 	s.Seconds = time.Since(start).Seconds()
 	s.Complete = runErr == nil
 	sortResults(found)

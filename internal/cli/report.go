@@ -53,7 +53,10 @@ type summary struct {
 	NotAgents int     `json:"not_agents" yaml:"not_agents"`
 	Errors    int     `json:"errors" yaml:"errors"`
 	Addresses int     `json:"addresses" yaml:"addresses"`
-	Probed    int     `json:"probed" yaml:"probed"`
+	Method    string  `json:"method" yaml:"method"`       // "arp+connect" or "connect"
+	Swept     int     `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
+	Live      int     `json:"arp_live" yaml:"arp_live"`   // of which answered
+	Probed    int     `json:"probed" yaml:"probed"`       // addresses dialled
 	Seconds   float64 `json:"seconds" yaml:"seconds"`
 	Complete  bool    `json:"complete" yaml:"complete"` // false after Ctrl-C
 }
@@ -84,6 +87,9 @@ func (s summary) String() string {
 		parts = append(parts, plural(s.Errors, "error"))
 	}
 	out := fmt.Sprintf("%s; %d of %s probed in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
+	if s.Method == "arp+connect" {
+		out = fmt.Sprintf("%s; %s probed of %s (%d live on ARP) in %.2fs", strings.Join(parts, ", "), plural(s.Probed, "address"), plural(s.Addresses, "address"), s.Live, s.Seconds)
+	}
 	if !s.Complete {
 		out += " (interrupted)"
 	}

@@ -60,9 +60,22 @@ type probeReport struct {
 // ifl runs the ifl binary in the controller's namespace.
 func ifl(t *testing.T, lan *testnet.LAN, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runIFL(t, lan, nil, args)
+}
+
+// iflWithoutNetRaw runs ifl as root but with CAP_NET_RAW taken out of its
+// bounding set, so that it has every capability but that one.
+func iflWithoutNetRaw(t *testing.T, lan *testnet.LAN, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return runIFL(t, lan, []string{"setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"}, args)
+}
+
+func runIFL(t *testing.T, lan *testnet.LAN, wrapper, args []string) (stdout, stderr string, code int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := lan.Controller.Command(ctx, lan.IFL, append([]string{"--network-key", lan.NetworkKey}, args...)...)
+	argv := append(append(wrapper, lan.IFL, "--network-key", lan.NetworkKey), args...)
+	cmd := lan.Controller.Command(ctx, argv[0], argv[1:]...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -118,7 +118,26 @@ func (p *Prober) timeout() time.Duration {
 // Run probes every address and sends one Result per address on out, in
 // completion order. It returns when all are done or ctx is cancelled; it
 // does not close out.
-func (p *Prober) Run(parent context.Context, addrs []netip.Addr, out chan<- Result) error {
+func (p *Prober) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result) error {
+	in := make(chan netip.Addr)
+	go func() {
+		defer close(in)
+		for _, a := range addrs {
+			select {
+			case in <- a:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return p.Stream(ctx, in, out)
+}
+
+// Stream probes addresses as they arrive on in, until in is closed, and
+// sends one Result per address on out. The probe of one address runs
+// while later ones are still arriving, so a sweep can feed it live hosts
+// as it finds them. It does not close out.
+func (p *Prober) Stream(parent context.Context, in <-chan netip.Addr, out chan<- Result) error {
 	g, ctx := errgroup.WithContext(parent)
 	n := p.Concurrency
 	if n <= 0 {
@@ -130,7 +149,19 @@ func (p *Prober) Run(parent context.Context, addrs []netip.Addr, out chan<- Resu
 		rate = DefaultRate
 	}
 	start := time.Now()
-	for i, a := range addrs {
+	i := 0
+loop:
+	for {
+		var a netip.Addr
+		select {
+		case <-ctx.Done():
+			break loop
+		case v, ok := <-in:
+			if !ok {
+				break loop
+			}
+			a = v
+		}
 		if rate > 0 {
 			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
 				t := time.NewTimer(d)
@@ -141,6 +172,7 @@ func (p *Prober) Run(parent context.Context, addrs []netip.Addr, out chan<- Resu
 				t.Stop()
 			}
 		}
+		i++
 		if ctx.Err() != nil {
 			break
 		}

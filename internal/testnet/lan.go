@@ -132,6 +132,9 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 	}
 	for _, h := range spec.Hosts {
 		host := Host{HostSpec: h, MAC: mac(h.Addr)}
+		if h.Duplicate {
+			host.MAC = "02:19" + host.MAC[5:] // the address's owner has 02:18…
+		}
 		if h.Role != Empty {
 			host.Namespace = prefix + h.Name
 		}

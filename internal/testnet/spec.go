@@ -37,6 +37,9 @@ type HostSpec struct {
 	// drops (nftables numgen random).
 	Loss   int               `json:"loss,omitempty" yaml:"loss,omitempty"`
 	Labels map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
+	// Duplicate lets Addr be another host's address on purpose: an
+	// address conflict.
+	Duplicate bool `json:"duplicate,omitempty" yaml:"duplicate,omitempty"`
 }
 
 // Spec describes a LAN.
@@ -114,7 +117,7 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 		}
 		names[h.Name] = true
 		if h.Addr.IsValid() {
-			if !s.Prefix.Contains(h.Addr) || taken[h.Addr] {
+			if !s.Prefix.Contains(h.Addr) || (taken[h.Addr] && !h.Duplicate) {
 				return router, controller, fmt.Errorf("testnet: host %s: address %v is outside %v or taken", h.Name, h.Addr, s.Prefix)
 			}
 			taken[h.Addr] = true

@@ -1,0 +1,254 @@
+package arpscan
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+)
+
+// fakeLAN is a net.PacketConn standing in for a raw socket on a segment:
+// it answers ARP requests for the hosts it knows, after dropping the
+// number of requests each is set to drop.
+type fakeLAN struct {
+	mu       sync.Mutex
+	hosts    map[netip.Addr][]net.HardwareAddr // more than one MAC: a conflict
+	drop     map[netip.Addr]int
+	requests map[netip.Addr]int
+	replies  chan []byte
+	deadline time.Time
+	wake     chan struct{}
+	closed   bool
+}
+
+func newFakeLAN() *fakeLAN {
+	return &fakeLAN{
+		hosts:    map[netip.Addr][]net.HardwareAddr{},
+		drop:     map[netip.Addr]int{},
+		requests: map[netip.Addr]int{},
+		replies:  make(chan []byte, 1024),
+		wake:     make(chan struct{}, 1),
+	}
+}
+
+func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
+	var fr ethernet.Frame
+	if err := fr.UnmarshalBinary(b); err != nil {
+		return 0, err
+	}
+	var p arp.Packet
+	if err := p.UnmarshalBinary(fr.Payload); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests[p.TargetIP]++
+	if f.drop[p.TargetIP] > 0 {
+		f.drop[p.TargetIP]--
+		return len(b), nil
+	}
+	for _, mac := range f.hosts[p.TargetIP] {
+		r, _ := arp.NewPacket(arp.OperationReply, mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
+		pb, _ := r.MarshalBinary()
+		fb, _ := (&ethernet.Frame{Destination: p.SenderHardwareAddr, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: pb}).MarshalBinary()
+		f.replies <- fb
+	}
+	return len(b), nil
+}
+
+func (f *fakeLAN) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		f.mu.Lock()
+		dl, closed := f.deadline, f.closed
+		f.mu.Unlock()
+		if closed {
+			return 0, nil, net.ErrClosed
+		}
+		var timeout <-chan time.Time
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return 0, nil, os.ErrDeadlineExceeded
+			}
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case fb := <-f.replies:
+			return copy(b, fb), nil, nil
+		case <-timeout:
+			return 0, nil, os.ErrDeadlineExceeded
+		case <-f.wake: // the deadline changed
+		}
+	}
+}
+
+func (f *fakeLAN) SetReadDeadline(t time.Time) error {
+	f.mu.Lock()
+	f.deadline = t
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (f *fakeLAN) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (f *fakeLAN) LocalAddr() net.Addr                { return nil }
+func (f *fakeLAN) SetDeadline(t time.Time) error      { return f.SetReadDeadline(t) }
+func (f *fakeLAN) SetWriteDeadline(t time.Time) error { return nil }
+
+func testScanner(t *testing.T, lan *fakeLAN) *Scanner {
+	t.Helper()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no loopback interface")
+	}
+	ifi := *lo
+	ifi.HardwareAddr = net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	s, err := newScanner(&ifi, lan, []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mac(b byte) net.HardwareAddr { return net.HardwareAddr{2, 0x18, 0, 0, 0, b} }
+
+func span(first string, n int) []netip.Addr {
+	var out []netip.Addr
+	for a := netip.MustParseAddr(first); len(out) < n; a = a.Next() {
+		out = append(out, a)
+	}
+	return out
+}
+
+type pair struct{ IP, MAC string }
+
+func pairs(rs []Result) []pair {
+	var out []pair
+	for _, r := range rs {
+		out = append(out, pair{r.IP.String(), r.MAC.String()})
+	}
+	return out
+}
+
+func TestScanFindsHostsAndRetriesSilentOnes(t *testing.T) {
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+	lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
+	// .9 drops its first two requests: the third try finds it.
+	lan.drop[netip.MustParseAddr("198.18.0.9")] = 2
+	s := testScanner(t, lan)
+
+	targets := span("198.18.0.1", 10)
+	streamed := make(chan Result, 10)
+	res, st, err := s.Scan(context.Background(), targets, &Config{Rate: 100000, Timeout: 5 * time.Millisecond}, streamed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pair{{"198.18.0.5", mac(5).String()}, {"198.18.0.9", mac(9).String()}}
+	if diff := cmp.Diff(want, pairs(res)); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	close(streamed)
+	var got []Result
+	for r := range streamed {
+		got = append(got, r)
+	}
+	sortResults(got)
+	if diff := cmp.Diff(want, pairs(got)); diff != "" {
+		t.Errorf("streamed (-want +got):\n%s", diff)
+	}
+	// Eight silent addresses got every try, .5 one, .9 three.
+	if wantSent := 8*(1+DefaultRetries) + 1 + 3; st.Sent != wantSent {
+		t.Errorf("sent %d requests, want %d", st.Sent, wantSent)
+	}
+	lan.mu.Lock()
+	defer lan.mu.Unlock()
+	if n := lan.requests[netip.MustParseAddr("198.18.0.5")]; n != 1 {
+		t.Errorf("%d requests to a host that answered the first", n)
+	}
+}
+
+func TestScanFlagsConflicts(t *testing.T) {
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.7")] = []net.HardwareAddr{mac(7), mac(0x77)}
+	s := testScanner(t, lan)
+	// A silent address keeps the sweep going long enough to hear both.
+	res, _, err := s.Scan(context.Background(), span("198.18.0.7", 2), &Config{Rate: 100000, Timeout: 5 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].MAC.String() != mac(7).String() || len(res[0].Others) != 1 || res[0].Others[0].String() != mac(0x77).String() {
+		t.Fatalf("got %+v, want .7 at %v with %v as a conflict", res, mac(7), mac(0x77))
+	}
+}
+
+func TestScanEndsWhenAllAnswered(t *testing.T) {
+	lan := newFakeLAN()
+	targets := span("198.18.0.1", 4)
+	for i, a := range targets {
+		lan.hosts[a] = []net.HardwareAddr{mac(byte(i))}
+	}
+	s := testScanner(t, lan)
+	// A timeout this long would show if the sweep waited it out.
+	res, st, err := s.Scan(context.Background(), targets, &Config{Rate: 100000, Timeout: time.Hour}, nil)
+	if err != nil || len(res) != 4 || st.Sent != 4 {
+		t.Fatalf("%d results, %d sent, %v; want 4, 4, nil", len(res), st.Sent, err)
+	}
+}
+
+func TestScanCancelled(t *testing.T) {
+	s := testScanner(t, newFakeLAN())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, err := s.Scan(ctx, span("198.18.0.1", 100), &Config{Timeout: time.Hour}, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+func TestScanRejectsIPv6(t *testing.T) {
+	s := testScanner(t, newFakeLAN())
+	if _, _, err := s.Scan(context.Background(), []netip.Addr{netip.MustParseAddr("2001:db8::1")}, nil, nil); err == nil {
+		t.Fatal("no error for an IPv6 target")
+	}
+}
+
+func TestVendor(t *testing.T) {
+	for _, tt := range []struct {
+		mac  string
+		want string
+	}{
+		{"00:1b:21:01:02:03", "Intel Corporate"},
+		{"02:18:c6:12:00:05", "(locally administered)"},
+		{"00:00:00:00:00:00", "XEROX CORPORATION"},
+	} {
+		hw, _ := net.ParseMAC(tt.mac)
+		if got := Vendor(hw); got != tt.want {
+			t.Errorf("Vendor(%s) = %q, want %q", tt.mac, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ifl-project/ifl/arpscan"
+	"github.com/ifl-project/ifl/internal/progress"
+	"github.com/ifl-project/ifl/internal/targets"
+)
+
+// ArpScanCmd sweeps a segment with ARP.
+type ArpScanCmd struct {
+	Interface string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
+	Targets   []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
+	Rate      int           `default:"${arp_rate}" help:"ARP requests per second."`
+	Retries   int           `default:"${arp_retries}" help:"Extra requests for an address that did not answer."`
+	Timeout   time.Duration `default:"${arp_timeout}" help:"Wait for a reply before a retry, and after the last request."`
+	Output    string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+	JSON      bool          `help:"Same as -o json."`
+	Force     bool          `help:"Allow more than 65536 addresses."`
+}
+
+// Help is shown by 'ifl arp-scan --help'.
+func (c *ArpScanCmd) Help() string {
+	return `Broadcasts an ARP request to every target address at a steady rate while
+collecting the replies, retries the silent ones, and lists every host that
+answered: IP, MAC, vendor (IEEE registry, built in) and round-trip time,
+sorted by IP. An address that answers from two MACs is flagged: an address
+conflict, or spoofing.
+
+Needs CAP_NET_RAW: run it with sudo, or grant the binary the capability
+once with: sudo setcap cap_net_raw+ep $(command -v ifl)
+
+Examples:
+  sudo ifl arp-scan eth0
+  sudo ifl arp-scan eth0 198.18.0.0/22 --json
+  sudo ifl arp-scan eth0 --rate 500 --retries 4      # gentler, for a busy or lossy LAN`
+}
+
+type arpHost struct {
+	IP     string   `json:"ip"`
+	MAC    string   `json:"mac"`
+	Vendor string   `json:"vendor"`
+	RTTMS  float64  `json:"rtt_ms"`
+	Others []string `json:"conflicting_macs,omitempty"`
+}
+
+type arpReport struct {
+	Interface string    `json:"interface"`
+	Hosts     []arpHost `json:"hosts"`
+	Summary   struct {
+		Hosts     int     `json:"hosts"`
+		Addresses int     `json:"addresses"`
+		Sent      int     `json:"requests_sent"`
+		Seconds   float64 `json:"seconds"`
+		Conflicts int     `json:"conflicts"`
+		Complete  bool    `json:"complete"`
+	} `json:"summary"`
+}
+
+// Run sweeps.
+func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
+	if c.JSON {
+		c.Output = "json"
+	}
+	switch {
+	case c.Rate < 1 || c.Rate > 1_000_000:
+		return fmt.Errorf("--rate %d: want 1 to 1000000 requests per second", c.Rate)
+	case c.Retries < 0 || c.Retries > 20:
+		return fmt.Errorf("--retries %d: want 0-20", c.Retries)
+	case c.Timeout <= 0:
+		return fmt.Errorf("--timeout %v: want a positive duration such as 100ms", c.Timeout)
+	}
+	s, err := arpscan.Dial(c.Interface)
+	if err != nil {
+		return fmt.Errorf("arp-scan: %w", err)
+	}
+	defer s.Close()
+	addrs, err := c.expand(ctx, s, env)
+	if err != nil {
+		return err
+	}
+
+	found := make(chan arpscan.Result)
+	type scanned struct {
+		res   []arpscan.Result
+		stats arpscan.Stats
+		err   error
+	}
+	done := make(chan scanned, 1)
+	retries := c.Retries
+	if retries == 0 {
+		retries = -1
+	}
+	go func() {
+		res, st, err := s.Scan(ctx, addrs, &arpscan.Config{Rate: c.Rate, Retries: retries, Timeout: c.Timeout}, found)
+		close(found)
+		done <- scanned{res, st, err}
+	}()
+	bar := progress.New(env.Stderr, len(addrs), "addresses", env.Terminal)
+	n := 0
+	start := time.Now()
+	for range found {
+		n++
+		// The sweep's progress is its time: requests go out at a
+		// steady rate, about len(addrs) per try.
+		est := time.Duration(len(addrs)) * time.Second / time.Duration(c.Rate)
+		bar.Set(min(len(addrs), int(float64(len(addrs))*time.Since(start).Seconds()/est.Seconds())), fmt.Sprintf("%d hosts", n))
+	}
+	bar.Done()
+	r := <-done
+
+	var rep arpReport
+	rep.Interface = c.Interface
+	rep.Hosts = []arpHost{}
+	for _, h := range r.res {
+		ah := arpHost{IP: h.IP.String(), MAC: h.MAC.String(), Vendor: h.Vendor, RTTMS: float64(h.RTT.Microseconds()) / 1000}
+		for _, o := range h.Others {
+			ah.Others = append(ah.Others, o.String())
+		}
+		if len(ah.Others) > 0 {
+			rep.Summary.Conflicts++
+		}
+		rep.Hosts = append(rep.Hosts, ah)
+	}
+	rep.Summary.Hosts = len(r.res)
+	rep.Summary.Addresses = r.stats.Targets
+	rep.Summary.Sent = r.stats.Sent
+	rep.Summary.Seconds = r.stats.Elapsed.Seconds()
+	rep.Summary.Complete = r.err == nil
+
+	if c.Output == "json" {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IP\tMAC\tVENDOR\tRTT\tNOTE")
+		for _, h := range rep.Hosts {
+			note := ""
+			if len(h.Others) > 0 {
+				note = "CONFLICT: also answered by " + strings.Join(h.Others, ", ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2fms\t%s\n", h.IP, h.MAC, dash(h.Vendor), h.RTTMS, note)
+		}
+		tw.Flush()
+	}
+	sum := fmt.Sprintf("%s found; %d addresses swept on %s in %.2fs, %d requests sent",
+		plural(rep.Summary.Hosts, "host"), rep.Summary.Addresses, c.Interface, rep.Summary.Seconds, rep.Summary.Sent)
+	if rep.Summary.Conflicts > 0 {
+		sum += fmt.Sprintf("; %d address conflicts", rep.Summary.Conflicts)
+	}
+	if !rep.Summary.Complete {
+		sum += " (interrupted)"
+	}
+	fmt.Fprintln(env.Stderr, sum)
+	if r.err != nil {
+		return r.err
+	}
+	return nil
+}
+
+func (c *ArpScanCmd) expand(ctx context.Context, s *arpscan.Scanner, env *Env) ([]netip.Addr, error) {
+	words := c.Targets
+	if len(words) == 0 {
+		for _, p := range s.Prefixes() {
+			words = append(words, p.String())
+		}
+	}
+	max := targets.DefaultMax
+	if c.Force {
+		max = 1 << 24
+	}
+	addrs, err := targets.Expand(ctx, words, max, nil)
+	if err != nil {
+		return nil, fmt.Errorf("arp-scan: %w", err)
+	}
+	var v4 []netip.Addr
+	off := 0
+	for _, a := range addrs {
+		if !a.Is4() {
+			return nil, fmt.Errorf("arp-scan: %v: ARP is IPv4 only", a)
+		}
+		if !s.OnLink(a) {
+			off++
+		}
+		v4 = append(v4, a)
+	}
+	if off > 0 {
+		fmt.Fprintf(env.Stderr, "arp-scan: warning: %d of %d addresses are not on %s's subnets %v; hosts there answer only if they share the segment\n",
+			off, len(v4), c.Interface, s.Prefixes())
+	}
+	if len(v4) == 0 {
+		return nil, fmt.Errorf("arp-scan: no addresses to sweep")
+	}
+	return v4, nil
+}

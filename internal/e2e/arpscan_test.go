@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ifl-project/ifl/internal/testnet"
+)
+
+type arpReport struct {
+	Hosts []struct {
+		IP     string   `json:"ip"`
+		MAC    string   `json:"mac"`
+		Vendor string   `json:"vendor"`
+		Others []string `json:"conflicting_macs"`
+	} `json:"hosts"`
+	Summary struct {
+		Hosts, Addresses, Conflicts int
+		Complete                    bool
+	} `json:"summary"`
+}
+
+// arpTruth is what a sweep from the controller must find: every host
+// with a namespace, and the router; the controller does not answer itself.
+func arpTruth(lan *testnet.LAN) map[string]string {
+	want := map[string]string{lan.Router.Addr.String(): lan.Router.MAC}
+	for _, h := range lan.Hosts {
+		if h.Namespace != "" && !h.Duplicate {
+			want[h.Addr.String()] = h.MAC
+		}
+	}
+	return want
+}
+
+func arpSpec(name string) testnet.Spec {
+	hosts := testnet.Mix(map[testnet.Role]int{testnet.Agent: 4, testnet.Closed: 26, testnet.Empty: 20}, 3)
+	lossy := 0
+	for i := range hosts {
+		if hosts[i].Role == testnet.Closed && lossy < 2 {
+			hosts[i].Loss = 20 // of ARP requests (and TCP)
+			lossy++
+		}
+	}
+	// An address conflict: a second host claims the first agent's address.
+	hosts[0] = testnet.HostSpec{Role: testnet.Agent, Name: "owner", Addr: netip.MustParseAddr("198.18.8.77")}
+	hosts = append(hosts, testnet.HostSpec{Role: testnet.Closed, Name: "squatter", Addr: netip.MustParseAddr("198.18.8.77"), Duplicate: true})
+	return testnet.Spec{Name: name, Prefix: netip.MustParsePrefix("198.18.8.0/24"), Port: 7440, Hosts: hosts}
+}
+
+func TestArpScan(t *testing.T) {
+	testnet.Require(t, true)
+	lan := testnet.Start(t, arpSpec("e2earp"), testnet.BuildIFL(t))
+
+	stdout, stderr, code := ifl(t, lan, "arp-scan", "eth0", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep arpReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	got := map[string]string{}
+	var conflicts []string
+	for _, h := range rep.Hosts {
+		got[h.IP] = h.MAC
+		if len(h.Others) > 0 {
+			conflicts = append(conflicts, h.IP+" "+strings.Join(append([]string{h.MAC}, h.Others...), ","))
+		}
+		if h.Vendor != "(locally administered)" {
+			t.Errorf("%s: vendor %q, want (locally administered) for %s", h.IP, h.Vendor, h.MAC)
+		}
+	}
+	want := arpTruth(lan)
+	// The conflict's first answer may come from either host.
+	var squatter testnet.Host
+	for _, h := range lan.Hosts {
+		if h.Duplicate {
+			squatter = h
+		}
+	}
+	if got[squatter.Addr.String()] == squatter.MAC {
+		want[squatter.Addr.String()] = squatter.MAC
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(IP, MAC) pairs (-want +got):\n%s", diff)
+	}
+	if len(conflicts) != 1 || !strings.HasPrefix(conflicts[0], "198.18.8.77 ") ||
+		!strings.Contains(conflicts[0], squatter.MAC) || !strings.Contains(conflicts[0], "02:18:c6:12:08:4d") {
+		t.Errorf("conflicts %q, want 198.18.8.77 answered by 02:18:c6:12:08:4d and %s", conflicts, squatter.MAC)
+	}
+	if rep.Summary.Addresses != 254 || rep.Summary.Conflicts != 1 || !rep.Summary.Complete {
+		t.Errorf("summary %+v", rep.Summary)
+	}
+
+	// The table flags the conflict for people.
+	stdout, _, _ = ifl(t, lan, "arp-scan", "eth0", "198.18.8.77")
+	if !strings.Contains(stdout, "CONFLICT: also answered by") {
+		t.Errorf("table without the conflict:\n%s", stdout)
+	}
+}
+
+func TestArpScanErrors(t *testing.T) {
+	testnet.Require(t, false)
+	spec := testnet.Spec{Name: "e2earpx", Prefix: netip.MustParsePrefix("198.18.9.0/28"), Port: 7440,
+		Hosts: []testnet.HostSpec{{Role: testnet.Closed}}}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	// A second link in the controller's namespace, down and without an
+	// address.
+	if out, err := lan.Controller.Command(context.Background(), "ip", "link", "add", "spare0", "type", "veth", "peer", "name", "spare1").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	tests := []struct {
+		name string
+		args []string
+		pre  []string // command run in the controller's namespace first
+		want string
+	}{
+		{"no such interface", []string{"arp-scan", "eth9"}, nil, "ifl: arp-scan: eth9: no such interface (have: "},
+		{"down", []string{"arp-scan", "spare0"}, nil, "ifl: arp-scan: spare0: interface is down (try: ip link set spare0 up)"},
+		{"no IPv4", []string{"arp-scan", "spare0"}, []string{"ip", "link", "set", "spare0", "up"}, "ifl: arp-scan: spare0: no IPv4 address"},
+		{"bad prefix", []string{"arp-scan", "eth0", "198.18.9.0/40"}, nil, `ifl: arp-scan: "198.18.9.0/40": bad CIDR prefix`},
+		{"too large", []string{"arp-scan", "eth0", "198.18.0.0/15"}, nil, "ifl: arp-scan: 198.18.0.0/15: too many addresses: 131070 addresses, more than the limit of 65536 (use --force for more)"},
+		{"no CAP_NET_RAW", []string{"arp-scan", "eth0"}, nil, "ifl: arp-scan: eth0: no permission to open a raw socket (needs CAP_NET_RAW: run with sudo, or: sudo setcap cap_net_raw+ep $(command -v ifl))"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.pre != nil {
+				if out, err := lan.Controller.Command(context.Background(), tt.pre[0], tt.pre[1:]...).CombinedOutput(); err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+			}
+			var code int
+			var stderr string
+			if tt.name == "no CAP_NET_RAW" {
+				_, stderr, code = iflWithoutNetRaw(t, lan, tt.args...)
+			} else {
+				_, stderr, code = ifl(t, lan, tt.args...)
+			}
+			if code != 2 || !strings.HasPrefix(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestProbeSweepsFirst(t *testing.T) {
+	testnet.Require(t, true)
+	lan := testnet.Start(t, mixedSpec("e2esweep"), testnet.BuildIFL(t))
+
+	stdout, stderr, code := ifl(t, lan, "probe", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	rep := checkProbe(t, lan, stdout)
+	// Only hosts that answered ARP were dialled: every namespace but the
+	// controller's, and the router.
+	live := 1
+	for _, h := range lan.Hosts {
+		if h.Namespace != "" {
+			live++
+		}
+	}
+	if rep.Summary.Probed != live || rep.Summary.Addresses != 254 {
+		t.Errorf("probed %d of %d addresses, want %d of 254", rep.Summary.Probed, rep.Summary.Addresses, live)
+	}
+	if strings.Contains(stderr, "CAP_NET_RAW") {
+		t.Errorf("warned about a capability it has: %s", stderr)
+	}
+
+	// Without CAP_NET_RAW: the same agents through connect(), with one
+	// warning that says why and how to grant it.
+	stdout, stderr, code = iflWithoutNetRaw(t, lan, "probe", "-o", "json")
+	if code != 0 {
+		t.Fatalf("without CAP_NET_RAW: exit %d: %s", code, stderr)
+	}
+	rep = checkProbe(t, lan, stdout)
+	if rep.Summary.Probed != 254 {
+		t.Errorf("without CAP_NET_RAW: probed %d addresses, want all 254", rep.Summary.Probed)
+	}
+	if strings.Count(stderr, "no CAP_NET_RAW") != 1 || !strings.Contains(stderr, "setcap cap_net_raw+ep") {
+		t.Errorf("without CAP_NET_RAW: stderr %q, want one warning with the setcap hint", stderr)
+	}
+}
