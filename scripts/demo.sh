@@ -28,6 +28,8 @@ trap '.build/ifl-testnet down --name demo' EXIT
 	--agents 12 --wrong-key 2 --impostors 2 --closed 2 --dropped 1 --empty 1
 key=/run/ifl-testnet/demo/network.key
 ctl=ifl-demo-ctl
+# The demo's inventory lives and dies with its LAN.
+export IFL_STATE=/run/ifl-testnet/demo/inventory.json
 
 echo
 echo "# in the controller's namespace: probe its own subnet (the default targets)"
@@ -38,3 +40,14 @@ echo
 echo "# one agent, all its facts"
 echo "\$ ifl ping $first"
 ip netns exec $ctl ./ifl --network-key $key ping "$first"
+
+echo
+echo "# DHCP moves h001 to 198.18.0.200; the next probe notices, by identity"
+.build/ifl-testnet move --name demo h001 198.18.0.200
+echo "\$ ifl probe -o json >/dev/null"
+ip netns exec $ctl ./ifl --network-key $key probe -o json >/dev/null
+
+echo
+echo "# what Ansible sees (scripts/ifl-inventory runs: ifl inventory --list)"
+echo "\$ ifl inventory"
+./ifl inventory

@@ -9,3 +9,11 @@ const NetRaw = 13
 
 // Has reports whether the effective set holds capability c.
 func Has(c int) (bool, error) { return has(c) }
+
+// KeepOnly drops every capability but those given from all of the
+// process's threads: from the bounding set (where the process may), the
+// ambient set, and the permitted, effective and inheritable sets. A
+// process with no capabilities has nothing to do. It fails with
+// ErrUnsupported where the runtime cannot change every thread (a binary
+// built with cgo).
+func KeepOnly(keep ...int) error { return keepOnly(keep) }

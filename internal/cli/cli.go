@@ -16,6 +16,8 @@ import (
 
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/arpscan"
+	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/synscan"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
@@ -30,12 +32,14 @@ type Globals struct {
 type CLI struct {
 	Globals
 
-	Probe   ProbeCmd   `cmd:"" help:"Find ifl agents on the network and report their addresses and facts."`
-	ArpScan ArpScanCmd `cmd:"" name:"arp-scan" help:"Find the live hosts of the local segment with ARP (needs CAP_NET_RAW)."`
-	Ping    PingCmd    `cmd:"" help:"Handshake with one agent and show its facts."`
-	Agent   AgentCmd   `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
-	Keygen  KeygenCmd  `cmd:"" help:"Create a network key, or an agent key with --agent."`
-	Version VersionCmd `cmd:"" help:"Print the version."`
+	Probe     ProbeCmd     `cmd:"" help:"Find ifl agents on the network and report their addresses and facts."`
+	ArpScan   ArpScanCmd   `cmd:"" name:"arp-scan" help:"Find the live hosts of the local segment with ARP (needs CAP_NET_RAW)."`
+	Scan      ScanCmd      `cmd:"" help:"Find open TCP ports with SYN probes (or connect() without CAP_NET_RAW)."`
+	Ping      PingCmd      `cmd:"" help:"Handshake with one agent and show its facts."`
+	Inventory InventoryCmd `cmd:"" help:"Show the inventory the probes keep: for people, or for Ansible (--list, --host, -o yaml)."`
+	Agent     AgentCmd     `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
+	Keygen    KeygenCmd    `cmd:"" help:"Create a network key, or an agent key with --agent."`
+	Version   VersionCmd   `cmd:"" help:"Print the version."`
 }
 
 // Env is what commands get from their caller instead of reaching for
@@ -83,13 +87,20 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 		kong.Exit(exit),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Vars{
-			"network_key":  agent.DefaultNetworkKey,
-			"config":       agent.DefaultConfigPath,
-			"identity_key": agent.DefaultIdentityKey,
-			"agent_port":   fmt.Sprint(agent.DefaultPort),
-			"arp_rate":     fmt.Sprint(arpscan.DefaultRate),
-			"arp_retries":  fmt.Sprint(arpscan.DefaultRetries),
-			"arp_timeout":  arpscan.DefaultTimeout.String(),
+			"network_key":       agent.DefaultNetworkKey,
+			"config":            agent.DefaultConfigPath,
+			"identity_key":      agent.DefaultIdentityKey,
+			"agent_port":        fmt.Sprint(agent.DefaultPort),
+			"arp_rate":          fmt.Sprint(arpscan.DefaultRate),
+			"arp_retries":       fmt.Sprint(arpscan.DefaultRetries),
+			"arp_timeout":       arpscan.DefaultTimeout.String(),
+			"syn_rate":          fmt.Sprint(synscan.DefaultRate),
+			"syn_retries":       fmt.Sprint(synscan.DefaultRetries),
+			"syn_timeout":       synscan.DefaultTimeout.String(),
+			"probe_concurrency": fmt.Sprint(probe.DefaultConcurrency),
+			"probe_rate":        fmt.Sprint(probe.DefaultRate),
+			"probe_timeout":     probe.DefaultTimeout.String(),
+			"probe_retries":     fmt.Sprint(probe.DefaultRetries),
 		},
 		kong.Bind(env),
 	)

@@ -185,6 +185,7 @@ func TestPing(t *testing.T) {
 
 func TestProbe(t *testing.T) {
 	keyFile, port, id := startAgent(t)
+	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
 	code, stdout, stderr := run(t, "--network-key", keyFile, "probe", "--connect", "-p", strconv.Itoa(port), "127.0.0.1-3", "-o", "json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
@@ -200,7 +201,7 @@ func TestProbe(t *testing.T) {
 	if s.Agents != 1 || s.Addresses != 3 || s.Probed != 3 || !s.Complete {
 		t.Errorf("summary: %+v", s)
 	}
-	if !strings.HasPrefix(stderr, "1 agent; 3 of 3 addresses probed in ") {
+	if !strings.HasPrefix(stderr, "1 agent; 3 of 3 addresses probed in ") || !strings.Contains(stderr, "new:       ") {
 		t.Errorf("stderr %q", stderr)
 	}
 

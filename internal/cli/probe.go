@@ -8,50 +8,64 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/caps"
+	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/progress"
 	"github.com/ifl-project/ifl/internal/targets"
 	"github.com/ifl-project/ifl/proto"
+	"github.com/ifl-project/ifl/synscan"
 )
 
 // ProbeCmd finds agents.
 type ProbeCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
 	Port        int           `short:"p" default:"${agent_port}" help:"Agent port."`
-	Connect     bool          `help:"Skip the ARP sweep: connect() to every address (needs no privilege)."`
-	Timeout     time.Duration `default:"1.5s" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
-	Retries     int           `default:"1" help:"Connection attempts repeated for hosts that did not answer."`
-	Concurrency int           `default:"256" help:"Hosts probed at once."`
-	Rate        int           `default:"1000" help:"New addresses dialled per second (each may cost an ARP broadcast); 0 for no limit."`
+	Fast        bool          `help:"ARP sweep, then SYN probes, then handshakes (the default when the process has CAP_NET_RAW)."`
+	Connect     bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
+	Timeout     time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
+	Retries     int           `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
+	Concurrency int           `default:"${probe_concurrency}" help:"Hosts probed at once."`
+	Rate        int           `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
 	Output      string        `short:"o" enum:"table,json,yaml" default:"table" help:"Output format: table, json or yaml."`
 	JSON        bool          `help:"Same as -o json."`
 	All         bool          `help:"List every address probed, closed and filtered ones too (default: open ports only)."`
 	Force       bool          `help:"Allow more than 65536 addresses."`
+	State       string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
+	NoState     bool          `help:"Do not read or update the inventory."`
+	Watch       time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m) until stopped, logging each change; the inventory stays current."`
 }
 
 // Help is shown by 'ifl probe --help'.
 func (c *ProbeCmd) Help() string {
-	return `Targets on a directly attached segment are first swept with ARP (as
-'ifl arp-scan' does; needs CAP_NET_RAW), and only the hosts that answer are
-probed further; without the capability, or with --connect, every address is
-probed. A probe opens a TCP connection to the agent port and, where one
-opens, runs the authenticated handshake and a ping on it. Hosts
+	return `With CAP_NET_RAW (the fast path): targets on a directly attached segment
+are swept with ARP, as 'ifl arp-scan' does; the live ones, and routed
+targets, get a SYN on the agent port, as 'ifl scan' does; and only where it
+is open does ifl connect, run the authenticated handshake and a ping. The
+stages stream into each other. Without the capability (it says so), or with
+--connect, every address gets a connect() and, where it opens, the
+handshake. Hosts
 whose port is open but fail the handshake are reported as "rejected" (wrong
 network key, or clocks more than a minute apart) or "not-agent" (another
 service), never as agents. Results are sorted by address; progress shows on
 stderr when it is a terminal. Ctrl-C stops and prints what was found.
+
+Every probe updates the inventory (see 'ifl inventory'), keyed by each
+agent's identity, and says what changed since the last one: new hosts,
+hosts that moved (old IP -> new IP), renamed hosts, hosts not seen (on
+addresses this probe covered), and identity conflicts.
 
 Exit status: 0 when the probe ran (whatever it found), 2 for usage errors.
 
 Examples:
   ifl probe 198.18.0.0/24
   ifl probe --connect 198.18.0.1-50 198.18.4.7 -o json
-  ifl probe                      # the subnets of the default-route interface`
+  ifl probe                      # the subnets of the default-route interface
+  ifl probe --watch 5m           # keep the inventory current`
 }
 
-// Run probes the targets and prints the report.
+// Run probes the targets, updates the inventory and prints the report; with
+// --watch it does so on every interval until stopped.
 func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if c.JSON {
 		c.Output = "json"
@@ -67,6 +81,10 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 		return fmt.Errorf("--rate %d: want a number of addresses per second, or 0 for no limit", c.Rate)
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout %v: want a positive duration such as 1.5s", c.Timeout)
+	case c.Fast && c.Connect:
+		return fmt.Errorf("probe: --fast and --connect exclude each other")
+	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
+		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
 	}
 	addrs, err := c.expand(ctx)
 	if err != nil {
@@ -76,6 +94,16 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if err != nil {
 		return err
 	}
+	statePath := c.State
+	if statePath == "" && !c.NoState {
+		statePath = inventory.DefaultPath()
+	}
+	// Refuse a foreign or damaged state before any work, not after it.
+	if statePath != "" {
+		if _, err := inventory.Load(statePath); err != nil {
+			return err
+		}
+	}
 	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency, Rate: c.Rate}
 	if c.Retries == 0 {
 		p.Retries = -1
@@ -83,55 +111,146 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if c.Rate == 0 {
 		p.Rate = -1
 	}
+	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
+	if rawAllowed(env, "probe", c.Connect) {
+		// Every raw socket is opened once, up front; then the process
+		// holds no capability at all, for every round of --watch too.
+		keepOnlyNetRaw()
+		syn, err := synscan.NewRaw(nil)
+		if err != nil {
+			return fmt.Errorf("probe: %w", err)
+		}
+		defer syn.Close()
+		r.syn = syn
+		r.sweepers = probe.OpenSweepers(addrs)
+		defer r.sweepers.Close()
+		dropAllCaps()
+	}
+	if c.Watch > 0 {
+		return r.watch(ctx)
+	}
+	res, err := r.once(ctx, env.Terminal)
+	if res == nil {
+		return err
+	}
+	if werr := writeReport(env.Stdout, c.Output, res.found, res.summary, res.changes); werr != nil {
+		return werr
+	}
+	fmt.Fprintln(env.Stderr, res.summary)
+	printChanges(env, res.changes)
+	if res.stateErr != nil {
+		return res.stateErr
+	}
+	return err
+}
 
+// prober runs probes: once, or every interval.
+type prober struct {
+	cmd       *ProbeCmd
+	p         *probe.Prober
+	addrs     []netip.Addr
+	env       *Env
+	statePath string
+	syn       *synscan.Raw // nil: the connect() path
+	sweepers  probe.Sweepers
+}
+
+type probeRun struct {
+	found    []probe.Result
+	summary  summary
+	changes  *inventory.Changes
+	stateErr error
+}
+
+// once runs one probe and applies it to the inventory.
+func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error) {
 	start := time.Now()
 	results := make(chan probe.Result)
 	done := make(chan error, 1)
 	var settled atomic.Int64
-	s := summary{Addresses: len(addrs), Method: "connect"}
-	useARP := !c.Connect
-	if useARP {
-		if ok, _ := caps.Has(caps.NetRaw); !ok {
-			useARP = false
-			fmt.Fprintln(env.Stderr, "probe: no CAP_NET_RAW: probing every address with connect() instead of an ARP sweep first (slower on a LAN). Grant it with sudo, or: sudo setcap cap_net_raw+ep $(command -v ifl); --connect silences this.")
-		}
-	}
+	s := summary{Addresses: len(r.addrs), Method: "connect"}
 	var pst probe.PipelineStats
 	go func() {
 		var err error
-		if useARP {
-			pl := &probe.Pipeline{Prober: p, Settled: func(n int) { settled.Add(int64(n)) }}
-			pst, err = pl.Run(ctx, addrs, results)
+		if r.syn != nil {
+			pl := &probe.Pipeline{Prober: r.p, Sweepers: r.sweepers, SYN: r.syn, Settled: func(n int) { settled.Add(int64(n)) }}
+			pst, err = pl.Run(ctx, r.addrs, results)
 		} else {
-			err = p.Run(ctx, addrs, results)
+			err = r.p.Run(ctx, r.addrs, results)
 		}
 		done <- err
 		close(results)
 	}()
-	bar := progress.New(env.Stderr, len(addrs), "addresses", env.Terminal)
+	bar := progress.New(r.env.Stderr, len(r.addrs), "addresses", showProgress)
 	var found []probe.Result
-	for r := range results {
-		s.add(r)
-		if r.Status.Open() || c.All {
-			found = append(found, r)
+	var obs []inventory.Observation
+	for res := range results {
+		s.add(res)
+		if res.Status.Open() || r.cmd.All {
+			found = append(found, res)
+		}
+		if res.Status == probe.Agent {
+			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
 		bar.Set(s.Probed+int(settled.Load()), fmt.Sprintf("%d agents", s.Agents))
 	}
 	bar.Done()
 	runErr := <-done
-	if useARP {
-		s.Method = "arp+connect"
+	if r.syn != nil {
+		s.Method = "arp+syn"
 		s.Live = pst.Live
 		s.Swept = pst.Swept
+		s.SynSent = pst.SynSent
+		s.SynOpen = pst.SynOpen
 	}
 	s.Seconds = time.Since(start).Seconds()
 	s.Complete = runErr == nil
 	sortResults(found)
-	if err := writeReport(env.Stdout, c.Output, found, s); err != nil {
-		return err
+	run := &probeRun{found: found, summary: s}
+	if r.statePath != "" {
+		targets := make(map[netip.Addr]bool, len(r.addrs))
+		for _, a := range r.addrs {
+			targets[a] = true
+		}
+		run.stateErr = inventory.Update(r.statePath, func(st *inventory.State) error {
+			ch := st.Apply(time.Now().UTC(), obs, func(a netip.Addr) bool { return targets[a] }, s.Complete)
+			run.changes = &ch
+			return nil
+		})
 	}
-	fmt.Fprintln(env.Stderr, s)
-	return runErr
+	return run, runErr
+}
+
+// watch probes every interval until ctx is done, logging each change as
+// one event.
+func (r *prober) watch(ctx context.Context) error {
+	log := newLogger(r.env, "auto")
+	log.Info().Str("event", "watch").Dur("interval", r.cmd.Watch).Int("addresses", len(r.addrs)).Str("state", r.statePath).Msg("watching")
+	for {
+		res, err := r.once(ctx, false)
+		if ctx.Err() != nil {
+			log.Info().Str("event", "stopped").Msg("stopped")
+			return nil
+		}
+		switch {
+		case err != nil:
+			log.Error().Str("event", "probe_failed").Err(err).Msg("probe failed")
+		case res.stateErr != nil:
+			log.Error().Str("event", "state_failed").Err(res.stateErr).Msg("updating the inventory failed")
+		default:
+			logChanges(log, res.changes)
+			log.Info().Str("event", "probed").Int("agents", res.summary.Agents).Int("rejected", res.summary.Rejected).
+				Int("not_agents", res.summary.NotAgents).Float64("seconds", res.summary.Seconds).Msg("probed")
+		}
+		t := time.NewTimer(r.cmd.Watch)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			log.Info().Str("event", "stopped").Msg("stopped")
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (c *ProbeCmd) expand(ctx context.Context) ([]netip.Addr, error) {

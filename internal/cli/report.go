@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/proto"
 )
@@ -53,9 +54,11 @@ type summary struct {
 	NotAgents int     `json:"not_agents" yaml:"not_agents"`
 	Errors    int     `json:"errors" yaml:"errors"`
 	Addresses int     `json:"addresses" yaml:"addresses"`
-	Method    string  `json:"method" yaml:"method"`       // "arp+connect" or "connect"
+	Method    string  `json:"method" yaml:"method"`       // "arp+syn" or "connect"
 	Swept     int     `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
 	Live      int     `json:"arp_live" yaml:"arp_live"`   // of which answered
+	SynSent   int     `json:"syn_sent" yaml:"syn_sent"`   // SYN packets sent
+	SynOpen   int     `json:"syn_open" yaml:"syn_open"`   // agent ports found open
 	Probed    int     `json:"probed" yaml:"probed"`       // addresses dialled
 	Seconds   float64 `json:"seconds" yaml:"seconds"`
 	Complete  bool    `json:"complete" yaml:"complete"` // false after Ctrl-C
@@ -87,8 +90,8 @@ func (s summary) String() string {
 		parts = append(parts, plural(s.Errors, "error"))
 	}
 	out := fmt.Sprintf("%s; %d of %s probed in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
-	if s.Method == "arp+connect" {
-		out = fmt.Sprintf("%s; %s probed of %s (%d live on ARP) in %.2fs", strings.Join(parts, ", "), plural(s.Probed, "address"), plural(s.Addresses, "address"), s.Live, s.Seconds)
+	if s.Method == "arp+syn" {
+		out = fmt.Sprintf("%s; %s swept, %d live, %d with the port open, in %.2fs", strings.Join(parts, ", "), plural(s.Addresses, "address"), s.Live, s.SynOpen, s.Seconds)
 	}
 	if !s.Complete {
 		out += " (interrupted)"
@@ -163,12 +166,13 @@ func otherAddrs(f *proto.Facts, answered netip.Addr) []string {
 }
 
 type probeReport struct {
-	Hosts   []hostReport `json:"hosts" yaml:"hosts"`
-	Summary summary      `json:"summary" yaml:"summary"`
+	Hosts   []hostReport       `json:"hosts" yaml:"hosts"`
+	Summary summary            `json:"summary" yaml:"summary"`
+	Changes *inventory.Changes `json:"changes,omitempty" yaml:"changes,omitempty"`
 }
 
-func writeReport(w io.Writer, format string, rs []probe.Result, s summary) error {
-	rep := probeReport{Hosts: make([]hostReport, 0, len(rs)), Summary: s}
+func writeReport(w io.Writer, format string, rs []probe.Result, s summary, ch *inventory.Changes) error {
+	rep := probeReport{Hosts: make([]hostReport, 0, len(rs)), Summary: s, Changes: ch}
 	for _, r := range rs {
 		rep.Hosts = append(rep.Hosts, newHostReport(r))
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -38,6 +39,7 @@ type probeReport struct {
 		Hostname string `json:"hostname"`
 		Facts    *struct {
 			Hostname   string            `json:"hostname"`
+			MachineID  string            `json:"machine_id"`
 			Labels     map[string]string `json:"labels"`
 			Interfaces []struct {
 				Name  string   `json:"name"`
@@ -76,6 +78,8 @@ func runIFL(t *testing.T, lan *testnet.LAN, wrapper, args []string) (stdout, std
 	defer cancel()
 	argv := append(append(wrapper, lan.IFL, "--network-key", lan.NetworkKey), args...)
 	cmd := lan.Controller.Command(ctx, argv[0], argv[1:]...)
+	// The LAN's own inventory, gone with it: never the machine's.
+	cmd.Env = append(os.Environ(), "IFL_STATE="+filepath.Join(lan.Dir, "inventory.json"))
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -196,6 +200,9 @@ func TestProbeConnect(t *testing.T) {
 		}
 		if len(f.DefaultRoutes) == 0 || f.DefaultRoutes[0].Gateway != lan.Router.Addr.String() {
 			t.Errorf("%s: default routes %+v, want via %v", h.Address, f.DefaultRoutes, lan.Router.Addr)
+		}
+		if f.MachineID != truth.MachineID {
+			t.Errorf("%s: machine-id %q, want %q", h.Address, f.MachineID, truth.MachineID)
 		}
 		if diff := cmp.Diff(truth.Labels, f.Labels); diff != "" {
 			t.Errorf("%s: labels (-want +got):\n%s", h.Address, diff)

@@ -8,16 +8,24 @@ import (
 	"sync/atomic"
 
 	"github.com/ifl-project/ifl/arpscan"
+	"github.com/ifl-project/ifl/synscan"
 )
 
 // Pipeline is ifl probe's fast path: targets on a directly attached segment
-// are ARP-swept first and only the hosts that answer are probed; routed
-// targets are probed directly. Both streams feed one Prober, so the
-// handshake with the first live host runs while the sweep goes on.
+// are ARP-swept first and only the hosts that answer go on; routed targets
+// go on directly. With a SYN scanner, those hosts get a SYN to the agent
+// port and only the open ones are dialled and verified; without one every
+// host that went on is dialled. The stages stream into each other, so the
+// handshake with the first agent runs while the sweep goes on.
 type Pipeline struct {
 	Prober *Prober
 	// ARP tunes the sweeps; nil means arpscan's defaults.
 	ARP *arpscan.Config
+	// Sweepers sweep the on-link targets; targets on an interface without
+	// one go on unswept.
+	Sweepers Sweepers
+	// SYN, if set, finds the hosts with the agent port open.
+	SYN synscan.Scanner
 	// Settled, if set, is called with the number of addresses a sweep
 	// ruled out (they did not answer ARP), for progress reporting. It may
 	// be called from several goroutines at once.
@@ -26,11 +34,9 @@ type Pipeline struct {
 
 // PipelineStats count what the pipeline did besides probing.
 type PipelineStats struct {
-	Swept int // addresses ARP-swept
-	Live  int // of which answered
-	// Direct is how many addresses were probed without a sweep: routed,
-	// or on an interface that could not be swept.
-	Direct int
+	DiscoverStats
+	// SYN results, with a SYN scanner.
+	SynSent, SynOpen, SynClosed, SynFiltered int
 }
 
 // Plan splits targets into those on the subnets of an Ethernet interface
@@ -70,12 +76,48 @@ next:
 	return onLink, routed
 }
 
-// Run sweeps and probes addrs, sending one Result per probed address on out
-// (addresses silent to ARP produce none). It does not close out.
-func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result) (PipelineStats, error) {
+// DiscoverStats count what Discover did.
+type DiscoverStats struct {
+	Swept int // addresses ARP-swept
+	Live  int // of which answered
+	// Direct is how many addresses went on without a sweep: routed, or on
+	// an interface that could not be swept.
+	Direct int
+}
+
+// Sweepers are ARP scanners by interface name, opened ahead so that a
+// process can drop its privileges and still sweep, again and again.
+type Sweepers map[string]*arpscan.Scanner
+
+// OpenSweepers opens an ARP scanner on every interface that has some of
+// addrs on its subnets. An interface that cannot be opened is left out:
+// its addresses are then probed without a sweep.
+func OpenSweepers(addrs []netip.Addr) Sweepers {
+	onLink, _ := Plan(addrs)
+	sw := Sweepers{}
+	for ifname := range onLink {
+		if s, err := arpscan.Dial(ifname); err == nil {
+			sw[ifname] = s
+		}
+	}
+	return sw
+}
+
+// Close closes every scanner.
+func (sw Sweepers) Close() {
+	for _, s := range sw {
+		s.Close()
+	}
+}
+
+// Discover passes on the addresses worth probing, as they are known: the
+// on-link ones that answer an ARP sweep by one of sweepers, and every other
+// one. settled, if set, is called (from any goroutine) with the number of
+// addresses a sweep ruled out. The channel is closed when discovery is
+// done; stats may be called after that.
+func Discover(ctx context.Context, addrs []netip.Addr, sweepers Sweepers, cfg *arpscan.Config, settled func(int)) (<-chan netip.Addr, func() DiscoverStats) {
 	onLink, routed := Plan(addrs)
-	var st PipelineStats
-	var live, swept atomic.Int64
+	var live, swept, fallback atomic.Int64
 	in := make(chan netip.Addr)
 	send := func(a netip.Addr) bool {
 		select {
@@ -85,28 +127,23 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 			return false
 		}
 	}
-	var direct []netip.Addr
-	direct = append(direct, routed...)
+	direct := append([]netip.Addr(nil), routed...)
 	var scanners []*arpscan.Scanner
 	var groups [][]netip.Addr
 	for ifname, group := range onLink {
-		s, err := arpscan.Dial(ifname)
-		if err != nil {
+		s := sweepers[ifname]
+		if s == nil {
 			direct = append(direct, group...)
 			continue
 		}
 		scanners = append(scanners, s)
 		groups = append(groups, group)
 	}
-	st.Direct = len(direct)
-
 	var wg sync.WaitGroup
-	var fallback atomic.Int64
 	for i, s := range scanners {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.Close()
 			group := groups[i]
 			found := make(chan arpscan.Result)
 			done := make(chan struct{})
@@ -118,14 +155,14 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 					send(r.IP)
 				}
 			}()
-			_, _, err := s.Scan(ctx, group, pl.ARP, found)
+			_, _, err := s.Scan(ctx, group, cfg, found)
 			close(found)
 			<-done
 			live.Add(int64(len(answered)))
 			swept.Add(int64(len(group)))
 			if err != nil && ctx.Err() == nil {
-				// The sweep broke off: probe the rest directly rather
-				// than miss them.
+				// The sweep broke off: pass the rest on rather than
+				// miss them.
 				for _, a := range group {
 					if !answered[a] {
 						fallback.Add(1)
@@ -136,8 +173,8 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 				}
 				return
 			}
-			if pl.Settled != nil {
-				pl.Settled(len(group) - len(answered))
+			if settled != nil {
+				settled(len(group) - len(answered))
 			}
 		}()
 	}
@@ -154,8 +191,77 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 		wg.Wait()
 		close(in)
 	}()
-	err := pl.Prober.Stream(ctx, in, out)
-	st.Swept, st.Live = int(swept.Load()), int(live.Load())
-	st.Direct += int(fallback.Load())
+	return in, func() DiscoverStats {
+		return DiscoverStats{Swept: int(swept.Load()), Live: int(live.Load()), Direct: len(direct) + int(fallback.Load())}
+	}
+}
+
+// Run sweeps and probes addrs, sending one Result per probed address on out
+// (addresses silent to ARP produce none). It does not close out.
+func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result) (PipelineStats, error) {
+	var st PipelineStats
+	in, dstats := Discover(ctx, addrs, pl.Sweepers, pl.ARP, pl.Settled)
+	var probeIn <-chan netip.Addr = in
+	synDone := make(chan struct{})
+	if pl.SYN != nil {
+		probeIn = pl.synStage(ctx, in, &st, synDone)
+	} else {
+		close(synDone)
+	}
+	err := pl.Prober.Stream(ctx, probeIn, out)
+	<-synDone
+	st.DiscoverStats = dstats()
 	return st, err
+}
+
+// synStage sends a SYN to the agent port of every address from live and
+// passes on the open ones. The returned channel is closed when the scan
+// is done; done is closed after the last write to st.
+func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *PipelineStats, done chan<- struct{}) <-chan netip.Addr {
+	targets := make(chan synscan.Target)
+	results := make(chan synscan.Result, 64)
+	open := make(chan netip.Addr)
+	port := uint16(pl.Prober.Port)
+	go func() {
+		defer close(targets)
+		for a := range live {
+			select {
+			case targets <- synscan.Target{Addr: a, Port: port}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var sst synscan.Stats
+	scanned := make(chan struct{})
+	go func() {
+		sst, _ = pl.SYN.Stream(ctx, targets, results)
+		close(results)
+		close(scanned)
+	}()
+	go func() {
+		defer close(done)
+		defer close(open)
+		for r := range results {
+			switch r.State {
+			case synscan.Open:
+				st.SynOpen++
+				select {
+				case open <- r.Addr:
+				case <-ctx.Done():
+				}
+				continue
+			case synscan.Closed:
+				st.SynClosed++
+			default:
+				st.SynFiltered++
+			}
+			if pl.Settled != nil {
+				pl.Settled(1)
+			}
+		}
+		<-scanned
+		st.SynSent = sst.Sent
+	}()
+	return open
 }

@@ -66,15 +66,18 @@ type Result struct {
 const (
 	// DefaultTimeout lets one connect() include the kernel's first SYN
 	// retransmission (at 1 s), so a single lost SYN costs no retry.
-	DefaultTimeout     = 1500 * time.Millisecond
-	DefaultRetries     = 1
-	DefaultConcurrency = 256
+	DefaultTimeout = 1500 * time.Millisecond
+	DefaultRetries = 1
+	// DefaultConcurrency is high because on a LAN most dials to an empty
+	// address wait out the kernel's three ARP probes (3 s); the pacing
+	// below, not this bound, keeps the neighbour table and the wire calm.
+	DefaultConcurrency = 1024
 	// DefaultRate paces new connections. Each one to an address not yet
 	// in the neighbour table makes the kernel broadcast an ARP request,
 	// and so do its retries a second later: unpaced, a /24 is a burst of
 	// 254 broadcasts, twice, which loses packets on real switches' and
 	// virtual bridges' queues alike.
-	DefaultRate = 1000
+	DefaultRate = 2000
 )
 
 // Prober probes addresses for agents.

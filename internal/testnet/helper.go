@@ -10,9 +10,10 @@ import (
 
 // Environment variables that turn a binary into the LAN's helper.
 const (
-	envHelper   = "IFL_TESTNET_HELPER"
-	envHostname = "IFL_TESTNET_HOSTNAME"
-	helperExec  = "exec"
+	envHelper    = "IFL_TESTNET_HELPER"
+	envHostname  = "IFL_TESTNET_HOSTNAME"
+	envMachineID = "IFL_TESTNET_MACHINE_ID" // a file to bind over /etc/machine-id
+	helperExec   = "exec"
 	// helperHTTP, given as the program to exec, makes the helper serve
 	// HTTP itself: the impostor.
 	helperHTTP = "@impostor"
@@ -44,8 +45,16 @@ func helper(args []string) error {
 			return fmt.Errorf("sethostname: %w", err)
 		}
 	}
+	// ip netns exec runs us in a mount namespace of our own: a bind
+	// mount here gives this host its own machine-id and no other.
+	if f := os.Getenv(envMachineID); f != "" {
+		if err := syscall.Mount(f, "/etc/machine-id", "", syscall.MS_BIND, ""); err != nil {
+			return fmt.Errorf("machine-id: %w", err)
+		}
+	}
 	os.Unsetenv(envHelper)
 	os.Unsetenv(envHostname)
+	os.Unsetenv(envMachineID)
 	if args[0] == helperHTTP {
 		if len(args) != 2 {
 			return fmt.Errorf("usage: %s ADDR", helperHTTP)

@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -64,7 +65,10 @@ type Host struct {
 	Namespace string `json:"namespace,omitempty"` // empty for Empty
 	// Identity is the agent's fingerprint, for Agent and WrongKey hosts.
 	Identity string `json:"identity,omitempty"`
-	PID      int    `json:"pid,omitempty"`
+	// MachineID is the host's own /etc/machine-id, for hosts that run a
+	// service.
+	MachineID string `json:"machine_id,omitempty"`
+	PID       int    `json:"pid,omitempty"`
 }
 
 // Node is a namespace of the LAN that is not a managed host.
@@ -310,6 +314,10 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 		default:
 			continue
 		}
+		h.MachineID = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+		if err := os.WriteFile(l.machineIDFile(h), []byte(h.MachineID+"\n"), 0o644); err != nil {
+			return err
+		}
 		cmd, err := l.spawn(h, opts.Helper, args)
 		if err != nil {
 			return err
@@ -336,6 +344,8 @@ func writeAgentConfig(path string, labels map[string]string) error {
 
 func (l *LAN) logFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".log") }
 
+func (l *LAN) machineIDFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".machine-id") }
+
 // spawn starts args in h's namespaces through the helper, which sets the
 // hostname and then execs args (so the PID is the service's own).
 func (l *LAN) spawn(h *Host, helper string, args []string) (*exec.Cmd, error) {
@@ -345,7 +355,7 @@ func (l *LAN) spawn(h *Host, helper string, args []string) (*exec.Cmd, error) {
 	}
 	defer logf.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", h.Namespace, helper}, args...)...)
-	cmd.Env = append(os.Environ(), envHelper+"="+helperExec, envHostname+"="+h.Name)
+	cmd.Env = append(os.Environ(), envHelper+"="+helperExec, envHostname+"="+h.Name, envMachineID+"="+l.machineIDFile(h))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A session of its own keeps a terminal's Ctrl-C from the services;
 	// a UTS namespace of its own gives it the host's name.
@@ -568,4 +578,33 @@ func run(ctx context.Context, stdin *strings.Reader, name string, args ...string
 		return fmt.Errorf("testnet: %s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// Move gives the host called name a new address on the LAN, as a DHCP
+// server would, and keeps its MAC, processes and identity.
+func (l *LAN) Move(ctx context.Context, name string, to netip.Addr) error {
+	if !l.Prefix.Contains(to) || to == l.Router.Addr || to == l.Controller.Addr {
+		return fmt.Errorf("testnet: move %s: %v is outside %v or taken", name, to, l.Prefix)
+	}
+	for i := range l.Hosts {
+		if l.Hosts[i].Addr == to {
+			return fmt.Errorf("testnet: move %s: %v is taken by %s", name, to, l.Hosts[i].Name)
+		}
+	}
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
+		if h.Name != name {
+			continue
+		}
+		if h.Namespace == "" {
+			return fmt.Errorf("testnet: move %s: an empty address has no host to move", name)
+		}
+		cmds := fmt.Sprintf("addr flush dev eth0\naddr add %s/%d dev eth0\nroute add default via %s\n", to, l.Prefix.Bits(), l.Router.Addr)
+		if err := ipBatch(ctx, h.Namespace, cmds); err != nil {
+			return err
+		}
+		h.Addr = to
+		return l.save()
+	}
+	return fmt.Errorf("testnet: move: no host %q", name)
 }

@@ -73,7 +73,11 @@ func BuildIFL(t testing.TB) string {
 			return
 		}
 		buildPath = filepath.Join(dir, "ifl")
-		out, err := exec.Command("go", "build", "-o", buildPath, "github.com/ifl-project/ifl/cmd/ifl").CombinedOutput()
+		// Static, as released: capabilities are dropped on every
+		// thread only in a binary without cgo.
+		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/ifl-project/ifl/cmd/ifl")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = &buildError{err: err, out: string(out)}
 		}

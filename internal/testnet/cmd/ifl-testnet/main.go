@@ -116,7 +116,22 @@ func print(lan *testnet.LAN, asJSON bool) error {
 	return w.Flush()
 }
 
+type moveCmd struct {
+	Name string     `default:"demo" help:"LAN name."`
+	Host string     `arg:"" help:"Host name, e.g. h001."`
+	To   netip.Addr `arg:"" help:"Its new address, on the LAN's prefix."`
+}
+
+func (c *moveCmd) Run(ctx context.Context) error {
+	lan, err := testnet.Load(c.Name)
+	if err != nil {
+		return fmt.Errorf("no LAN %s: %w", c.Name, err)
+	}
+	return lan.Move(ctx, c.Host, c.To)
+}
+
 type cli struct {
+	Move   moveCmd   `cmd:"" help:"Give a host a new address, as DHCP would."`
 	Up     upCmd     `cmd:"" help:"Bring a LAN up (after tearing down leftovers of one with the same name)."`
 	Down   downCmd   `cmd:"" help:"Tear a LAN down: stop its processes, delete its namespaces."`
 	Status statusCmd `cmd:"" help:"Show a running LAN: every host with its role, address, MAC and identity."`

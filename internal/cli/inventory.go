@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ifl-project/ifl/internal/inventory"
+)
+
+// InventoryCmd shows the inventory, for people and for Ansible.
+type InventoryCmd struct {
+	List       bool   `help:"Print the Ansible dynamic inventory (groups, and every host's variables under _meta.hostvars)."`
+	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host."`
+	Output     string `short:"o" enum:"table,json,yaml" default:"table" help:"table (for people), json (same as --list) or yaml (a static Ansible inventory file)."`
+	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
+	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
+	Prune      string `placeholder:"AGE" help:"Remove the hosts not seen for longer than AGE (e.g. 30d), then show what is left."`
+}
+
+// Help is shown by 'ifl inventory --help'.
+func (c *InventoryCmd) Help() string {
+	return `The inventory is what 'ifl probe' learned: every agent by identity, with
+its current address. Ansible reads it through the dynamic inventory
+protocol:
+
+  ansible-inventory -i scripts/ifl-inventory --list
+  ansible -i scripts/ifl-inventory web -m ping
+
+(scripts/ifl-inventory runs 'ifl inventory "$@"'; point IFL_STATE at the
+state file if it is not in the default place.) Hosts are named by hostname
+(a second host with the same hostname gets "-" and the start of its
+identity), ansible_host is the address that last answered, facts are under
+ifl_ variables (the machine-id only as a hash), and groups come from label
+values (role: web -> group web) plus ifl_all and ifl_stale.
+
+Ansible only warns when an inventory script fails; set
+ANSIBLE_INVENTORY_UNPARSED_FAILED=true to make that an error.
+
+Examples:
+  ifl inventory                          # a table for people
+  ifl inventory -o yaml > hosts.yaml     # a static inventory file
+  ifl inventory --prune 30d`
+}
+
+// parseAge reads a duration that may also be in days ("7d").
+func parseAge(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(d, 64)
+		if err == nil && n > 0 {
+			return time.Duration(n * float64(24*time.Hour)), nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("bad age %q: want a positive duration such as 90m, 24h or 7d", s)
+}
+
+// Run prints the inventory.
+func (c *InventoryCmd) Run(env *Env) error {
+	stale, err := parseAge(c.StaleAfter)
+	if err != nil {
+		return fmt.Errorf("--stale-after: %w", err)
+	}
+	path := c.State
+	if path == "" {
+		path = inventory.DefaultPath()
+	}
+	now := time.Now().UTC()
+	var st *inventory.State
+	if c.Prune != "" {
+		age, err := parseAge(c.Prune)
+		if err != nil {
+			return fmt.Errorf("--prune: %w", err)
+		}
+		err = inventory.Update(path, func(s *inventory.State) error {
+			for _, h := range s.Prune(now, age) {
+				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", h.Hostname, h.Identity, h.LastSeen.Format(time.RFC3339), h.IP)
+			}
+			st = s
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	} else if st, err = inventory.Load(path); err != nil {
+		return err
+	}
+	inv := st.BuildAnsible(now, stale)
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	switch {
+	case c.Host != "":
+		v, err := inv.Host(c.Host)
+		if err != nil {
+			return problem(err)
+		}
+		return enc.Encode(v)
+	case c.List || c.Output == "json":
+		return enc.Encode(inv.List())
+	case c.Output == "yaml":
+		b, err := inv.YAML()
+		if err != nil {
+			return err
+		}
+		_, err = env.Stdout.Write(b)
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESS\tIDENTITY\tLAST SEEN\tMOVES\tGROUPS")
+	names := st.Names()
+	for _, h := range st.Sorted() {
+		name := ""
+		for n, nh := range names {
+			if nh == h {
+				name = n
+			}
+		}
+		var groups []string
+		for g, members := range inv.Groups {
+			for _, m := range members {
+				if m == name && g != "ifl_all" {
+					groups = append(groups, g)
+				}
+			}
+		}
+		sortStrings(groups)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", name, h.IP, h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), dash(strings.Join(groups, ",")))
+	}
+	tw.Flush()
+	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
+	return nil
+}

@@ -1,0 +1,139 @@
+package inventory
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPath is where the state lives: /var/lib/ifl for root, else
+// $XDG_STATE_HOME/ifl (~/.local/state/ifl).
+func DefaultPath() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/ifl/inventory.json"
+	}
+	dir := os.Getenv("XDG_STATE_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			home = "."
+		}
+		dir = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(dir, "ifl", "inventory.json")
+}
+
+// ErrForeign is returned for a file that exists but is not an ifl
+// inventory, or is damaged.
+var ErrForeign = errors.New("not an ifl inventory")
+
+// Load reads the state at path; a missing file is an empty state.
+func Load(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	return parse(path, b)
+}
+
+func parse(path string, b []byte) (*State, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("inventory %s: %w: the file is empty (move it away to start afresh)", path, ErrForeign)
+	}
+	var s State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w: %v (the file is left as it is; move it away to start afresh)", path, ErrForeign, err)
+	}
+	if s.Format != Format {
+		return nil, fmt.Errorf("inventory %s: %w: format %q (the file is left as it is; use another --state)", path, ErrForeign, s.Format)
+	}
+	if s.Version != Version {
+		return nil, fmt.Errorf("inventory %s: version %d, this ifl reads version %d", path, s.Version, Version)
+	}
+	if s.Hosts == nil {
+		s.Hosts = map[string]*Host{}
+	}
+	for id, h := range s.Hosts {
+		if h == nil || h.Identity != id {
+			return nil, fmt.Errorf("inventory %s: %w: host %q is damaged (the file is left as it is)", path, ErrForeign, id)
+		}
+	}
+	return &s, nil
+}
+
+// Update runs fn on the state at path under an exclusive lock and, if fn
+// succeeds, writes the state back atomically. Two processes updating one
+// file take turns; neither loses the other's changes.
+func Update(path string, fn func(*State) error) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	// The lock is a file of its own: the state file is replaced by
+	// rename, and a lock on a replaced inode would lock nothing.
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("inventory: locking %s: %w", path, err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+
+	s, err := Load(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(s); err != nil {
+		return err
+	}
+	return write(path, s)
+}
+
+// write replaces path with s: a temporary file in the same directory,
+// synced, renamed over path, and the directory synced, so that a crash
+// leaves the old file or the new one, whole.
+func write(path string, s *State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".inventory-*.tmp")
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("inventory: writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("inventory: writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

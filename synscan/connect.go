@@ -1,0 +1,103 @@
+package synscan
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Connect scans with connect(2): it needs no privilege.
+type Connect struct {
+	cfg  Config
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// NewConnect returns a connect-mode scanner.
+func NewConnect(cfg *Config) *Connect {
+	return &Connect{cfg: cfg.withDefaults(), dial: (&net.Dialer{}).DialContext}
+}
+
+// Close implements Scanner.
+func (c *Connect) Close() error { return nil }
+
+// Stream implements Scanner: dials paced at the rate, at most Concurrency
+// at once, each retried if it timed out.
+func (c *Connect) Stream(parent context.Context, in <-chan Target, out chan<- Result) (Stats, error) {
+	var st Stats
+	var mu sync.Mutex
+	g, ctx := errgroup.WithContext(parent)
+	g.SetLimit(c.cfg.Concurrency)
+	interval := time.Second / time.Duration(c.cfg.Rate)
+	next := time.Now()
+loop:
+	for {
+		var t Target
+		select {
+		case <-ctx.Done():
+			break loop
+		case v, ok := <-in:
+			if !ok {
+				break loop
+			}
+			t = v
+		}
+		if d := time.Until(next); d > 0 {
+			timer := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
+			}
+			timer.Stop()
+		}
+		next = next.Add(interval)
+		if floor := time.Now().Add(-5 * time.Millisecond); next.Before(floor) {
+			next = floor
+		}
+		st.Targets++
+		g.Go(func() error {
+			res, sent := c.probe(ctx, t)
+			mu.Lock()
+			st.Sent += sent
+			mu.Unlock()
+			if ctx.Err() != nil {
+				return nil
+			}
+			select {
+			case out <- res:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return st, parent.Err()
+}
+
+func (c *Connect) probe(ctx context.Context, t Target) (Result, int) {
+	addr := netip.AddrPortFrom(t.Addr, t.Port).String()
+	for try := 0; ; try++ {
+		start := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+		conn, err := c.dial(dctx, "tcp", addr)
+		cancel()
+		switch {
+		case err == nil:
+			conn.Close()
+			return Result{Target: t, State: Open, RTT: time.Since(start)}, try + 1
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return Result{Target: t, State: Closed, RTT: time.Since(start)}, try + 1
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+			if try < c.cfg.Retries && ctx.Err() == nil {
+				continue
+			}
+		}
+		return Result{Target: t, State: Filtered}, try + 1
+	}
+}

@@ -1,0 +1,21 @@
+// Package synscan finds open TCP ports, the way ifl scan and ifl probe
+// need them: quickly, and without a connection per closed port.
+//
+// Raw mode (NewRaw, needs CAP_NET_RAW) sends SYN packets built with
+// gopacket on a raw IP socket at a paced rate, while one reader, behind a
+// kernel filter that passes only TCP to our source ports, matches replies
+// statelessly: each probe's sequence number is a keyed hash of its
+// 4-tuple, so a SYN-ACK or RST is accepted only if its acknowledgement
+// number proves it answers our probe. SYN-ACK means open, RST closed, and
+// nothing after the retries filtered. The kernel, which knows of no
+// connection on our source port, answers each SYN-ACK with a RST, which
+// closes the half-open connection on the target. Memory is bounded by the
+// probes in flight (the rate times the time a probe may wait), not by the
+// number of targets.
+//
+// Connect mode (NewConnect) gives the same results with connect(2), for a
+// process without the capability.
+//
+// Both implement Scanner; Stream takes targets as they come (from an ARP
+// sweep, say) and sends results as they are known.
+package synscan
