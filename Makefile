@@ -2,13 +2,15 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/ifl-project/ifl/internal/cli.Version=$(VERSION)
-PREFIX   ?= /usr/local
 # An execution count, not a duration: a duration races the fuzz
 # coordinator's deadline in Go 1.26 (golang/go#75804) and fails spuriously.
 FUZZTIME ?= 200000x
 STATICCHECK_VERSION ?= v0.8.2
+NFPM_VERSION ?= v2.43.0
+# A Debian version: the tag without its v, or 0.0.0~git<commit>.
+DEB_VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null | sed 's/^v//' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo 0))
 
-.PHONY: help build demo test fuzz lint bench install clean
+.PHONY: help build demo test fuzz lint bench install uninstall deb test-deb clean
 
 help: ## Show the targets.
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,8 +43,18 @@ bench: build ## Run the benchmarks, measure the agent's memory; as root, race th
 	scripts/bench-agent-rss.sh ./ifl
 	@if [ "$$(id -u)" = 0 ]; then scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5; else echo "bench: side-by-side runs on virtual LANs need root: sudo make bench"; fi
 
-install: build ## Install ifl into PREFIX/bin (default /usr/local).
-	install -D -m 0755 ifl $(DESTDIR)$(PREFIX)/bin/ifl
+install: build ## Install ifl, its units, config and keys (scripts/install.sh; CAP_NET_RAW=1 grants the fast path).
+	scripts/install.sh --binary ./ifl $(if $(CAP_NET_RAW),--cap-net-raw)
 
-clean: ## Remove the binary.
-	rm -f ifl
+uninstall: ## Remove what install put in place, keeping /etc/ifl (PURGE=1 removes it too).
+	scripts/install.sh --uninstall $(if $(PURGE),--purge)
+
+deb: build ## Build dist/ifl_VERSION_amd64.deb with nfpm.
+	mkdir -p dist
+	DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package -f scripts/nfpm.yaml -p deb -t dist/
+
+test-deb: deb ## Install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
+	scripts/test-deb.sh dist/ifl_$(DEB_VERSION)_amd64.deb
+
+clean: ## Remove the binary and the packages.
+	rm -rf ifl dist .build

@@ -341,3 +341,73 @@ func processExists(pid int) bool {
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
+
+// TestSandboxedAgentFacts runs agents as the hardened unit would (as
+// nobody, with no capability in any set and no_new_privs, in their own
+// network namespace) and checks that a ping still returns complete facts.
+func TestSandboxedAgentFacts(t *testing.T) {
+	testnet.Require(t, false)
+	spec := testnet.Spec{Name: "e2esand", Prefix: netip.MustParsePrefix("198.18.7.0/24"), Port: 7440,
+		Hosts: []testnet.HostSpec{{Role: testnet.Agent, Name: "boxed", Sandbox: true, Labels: map[string]string{"role": "web"}}}}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	h := lan.Hosts[0]
+
+	// It really runs without privilege.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Uid:\t65534", "CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("agent process: no %q in its status", want)
+		}
+	}
+
+	stdout, stderr, code := ifl(t, lan, "ping", "--json", h.Addr.String())
+	if code != 0 {
+		t.Fatalf("ping: exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Identity string `json:"identity"`
+		Facts    struct {
+			Hostname   string `json:"hostname"`
+			MachineID  string `json:"machine_id"`
+			Kernel     string `json:"kernel"`
+			Uptime     int64  `json:"uptime_seconds"`
+			OS         struct{ ID string }
+			Interfaces []struct {
+				Name  string   `json:"name"`
+				MAC   string   `json:"mac"`
+				Flags []string `json:"flags"`
+				Addrs []string `json:"addrs"`
+			} `json:"interfaces"`
+			DefaultRoutes []struct {
+				Family, Gateway, Interface string
+			} `json:"default_routes"`
+			Labels map[string]string `json:"labels"`
+		} `json:"facts"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	f := rep.Facts
+	if rep.Identity != h.Identity || f.Hostname != "boxed" || f.MachineID != h.MachineID || f.Kernel == "" || f.Uptime <= 0 || f.OS.ID == "" {
+		t.Errorf("identity %s, facts %+v", rep.Identity, f)
+	}
+	ifaces := map[string]string{}
+	for _, i := range f.Interfaces {
+		ifaces[i.Name] = i.MAC + " " + strings.Join(i.Addrs, ",")
+	}
+	if ifaces["eth0"] != h.MAC+" "+h.Addr.String()+"/24" && !strings.HasPrefix(ifaces["eth0"], h.MAC+" "+h.Addr.String()+"/24,") {
+		t.Errorf("eth0: %q, want %s with %v/24", ifaces["eth0"], h.MAC, h.Addr)
+	}
+	if !strings.HasPrefix(ifaces["lo"], " 127.0.0.1/8") {
+		t.Errorf("lo: %q", ifaces["lo"])
+	}
+	if len(f.DefaultRoutes) == 0 || f.DefaultRoutes[0].Gateway != lan.Router.Addr.String() || f.DefaultRoutes[0].Interface != "eth0" {
+		t.Errorf("default routes %+v, want via %v on eth0", f.DefaultRoutes, lan.Router.Addr)
+	}
+	if f.Labels["role"] != "web" {
+		t.Errorf("labels %v", f.Labels)
+	}
+}

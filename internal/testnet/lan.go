@@ -150,8 +150,15 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 			lan = nil
 		}
 	}()
-	if err := os.MkdirAll(lan.Dir, 0o700); err != nil {
+	// Traversable, so that a sandboxed agent reaches its own directory;
+	// every file in it is 0600.
+	if err := os.MkdirAll(lan.Dir, 0o711); err != nil {
 		return lan, err
+	}
+	for _, d := range []string{StateRoot, lan.Dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return lan, err
+		}
 	}
 	// Saved before anything is created, so that Down finds it all.
 	if err := lan.save(); err != nil {
@@ -298,17 +305,37 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 			if err != nil {
 				return err
 			}
-			idFile := filepath.Join(l.Dir, h.Name+".key")
+			dir := l.Dir
+			if h.Sandbox {
+				// Its own directory, which only nobody may read, as a
+				// credentials directory would be.
+				if dir, err = sandboxDir(l.Dir, h.Name, key); err != nil {
+					return err
+				}
+				key = filepath.Join(dir, "network.key")
+			}
+			idFile := filepath.Join(dir, h.Name+".key")
 			if err := proto.WriteKeyFile(idFile, id, true); err != nil {
 				return err
 			}
 			h.Identity = id.Fingerprint()
-			cfg := filepath.Join(l.Dir, h.Name+".yaml")
+			cfg := filepath.Join(dir, h.Name+".yaml")
 			if err := writeAgentConfig(cfg, h.Labels); err != nil {
 				return err
 			}
 			args = []string{opts.IFL, "agent", "--config", cfg, "--network-key", key, "--identity-key", idFile,
 				"--port", fmt.Sprint(l.Port), "--log-format", "json"}
+			if h.Sandbox {
+				if err := chownAll(dir, nobody); err != nil {
+					return err
+				}
+				setpriv, err := exec.LookPath("setpriv")
+				if err != nil {
+					return errors.New("testnet: a sandboxed agent needs setpriv (util-linux)")
+				}
+				args = append([]string{setpriv, fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
+					"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"}, args...)
+			}
 		case Impostor:
 			args = []string{helperHTTP, fmt.Sprintf(":%d", l.Port)}
 		default:
@@ -329,6 +356,32 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 		return err
 	}
 	return l.waitReady(ctx, opts.ReadyTimeout)
+}
+
+// nobody is the uid and gid a sandboxed agent runs as.
+const nobody = 65534
+
+// sandboxDir makes a directory for a sandboxed host's files, with a copy
+// of the network key.
+func sandboxDir(lanDir, name, key string) (string, error) {
+	dir := filepath.Join(lanDir, name+".d")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(key)
+	if err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "network.key"), b, 0o600)
+}
+
+func chownAll(dir string, id int) error {
+	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, id, id)
+	})
 }
 
 func writeAgentConfig(path string, labels map[string]string) error {

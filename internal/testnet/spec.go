@@ -40,6 +40,10 @@ type HostSpec struct {
 	// Duplicate lets Addr be another host's address on purpose: an
 	// address conflict.
 	Duplicate bool `json:"duplicate,omitempty" yaml:"duplicate,omitempty"`
+	// Sandbox runs an agent as the systemd unit would, as far as that is
+	// possible without systemd: as the user nobody, with no capability
+	// (none in any set, bounding included) and no_new_privs.
+	Sandbox bool `json:"sandbox,omitempty" yaml:"sandbox,omitempty"`
 }
 
 // Spec describes a LAN.
