@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/ifl-project/ifl/internal/netinfo"
 )
 
 // Interface looks up an interface for a sweep and checks that it can do
@@ -37,29 +39,7 @@ func Interface(name string) (*net.Interface, error) {
 
 // prefixes returns the interface's IPv4 addresses with their prefix
 // lengths.
-func prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
-	}
-	var out []netip.Prefix
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(ipn.IP)
-		if !ok || !ip.Unmap().Is4() {
-			continue
-		}
-		ones, _ := ipn.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no IPv4 address (try: ip addr add ADDR/LEN dev %s)", ifi.Name, ifi.Name)
-	}
-	return out, nil
-}
+func prefixes(ifi *net.Interface) ([]netip.Prefix, error) { return netinfo.IPv4Prefixes(ifi) }
 
 func sortResults(rs []Result) {
 	slices.SortFunc(rs, func(a, b Result) int { return a.IP.Compare(b.IP) })

@@ -15,6 +15,8 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
 	"golang.org/x/net/bpf"
+
+	"github.com/ifl-project/ifl/internal/pace"
 )
 
 // Defaults for the zero values of Config: fast and reliable on a wired
@@ -36,10 +38,6 @@ const (
 	// save may need --timeout 300ms.
 	DefaultTimeout = 20 * time.Millisecond
 )
-
-// maxCatchUp bounds how far the sender may fall behind its schedule and
-// then send back to back.
-const maxCatchUp = 5 * time.Millisecond
 
 // ErrPermission is returned by Dial when the process may not open a raw
 // socket (it lacks CAP_NET_RAW).
@@ -261,11 +259,9 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 // as they fall due, then waits the timeout after the last request, or
 // less if every address has answered.
 func (s *Scanner) send(ctx context.Context, sw *sweep, order []*target, c Config, st *Stats) error {
-	pace := &pacer{base: time.Second / time.Duration(c.Rate)}
-	pace.interval = pace.base
+	pacer := pace.New(c.Rate)
 	var retry []*target // due in the order they were sent
 	next := 0
-	nextSend := time.Now()
 	var lastSend time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -316,8 +312,8 @@ func (s *Scanner) send(ctx context.Context, sw *sweep, order []*target, c Config
 		if sw.hasAnswered(t) {
 			continue
 		}
-		for time.Now().Before(nextSend) {
-			if err := wait(nextSend); err != nil {
+		for time.Now().Before(pacer.Next()) {
+			if err := wait(pacer.Next()); err != nil {
 				return err
 			}
 		}
@@ -328,16 +324,10 @@ func (s *Scanner) send(ctx context.Context, sw *sweep, order []*target, c Config
 		t.tries++
 		t.lastSent = lastSend
 		sw.mu.Unlock()
-		if err := s.requestRetrying(ctx, t.ip, pace); err != nil {
+		if err := s.requestRetrying(ctx, t.ip, pacer); err != nil {
 			return err
 		}
-		// Timers wake late (by a millisecond here and there), so sends
-		// that fell behind go out at once; but after a longer stall only
-		// a few milliseconds' worth are caught up, never a burst.
-		nextSend = nextSend.Add(pace.interval)
-		if floor := lastSend.Add(-maxCatchUp); nextSend.Before(floor) {
-			nextSend = floor
-		}
+		pacer.Sent(lastSend)
 		st.Sent++
 		if t.tries <= c.Retries {
 			retry = append(retry, t)
@@ -348,47 +338,24 @@ func (s *Scanner) send(ctx context.Context, sw *sweep, order []*target, c Config
 // requestRetrying sends a request. ENOBUFS means the kernel dropped it: the
 // interface (or, on a virtual LAN, the bridge flooding it to every port) is
 // slower than the rate. Then the request is sent again after a pause and
-// the pacer slows down by a quarter; it speeds back up as sends succeed.
-func (s *Scanner) requestRetrying(ctx context.Context, ip netip.Addr, p *pacer) error {
+// the pacer slows down.
+func (s *Scanner) requestRetrying(ctx context.Context, ip netip.Addr, p *pace.Pacer) error {
 	for i := 0; ; i++ {
 		err := s.request(ip)
 		if err == nil {
-			p.ok()
 			return nil
 		}
 		if !errors.Is(err, syscall.ENOBUFS) || i >= 1000 {
 			return fmt.Errorf("arp-scan: %s: sending: %w", s.ifi.Name, err)
 		}
-		p.congested()
-		t := time.NewTimer(p.interval)
+		p.Congested()
+		t := time.NewTimer(p.Interval())
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
 		}
-	}
-}
-
-// pacer holds the send interval: the configured one, or longer after the
-// kernel dropped requests.
-type pacer struct {
-	base, interval time.Duration
-	good           int
-}
-
-func (p *pacer) congested() {
-	p.interval = min(p.interval*5/4+time.Microsecond, 10*time.Millisecond)
-	p.good = 0
-}
-
-func (p *pacer) ok() {
-	if p.interval == p.base {
-		return
-	}
-	if p.good++; p.good >= 64 {
-		p.interval = max(p.base, p.interval*15/16)
-		p.good = 0
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/ifl-project/ifl/internal/pace"
 )
 
 // Connect scans with connect(2): it needs no privilege.
@@ -34,8 +36,7 @@ func (c *Connect) Stream(parent context.Context, in <-chan Target, out chan<- Re
 	var mu sync.Mutex
 	g, ctx := errgroup.WithContext(parent)
 	g.SetLimit(c.cfg.Concurrency)
-	interval := time.Second / time.Duration(c.cfg.Rate)
-	next := time.Now()
+	pacer := pace.New(c.cfg.Rate)
 loop:
 	for {
 		var t Target
@@ -48,18 +49,10 @@ loop:
 			}
 			t = v
 		}
-		if d := time.Until(next); d > 0 {
-			timer := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-			case <-timer.C:
-			}
-			timer.Stop()
+		if pacer.Wait(ctx) != nil {
+			break
 		}
-		next = next.Add(interval)
-		if floor := time.Now().Add(-5 * time.Millisecond); next.Before(floor) {
-			next = floor
-		}
+		pacer.Sent(time.Now())
 		st.Targets++
 		g.Go(func() error {
 			res, sent := c.probe(ctx, t)

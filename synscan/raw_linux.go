@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/ifl-project/ifl/internal/pace"
 )
 
 // ErrPermission is returned by NewRaw when the process may not open raw
@@ -186,8 +188,7 @@ func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (
 	b := newSynBuilder()
 	inflight := map[Target]*flight{}
 	var fifo []*flight // in the order sent, so due in that order
-	interval := time.Second / time.Duration(r.cfg.Rate)
-	nextSend := time.Now()
+	pacer := pace.New(r.cfg.Rate)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
@@ -216,16 +217,13 @@ func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (
 			// The kernel dropped it: its queue for a neighbour that is
 			// still being resolved is full, or the device's is. Slow
 			// down; the retry will send it again.
-			interval = min(interval*5/4+time.Microsecond, 10*time.Millisecond)
+			pacer.Congested()
 			err = nil
 		}
 		if err != nil {
 			return fmt.Errorf("synscan: sending to %v: %w", f.t.Addr, err)
 		}
-		nextSend = nextSend.Add(interval)
-		if floor := f.lastSent.Add(-5 * time.Millisecond); nextSend.Before(floor) {
-			nextSend = floor
-		}
+		pacer.Sent(f.lastSent)
 		return nil
 	}
 	handle := func(a answer) error {
@@ -264,7 +262,7 @@ func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (
 				}
 				continue
 			}
-			if now.Before(nextSend) {
+			if now.Before(pacer.Next()) {
 				break
 			}
 			fifo = fifo[1:]
@@ -280,8 +278,8 @@ func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (
 		var inCh <-chan Target
 		wake := time.Hour
 		if inOpen {
-			if now.Before(nextSend) {
-				wake = nextSend.Sub(now)
+			if now.Before(pacer.Next()) {
+				wake = pacer.Next().Sub(now)
 			} else {
 				inCh = in
 			}
@@ -289,7 +287,7 @@ func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (
 		if len(fifo) > 0 {
 			d := fifo[0].lastSent.Add(r.cfg.Timeout).Sub(now)
 			if d < time.Microsecond {
-				d = nextSend.Sub(now) // due, waiting for the pacer
+				d = pacer.Next().Sub(now) // due, waiting for the pacer
 			}
 			wake = min(wake, max(d, time.Microsecond))
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/progress"
-	"github.com/ifl-project/ifl/internal/targets"
 )
 
 // ArpScanCmd sweeps a segment with ARP.
@@ -175,13 +174,9 @@ func (c *ArpScanCmd) expand(ctx context.Context, s *arpscan.Scanner, env *Env) (
 			words = append(words, p.String())
 		}
 	}
-	max := targets.DefaultMax
-	if c.Force {
-		max = 1 << 24
-	}
-	addrs, err := targets.Expand(ctx, words, max, nil)
+	addrs, err := expandTargets(ctx, "arp-scan", words, c.Force)
 	if err != nil {
-		return nil, fmt.Errorf("arp-scan: %w", err)
+		return nil, err
 	}
 	var v4 []netip.Addr
 	off := 0

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/targets"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -161,4 +163,21 @@ func commandPath(kctx *kong.Context) []string {
 		}
 	}
 	return out
+}
+
+// expandTargets expands the target words of command cmd, up to 65536
+// addresses, or 2^24 with force.
+func expandTargets(ctx context.Context, cmd string, words []string, force bool) ([]netip.Addr, error) {
+	max := targets.DefaultMax
+	if force {
+		max = 1 << 24
+	}
+	addrs, err := targets.Expand(ctx, words, max, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%s: no addresses", cmd)
+	}
+	return addrs, nil
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/agenttest"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -119,28 +119,16 @@ func TestAgentConfigErrors(t *testing.T) {
 	}
 }
 
-// startAgent serves an agent on 127.0.0.1 and returns the key file and port.
+// startAgent serves an agent on 127.0.0.1 and returns its key file, port
+// and identity.
 func startAgent(t *testing.T) (keyFile string, port int, id proto.Identity) {
 	t.Helper()
+	a := agenttest.Start(t)
 	keyFile = filepath.Join(t.TempDir(), "network.key")
-	key, _ := proto.NewNetworkKey()
-	if err := proto.WriteKeyFile(keyFile, key, false); err != nil {
+	if err := proto.WriteKeyFile(keyFile, a.Key, false); err != nil {
 		t.Fatal(err)
 	}
-	id, _ = proto.NewIdentity()
-	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return keyFile, ln.Addr().(*net.TCPAddr).Port, id
+	return keyFile, a.Port, a.Identity
 }
 
 func TestPing(t *testing.T) {

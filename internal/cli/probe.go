@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/progress"
-	"github.com/ifl-project/ifl/internal/targets"
 	"github.com/ifl-project/ifl/proto"
 	"github.com/ifl-project/ifl/synscan"
 )
@@ -268,16 +266,9 @@ func (c *ProbeCmd) expand(ctx context.Context) ([]netip.Addr, error) {
 			words = append(words, p.String())
 		}
 	}
-	max := targets.DefaultMax
-	if c.Force {
-		max = 1 << 24
-	}
-	addrs, err := targets.Expand(ctx, words, max, nil)
+	addrs, err := expandTargets(ctx, "probe", words, c.Force)
 	if err != nil {
-		return nil, fmt.Errorf("probe: %w", err)
-	}
-	if len(addrs) == 0 {
-		return nil, errors.New("probe: no addresses to probe")
+		return nil, err
 	}
 	return addrs, nil
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/progress"
-	"github.com/ifl-project/ifl/internal/targets"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -67,13 +66,9 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("scan: %w", err)
 	}
-	max := targets.DefaultMax
-	if c.Force {
-		max = 1 << 24
-	}
-	addrs, err := targets.Expand(ctx, c.Targets, max, nil)
+	addrs, err := expandTargets(ctx, "scan", c.Targets, c.Force)
 	if err != nil {
-		return fmt.Errorf("scan: %w", err)
+		return err
 	}
 	var v4 []netip.Addr
 	for _, a := range addrs {

@@ -38,9 +38,23 @@ func InterfacePrefixes(name string) ([]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: no such interface (try: ip link)", name)
 	}
+	ps, err := IPv4Prefixes(ifi)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ps {
+		ps[i] = ps[i].Masked()
+	}
+	return ps, nil
+}
+
+// IPv4Prefixes returns the interface's IPv4 addresses with their prefix
+// lengths (198.18.0.5/24), and an error naming the interface if it has
+// none.
+func IPv4Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
 	addrs, err := ifi.Addrs()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
 	}
 	var out []netip.Prefix
 	for _, a := range addrs {
@@ -53,10 +67,10 @@ func InterfacePrefixes(name string) ([]netip.Prefix, error) {
 			continue
 		}
 		ones, _ := ipn.Mask.Size()
-		out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no IPv4 address", name)
+		return nil, fmt.Errorf("%s: no IPv4 address (try: ip addr add ADDR/LEN dev %s)", ifi.Name, ifi.Name)
 	}
 	return out, nil
 }

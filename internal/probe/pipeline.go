@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ifl-project/ifl/arpscan"
+	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -52,14 +53,9 @@ func Plan(addrs []netip.Addr) (onLink map[string][]netip.Addr, routed []netip.Ad
 		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
 			continue
 		}
-		as, _ := ifi.Addrs()
-		for _, a := range as {
-			if ipn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().Is4() {
-					ones, _ := ipn.Mask.Size()
-					subnets = append(subnets, subnet{ifi.Name, netip.PrefixFrom(ip.Unmap(), ones).Masked()})
-				}
-			}
+		ps, _ := netinfo.IPv4Prefixes(&ifi)
+		for _, p := range ps {
+			subnets = append(subnets, subnet{ifi.Name, p.Masked()})
 		}
 	}
 	onLink = map[string][]netip.Addr{}

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ifl-project/ifl/internal/pace"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -151,8 +152,7 @@ func (p *Prober) Stream(parent context.Context, in <-chan netip.Addr, out chan<-
 	if rate == 0 {
 		rate = DefaultRate
 	}
-	start := time.Now()
-	i := 0
+	pacer := pace.New(rate)
 loop:
 	for {
 		var a netip.Addr
@@ -165,20 +165,10 @@ loop:
 			}
 			a = v
 		}
-		if rate > 0 {
-			if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-ctx.Done():
-				case <-t.C:
-				}
-				t.Stop()
-			}
-		}
-		i++
-		if ctx.Err() != nil {
+		if pacer.Wait(ctx) != nil {
 			break
 		}
+		pacer.Sent(time.Now())
 		g.Go(func() error {
 			r := p.Probe(ctx, a)
 			if ctx.Err() != nil && r.Status != Agent {

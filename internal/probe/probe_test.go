@@ -14,30 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/agenttest"
 	"github.com/ifl-project/ifl/proto"
 )
-
-func startAgent(t *testing.T, key proto.NetworkKey) (port int, identity string) {
-	t.Helper()
-	id, err := proto.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().(*net.TCPAddr).Port, id.Fingerprint()
-}
 
 func portOf(t *testing.T, addr string) int {
 	_, p, _ := net.SplitHostPort(addr)
@@ -49,10 +28,8 @@ func portOf(t *testing.T, addr string) int {
 }
 
 func TestProbeStatuses(t *testing.T) {
-	key, _ := proto.NewNetworkKey()
-	other, _ := proto.NewNetworkKey()
-	agentPort, identity := startAgent(t, key)
-	wrongPort, _ := startAgent(t, other)
+	a, wrong := agenttest.Start(t), agenttest.Start(t)
+	key, agentPort, identity, wrongPort := a.Key, a.Port, a.Identity.Fingerprint(), wrong.Port
 	web := httptest.NewServer(http.NotFoundHandler())
 	defer web.Close()
 	// A port that was just free: nothing listens there.
@@ -97,8 +74,8 @@ func TestProbeStatuses(t *testing.T) {
 }
 
 func TestRunStreamsEveryAddress(t *testing.T) {
-	key, _ := proto.NewNetworkKey()
-	port, _ := startAgent(t, key)
+	a := agenttest.Start(t)
+	key, port := a.Key, a.Port
 	// 127.0.0.1 runs the agent; 127.0.0.2-9 refuse (nothing listens there).
 	var addrs []netip.Addr
 	for a := netip.MustParseAddr("127.0.0.1"); a != netip.MustParseAddr("127.0.0.10"); a = a.Next() {

@@ -1,0 +1,51 @@
+// Package agenttest runs an ifl agent on 127.0.0.1 for the tests of the
+// packages that talk to one.
+package agenttest
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/proto"
+)
+
+// Agent is a running agent.
+type Agent struct {
+	Port     int
+	Key      proto.NetworkKey // the network key it accepts
+	Identity proto.Identity
+}
+
+// Start serves an agent with a new network key and identity on a free
+// loopback port until the test ends.
+func Start(t testing.TB) *Agent {
+	t.Helper()
+	key, err := proto.NewNetworkKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := proto.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	return &Agent{Port: ln.Addr().(*net.TCPAddr).Port, Key: key, Identity: id}
+}

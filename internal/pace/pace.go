@@ -1,0 +1,86 @@
+// Package pace spaces events at a steady rate, as the senders of ARP
+// requests, SYN probes and connections need: a schedule rather than a
+// sleep per event, so that timers that wake late are caught up, but only
+// a few milliseconds' worth, never in a burst; and a rate that slows down
+// when the kernel says it dropped something, and comes back as sends
+// succeed.
+package pace
+
+import (
+	"context"
+	"time"
+)
+
+// MaxCatchUp bounds how far behind its schedule a Pacer may fall and then
+// let events through back to back.
+const MaxCatchUp = 5 * time.Millisecond
+
+// maxInterval bounds how slow congestion can make a Pacer.
+const maxInterval = 10 * time.Millisecond
+
+// Pacer schedules events. The zero value and a Pacer from New with a rate
+// of 0 or less never wait. A Pacer is not safe for concurrent use.
+type Pacer struct {
+	base, interval time.Duration
+	next           time.Time
+	good           int
+}
+
+// New returns a pacer for rate events per second.
+func New(rate int) *Pacer {
+	p := &Pacer{}
+	if rate > 0 {
+		p.base = time.Second / time.Duration(rate)
+		p.interval = p.base
+	}
+	return p
+}
+
+// Next is when the next event may happen.
+func (p *Pacer) Next() time.Time { return p.next }
+
+// Interval is the current spacing.
+func (p *Pacer) Interval() time.Duration { return p.interval }
+
+// Sent records an event at now and schedules the next one.
+func (p *Pacer) Sent(now time.Time) {
+	if p.base == 0 {
+		return
+	}
+	if p.next.IsZero() {
+		p.next = now
+	}
+	p.next = p.next.Add(p.interval)
+	if floor := now.Add(-MaxCatchUp); p.next.Before(floor) {
+		p.next = floor
+	}
+	if p.interval != p.base {
+		if p.good++; p.good >= 64 {
+			p.interval = max(p.base, p.interval*15/16)
+			p.good = 0
+		}
+	}
+}
+
+// Congested slows the pacer down by a quarter: the kernel dropped an
+// event for want of room.
+func (p *Pacer) Congested() {
+	p.interval = min(p.interval*5/4+time.Microsecond, maxInterval)
+	p.good = 0
+}
+
+// Wait sleeps until the next event may happen, or ctx is done.
+func (p *Pacer) Wait(ctx context.Context) error {
+	d := time.Until(p.next)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
