@@ -199,3 +199,21 @@ func TestProbe(t *testing.T) {
 		t.Errorf("table: exit %d\n%s", code, stdout)
 	}
 }
+
+// TestProbeInterrupted: Ctrl-C (a cancelled context) prints what was found
+// so far, says the run was interrupted, and exits 130.
+func TestProbeInterrupted(t *testing.T) {
+	keyFile, port, _ := startAgent(t)
+	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errb bytes.Buffer
+	code := Main(ctx, []string{"--network-key", keyFile, "probe", "--connect", "-p", strconv.Itoa(port), "-o", "json", "127.0.0.1"}, &out, &errb)
+	var rep probeReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("no report after an interrupt: %v\n%s", err, out.String())
+	}
+	if code != 130 || rep.Summary.Complete || !strings.Contains(errb.String(), "(interrupted)") {
+		t.Errorf("exit %d, summary %+v, stderr %q", code, rep.Summary, errb.String())
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -409,5 +410,69 @@ func TestSandboxedAgentFacts(t *testing.T) {
 	}
 	if f.Labels["role"] != "web" {
 		t.Errorf("labels %v", f.Labels)
+	}
+}
+
+// TestAgentReloadsOnSIGHUP edits an agent's config and sends it SIGHUP: the
+// next ping carries the new labels; a broken config is refused and the
+// running one kept.
+func TestAgentReloadsOnSIGHUP(t *testing.T) {
+	testnet.Require(t, false)
+	spec := testnet.Spec{Name: "e2ehup", Prefix: netip.MustParsePrefix("198.18.10.0/28"), Port: 7440,
+		Hosts: []testnet.HostSpec{{Role: testnet.Agent, Name: "hup", Labels: map[string]string{"role": "web"}}}}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	h := lan.Hosts[0]
+	cfg := filepath.Join(lan.Dir, h.Name+".yaml")
+	logFile := filepath.Join(lan.Dir, h.Name+".log")
+
+	labels := func() map[string]string {
+		t.Helper()
+		stdout, stderr, code := ifl(t, lan, "ping", "--json", h.Addr.String())
+		if code != 0 {
+			t.Fatalf("ping: exit %d: %s", code, stderr)
+		}
+		var rep struct {
+			Facts struct {
+				Labels map[string]string `json:"labels"`
+			} `json:"facts"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep.Facts.Labels
+	}
+	// hup edits the config, signals the agent and waits (bounded) for the
+	// reload event with the given outcome.
+	hup := func(body, level string) {
+		t.Helper()
+		before, _ := os.ReadFile(logFile)
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(h.PID, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			b, _ := os.ReadFile(logFile)
+			if fresh := string(b[len(before):]); strings.Contains(fresh, `"event":"reload"`) {
+				if !strings.Contains(fresh, `"level":"`+level+`"`) {
+					t.Fatalf("reload logged, but not at %s:\n%s", level, fresh)
+				}
+				return
+			}
+		}
+		t.Fatal("no reload event within 10s of SIGHUP")
+	}
+
+	if diff := cmp.Diff(map[string]string{"role": "web"}, labels()); diff != "" {
+		t.Fatalf("labels before (-want +got):\n%s", diff)
+	}
+	hup("labels: {role: db, site: paris}\n", "info")
+	if diff := cmp.Diff(map[string]string{"role": "db", "site": "paris"}, labels()); diff != "" {
+		t.Errorf("labels after SIGHUP (-want +got):\n%s", diff)
+	}
+	hup("lables: {role: broken}\n", "error")
+	if diff := cmp.Diff(map[string]string{"role": "db", "site": "paris"}, labels()); diff != "" {
+		t.Errorf("labels after a broken config (-want +got):\n%s", diff)
 	}
 }
