@@ -41,6 +41,7 @@ lint: ## gofmt check, go vet and staticcheck.
 bench: build ## Run the benchmarks, measure the agent's memory; as root, race the peers on virtual LANs.
 	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./proto ./agent
 	scripts/bench-agent-rss.sh ./ifl
+	scripts/bench-agent.sh ./ifl
 	@if [ "$$(id -u)" = 0 ]; then scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5; else echo "bench: side-by-side runs on virtual LANs need root: sudo make bench"; fi
 
 install: build ## Install ifl, its units, config and keys (scripts/install.sh; CAP_NET_RAW=1 grants the fast path).

@@ -26,6 +26,10 @@ const (
 	DefaultMaxConns         = 64
 	DefaultMaxPending       = 128
 	DefaultMaxFailures      = 30
+	// DefaultFactsTTL is how long collected facts answer pings: a burst
+	// of controllers costs one collection, and a change (an address, a
+	// rename) shows within this time.
+	DefaultFactsTTL = time.Second
 )
 
 // Options configure an Agent. Zero values mean the defaults above.
@@ -50,6 +54,9 @@ type Options struct {
 	Logger zerolog.Logger // zero value: no logs
 	// Facts builds the ping answer; nil means CollectFacts.
 	Facts func(version string, labels map[string]string) (*proto.Facts, error)
+	// FactsTTL is how long collected facts are reused (DefaultFactsTTL if
+	// zero, never if negative).
+	FactsTTL time.Duration
 }
 
 // reloadable holds what SIGHUP may change.
@@ -70,6 +77,12 @@ type Agent struct {
 	// end at once, replies being written still go out.
 	quit    context.Context
 	quitNow context.CancelFunc
+
+	cacheMu    sync.Mutex
+	cached     *proto.Facts
+	cachedAt   time.Time
+	cachedFrom *reloadable // the labels the cache was built with
+
 	mu      sync.Mutex
 	pending *list.List // of *conn, oldest first
 	active  map[*conn]struct{}
@@ -104,6 +117,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Facts == nil {
 		o.Facts = CollectFacts
+	}
+	if o.FactsTTL == 0 {
+		o.FactsTTL = DefaultFactsTTL
 	}
 	a := &Agent{
 		opts:    o,
@@ -241,12 +257,30 @@ func (a *Agent) handle(cs *conn, src netip.Addr) {
 		a.mu.Unlock()
 	}()
 	a.log.Info().Str("event", "handshake_ok").Str("remote", cs.remote).Msg("handshake ok")
-	a.serve(pc, cs.remote, cur.labels)
+	a.serve(pc, cs.remote, cur)
+}
+
+// facts returns the host's facts, collected at most FactsTTL ago with the
+// labels of cur, stamped with the time now.
+func (a *Agent) facts(cur *reloadable) (*proto.Facts, error) {
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	now := time.Now()
+	if a.cached == nil || a.cachedFrom != cur || now.Sub(a.cachedAt) >= a.opts.FactsTTL {
+		f, err := a.opts.Facts(a.opts.Version, cur.labels)
+		if err != nil {
+			return nil, err
+		}
+		a.cached, a.cachedAt, a.cachedFrom = f, now, cur
+	}
+	f := *a.cached
+	f.Time = now.UTC().Truncate(time.Millisecond)
+	return &f, nil
 }
 
 // serve answers requests on a verified connection until the peer hangs up,
 // goes idle, or the agent stops.
-func (a *Agent) serve(pc *proto.Conn, remote string, labels map[string]string) {
+func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable) {
 	for {
 		ctx, cancel := context.WithTimeout(a.quit, a.opts.IdleTimeout)
 		m, err := pc.Receive(ctx)
@@ -279,7 +313,7 @@ func (a *Agent) serve(pc *proto.Conn, remote string, labels map[string]string) {
 		var resp proto.Message
 		switch m.(type) {
 		case *proto.PingRequest:
-			facts, err := a.opts.Facts(a.opts.Version, labels)
+			facts, err := a.facts(cur)
 			if err != nil {
 				a.log.Error().Str("event", "facts").Err(err).Msg("collecting facts failed")
 				resp = &proto.Error{Code: proto.CodeInternal, Message: "collecting facts failed"}

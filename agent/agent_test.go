@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,5 +312,39 @@ func TestFailureBudget(t *testing.T) {
 	}
 	if !b.allowed(netipMust("198.18.0.10"), now) {
 		t.Fatal("another source was refused")
+	}
+}
+
+func TestFactsCachedBriefly(t *testing.T) {
+	var calls atomic.Int32
+	ta := startAgent(t, func(o *Options) {
+		o.FactsTTL = time.Hour
+		o.Facts = func(v string, labels map[string]string) (*proto.Facts, error) {
+			calls.Add(1)
+			return &proto.Facts{Hostname: "h", AgentVersion: v, Labels: labels}, nil
+		}
+	})
+	first, err := ta.ping(t, ta.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := ta.ping(t, ta.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("%d collections for two pings within the TTL, want 1", calls.Load())
+	}
+	if !second.Time.After(first.Time) && !second.Time.Equal(first.Time) {
+		t.Errorf("times %v then %v", first.Time, second.Time)
+	}
+	// New labels are never served from the old cache.
+	ta.Reload([]proto.NetworkKey{ta.key}, map[string]string{"role": "db"})
+	f, err := ta.ping(t, ta.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 2 || f.Labels["role"] != "db" {
+		t.Errorf("after reload: %d collections, labels %v", calls.Load(), f.Labels)
 	}
 }
