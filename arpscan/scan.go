@@ -222,9 +222,6 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 		}
 	}
 	st := Stats{Targets: len(order)}
-	// The vendor table takes a few milliseconds to load: meanwhile, the
-	// first requests go out.
-	go ouiOnce.Do(loadOUI)
 	start := time.Now()
 
 	readErr := make(chan error, 1)

@@ -93,7 +93,10 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 		return err
 	}
 	statePath := c.State
-	if statePath == "" && !c.NoState {
+	switch {
+	case c.NoState:
+		statePath = ""
+	case statePath == "":
 		statePath = inventory.DefaultPath()
 	}
 	// Refuse a foreign or damaged state before any work, not after it.

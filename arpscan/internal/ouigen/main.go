@@ -1,15 +1,16 @@
-// Command ouigen writes oui.txt.gz, the vendor table Vendor embeds, from
-// the IEEE registries as Debian's ieee-data package ships them
+// Command ouigen writes oui.txt, the vendor table Vendor embeds, from the
+// IEEE registries as Debian's ieee-data package ships them
 // (apt-get install ieee-data):
 //
-//	go run ./arpscan/internal/ouigen /usr/share/ieee-data > arpscan/oui.txt.gz
+//	go run ./arpscan/internal/ouigen /usr/share/ieee-data > arpscan/oui.txt
 //
-// Each line is a hex prefix (6, 7 or 9 digits: MA-L, MA-M, MA-S) and the
-// organisation's name, separated by a tab, sorted by prefix.
+// Each line is a lowercase hex prefix (6, 7 or 9 digits: MA-L, MA-M,
+// MA-S) and the organisation's name, separated by a tab, sorted, so that
+// Vendor can search the embedded bytes without parsing them first.
 package main
 
 import (
-	"compress/gzip"
+	"bufio"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -55,16 +56,19 @@ func run(dir string, w io.Writer) error {
 		}
 	}
 	sort.Strings(lines)
-	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
-	if err != nil {
-		return err
-	}
-	// A fixed header keeps the output byte-for-byte reproducible.
-	zw.Header.Name = "oui.txt"
+	bw := bufio.NewWriter(w)
+	last := ""
 	for _, l := range lines {
-		if _, err := io.WriteString(zw, l); err != nil {
+		// A few prefixes are registered twice: the first name wins, so
+		// that every prefix has one line.
+		p, _, _ := strings.Cut(l, "\t")
+		if p == last {
+			continue
+		}
+		last = p
+		if _, err := bw.WriteString(l); err != nil {
 			return err
 		}
 	}
-	return zw.Close()
+	return bw.Flush()
 }
