@@ -10,6 +10,7 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
 
 "$ifl" keygen "$dir/network.key" 2>/dev/null
 port=$(( 20000 + RANDOM % 20000 ))

@@ -16,6 +16,7 @@ cleanup() {
 	rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
 go build -o "$dir/pingload" ./internal/pingload
 "$ifl" keygen "$dir/network.key" 2>/dev/null
 port=$(( 20000 + RANDOM % 20000 ))

@@ -1,45 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side ARP sweeps on the same virtual LANs: ifl arp-scan (defaults,
 # and with one try per address as the tuned peers) against arp-scan
-# (defaults and tuned) and nmap -sn -PR (defaults and -T5 --min-rate 10000). Prints the median wall time of RUNS runs, the
+# (defaults and tuned) and nmap -sn -PR (defaults and -T5 --min-rate
+# 10000). Prints the median wall time of RUNS runs, the
 # fewest hosts found in any run, and each tool's time as a ratio to ifl's.
 # Needs root; installs arp-scan and nmap if missing.
 #
 #   scripts/bench-arpscan.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=$PATH:/usr/local/go/bin
 runs=${1:-5}
-
-[ "$(id -u)" = 0 ] || { echo "bench-arpscan: needs root" >&2; exit 2; }
-need=()
-command -v arp-scan >/dev/null || need+=(arp-scan)
-command -v nmap >/dev/null || need+=(nmap)
-command -v nft >/dev/null || need+=(nftables)
-if [ ${#need[@]} -gt 0 ]; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-make -s build
-mkdir -p .build
-go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
-tn=.build/ifl-testnet
-trap '$tn down --name barp >/dev/null 2>&1 || true' EXIT
-
-# time_run OUT CMD...: runs CMD in the controller's namespace, prints seconds.
-time_run() {
-	local out=$1; shift
-	local s e
-	s=$(date +%s%N)
-	ip netns exec ifl-barp-ctl "$@" >"$out" 2>&1 || true
-	e=$(date +%s%N)
-	echo $(( (e - s) / 1000 ))
-}
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. scripts/bench-lib.sh barp arp-scan nmap
 
 bench() {
 	local prefix=$1 hosts=$2
-	$tn up --name barp --prefix "$prefix" --agents 0 --wrong-key 0 --impostors 0 \
+	$tn up --name $bench_name --prefix "$prefix" --agents 0 --wrong-key 0 --impostors 0 \
 		--closed "$hosts" --dropped 0 --empty 0 >/dev/null
 	local expect=$((hosts + 1)) # the hosts and the router
 	echo "== $prefix, $hosts hosts (+ router): $runs runs each, interleaved"
@@ -69,7 +44,7 @@ bench() {
 		m=$(echo ${times[$name]} | tr ' ' '\n' | median)
 		printf '%-28s %10.3f %9d/%-4d %10.2f\n' "$name" "$(echo "$m / 1000000" | bc -l)" "${found[$name]}" "$expect" "$(echo "$m / $base" | bc -l)"
 	done
-	$tn down --name barp
+	$tn down --name $bench_name
 }
 
 bench 198.18.0.0/24 50

@@ -12,41 +12,15 @@
 #   scripts/bench-synscan.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=$PATH:/usr/local/go/bin
 runs=${1:-5}
-
-[ "$(id -u)" = 0 ] || { echo "bench-synscan: needs root" >&2; exit 2; }
-need=()
-command -v nmap >/dev/null || need+=(nmap)
-command -v masscan >/dev/null || need+=(masscan)
-command -v nft >/dev/null || need+=(nftables)
-if [ ${#need[@]} -gt 0 ]; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-make -s build
-mkdir -p .build
-go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
-tn=.build/ifl-testnet
-name=bsyn
-ns=ifl-$name-ctl
-trap '$tn down --name $name >/dev/null 2>&1 || true' EXIT
+. scripts/bench-lib.sh bsyn nmap masscan
 port=7440
-
-time_run() { # OUT CMD...: prints microseconds
-	local out=$1; shift
-	local s e
-	s=$(date +%s%N)
-	ip netns exec $ns "$@" >"$out" 2>&1 || true
-	e=$(date +%s%N)
-	echo $(( (e - s) / 1000 ))
-}
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 bench() {
 	local prefix=$1 hosts=$2 agents=$3
-	$tn up --name $name --prefix "$prefix" --agents "$agents" --wrong-key 0 --impostors 0 \
+	$tn up --name $bench_name --prefix "$prefix" --agents "$agents" --wrong-key 0 --impostors 0 \
 		--closed $((hosts - agents)) --dropped 0 --empty 0 >/dev/null
-	local key=/run/ifl-testnet/$name/network.key
+	local key=/run/ifl-testnet/$bench_name/network.key
 	echo "== $prefix: $hosts hosts, $agents agents (port $port open on those only); $runs runs each, interleaved"
 	declare -A times found
 	local names=("ifl scan" "nmap -sS" "nmap -sS -T5 --min-rate 10000" "masscan --rate 10000 --wait 1"
@@ -79,11 +53,11 @@ bench() {
 		m=$(echo ${times[$tool]} | tr ' ' '\n' | median)
 		printf '%-34s %10.3f %7d/%-4d %8.2f\n' "$tool" "$(echo "$m / 1000000" | bc -l)" "${found[$tool]}" "$agents" "$(echo "$m / $base" | bc -l)"
 	done
-	$tn down --name $name
+	$tn down --name $bench_name
 }
 
 peak() {
-	$tn up --name $name --prefix 198.18.0.0/24 --agents 0 --wrong-key 0 --impostors 0 --closed 1 --dropped 0 --empty 0 >/dev/null
+	$tn up --name $bench_name --prefix 198.18.0.0/24 --agents 0 --wrong-key 0 --impostors 0 --closed 1 --dropped 0 --empty 0 >/dev/null
 	echo "== raw sender peak rate: 65536 SYNs to a routed /16 (through the LAN's router), one try each"
 	local out=/tmp/bench-syn.$$ us sent
 	us=$(time_run $out ./ifl scan -p $port 198.19.0.0/16 --rate 1000000 --retries 0 --timeout 1ms)
@@ -92,7 +66,7 @@ peak() {
 	us=$(time_run $out masscan -p$port 198.19.0.0/16 --rate 10000000 --wait 0)
 	printf '%-34s %12.0f packets/s\n' "masscan --rate 10000000" "$(echo "65536 / ($us / 1000000)" | bc -l)"
 	rm -f $out
-	$tn down --name $name
+	$tn down --name $bench_name
 }
 
 bench 198.18.0.0/24 50 10

@@ -23,6 +23,7 @@ make -s build
 mkdir -p .build
 go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
 trap '.build/ifl-testnet down --name demo' EXIT
+trap 'exit 130' INT TERM HUP PIPE
 
 .build/ifl-testnet up --name demo --prefix 198.18.0.0/24 \
 	--agents 12 --wrong-key 2 --impostors 2 --closed 2 --dropped 1 --empty 1
