@@ -1,0 +1,220 @@
+package testnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ifl-project/ifl/proto"
+)
+
+// start runs the services: agents (with the right or the wrong key) and
+// impostors, each in its host's network namespace and a UTS namespace of
+// its own with the host's name, so that an agent reports that hostname.
+func (l *LAN) start(ctx context.Context, opts Options) error {
+	l.NetworkKey = filepath.Join(l.Dir, "network.key")
+	l.WrongKey = filepath.Join(l.Dir, "wrong.key")
+	for _, f := range []string{l.NetworkKey, l.WrongKey} {
+		k, err := proto.NewNetworkKey()
+		if err != nil {
+			return err
+		}
+		if err := proto.WriteKeyFile(f, k, true); err != nil {
+			return err
+		}
+	}
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
+		var args []string
+		switch h.Role {
+		case Agent, WrongKey:
+			if opts.IFL == "" {
+				return errors.New("testnet: Options.IFL is required for agents")
+			}
+			key := l.NetworkKey
+			if h.Role == WrongKey {
+				key = l.WrongKey
+			}
+			id, err := proto.NewIdentity()
+			if err != nil {
+				return err
+			}
+			dir := l.Dir
+			if h.Sandbox {
+				// Its own directory, which only nobody may read, as a
+				// credentials directory would be.
+				if dir, err = sandboxDir(l.Dir, h.Name, key); err != nil {
+					return err
+				}
+				key = filepath.Join(dir, "network.key")
+			}
+			idFile := filepath.Join(dir, h.Name+".key")
+			if err := proto.WriteKeyFile(idFile, id, true); err != nil {
+				return err
+			}
+			h.Identity = id.Fingerprint()
+			cfg := filepath.Join(dir, h.Name+".yaml")
+			if err := writeAgentConfig(cfg, h.Labels); err != nil {
+				return err
+			}
+			args = []string{opts.IFL, "agent", "--config", cfg, "--network-key", key, "--identity-key", idFile,
+				"--port", fmt.Sprint(l.Port), "--log-format", "json"}
+			if h.Sandbox {
+				if err := chownAll(dir, nobody); err != nil {
+					return err
+				}
+				setpriv, err := exec.LookPath("setpriv")
+				if err != nil {
+					return errors.New("testnet: a sandboxed agent needs setpriv (util-linux)")
+				}
+				args = append([]string{setpriv, fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
+					"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"}, args...)
+			}
+		case Impostor:
+			args = []string{helperHTTP, fmt.Sprintf(":%d", l.Port)}
+		default:
+			continue
+		}
+		h.MachineID = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+		if err := os.WriteFile(l.machineIDFile(h), []byte(h.MachineID+"\n"), 0o644); err != nil {
+			return err
+		}
+		cmd, err := l.spawn(h, opts.Helper, args)
+		if err != nil {
+			return err
+		}
+		h.PID = cmd.Process.Pid
+		l.procs = append(l.procs, cmd)
+	}
+	if err := l.save(); err != nil {
+		return err
+	}
+	return l.waitReady(ctx, opts.ReadyTimeout)
+}
+
+// nobody is the uid and gid a sandboxed agent runs as.
+const nobody = 65534
+
+// sandboxDir makes a directory for a sandboxed host's files, with a copy
+// of the network key.
+func sandboxDir(lanDir, name, key string) (string, error) {
+	dir := filepath.Join(lanDir, name+".d")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(key)
+	if err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "network.key"), b, 0o600)
+}
+
+func chownAll(dir string, id int) error {
+	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, id, id)
+	})
+}
+
+func writeAgentConfig(path string, labels map[string]string) error {
+	var b bytes.Buffer
+	if len(labels) > 0 {
+		b.WriteString("labels:\n")
+		for k, v := range labels {
+			fmt.Fprintf(&b, "  %q: %q\n", k, v)
+		}
+	}
+	return os.WriteFile(path, b.Bytes(), 0o600)
+}
+
+func (l *LAN) logFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".log") }
+
+func (l *LAN) machineIDFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".machine-id") }
+
+// spawn starts args in h's namespaces through the helper, which sets the
+// hostname and then execs args (so the PID is the service's own).
+func (l *LAN) spawn(h *Host, helper string, args []string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(l.logFile(h), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.Namespace, helper}, args...)...)
+	cmd.Env = append(os.Environ(), envHelper+"="+helperExec, envHostname+"="+h.Name, envMachineID+"="+l.machineIDFile(h))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// A session of its own keeps a terminal's Ctrl-C from the services;
+	// a UTS namespace of its own gives it the host's name.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWUTS}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("testnet: starting %s on %s: %w", args[0], h.Name, err)
+	}
+	return cmd, nil
+}
+
+// waitReady waits until every service has logged that it listens, or
+// has died, or the timeout passes.
+func (l *LAN) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	waiting := map[int]*Host{}
+	for i := range l.Hosts {
+		if l.Hosts[i].PID != 0 {
+			waiting[i] = &l.Hosts[i]
+		}
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for len(waiting) > 0 {
+		for i, h := range waiting {
+			b, _ := os.ReadFile(l.logFile(h))
+			if bytes.Contains(b, []byte(`"event":"listening"`)) {
+				delete(waiting, i)
+				continue
+			}
+			if !alive(h.PID) {
+				return fmt.Errorf("testnet: %s (%s) exited during start:\n%s", h.Name, h.Role, lastLines(b, 10))
+			}
+		}
+		if len(waiting) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			for _, h := range waiting {
+				return fmt.Errorf("testnet: %s (%s) not listening after %v: %w", h.Name, h.Role, timeout, ctx.Err())
+			}
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func alive(pid int) bool {
+	// A zombie still answers signal 0; /proc says whether it is one.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
+}
