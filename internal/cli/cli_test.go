@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/ifl-project/ifl/internal/agenttest"
+	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -215,5 +218,42 @@ func TestProbeInterrupted(t *testing.T) {
 	}
 	if code != 130 || rep.Summary.Complete || !strings.Contains(errb.String(), "(interrupted)") {
 		t.Errorf("exit %d, summary %+v, stderr %q", code, rep.Summary, errb.String())
+	}
+}
+
+func TestInventoryCommand(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	now := time.Now().UTC()
+	err := inventory.Update(state, func(s *inventory.State) error {
+		s.Apply(now, []inventory.Observation{{
+			Identity: "0123456789abcdef0123456789abcdef", Addr: netip.MustParseAddr("198.18.0.5"), Port: 7440,
+			Facts: &proto.Facts{Hostname: "web-1", MachineID: "m", Labels: map[string]string{"role": "web"}},
+		}}, func(netip.Addr) bool { return true }, true)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(t, "inventory", "--state", state)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[1], "web-1  198.18.0.5  0123456789ab") || !strings.HasSuffix(lines[1], " 0      web") {
+		t.Errorf("table: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = run(t, "inventory", "--state", state, "--host", "web-1")
+	if code != 0 || !strings.Contains(stdout, `"ansible_host": "198.18.0.5"`) {
+		t.Errorf("--host: exit %d\n%s", code, stdout)
+	}
+	code, _, stderr = run(t, "inventory", "--state", state, "--host", "nope")
+	if code != 1 || !strings.Contains(stderr, `no host "nope" (known: web-1)`) {
+		t.Errorf("--host nope: exit %d, %q", code, stderr)
+	}
+	code, _, stderr = run(t, "inventory", "--state", state, "--stale-after", "soon")
+	if code != 2 || !strings.Contains(stderr, `bad age "soon"`) {
+		t.Errorf("--stale-after soon: exit %d, %q", code, stderr)
+	}
+	os.WriteFile(state, []byte("{not json"), 0o600)
+	code, _, stderr = run(t, "inventory", "--state", state, "--list")
+	if code != 2 || !strings.Contains(stderr, "not an ifl inventory") {
+		t.Errorf("damaged state: exit %d, %q", code, stderr)
 	}
 }

@@ -111,22 +111,22 @@ func (c *InventoryCmd) Run(env *Env) error {
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tIDENTITY\tLAST SEEN\tMOVES\tGROUPS")
-	names := st.Names()
+	nameOf := map[*inventory.Host]string{}
+	for n, h := range st.Names() {
+		nameOf[h] = n
+	}
+	groupsOf := map[string][]string{}
+	for g, members := range inv.Groups {
+		if g == "ifl_all" {
+			continue
+		}
+		for _, m := range members {
+			groupsOf[m] = append(groupsOf[m], g)
+		}
+	}
 	for _, h := range st.Sorted() {
-		name := ""
-		for n, nh := range names {
-			if nh == h {
-				name = n
-			}
-		}
-		var groups []string
-		for g, members := range inv.Groups {
-			for _, m := range members {
-				if m == name && g != "ifl_all" {
-					groups = append(groups, g)
-				}
-			}
-		}
+		name := nameOf[h]
+		groups := groupsOf[name]
 		sortStrings(groups)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", name, h.IP, h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), dash(strings.Join(groups, ",")))
 	}
