@@ -17,8 +17,13 @@ import (
 // every link and address) and removes its state directory.
 func (l *LAN) Down() error {
 	err := Down(l.Name)
-	for _, c := range l.procs {
-		c.Wait() // reap; they were killed by Down
+	for pid, pr := range l.procs {
+		select {
+		case <-pr.exited: // reaped; Down stopped it
+		case <-time.After(5 * time.Second):
+			syscall.Kill(pid, syscall.SIGKILL)
+			<-pr.exited
+		}
 	}
 	l.procs = nil
 	return err

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"syscall"
 )
 
@@ -18,6 +19,16 @@ const (
 	// HTTP itself: the impostor.
 	helperHTTP = "@impostor"
 )
+
+// A helper execs its service from the main goroutine, locked here to the
+// process's first thread, so that the exec does not go through the
+// kernel's swap of thread IDs (during which the process looks like a
+// zombie).
+func init() {
+	if os.Getenv(envHelper) == helperExec {
+		runtime.LockOSThread()
+	}
+}
 
 // RunHelper makes the running binary act as the LAN's helper when it was
 // started as one, and never returns then; otherwise it returns at once.

@@ -89,7 +89,14 @@ type LAN struct {
 	Bridge     string `json:"bridge_namespace"`
 	Hosts      []Host `json:"hosts"`
 
-	procs []*exec.Cmd
+	procs map[int]*proc // by PID: the services this process started
+}
+
+// proc is a service started by this process, reaped by a goroutine of its
+// own: exited is closed when it has exited, and state is then set.
+type proc struct {
+	exited chan struct{}
+	state  *os.ProcessState
 }
 
 // Up builds the LAN, after tearing down any leftover of a LAN of the same

@@ -92,7 +92,16 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 			return err
 		}
 		h.PID = cmd.Process.Pid
-		l.procs = append(l.procs, cmd)
+		if l.procs == nil {
+			l.procs = map[int]*proc{}
+		}
+		pr := &proc{exited: make(chan struct{})}
+		l.procs[h.PID] = pr
+		go func() {
+			cmd.Wait()
+			pr.state = cmd.ProcessState
+			close(pr.exited)
+		}()
 	}
 	if err := l.save(); err != nil {
 		return err
@@ -181,8 +190,15 @@ func (l *LAN) waitReady(ctx context.Context, timeout time.Duration) error {
 				delete(waiting, i)
 				continue
 			}
-			if !alive(h.PID) {
-				return fmt.Errorf("testnet: %s (%s) exited during start:\n%s", h.Name, h.Role, lastLines(b, 10))
+			// Told by the reaper, not by /proc: while a multithreaded
+			// process execs from another thread than its first, /proc
+			// briefly shows its PID as a zombie.
+			if pr := l.procs[h.PID]; pr != nil {
+				select {
+				case <-pr.exited:
+					return fmt.Errorf("testnet: %s (%s) exited during start (%v):\n%s", h.Name, h.Role, pr.state, lastLines(b, 10))
+				default:
+				}
 			}
 		}
 		if len(waiting) == 0 {
@@ -207,8 +223,10 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// alive reports whether pid runs. A zombie still answers signal 0; /proc
+// says whether it is one (and, during an exec from a thread other than the
+// first, may say so for a moment: use it only for settled processes).
 func alive(pid int) bool {
-	// A zombie still answers signal 0; /proc says whether it is one.
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
