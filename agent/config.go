@@ -22,7 +22,7 @@ const DefaultPort = 7440
 const (
 	DefaultConfigPath  = "/etc/ifl/agent.yaml"
 	DefaultNetworkKey  = "/etc/ifl/network.key"
-	DefaultIdentityKey = "/var/lib/ifl/agent.key"
+	DefaultIdentityKey = "/etc/ifl/agent.key" // beside the network key, where the unit's credentials come from
 )
 
 // Config is the agent's configuration file, /etc/ifl/agent.yaml:
@@ -31,7 +31,7 @@ const (
 //	port: 7440                 # TCP port, 1024-65535
 //	network_keys:              # accepted network keys; the first is current
 //	  - /etc/ifl/network.key
-//	identity_key: /var/lib/ifl/agent.key   # created on first start
+//	identity_key: /etc/ifl/agent.key   # created on first start
 //	labels: {role: web, site: paris}       # become Ansible groups
 //	handshake_timeout: 5s
 //	idle_timeout: 30s

@@ -40,7 +40,7 @@ Config (YAML, every key optional):
   port: 7440
   listen: 0.0.0.0
   network_keys: [/etc/ifl/network.key]     # more than one during a key rotation
-  identity_key: /var/lib/ifl/agent.key
+  identity_key: /etc/ifl/agent.key
   labels: {role: web, site: paris}
   handshake_timeout: 5s
   idle_timeout: 30s

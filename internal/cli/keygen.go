@@ -18,12 +18,13 @@ type KeygenCmd struct {
 func (c *KeygenCmd) Help() string {
 	return `A network key is the secret every controller and agent of a fleet share:
 create it once, copy it (mode 0600) to /etc/ifl/network.key on every host.
-An agent key is one agent's identity; the agent creates its own on first
-start, so --agent is only for preparing images or tests.
+An agent key is one agent's identity, /etc/ifl/agent.key: the install script
+and the .deb create it (the systemd unit hands it to the agent as a
+credential), and an agent run by hand creates it on first start.
 
 Examples:
   ifl keygen /etc/ifl/network.key
-  ifl keygen --agent /var/lib/ifl/agent.key`
+  ifl keygen --agent /etc/ifl/agent.key`
 }
 
 // Run writes the key.
