@@ -137,8 +137,8 @@ func checkProbe(t *testing.T, lan *testnet.LAN, stdout string) probeReport {
 	want := expected(lan)
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("hosts found (-want +got):\n%s", diff)
-		for a := range want {
-			if _, ok := got[a]; !ok {
+		for a, w := range want {
+			if g, ok := got[a]; !ok || g != w {
 				neigh, _ := lan.Controller.Command(context.Background(), "ip", "neigh", "show", a).CombinedOutput()
 				t.Errorf("%s: %s (neighbour: %s)", a, why[a], strings.TrimSpace(string(neigh)))
 			}

@@ -186,7 +186,9 @@ loop:
 }
 
 // Probe connects to one address and, if the port is open, verifies it. An
-// address that does not answer is tried again Retries times.
+// address that does not answer, or whose handshake or ping timed out (lost
+// packets can outlast TCP's retransmissions), is tried again Retries times
+// on a new connection.
 func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
 	r := Result{Addr: a, Port: p.Port}
 	dial := p.Dial
@@ -200,7 +202,11 @@ func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
 		c, err := dial(dctx, "tcp", target)
 		cancel()
 		if err == nil {
-			return p.verify(ctx, c, r, start)
+			v := p.verify(ctx, c, r, start)
+			if v.Status == Agent || !timedOut(v.Err) || try >= p.retries() || ctx.Err() != nil {
+				return v
+			}
+			continue
 		}
 		r.Status, r.Err = classifyDial(err, p.timeout())
 		if r.Status != Filtered || try >= p.retries() || ctx.Err() != nil {
@@ -241,6 +247,10 @@ func classifyDial(err error, timeout time.Duration) (Status, error) {
 		return Filtered, fmt.Errorf("unreachable: %w", err)
 	}
 	return Failed, err
+}
+
+func timedOut(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, proto.ErrNoAnswer)
 }
 
 func classifyHandshake(err error) Status {

@@ -140,3 +140,37 @@ func TestRunPacesDials(t *testing.T) {
 		t.Errorf("%d dials in %v, want at least %v at %d/s", n, span, min, rate)
 	}
 }
+
+// TestProbeRetriesATimedOutHandshake: the first connection accepts and
+// then says nothing (its packets lost, as it were); the second reaches the
+// agent.
+func TestProbeRetriesATimedOutHandshake(t *testing.T) {
+	a := agenttest.Start(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	dials := 0
+	p := &Prober{Key: a.Key, Port: a.Port, Timeout: 200 * time.Millisecond,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials++
+			if dials == 1 {
+				addr = silent.Addr().String()
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}
+	r := p.Probe(context.Background(), netip.MustParseAddr("127.0.0.1"))
+	if r.Status != Agent || dials != 2 {
+		t.Fatalf("status %v (%v) after %d dials, want agent after 2", r.Status, r.Err, dials)
+	}
+}
