@@ -68,13 +68,8 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.JSON {
 		c.Output = "json"
 	}
-	switch {
-	case c.Rate < 1 || c.Rate > 1_000_000:
-		return fmt.Errorf("--rate %d: want 1 to 1000000 requests per second", c.Rate)
-	case c.Retries < 0 || c.Retries > 20:
-		return fmt.Errorf("--retries %d: want 0-20", c.Retries)
-	case c.Timeout <= 0:
-		return fmt.Errorf("--timeout %v: want a positive duration such as 100ms", c.Timeout)
+	if err := checkPacing(c.Rate, "requests", c.Retries, 20, c.Timeout, "20ms"); err != nil {
+		return err
 	}
 	s, err := arpscan.Dial(c.Interface)
 	if err != nil {
@@ -93,12 +88,8 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 		err   error
 	}
 	done := make(chan scanned, 1)
-	retries := c.Retries
-	if retries == 0 {
-		retries = -1
-	}
 	go func() {
-		res, st, err := s.Scan(ctx, addrs, &arpscan.Config{Rate: c.Rate, Retries: retries, Timeout: c.Timeout}, found)
+		res, st, err := s.Scan(ctx, addrs, &arpscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}, found)
 		close(found)
 		done <- scanned{res, st, err}
 	}()

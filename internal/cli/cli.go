@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"golang.org/x/term"
@@ -180,4 +181,28 @@ func expandTargets(ctx context.Context, cmd string, words []string, force bool) 
 		return nil, fmt.Errorf("%s: no addresses", cmd)
 	}
 	return addrs, nil
+}
+
+// orNone turns a flag's 0 into the libraries' "none": there a zero value
+// means "the default", and a negative one "none" (no retries, no rate
+// limit).
+func orNone(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// checkPacing checks the flags every sending command has: rate (what per
+// second), retries (at most maxRetries) and timeout, with an example.
+func checkPacing(rate int, what string, retries, maxRetries int, timeout time.Duration, example string) error {
+	switch {
+	case rate < 1 || rate > 1_000_000:
+		return fmt.Errorf("--rate %d: want 1 to 1000000 %s per second", rate, what)
+	case retries < 0 || retries > maxRetries:
+		return fmt.Errorf("--retries %d: want 0-%d", retries, maxRetries)
+	case timeout <= 0:
+		return fmt.Errorf("--timeout %v: want a positive duration such as %s", timeout, example)
+	}
+	return nil
 }

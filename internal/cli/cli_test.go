@@ -72,6 +72,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"probe", "--bogus"}, "ifl: unknown flag --bogus\nrun 'ifl probe --help' for usage\n"},
 		{[]string{"probe", "-o", "xml", "127.0.0.1"}, "ifl: --output must be one of \"table\",\"json\",\"yaml\" but got \"xml\"\nrun 'ifl probe --help' for usage\n"},
 		{[]string{"--network-key", "/nonexistent/key", "ping", "127.0.0.1"}, "ifl: key file /nonexistent/key does not exist (create one with: ifl keygen /nonexistent/key)\n"},
+		{[]string{"scan", "198.18.0.1", "--rate", "0"}, "ifl: --rate 0: want 1 to 1000000 probes per second\n"},
+		{[]string{"scan", "198.18.0.1", "--retries", "11"}, "ifl: --retries 11: want 0-10\n"},
+		{[]string{"arp-scan", "eth0", "--timeout", "0s"}, "ifl: --timeout 0s: want a positive duration such as 20ms\n"},
+		{[]string{"probe", "--retries=-1", "198.18.0.1"}, "ifl: --retries -1: want 0-10\n"},
 		{[]string{"probe", "198.18.0.0/33"}, "ifl: probe: \"198.18.0.0/33\": bad CIDR prefix (want an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name)\n"},
 	} {
 		code, _, stderr := run(t, tt.args...)

@@ -105,13 +105,7 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 			return err
 		}
 	}
-	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: c.Retries, Concurrency: c.Concurrency, Rate: c.Rate}
-	if c.Retries == 0 {
-		p.Retries = -1
-	}
-	if c.Rate == 0 {
-		p.Rate = -1
-	}
+	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
 	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
 	if rawAllowed(env, "probe", c.Connect) {
 		// Every raw socket is opened once, up front; then the process

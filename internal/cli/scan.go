@@ -54,13 +54,8 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.JSON {
 		c.Output = "json"
 	}
-	switch {
-	case c.Rate < 1 || c.Rate > 1_000_000:
-		return fmt.Errorf("--rate %d: want 1 to 1000000 probes per second", c.Rate)
-	case c.Retries < 0 || c.Retries > 10:
-		return fmt.Errorf("--retries %d: want 0-10", c.Retries)
-	case c.Timeout <= 0:
-		return fmt.Errorf("--timeout %v: want a positive duration such as 250ms", c.Timeout)
+	if err := checkPacing(c.Rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
+		return err
 	}
 	ports, err := synscan.ParsePorts(c.Ports)
 	if err != nil {
@@ -79,11 +74,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if len(v4) == 0 {
 		return fmt.Errorf("scan: no IPv4 address to scan")
 	}
-	retries := c.Retries
-	if retries == 0 {
-		retries = -1
-	}
-	cfg := &synscan.Config{Rate: c.Rate, Retries: retries, Timeout: c.Timeout}
+	cfg := &synscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}
 	var s synscan.Scanner
 	method := "connect"
 	if rawAllowed(env, "scan", c.Connect) {
