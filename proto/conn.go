@@ -106,9 +106,6 @@ func Server(c net.Conn, cfg *ServerConfig) *Conn {
 	return &Conn{conn: c, server: cfg, fr: frameReader{r: c}}
 }
 
-// NetConn returns the underlying connection.
-func (c *Conn) NetConn() net.Conn { return c.conn }
-
 // PeerIdentity returns the agent's fingerprint after a client handshake.
 func (c *Conn) PeerIdentity() string { return c.peer }
 

@@ -175,13 +175,17 @@ type answer struct {
 func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (Stats, error) {
 	var st Stats
 	answers := make(chan answer, 1024)
-	ignored := make(chan int, 1)
-	stop := make(chan struct{})
-	go r.read(answers, ignored, stop)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		r.read(answers, stop)
+	}()
+	// The reader is gone before Stream returns, so that the next Stream
+	// has the socket to itself.
 	defer func() {
 		close(stop)
 		r.recv.SetReadDeadline(time.Unix(1, 0))
-		st.Ignored = <-ignored
+		<-stopped
 		r.recv.SetReadDeadline(time.Time{})
 	}()
 
@@ -326,13 +330,12 @@ func (r *Raw) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (
 	}
 }
 
-// read matches replies and sends answers until stop is closed; it then
-// sends how many TCP packets it ignored on ignored.
-func (r *Raw) read(answers chan<- answer, ignored chan<- int, stop <-chan struct{}) {
+// read matches replies and sends answers until stop is closed. Anything
+// that does not carry one of our cookies (forged, late or unrelated) is
+// dropped.
+func (r *Raw) read(answers chan<- answer, stop <-chan struct{}) {
 	p := newReplyParser()
 	buf := make([]byte, 2048)
-	n := 0
-	defer func() { ignored <- n }()
 	for {
 		k, err := r.recv.Read(buf)
 		if err != nil {
@@ -352,12 +355,10 @@ func (r *Raw) read(answers chan<- answer, ignored chan<- int, stop <-chan struct
 		now := time.Now()
 		rep, ok := p.parse(buf[:k])
 		if !ok {
-			n++
 			continue
 		}
 		t, state, ok := r.ck.match(rep)
 		if !ok {
-			n++
 			continue
 		}
 		select {

@@ -92,7 +92,6 @@ func (c *Config) withDefaults() Config {
 type Stats struct {
 	Targets int // targets scanned
 	Sent    int // probes sent, retries included (connect mode: dials)
-	Ignored int // raw mode: TCP replies that matched no probe (forged, late or unrelated)
 }
 
 // Scanner scans targets. Stream reads targets until in is closed and sends

@@ -2,8 +2,9 @@
 // connection to the agent port, and where one opens, runs the handshake
 // and a ping on that same connection. Results stream as they come.
 //
-// This is the connect() path, which needs no privilege; the raw SYN path
-// feeds the same Verify step with the hosts it found open.
+// Prober alone is the connect() path, which needs no privilege; Pipeline
+// puts an ARP sweep and SYN probes before it, so that only the hosts with
+// the agent port open are dialled.
 package probe
 
 import (
@@ -213,12 +214,6 @@ func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
 			return r
 		}
 	}
-}
-
-// Verify runs the handshake and a ping on an open connection to addr and
-// closes it.
-func (p *Prober) Verify(ctx context.Context, c net.Conn, a netip.Addr) Result {
-	return p.verify(ctx, c, Result{Addr: a, Port: p.Port}, time.Now())
 }
 
 func (p *Prober) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {
