@@ -84,6 +84,12 @@ func TestApply(t *testing.T) {
 		t.Errorf("conflicts: %q", ch.Conflicts)
 	}
 
+	// Two new keys with one machine-id in the same probe: a cloned VM.
+	ch = s.Apply(t1, []Observation{obs("dddd", "198.18.0.40", "clone", "m9"), obs("eeee", "198.18.0.41", "clone", "m9")}, func(netip.Addr) bool { return false }, true)
+	if len(ch.Conflicts) != 1 || !strings.Contains(ch.Conflicts[0], "machine-id of clone (dddd) now answers with identity eeee") {
+		t.Errorf("clone conflicts: %q", ch.Conflicts)
+	}
+
 	if pruned := s.Prune(t1.Add(time.Minute), 30*time.Minute); len(pruned) != 1 || pruned[0].Identity != "bbbb" {
 		t.Errorf("pruned %v", pruned)
 	}

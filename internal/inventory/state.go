@@ -119,6 +119,15 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 	}
 	sort.Slice(obs, func(i, j int) bool { return obs[i].Addr.Less(obs[j].Addr) })
 	seen := map[string]netip.Addr{}
+	// Known hosts by machine-id, kept current below, so that a new key is
+	// checked against them without a pass over every host. An entry whose
+	// host changed machine-id since is skipped where it is read.
+	byMachine := map[string][]*Host{}
+	for _, h := range s.Sorted() {
+		if h.MachineID != "" {
+			byMachine[h.MachineID] = append(byMachine[h.MachineID], h)
+		}
+	}
 	for _, o := range obs {
 		if prev, dup := seen[o.Identity]; dup {
 			ch.Conflicts = append(ch.Conflicts, "identity "+o.Identity+" answered from both "+prev.String()+" and "+o.Addr.String()+": one agent key on two hosts (a copied key?)")
@@ -129,7 +138,7 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 		h := s.Hosts[o.Identity]
 		if h == nil {
 			if f.MachineID != "" {
-				for _, other := range s.Hosts {
+				for _, other := range byMachine[f.MachineID] {
 					if other.MachineID == f.MachineID && other.Identity != o.Identity {
 						ch.Conflicts = append(ch.Conflicts, "machine-id of "+other.Hostname+" ("+other.Identity+") now answers with identity "+o.Identity+" from "+o.Addr.String()+": a re-imaged host, or a cloned VM")
 					}
@@ -149,6 +158,9 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 			}
 		}
 		h.Hostname = f.Hostname
+		if f.MachineID != "" && f.MachineID != h.MachineID {
+			byMachine[f.MachineID] = append(byMachine[f.MachineID], h)
+		}
 		h.MachineID = f.MachineID
 		h.Port = o.Port
 		h.OS = f.OS.PrettyName
