@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -156,6 +157,9 @@ func (c *AgentCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 		return err
 	}
 	ln, err := net.Listen("tcp", s.addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("agent: %s is in use (another agent running? choose another with --port or port: in %s)", s.addr, c.Config)
+	}
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

@@ -119,6 +119,19 @@ func TestAgentConfigErrors(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "missing.yaml: no such file") {
 		t.Fatalf("missing explicit config: exit %d, %q", code, stderr)
 	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	keyFile := filepath.Join(dir, "network.key")
+	run(t, "keygen", keyFile)
+	port := strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)
+	os.WriteFile(cfg, nil, 0o644)
+	code, _, stderr = run(t, "--network-key", keyFile, "agent", "--config", cfg, "--identity-key", filepath.Join(dir, "agent.key"), "--listen", "127.0.0.1", "--port", port)
+	if want := "ifl: agent: 127.0.0.1:" + port + " is in use (another agent running? choose another with --port or port: in " + cfg + ")\n"; code != 2 || !strings.HasSuffix(stderr, want) {
+		t.Fatalf("busy port: exit %d, %q; want %q", code, stderr, want)
+	}
 	os.WriteFile(cfg, []byte("port: 7440\n"), 0o644)
 	code, _, stderr = run(t, "--network-key", filepath.Join(dir, "nokey"), "agent", "--config", cfg)
 	if code != 2 || !strings.Contains(stderr, "does not exist (create one with: ifl keygen") {
