@@ -274,3 +274,29 @@ func TestInventoryCommand(t *testing.T) {
 		t.Errorf("damaged state: exit %d, %q", code, stderr)
 	}
 }
+
+func TestInventoryPrune(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	seen := func(id, ip, host string, at time.Time) {
+		t.Helper()
+		err := inventory.Update(state, func(s *inventory.State) error {
+			s.Apply(at, []inventory.Observation{{Identity: id, Addr: netip.MustParseAddr(ip), Port: 7440,
+				Facts: &proto.Facts{Hostname: host}}}, func(netip.Addr) bool { return false }, true)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC()
+	seen("aaaaaaaaaaaaaaaa", "198.18.0.5", "old", now.Add(-72*time.Hour))
+	seen("bbbbbbbbbbbbbbbb", "198.18.0.6", "new", now)
+	code, stdout, stderr := run(t, "inventory", "--state", state, "--prune", "2d")
+	if code != 0 || !strings.Contains(stderr, "pruned: old (aaaaaaaaaaaaaaaa)") || strings.Contains(stdout, "old") || !strings.Contains(stdout, "new") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	s, err := inventory.Load(state)
+	if err != nil || len(s.Hosts) != 1 || s.Hosts["bbbbbbbbbbbbbbbb"] == nil {
+		t.Fatalf("state after prune: %v, %v", s, err)
+	}
+}
