@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,21 +25,41 @@ import (
 // Defaults for the zero values of Config: fast and reliable on a wired
 // LAN. On a fragile or congested network lower the rate.
 const (
-	// DefaultRate is requests per second, as nmap's -T5 --min-rate 10000:
-	// a /24's first pass takes 25 ms; the broadcast load (5 Mbit/s,
-	// for a fraction of a second on a /24) is small next to a LAN's
-	// capacity. The sender slows down by itself when the kernel drops
-	// requests.
+	// DefaultRate is broadcast requests per second, as nmap's -T5
+	// --min-rate 10000: a /24's first pass takes 25 ms; the broadcast load
+	// (5 Mbit/s, for a fraction of a second on a /24) is small next to a
+	// LAN's capacity. The sender slows down by itself when the kernel
+	// drops requests.
 	DefaultRate = 10000
-	// DefaultRetries: four tries in all, so a host that drops a fifth of
-	// ARP requests is missed about once in 625 sweeps. Retries cost only
-	// the silent addresses, at the send rate.
+	// DefaultRetries are the extra tries a silent address gets once the
+	// sweep has seen requests get lost: four tries in all, so that a host
+	// that drops a fifth of them is missed about once in 625 sweeps.
 	DefaultRetries = 3
+	// DefaultMinRetries are the extra tries every silent address gets,
+	// loss seen or not: three tries, so that even a lone host that drops a
+	// fifth of its requests, on a segment that loses nothing else, is
+	// missed only about once in 125 sweeps. Each try of a silent address
+	// is a broadcast that every host on the segment reads, and most
+	// addresses of a sweep are silent: the fourth try would cost a third
+	// more time.
+	DefaultMinRetries = 2
 	// DefaultTimeout is how long a request waits for its reply before it
 	// is retried, and how long the sweep waits after its last request. A
 	// wired host answers within a millisecond; a Wi-Fi client in power
 	// save may need --timeout 300ms.
 	DefaultTimeout = 20 * time.Millisecond
+)
+
+// How a sweep sees loss: the first hosts that answer are asked again, by
+// unicast, a few times each; a host that misses one of those requests, or
+// that answered only a retry, shows that requests get lost here, and the
+// silent addresses then get all their retries. Unicast requests reach one
+// host and cost the segment next to nothing, where each retry of a silent
+// address is a broadcast. Sixteen requests catch a host that drops a
+// fifth of them 97 times in 100.
+const (
+	confirmHosts = 64
+	confirmTries = 16
 )
 
 // ErrPermission is returned by Dial when the process may not open a raw
@@ -45,29 +68,42 @@ var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NE
 
 // Config tunes a sweep. Zero values mean the defaults.
 type Config struct {
-	Rate    int           // requests per second
-	Retries int           // extra tries for a silent address; negative: none
-	Timeout time.Duration // wait for a reply before a retry, and after the last request
+	Rate int // broadcast requests per second; unicast confirmations are paced alike, apart
+	// Retries are the most extra tries a silent address gets: all of them
+	// once the sweep has seen requests get lost. Negative: none.
+	Retries int
+	// MinRetries are the extra tries every silent address gets, loss seen
+	// or not. Negative: none. When it is Retries or more, every silent
+	// address gets Retries and no host is asked twice.
+	MinRetries int
+	Timeout    time.Duration // wait for a reply before a retry, and after the last request
 }
 
 func (c *Config) withDefaults() Config {
-	out := Config{Rate: DefaultRate, Retries: DefaultRetries, Timeout: DefaultTimeout}
-	if c == nil {
-		return out
+	out := Config{Rate: DefaultRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout}
+	if c != nil {
+		if c.Rate > 0 {
+			out.Rate = c.Rate
+		}
+		out.Retries = orDefault(c.Retries, DefaultRetries)
+		out.MinRetries = orDefault(c.MinRetries, DefaultMinRetries)
+		if c.Timeout > 0 {
+			out.Timeout = c.Timeout
+		}
 	}
-	if c.Rate > 0 {
-		out.Rate = c.Rate
-	}
-	switch {
-	case c.Retries < 0:
-		out.Retries = 0
-	case c.Retries > 0:
-		out.Retries = c.Retries
-	}
-	if c.Timeout > 0 {
-		out.Timeout = c.Timeout
-	}
+	out.MinRetries = min(out.MinRetries, out.Retries)
 	return out
+}
+
+// orDefault maps a count's zero value to def and a negative one to 0.
+func orDefault(n, def int) int {
+	switch {
+	case n < 0:
+		return 0
+	case n == 0:
+		return def
+	}
+	return n
 }
 
 // Result is one address that answered.
@@ -83,21 +119,29 @@ type Result struct {
 
 // Stats count what a sweep did.
 type Stats struct {
-	Targets int           // addresses swept
-	Sent    int           // requests sent, retries included
-	Replies int           // replies read for a target, repeats included
-	Elapsed time.Duration // from the first request to the end
+	Targets int // addresses swept
+	Sent    int // broadcast requests sent, retries included
+	// Confirmations are the unicast requests sent to hosts that had
+	// answered, to see whether requests get lost.
+	Confirmations int
+	// LossSeen: a request went unanswered by a host that answers, so the
+	// silent addresses got all their retries.
+	LossSeen bool
+	Replies  int           // replies read for a target, repeats and confirmations included
+	Elapsed  time.Duration // from the first request to the end
 }
 
 // Scanner sweeps one interface. Create it with Dial or New; it is not
 // safe for concurrent use.
 type Scanner struct {
-	ifi    *net.Interface
-	client *arp.Client
-	srcs   []netip.Prefix // the interface's IPv4 prefixes, for source addresses
+	ifi     *net.Interface
+	client  *arp.Client    // reads replies, and sends when writers is empty
+	writers []*arp.Client  // send only
+	srcs    []netip.Prefix // the interface's IPv4 prefixes, for source addresses
 }
 
-// Dial opens a raw ARP socket on the named interface.
+// Dial opens raw ARP sockets on the named interface: one that reads the
+// replies, and one to send on for each CPU (up to maxWriters).
 func Dial(name string) (*Scanner, error) {
 	ifi, err := Interface(name)
 	if err != nil {
@@ -105,7 +149,7 @@ func Dial(name string) (*Scanner, error) {
 	}
 	// Only replies: the socket would otherwise also read every request,
 	// ours included.
-	filter, err := bpf.Assemble([]bpf.Instruction{
+	replies, err := bpf.Assemble([]bpf.Instruction{
 		bpf.LoadAbsolute{Off: 20, Size: 2}, // ARP opcode, after 14 bytes of Ethernet and 6 of ARP
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 2, SkipFalse: 1},
 		bpf.RetConstant{Val: 256},
@@ -114,20 +158,51 @@ func Dial(name string) (*Scanner, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), &packet.Config{Filter: filter})
+	// The sending sockets read nothing.
+	nothing, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
 	if err != nil {
-		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) {
-			return nil, fmt.Errorf("%s: %w", name, ErrPermission)
+		return nil, err
+	}
+	listen := func(filter []bpf.RawInstruction) (*packet.Conn, error) {
+		pc, err := packet.Listen(ifi, packet.Raw, int(ethernet.EtherTypeARP), &packet.Config{Filter: filter})
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) {
+				return nil, fmt.Errorf("%s: %w", name, ErrPermission)
+			}
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return pc, nil
+	}
+	pc, err := listen(replies)
+	if err != nil {
+		return nil, err
 	}
 	s, err := New(ifi, pc)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
+	for range min(runtime.NumCPU(), maxWriters) {
+		wc, err := listen(nothing)
+		if err == nil {
+			var c *arp.Client
+			if c, err = arp.New(ifi, wc); err == nil {
+				s.writers = append(s.writers, c)
+				continue
+			}
+			wc.Close()
+		}
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
+
+// maxWriters bounds the sending sockets. On a virtual LAN the kernel
+// floods a broadcast to every port of the bridge within the sending
+// call, so one socket sends only as fast as one CPU floods; a physical
+// interface is far from that limit with one.
+const maxWriters = 4
 
 // New returns a scanner that sends and reads Ethernet frames on pc, for
 // tests or a socket opened by the caller.
@@ -147,8 +222,13 @@ func newScanner(ifi *net.Interface, pc net.PacketConn, srcs []netip.Prefix) (*Sc
 	return &Scanner{ifi: ifi, client: c, srcs: srcs}, nil
 }
 
-// Close closes the socket.
-func (s *Scanner) Close() error { return s.client.Close() }
+// Close closes the sockets.
+func (s *Scanner) Close() error {
+	for _, w := range s.writers {
+		w.Close()
+	}
+	return s.client.Close()
+}
 
 // Prefixes returns the interface's IPv4 prefixes (masked): what a sweep
 // covers by default.
@@ -184,11 +264,13 @@ func (s *Scanner) source(target netip.Addr) netip.Addr {
 // target is the sweep's state for one address.
 type target struct {
 	ip       netip.Addr
-	tries    int
+	tries    int // broadcast requests sent
 	lastSent time.Time
 	mac      net.HardwareAddr // first answer
 	others   []net.HardwareAddr
 	rtt      time.Duration
+	asked    int // unicast confirmations sent
+	echoes   int // replies from mac after the first
 }
 
 // sweep is the state shared by the sender and the reader.
@@ -197,6 +279,8 @@ type sweep struct {
 	byIP     map[netip.Addr]*target
 	answered int
 	replies  int
+	fresh    []*target     // answered since the sender last looked
+	late     bool          // an address answered only a retry
 	changed  chan struct{} // a new address answered
 }
 
@@ -228,7 +312,20 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	stopRead := make(chan struct{})
 	go func() { readErr <- s.read(sw, out, stopRead) }()
 
-	err := s.send(ctx, sw, order, c, &st)
+	wctx, stopWriters := context.WithCancel(ctx)
+	snd := &sender{s: s, sw: sw, c: c, order: order, st: &st,
+		bcast: pace.New(c.Rate), uni: pace.New(c.Rate), timer: time.NewTimer(0),
+		w: s.startWriters(wctx)}
+	err := snd.run(ctx)
+	snd.timer.Stop()
+	if err != nil {
+		stopWriters()
+	}
+	// Let the writers finish what is queued: no request goes out after
+	// Scan returns.
+	close(snd.w.jobs)
+	snd.w.wg.Wait()
+	stopWriters()
 	// Unblock the reader: a read deadline in the past.
 	close(stopRead)
 	s.client.SetReadDeadline(time.Unix(1, 0))
@@ -252,122 +349,340 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	return res, st, err
 }
 
-// send paces the requests: first tries in order, interleaved with retries
-// as they fall due, then waits the timeout after the last request, or
-// less if every address has answered.
-func (s *Scanner) send(ctx context.Context, sw *sweep, order []*target, c Config, st *Stats) error {
-	pacer := pace.New(c.Rate)
-	var retry []*target // due in the order they were sent
-	next := 0
-	var lastSend time.Time
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	wait := func(until time.Time) error {
-		d := time.Until(until)
-		if d <= 0 {
-			return ctx.Err()
-		}
-		timer.Reset(d)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-sw.changed:
-			return nil
-		case <-timer.C:
-			return nil
-		}
-	}
+// sender is the sweep's sending side. It interleaves three kinds of work:
+// first tries in order, retries as they fall due, and unicast
+// confirmations of hosts that answered (while loss is still unseen).
+type sender struct {
+	s     *Scanner
+	sw    *sweep
+	c     Config
+	order []*target
+	st    *Stats
+
+	next  int       // first try due: order[next]
+	retry []*target // due a retry, in the order of their last request
+	// spent have had the tries due without loss; they get the rest if
+	// loss is seen.
+	spent    []*target
+	confirm  []*target // hosts to confirm, round robin
+	checking []check   // confirmations awaiting their timeout, in order
+	picked   int       // hosts picked for confirmation
+	loss     bool
+
+	bcast, uni *pace.Pacer
+	lastSend   time.Time // of the last broadcast
+	timer      *time.Timer
+	w          *writers
+}
+
+// check is a confirmation in flight: by its timeout, host must have sent
+// echoes replies after its first.
+type check struct {
+	host   *target
+	echoes int
+	sent   time.Time
+}
+
+func (sn *sender) run(ctx context.Context) error {
+	c := sn.c
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if sw.done(len(order)) {
-			return nil
-		}
-		now := time.Now()
-		var t *target
-		switch {
-		case len(retry) > 0 && !now.Before(retry[0].lastSent.Add(c.Timeout)):
-			t, retry = retry[0], retry[1:]
-		case next < len(order):
-			t = order[next]
-			next++
-		case len(retry) > 0:
-			if err := wait(retry[0].lastSent.Add(c.Timeout)); err != nil {
-				return err
-			}
-			continue
-		default:
-			// Every try is sent: wait for the last replies.
-			for !sw.done(len(order)) && time.Now().Before(lastSend.Add(c.Timeout)) {
-				if err := wait(lastSend.Add(c.Timeout)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		if sw.hasAnswered(t) {
-			continue
-		}
-		for time.Now().Before(pacer.Next()) {
-			if err := wait(pacer.Next()); err != nil {
-				return err
-			}
-		}
-		// Recorded before the request goes out, so that the fastest reply
-		// finds it.
-		lastSend = time.Now()
-		sw.mu.Lock()
-		t.tries++
-		t.lastSent = lastSend
-		sw.mu.Unlock()
-		if err := s.requestRetrying(ctx, t.ip, pacer); err != nil {
+		if err := sn.w.failed(); err != nil {
 			return err
 		}
-		pacer.Sent(lastSend)
-		st.Sent++
-		if t.tries <= c.Retries {
-			retry = append(retry, t)
+		// The kernel dropped requests for want of room: slow down.
+		for n := min(sn.w.congested.Swap(0), 8); n > 0; n-- {
+			sn.bcast.Congested()
+			sn.uni.Congested()
+		}
+		now := time.Now()
+		sn.sw.mu.Lock()
+		all := sn.sw.answered == len(sn.order)
+		fresh := sn.sw.fresh
+		sn.sw.fresh = nil
+		late := sn.sw.late
+		// Confirmations past their timeout: each must have been answered.
+		for len(sn.checking) > 0 && !now.Before(sn.checking[0].sent.Add(c.Timeout)) {
+			ck := sn.checking[0]
+			sn.checking = sn.checking[1:]
+			if ck.host.echoes < ck.echoes {
+				sn.sawLoss()
+			}
+		}
+		sn.sw.mu.Unlock()
+		if all {
+			return nil
+		}
+		if late {
+			sn.sawLoss()
+		}
+		if !sn.loss && c.MinRetries < c.Retries {
+			for _, t := range fresh {
+				if sn.picked < confirmHosts {
+					sn.picked++
+					sn.confirm = append(sn.confirm, t)
+				}
+			}
+		}
+
+		// A confirmation first, if one may go out: it costs next to
+		// nothing, and the sooner loss is seen the fewer retries go out
+		// in vain.
+		var due time.Time // when something may be sent next; zero: nothing is left
+		if len(sn.confirm) > 0 {
+			if now.Before(sn.uni.Next()) {
+				due = sn.uni.Next()
+			} else {
+				if err := sn.confirmOne(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		if t, when := sn.nextBroadcast(now); t != nil {
+			if err := sn.broadcast(ctx, t); err != nil {
+				return err
+			}
+			continue
+		} else if !when.IsZero() {
+			due = earliest(due, when)
+		}
+		if len(sn.checking) > 0 {
+			due = earliest(due, sn.checking[0].sent.Add(c.Timeout))
+		}
+		if due.IsZero() {
+			// Every request is sent and every confirmation settled: wait
+			// for the last replies.
+			end := sn.lastSend.Add(c.Timeout)
+			if !now.Before(end) {
+				return nil
+			}
+			due = end
+		}
+		if err := sn.wait(ctx, due); err != nil {
+			return err
 		}
 	}
 }
 
-// requestRetrying sends a request. ENOBUFS means the kernel dropped it: the
-// interface (or, on a virtual LAN, the bridge flooding it to every port) is
-// slower than the rate. Then the request is sent again after a pause and
-// the pacer slows down.
-func (s *Scanner) requestRetrying(ctx context.Context, ip netip.Addr, p *pace.Pacer) error {
+// nextBroadcast takes the broadcast to send now, if one is due and the
+// pacer allows it; else it says when one could be.
+func (sn *sender) nextBroadcast(now time.Time) (*target, time.Time) {
+	for len(sn.retry) > 0 && sn.sw.hasAnswered(sn.retry[0]) {
+		sn.retry = sn.retry[1:]
+	}
+	for sn.next < len(sn.order) && sn.sw.hasAnswered(sn.order[sn.next]) {
+		sn.next++
+	}
+	retryDue := len(sn.retry) > 0 && !now.Before(sn.retry[0].lastSent.Add(sn.c.Timeout))
+	switch {
+	case !retryDue && sn.next == len(sn.order) && len(sn.retry) > 0:
+		return nil, sn.retry[0].lastSent.Add(sn.c.Timeout)
+	case !retryDue && sn.next == len(sn.order):
+		return nil, time.Time{}
+	case now.Before(sn.bcast.Next()):
+		return nil, sn.bcast.Next()
+	case retryDue:
+		t := sn.retry[0]
+		sn.retry = sn.retry[1:]
+		return t, time.Time{}
+	default:
+		t := sn.order[sn.next]
+		sn.next++
+		return t, time.Time{}
+	}
+}
+
+// sawLoss gives the silent addresses all their retries and stops the
+// confirmations: they have shown what they are for.
+func (sn *sender) sawLoss() {
+	if sn.loss {
+		return
+	}
+	sn.loss = true
+	sn.st.LossSeen = true
+	sn.confirm, sn.checking = nil, nil
+	// The spent addresses are due at once: merge them into the retry
+	// queue, which stays in the order of the last requests.
+	sn.retry = append(sn.spent, sn.retry...)
+	sn.spent = nil
+	slices.SortStableFunc(sn.retry, func(a, b *target) int { return a.lastSent.Compare(b.lastSent) })
+}
+
+// broadcast sends t a request and queues its next try, if it has one.
+func (sn *sender) broadcast(ctx context.Context, t *target) error {
+	now := time.Now()
+	// Recorded before the request goes out, so that the fastest reply
+	// finds it.
+	sn.sw.mu.Lock()
+	t.tries++
+	t.lastSent = now
+	sn.sw.mu.Unlock()
+	if err := sn.w.send(ctx, request{t.ip, ethernet.Broadcast}); err != nil {
+		return err
+	}
+	sn.lastSend = now
+	sn.bcast.Sent(now)
+	sn.st.Sent++
+	retries := sn.c.MinRetries
+	if sn.loss {
+		retries = sn.c.Retries
+	}
+	switch {
+	case t.tries <= retries:
+		sn.retry = append(sn.retry, t)
+	case t.tries <= sn.c.Retries:
+		sn.spent = append(sn.spent, t)
+	}
+	return nil
+}
+
+// confirmOne sends the next host in line a unicast request.
+func (sn *sender) confirmOne(ctx context.Context) error {
+	t := sn.confirm[0]
+	sn.confirm = sn.confirm[1:]
+	now := time.Now()
+	sn.sw.mu.Lock()
+	t.asked++
+	ck := check{host: t, echoes: t.asked, sent: now}
+	sn.sw.mu.Unlock()
+	if err := sn.w.send(ctx, request{t.ip, t.mac}); err != nil {
+		return err
+	}
+	sn.uni.Sent(now)
+	sn.st.Confirmations++
+	sn.checking = append(sn.checking, ck)
+	if t.asked < confirmTries {
+		sn.confirm = append(sn.confirm, t)
+	}
+	return nil
+}
+
+// wait sleeps until the given time, a new answer, or ctx's end.
+func (sn *sender) wait(ctx context.Context, until time.Time) error {
+	d := time.Until(until)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	sn.timer.Reset(d)
+	select {
+	case <-ctx.Done():
+		if !sn.timer.Stop() {
+			<-sn.timer.C
+		}
+		return ctx.Err()
+	case <-sn.sw.changed:
+		if !sn.timer.Stop() {
+			<-sn.timer.C
+		}
+		return nil
+	case <-sn.timer.C:
+		return nil
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// request is an ARP request for a writer to send.
+type request struct {
+	ip  netip.Addr
+	dst net.HardwareAddr // broadcast, or a host that answered
+}
+
+// writers send the sender's requests, each on its own socket.
+type writers struct {
+	jobs      chan request
+	congested atomic.Int64 // requests the kernel dropped and a writer sent again
+	errc      chan error
+	wg        sync.WaitGroup
+}
+
+// startWriters starts a writer per sending socket. They stop when jobs is
+// closed and drained.
+func (s *Scanner) startWriters(ctx context.Context) *writers {
+	conns := s.writers
+	if len(conns) == 0 {
+		conns = []*arp.Client{s.client}
+	}
+	// A short queue: the sender blocks while every writer is busy, so its
+	// timestamps stay close to when requests go out.
+	w := &writers{jobs: make(chan request, len(conns)), errc: make(chan error, len(conns))}
+	for _, c := range conns {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			var failed bool
+			for r := range w.jobs {
+				if failed {
+					continue // drain, so that the sender never blocks
+				}
+				if err := s.write(ctx, c, r, &w.congested); err != nil {
+					failed = true
+					w.errc <- err
+				}
+			}
+		}()
+	}
+	return w
+}
+
+// send queues r for the next free writer.
+func (w *writers) send(ctx context.Context, r request) error {
+	select {
+	case w.jobs <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-w.errc:
+		return err
+	}
+}
+
+// failed returns a writer's error, if one has failed.
+func (w *writers) failed() error {
+	select {
+	case err := <-w.errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// write sends r on c. ENOBUFS means the kernel dropped it: the interface
+// (or, on a virtual LAN, the bridge flooding it to every port) is slower
+// than the rate. Then the request is sent again after a pause, and the
+// sender is told to slow down.
+func (s *Scanner) write(ctx context.Context, c *arp.Client, r request, congested *atomic.Int64) error {
+	p, err := arp.NewPacket(arp.OperationRequest, s.ifi.HardwareAddr, s.source(r.ip), ethernet.Broadcast, r.ip)
+	if err != nil {
+		return err
+	}
+	pause := 100 * time.Microsecond
 	for i := 0; ; i++ {
-		err := s.request(ip)
+		err := c.WriteTo(p, r.dst)
 		if err == nil {
 			return nil
 		}
 		if !errors.Is(err, syscall.ENOBUFS) || i >= 1000 {
 			return fmt.Errorf("arp-scan: %s: sending: %w", s.ifi.Name, err)
 		}
-		p.Congested()
-		t := time.NewTimer(p.Interval())
+		congested.Add(1)
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
 		}
+		pause = min(2*pause, 10*time.Millisecond)
 	}
-}
-
-func (s *Scanner) request(ip netip.Addr) error {
-	p, err := arp.NewPacket(arp.OperationRequest, s.ifi.HardwareAddr, s.source(ip), ethernet.Broadcast, ip)
-	if err != nil {
-		return err
-	}
-	return s.client.WriteTo(p, ethernet.Broadcast)
-}
-
-func (sw *sweep) done(n int) bool {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.answered == n
 }
 
 func (sw *sweep) hasAnswered(t *target) bool {
@@ -424,20 +739,26 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		t.mac = append(net.HardwareAddr(nil), mac...)
 		t.rtt = now.Sub(t.lastSent)
 		sw.answered++
+		sw.fresh = append(sw.fresh, t)
+		if t.tries > 1 {
+			sw.late = true
+		}
 		select {
 		case sw.changed <- struct{}{}:
 		default:
 		}
 		return Result{IP: ip, MAC: t.mac, RTT: t.rtt, Vendor: Vendor(t.mac)}, true
 	}
-	if !macEqual(t.mac, mac) {
-		for _, o := range t.others {
-			if macEqual(o, mac) {
-				return Result{}, false
-			}
-		}
-		t.others = append(t.others, append(net.HardwareAddr(nil), mac...))
+	if macEqual(t.mac, mac) {
+		t.echoes++
+		return Result{}, false
 	}
+	for _, o := range t.others {
+		if macEqual(o, mac) {
+			return Result{}, false
+		}
+	}
+	t.others = append(t.others, append(net.HardwareAddr(nil), mac...))
 	return Result{}, false
 }
 

@@ -6,23 +6,26 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 )
 
 // fakeLAN is a net.PacketConn standing in for a raw socket on a segment:
-// it answers ARP requests for the hosts it knows, after dropping the
-// number of requests each is set to drop.
+// it answers ARP requests for the hosts it knows, broadcast or sent to
+// their MAC, except the ones each host is set to drop.
 type fakeLAN struct {
 	mu       sync.Mutex
 	hosts    map[netip.Addr][]net.HardwareAddr // more than one MAC: a conflict
-	drop     map[netip.Addr]int
+	drop     map[netip.Addr][]int              // requests lost, counted from 1
 	requests map[netip.Addr]int
+	unicasts map[netip.Addr]int
 	replies  chan []byte
 	deadline time.Time
 	wake     chan struct{}
@@ -32,8 +35,9 @@ type fakeLAN struct {
 func newFakeLAN() *fakeLAN {
 	return &fakeLAN{
 		hosts:    map[netip.Addr][]net.HardwareAddr{},
-		drop:     map[netip.Addr]int{},
+		drop:     map[netip.Addr][]int{},
 		requests: map[netip.Addr]int{},
+		unicasts: map[netip.Addr]int{},
 		replies:  make(chan []byte, 1024),
 		wake:     make(chan struct{}, 1),
 	}
@@ -51,11 +55,17 @@ func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests[p.TargetIP]++
-	if f.drop[p.TargetIP] > 0 {
-		f.drop[p.TargetIP]--
+	broadcast := macEqual(fr.Destination, ethernet.Broadcast)
+	if !broadcast {
+		f.unicasts[p.TargetIP]++
+	}
+	if slices.Contains(f.drop[p.TargetIP], f.requests[p.TargetIP]) {
 		return len(b), nil
 	}
 	for _, mac := range f.hosts[p.TargetIP] {
+		if !broadcast && !macEqual(fr.Destination, mac) {
+			continue
+		}
 		r, _ := arp.NewPacket(arp.OperationReply, mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
 		pb, _ := r.MarshalBinary()
 		fb, _ := (&ethernet.Frame{Destination: p.SenderHardwareAddr, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: pb}).MarshalBinary()
@@ -154,17 +164,17 @@ func pairs(rs []Result) []pair {
 	return out
 }
 
-func TestScanFindsHostsAndRetriesSilentOnes(t *testing.T) {
+// fastConfig makes a sweep on a fakeLAN quick.
+var fastConfig = &Config{Rate: 100000, Timeout: 5 * time.Millisecond}
+
+func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	lan := newFakeLAN()
 	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
 	lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
-	// .9 drops its first two requests: the third try finds it.
-	lan.drop[netip.MustParseAddr("198.18.0.9")] = 2
 	s := testScanner(t, lan)
 
-	targets := span("198.18.0.1", 10)
 	streamed := make(chan Result, 10)
-	res, st, err := s.Scan(context.Background(), targets, &Config{Rate: 100000, Timeout: 5 * time.Millisecond}, streamed)
+	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, streamed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,14 +191,87 @@ func TestScanFindsHostsAndRetriesSilentOnes(t *testing.T) {
 	if diff := cmp.Diff(want, pairs(got)); diff != "" {
 		t.Errorf("streamed (-want +got):\n%s", diff)
 	}
-	// Eight silent addresses got every try, .5 one, .9 three.
-	if wantSent := 8*(1+DefaultRetries) + 1 + 3; st.Sent != wantSent {
-		t.Errorf("sent %d requests, want %d", st.Sent, wantSent)
+	// No loss: the eight silent addresses got three tries, the hosts one
+	// broadcast and their confirmations.
+	wantStats := Stats{Targets: 10, Sent: 8*(1+DefaultMinRetries) + 2, Confirmations: 2 * confirmTries, Replies: 2 + 2*confirmTries}
+	if diff := cmp.Diff(wantStats, st, cmpopts.IgnoreFields(Stats{}, "Elapsed")); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
 	}
 	lan.mu.Lock()
 	defer lan.mu.Unlock()
-	if n := lan.requests[netip.MustParseAddr("198.18.0.5")]; n != 1 {
-		t.Errorf("%d requests to a host that answered the first", n)
+	if n := lan.requests[netip.MustParseAddr("198.18.0.5")] - lan.unicasts[netip.MustParseAddr("198.18.0.5")]; n != 1 {
+		t.Errorf("%d broadcasts to a host that answered the first", n)
+	}
+}
+
+func TestScanRetriesMoreWhenAHostAnswersARetry(t *testing.T) {
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+	lan.drop[netip.MustParseAddr("198.18.0.5")] = []int{1}
+	s := testScanner(t, lan)
+	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("%d results, %v; want 1, nil", len(res), err)
+	}
+	// .5 answered its second try: nine silent addresses get every try.
+	if !st.LossSeen || st.Sent != 9*(1+DefaultRetries)+2 {
+		t.Errorf("loss seen %v, %d requests sent; want true, %d", st.LossSeen, st.Sent, 9*(1+DefaultRetries)+2)
+	}
+}
+
+func TestScanSeesLossByConfirming(t *testing.T) {
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+	lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
+	// .5 answers at once but misses its fourth request, a confirmation;
+	// .9 misses its first three, all that an address gets without loss.
+	lan.drop[netip.MustParseAddr("198.18.0.5")] = []int{4}
+	lan.drop[netip.MustParseAddr("198.18.0.9")] = []int{1, 2, 3}
+	s := testScanner(t, lan)
+	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pair{{"198.18.0.5", mac(5).String()}, {"198.18.0.9", mac(9).String()}}
+	if diff := cmp.Diff(want, pairs(res)); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if !st.LossSeen {
+		t.Error("loss not seen")
+	}
+}
+
+func TestScanRetryCounts(t *testing.T) {
+	for _, tt := range []struct {
+		name              string
+		cfg               Config
+		sent, confirmed   int
+		unicastsToTheHost int
+	}{
+		{"one try", Config{Retries: -1}, 9 + 1, 0, 0},
+		{"all retries, no confirmation", Config{MinRetries: DefaultRetries}, 9*(1+DefaultRetries) + 1, 0, 0},
+		{"fewer retries than the minimum", Config{Retries: 2, MinRetries: 5}, 9*3 + 1, 0, 0},
+		{"no retry without loss", Config{MinRetries: -1}, 9 + 1, confirmTries, confirmTries},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lan := newFakeLAN()
+			lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+			s := testScanner(t, lan)
+			cfg := tt.cfg
+			cfg.Rate, cfg.Timeout = fastConfig.Rate, fastConfig.Timeout
+			_, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), &cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Sent != tt.sent || st.Confirmations != tt.confirmed || st.LossSeen {
+				t.Errorf("sent %d, confirmed %d, loss seen %v; want %d, %d, false", st.Sent, st.Confirmations, st.LossSeen, tt.sent, tt.confirmed)
+			}
+			lan.mu.Lock()
+			defer lan.mu.Unlock()
+			if n := lan.unicasts[netip.MustParseAddr("198.18.0.5")]; n != tt.unicastsToTheHost {
+				t.Errorf("%d unicasts to the host, want %d", n, tt.unicastsToTheHost)
+			}
+		})
 	}
 }
 
@@ -197,7 +280,7 @@ func TestScanFlagsConflicts(t *testing.T) {
 	lan.hosts[netip.MustParseAddr("198.18.0.7")] = []net.HardwareAddr{mac(7), mac(0x77)}
 	s := testScanner(t, lan)
 	// A silent address keeps the sweep going long enough to hear both.
-	res, _, err := s.Scan(context.Background(), span("198.18.0.7", 2), &Config{Rate: 100000, Timeout: 5 * time.Millisecond}, nil)
+	res, _, err := s.Scan(context.Background(), span("198.18.0.7", 2), fastConfig, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

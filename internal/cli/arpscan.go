@@ -15,14 +15,15 @@ import (
 
 // ArpScanCmd sweeps a segment with ARP.
 type ArpScanCmd struct {
-	Interface string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
-	Targets   []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
-	Rate      int           `default:"${arp_rate}" help:"ARP requests per second."`
-	Retries   int           `default:"${arp_retries}" help:"Extra requests for an address that did not answer."`
-	Timeout   time.Duration `default:"${arp_timeout}" help:"Wait for a reply before a retry, and after the last request."`
-	Output    string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
-	JSON      bool          `help:"Same as -o json."`
-	Force     bool          `help:"Allow more than 65536 addresses."`
+	Interface  string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
+	Targets    []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
+	Rate       int           `default:"${arp_rate}" help:"Broadcast ARP requests per second."`
+	Retries    int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
+	MinRetries int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
+	Timeout    time.Duration `default:"${arp_timeout}" help:"Wait for a reply before a retry, and after the last request."`
+	Output     string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+	JSON       bool          `help:"Same as -o json."`
+	Force      bool          `help:"Allow more than 65536 addresses."`
 }
 
 // Help is shown by 'ifl arp-scan --help'.
@@ -33,13 +34,19 @@ answered: IP, MAC, vendor (IEEE registry, built in) and round-trip time,
 sorted by IP. An address that answers from two MACs is flagged: an address
 conflict, or spoofing.
 
+A silent address gets --min-retries retries. The first hosts to answer are
+asked again a few times by unicast (which costs the segment next to
+nothing); if one of them misses a request, or a host answered only a
+retry, the segment loses requests and every silent address gets --retries.
+With --min-retries N --retries N every silent address gets N retries.
+
 Needs CAP_NET_RAW: run it with sudo, or grant the binary the capability
 once with: sudo setcap cap_net_raw+ep $(command -v ifl)
 
 Examples:
   sudo ifl arp-scan eth0
   sudo ifl arp-scan eth0 198.18.0.0/22 --json
-  sudo ifl arp-scan eth0 --rate 500 --retries 4      # gentler, for a busy or lossy LAN`
+  sudo ifl arp-scan eth0 --rate 500 --min-retries 4 --retries 4   # gentler, for a busy or lossy LAN`
 }
 
 type arpHost struct {
@@ -57,6 +64,8 @@ type arpReport struct {
 		Hosts     int     `json:"hosts"`
 		Addresses int     `json:"addresses"`
 		Sent      int     `json:"requests_sent"`
+		Confirmed int     `json:"confirmations_sent"`
+		LossSeen  bool    `json:"loss_seen"`
 		Seconds   float64 `json:"seconds"`
 		Conflicts int     `json:"conflicts"`
 		Complete  bool    `json:"complete"`
@@ -70,6 +79,9 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if err := checkPacing(c.Rate, "requests", c.Retries, 20, c.Timeout, "20ms"); err != nil {
 		return err
+	}
+	if c.MinRetries < 0 || c.MinRetries > 20 {
+		return fmt.Errorf("--min-retries %d: want 0-20", c.MinRetries)
 	}
 	s, err := arpscan.Dial(c.Interface)
 	if err != nil {
@@ -89,7 +101,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	done := make(chan scanned, 1)
 	go func() {
-		res, st, err := s.Scan(ctx, addrs, &arpscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}, found)
+		res, st, err := s.Scan(ctx, addrs, &arpscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), MinRetries: orNone(c.MinRetries), Timeout: c.Timeout}, found)
 		close(found)
 		done <- scanned{res, st, err}
 	}()
@@ -122,6 +134,8 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	rep.Summary.Hosts = len(r.res)
 	rep.Summary.Addresses = r.stats.Targets
 	rep.Summary.Sent = r.stats.Sent
+	rep.Summary.Confirmed = r.stats.Confirmations
+	rep.Summary.LossSeen = r.stats.LossSeen
 	rep.Summary.Seconds = r.stats.Elapsed.Seconds()
 	rep.Summary.Complete = r.err == nil
 
@@ -143,8 +157,11 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 		}
 		tw.Flush()
 	}
-	sum := fmt.Sprintf("%s found; %d addresses swept on %s in %.2fs, %d requests sent",
-		plural(rep.Summary.Hosts, "host"), rep.Summary.Addresses, c.Interface, rep.Summary.Seconds, rep.Summary.Sent)
+	sum := fmt.Sprintf("%s found; %d addresses swept on %s in %.2fs, %d requests broadcast, %d unicast",
+		plural(rep.Summary.Hosts, "host"), rep.Summary.Addresses, c.Interface, rep.Summary.Seconds, rep.Summary.Sent, rep.Summary.Confirmed)
+	if rep.Summary.LossSeen {
+		sum += fmt.Sprintf("; requests were lost, so silent addresses got %d tries", 1+c.Retries)
+	}
 	if rep.Summary.Conflicts > 0 {
 		sum += fmt.Sprintf("; %d address conflicts", rep.Summary.Conflicts)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,22 +40,26 @@ func arpTruth(lan *testnet.LAN) map[string]string {
 
 func arpSpec(name string) testnet.Spec {
 	hosts := testnet.Mix(map[testnet.Role]int{testnet.Agent: 4, testnet.Closed: 26, testnet.Empty: 20}, 3)
+	// An address conflict: a second host claims the first host's address.
+	hosts[0] = testnet.HostSpec{Role: testnet.Agent, Name: "owner", Addr: netip.MustParseAddr("198.18.8.77")}
+	hosts = append(hosts, testnet.HostSpec{Role: testnet.Closed, Name: "squatter", Addr: netip.MustParseAddr("198.18.8.77"), Duplicate: true})
 	lossy := 0
 	for i := range hosts {
-		if hosts[i].Role == testnet.Closed && lossy < 2 {
+		if hosts[i].Role == testnet.Closed && !hosts[i].Duplicate && lossy < 2 {
 			hosts[i].Loss = 20 // of ARP requests (and TCP)
 			lossy++
 		}
 	}
-	// An address conflict: a second host claims the first agent's address.
-	hosts[0] = testnet.HostSpec{Role: testnet.Agent, Name: "owner", Addr: netip.MustParseAddr("198.18.8.77")}
-	hosts = append(hosts, testnet.HostSpec{Role: testnet.Closed, Name: "squatter", Addr: netip.MustParseAddr("198.18.8.77"), Duplicate: true})
 	return testnet.Spec{Name: name, Prefix: netip.MustParsePrefix("198.18.8.0/24"), Port: 7440, Hosts: hosts}
 }
 
 func TestArpScan(t *testing.T) {
 	testnet.Require(t, true)
-	lan := testnet.Start(t, arpSpec("e2earp"), testnet.BuildIFL(t))
+	spec := arpSpec("e2earp")
+	if n := len(slices.DeleteFunc(slices.Clone(spec.Hosts), func(h testnet.HostSpec) bool { return h.Loss == 0 })); n != 2 {
+		t.Fatalf("%d lossy hosts in the spec, want 2", n)
+	}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
 
 	stdout, stderr, code := ifl(t, lan, "arp-scan", "eth0", "--json")
 	if code != 0 {
