@@ -51,15 +51,21 @@ const (
 )
 
 // How a sweep sees loss: the first hosts that answer are asked again, by
-// unicast, a few times each; a host that misses one of those requests, or
-// that answered only a retry, shows that requests get lost here, and the
-// silent addresses then get all their retries. Unicast requests reach one
-// host and cost the segment next to nothing, where each retry of a silent
-// address is a broadcast. Sixteen requests catch a host that drops a
-// fifth of them 97 times in 100.
+// unicast, a few times each. A host that misses lossMisses of its
+// requests (broadcasts before its first answer included) loses enough
+// that three tries could miss a host like it, and the silent addresses
+// then get all their retries; the odd request dropped by a busy segment
+// or a loaded machine does not count. Unicast requests reach one host and
+// cost the segment next to nothing, where each retry of a silent address
+// is a broadcast, so they go out at confirmRate times the rate. 24 of
+// them catch a host that drops a fifth of its requests 88 times in 100; a
+// segment that drops one request in 200 sets this off about once in 60
+// sweeps.
 const (
 	confirmHosts = 64
-	confirmTries = 16
+	confirmTries = 24
+	lossMisses   = 3
+	confirmRate  = 4
 )
 
 // ErrPermission is returned by Dial when the process may not open a raw
@@ -222,12 +228,16 @@ func newScanner(ifi *net.Interface, pc net.PacketConn, srcs []netip.Prefix) (*Sc
 	return &Scanner{ifi: ifi, client: c, srcs: srcs}, nil
 }
 
-// Close closes the sockets.
+// Close closes the sockets, at once: the kernel waits for an RCU grace
+// period (milliseconds) to release each packet socket.
 func (s *Scanner) Close() error {
+	var wg sync.WaitGroup
 	for _, w := range s.writers {
-		w.Close()
+		wg.Go(func() { w.Close() })
 	}
-	return s.client.Close()
+	err := s.client.Close()
+	wg.Wait()
+	return err
 }
 
 // Prefixes returns the interface's IPv4 prefixes (masked): what a sweep
@@ -269,6 +279,7 @@ type target struct {
 	mac      net.HardwareAddr // first answer
 	others   []net.HardwareAddr
 	rtt      time.Duration
+	firstTry int // the try that drew the first answer
 	asked    int // unicast confirmations sent
 	echoes   int // replies from mac after the first
 }
@@ -280,7 +291,6 @@ type sweep struct {
 	answered int
 	replies  int
 	fresh    []*target     // answered since the sender last looked
-	late     bool          // an address answered only a retry
 	changed  chan struct{} // a new address answered
 }
 
@@ -314,7 +324,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 
 	wctx, stopWriters := context.WithCancel(ctx)
 	snd := &sender{s: s, sw: sw, c: c, order: order, st: &st,
-		bcast: pace.New(c.Rate), uni: pace.New(c.Rate), timer: time.NewTimer(0),
+		bcast: pace.New(c.Rate), uni: pace.New(c.Rate * confirmRate), timer: time.NewTimer(0),
 		w: s.startWriters(wctx)}
 	err := snd.run(ctx)
 	snd.timer.Stop()
@@ -383,6 +393,13 @@ type check struct {
 	sent   time.Time
 }
 
+// misses counts the requests t has left unanswered: the broadcasts before
+// its first answer, and the confirmations of the echoes it owes. Call it
+// with the sweep locked.
+func (t *target) misses(echoes int) int {
+	return t.firstTry - 1 + max(0, echoes-t.echoes)
+}
+
 func (sn *sender) run(ctx context.Context) error {
 	c := sn.c
 	for {
@@ -402,21 +419,17 @@ func (sn *sender) run(ctx context.Context) error {
 		all := sn.sw.answered == len(sn.order)
 		fresh := sn.sw.fresh
 		sn.sw.fresh = nil
-		late := sn.sw.late
 		// Confirmations past their timeout: each must have been answered.
 		for len(sn.checking) > 0 && !now.Before(sn.checking[0].sent.Add(c.Timeout)) {
 			ck := sn.checking[0]
 			sn.checking = sn.checking[1:]
-			if ck.host.echoes < ck.echoes {
+			if ck.host.misses(ck.echoes) >= lossMisses {
 				sn.sawLoss()
 			}
 		}
 		sn.sw.mu.Unlock()
 		if all {
 			return nil
-		}
-		if late {
-			sn.sawLoss()
 		}
 		if !sn.loss && c.MinRetries < c.Retries {
 			for _, t := range fresh {
@@ -740,9 +753,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		t.rtt = now.Sub(t.lastSent)
 		sw.answered++
 		sw.fresh = append(sw.fresh, t)
-		if t.tries > 1 {
-			sw.late = true
-		}
+		t.firstTry = t.tries
 		select {
 		case sw.changed <- struct{}{}:
 		default:

@@ -204,40 +204,40 @@ func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	}
 }
 
-func TestScanRetriesMoreWhenAHostAnswersARetry(t *testing.T) {
-	lan := newFakeLAN()
-	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
-	lan.drop[netip.MustParseAddr("198.18.0.5")] = []int{1}
-	s := testScanner(t, lan)
-	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
-	if err != nil || len(res) != 1 {
-		t.Fatalf("%d results, %v; want 1, nil", len(res), err)
-	}
-	// .5 answered its second try: nine silent addresses get every try.
-	if !st.LossSeen || st.Sent != 9*(1+DefaultRetries)+2 {
-		t.Errorf("loss seen %v, %d requests sent; want true, %d", st.LossSeen, st.Sent, 9*(1+DefaultRetries)+2)
-	}
-}
-
-func TestScanSeesLossByConfirming(t *testing.T) {
-	lan := newFakeLAN()
-	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
-	lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
-	// .5 answers at once but misses its fourth request, a confirmation;
-	// .9 misses its first three, all that an address gets without loss.
-	lan.drop[netip.MustParseAddr("198.18.0.5")] = []int{4}
-	lan.drop[netip.MustParseAddr("198.18.0.9")] = []int{1, 2, 3}
-	s := testScanner(t, lan)
-	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []pair{{"198.18.0.5", mac(5).String()}, {"198.18.0.9", mac(9).String()}}
-	if diff := cmp.Diff(want, pairs(res)); diff != "" {
-		t.Errorf("results (-want +got):\n%s", diff)
-	}
-	if !st.LossSeen {
-		t.Error("loss not seen")
+func TestScanSeesLoss(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		drop []int // of .5's requests: the first is a broadcast, the rest confirmations
+		loss bool
+	}{
+		{"three confirmations lost", []int{3, 7, 8}, true},
+		{"the first broadcast and two confirmations lost", []int{1, 3, 4}, true},
+		{"two requests lost", []int{1, 5}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lan := newFakeLAN()
+			lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+			lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
+			lan.drop[netip.MustParseAddr("198.18.0.5")] = tt.drop
+			// .9 misses the tries an address gets without loss.
+			lan.drop[netip.MustParseAddr("198.18.0.9")] = []int{1, 2, 3}
+			s := testScanner(t, lan)
+			res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []pair{{"198.18.0.5", mac(5).String()}}
+			if tt.loss {
+				// Then .9 is found with its fourth try.
+				want = append(want, pair{"198.18.0.9", mac(9).String()})
+			}
+			if diff := cmp.Diff(want, pairs(res)); diff != "" {
+				t.Errorf("results (-want +got):\n%s", diff)
+			}
+			if st.LossSeen != tt.loss {
+				t.Errorf("loss seen: %v, want %v", st.LossSeen, tt.loss)
+			}
+		})
 	}
 }
 

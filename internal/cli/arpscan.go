@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ifl-project/ifl/arpscan"
@@ -35,10 +34,10 @@ sorted by IP. An address that answers from two MACs is flagged: an address
 conflict, or spoofing.
 
 A silent address gets --min-retries retries. The first hosts to answer are
-asked again a few times by unicast (which costs the segment next to
-nothing); if one of them misses a request, or a host answered only a
-retry, the segment loses requests and every silent address gets --retries.
-With --min-retries N --retries N every silent address gets N retries.
+asked again a few times by unicast, which costs the segment next to
+nothing; if one of them misses several requests, the segment loses enough
+for that to matter and every silent address gets --retries. With
+--min-retries N --retries N every silent address gets N retries.
 
 Needs CAP_NET_RAW: run it with sudo, or grant the binary the capability
 once with: sudo setcap cap_net_raw+ep $(command -v ifl)
@@ -146,7 +145,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	} else {
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		tw := newTable(env.Stdout)
 		fmt.Fprintln(tw, "IP\tMAC\tVENDOR\tRTT\tNOTE")
 		for _, h := range rep.Hosts {
 			note := ""

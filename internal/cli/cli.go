@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -206,4 +208,24 @@ func checkPacing(rate int, what string, retries, maxRetries int, timeout time.Du
 		return fmt.Errorf("--timeout %v: want a positive duration such as %s", timeout, example)
 	}
 	return nil
+}
+
+// table aligns columns for people. It writes through a buffer: tabwriter
+// writes each cell on its own.
+type table struct {
+	*tabwriter.Writer
+	buf *bufio.Writer
+}
+
+func newTable(w io.Writer) *table {
+	buf := bufio.NewWriter(w)
+	return &table{tabwriter.NewWriter(buf, 0, 4, 2, ' ', 0), buf}
+}
+
+// Flush writes out what is buffered.
+func (t *table) Flush() error {
+	if err := t.Writer.Flush(); err != nil {
+		return err
+	}
+	return t.buf.Flush()
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/inventory"
@@ -109,7 +108,7 @@ func (c *InventoryCmd) Run(env *Env) error {
 		_, err = env.Stdout.Write(b)
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(env.Stdout)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tIDENTITY\tLAST SEEN\tMOVES\tGROUPS")
 	nameOf := map[*inventory.Host]string{}
 	for n, h := range st.Names() {

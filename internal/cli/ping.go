@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ifl-project/ifl/agent"
@@ -88,7 +87,7 @@ func (c *PingCmd) resolve(ctx context.Context) (netip.AddrPort, error) {
 
 func printFacts(env *Env, r probe.Result) {
 	f := r.Facts
-	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	w := newTable(env.Stdout)
 	row := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(w, "%s\t%s\n", k, v)

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"gopkg.in/yaml.v3"
 
@@ -119,7 +118,7 @@ func sortStrings(s []string) { sort.Strings(s) }
 // writeTable prints one row per host: agents and open ports that failed
 // verification.
 func writeTable(w io.Writer, rs []probe.Result) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tHOSTNAME\tIDENTITY\tOTHER ADDRESSES\tLATENCY")
 	for _, r := range rs {
 		host, other := "-", "-"

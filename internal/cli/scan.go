@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"text/tabwriter"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/probe"
@@ -174,7 +173,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	} else {
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		tw := newTable(env.Stdout)
 		fmt.Fprintln(tw, "ADDRESS\tPORT\tSTATE\tRTT")
 		for _, r := range rows {
 			rtt := "-"
