@@ -78,7 +78,7 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	case c.Rate < 0:
 		return fmt.Errorf("--rate %d: want a number of addresses per second, or 0 for no limit", c.Rate)
 	case c.Timeout <= 0:
-		return fmt.Errorf("--timeout %v: want a positive duration such as 1.5s", c.Timeout)
+		return fmt.Errorf("--timeout %v: want a positive duration such as 1s", c.Timeout)
 	case c.Fast && c.Connect:
 		return fmt.Errorf("probe: --fast and --connect exclude each other")
 	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):

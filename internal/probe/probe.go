@@ -66,9 +66,12 @@ type Result struct {
 
 // Defaults for the zero values of Prober.
 const (
-	// DefaultTimeout lets one connect() include the kernel's first SYN
-	// retransmission (at 1 s), so a single lost SYN costs no retry.
-	DefaultTimeout = 1500 * time.Millisecond
+	// DefaultTimeout is just past a second: one connect() then includes
+	// the kernel's first SYN retransmission and its second ARP probe
+	// (both at 1 s), so a single lost packet costs no retry; and an
+	// address that never answers is given up after two tries, 2.2 s,
+	// just past the kernel's third and last ARP probe (at 2 s).
+	DefaultTimeout = 1100 * time.Millisecond
 	DefaultRetries = 1
 	// DefaultConcurrency is high because on a LAN most dials to an empty
 	// address wait out the kernel's three ARP probes (3 s); the pacing
