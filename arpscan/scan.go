@@ -579,17 +579,13 @@ func (sn *sender) wait(ctx context.Context, until time.Time) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
+	// Since Go 1.23 Stop and Reset discard a pending tick: no draining.
 	sn.timer.Reset(d)
+	defer sn.timer.Stop()
 	select {
 	case <-ctx.Done():
-		if !sn.timer.Stop() {
-			<-sn.timer.C
-		}
 		return ctx.Err()
 	case <-sn.sw.changed:
-		if !sn.timer.Stop() {
-			<-sn.timer.C
-		}
 		return nil
 	case <-sn.timer.C:
 		return nil
