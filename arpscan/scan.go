@@ -32,17 +32,17 @@ const (
 	// drops requests.
 	DefaultRate = 10000
 	// DefaultRetries are the extra tries a silent address gets once the
-	// sweep has seen requests get lost: four tries in all, so that a host
-	// that drops a fifth of them is missed about once in 625 sweeps.
-	DefaultRetries = 3
+	// sweep has seen requests get lost: five tries in all, so that a host
+	// that drops a fifth of them is missed about once in 3,000 sweeps.
+	DefaultRetries = 4
 	// DefaultMinRetries are the extra tries every silent address gets,
-	// loss seen or not: three tries, so that even a lone host that drops a
-	// fifth of its requests, on a segment that loses nothing else, is
-	// missed only about once in 125 sweeps. Each try of a silent address
-	// is a broadcast that every host on the segment reads, and most
-	// addresses of a sweep are silent: the fourth try would cost a third
-	// more time.
-	DefaultMinRetries = 2
+	// loss seen or not. Each try of a silent address is a broadcast that
+	// every host on the segment reads, and most addresses of a sweep are
+	// silent: two tries in all, and more only where loss shows. A lone
+	// host that drops a fifth of its requests, on a segment that loses
+	// nothing else, is then missed once in 25 sweeps (--min-retries 2:
+	// once in 125).
+	DefaultMinRetries = 1
 	// DefaultTimeout is how long a request waits for its reply before it
 	// is retried, and how long the sweep waits after its last request. A
 	// wired host answers within a millisecond; a Wi-Fi client in power
@@ -51,20 +51,20 @@ const (
 )
 
 // How a sweep sees loss: the first hosts that answer are asked again, by
-// unicast, a few times each. A host that misses lossMisses of its
+// unicast, a few dozen times each. A host that misses lossMisses of its
 // requests (broadcasts before its first answer included) loses enough
-// that three tries could miss a host like it, and the silent addresses
-// then get all their retries; the odd request dropped by a busy segment
-// or a loaded machine does not count. Unicast requests reach one host and
-// cost the segment next to nothing, where each retry of a silent address
-// is a broadcast, so they go out at confirmRate times the rate. 24 of
-// them catch a host that drops a fifth of its requests 88 times in 100; a
-// segment that drops one request in 200 sets this off about once in 60
+// that two tries could miss a host like it, and the silent addresses then
+// get all their retries; the odd request dropped by a busy segment or a
+// loaded machine does not count. Unicast requests reach one host and cost
+// the segment next to nothing, where each retry of a silent address is a
+// broadcast, so they go out at confirmRate times the rate. 48 of them
+// catch a host that drops a fifth of its requests 99 times in 100; a
+// segment that drops one request in 200 sets this off about once in 150
 // sweeps.
 const (
 	confirmHosts = 64
-	confirmTries = 24
-	lossMisses   = 3
+	confirmTries = 48
+	lossMisses   = 4
 	confirmRate  = 4
 )
 
@@ -291,13 +291,16 @@ type sweep struct {
 	answered int
 	replies  int
 	fresh    []*target     // answered since the sender last looked
+	slowest  time.Duration // the longest round trip to a first answer
 	changed  chan struct{} // a new address answered
 }
 
 // Scan sweeps targets: one sender paces requests at the configured rate
 // while one reader collects replies; silent addresses are retried; the
-// sweep ends when every address has answered or used up its tries and the
-// timeout has passed since the last request. Each address's first answer
+// sweep ends when every address has used up its tries and the timeout has
+// passed since the last request, or soon after every address has answered
+// (four times the slowest round trip, at least 5 ms, to hear a second host
+// answering for an address). Each address's first answer
 // is sent on out as it arrives (out may be nil); Scan returns every answer,
 // sorted by address, with conflicts in Others. If ctx is cancelled Scan
 // returns what it has with ctx's error.
@@ -427,9 +430,20 @@ func (sn *sender) run(ctx context.Context) error {
 				sn.sawLoss()
 			}
 		}
+		slowest := sn.sw.slowest
 		sn.sw.mu.Unlock()
 		if all {
-			return nil
+			// A second host that answers for an address (a conflict) is
+			// heard if it is not much slower than the slowest first
+			// answer.
+			end := sn.lastSend.Add(min(c.Timeout, max(4*slowest, 5*time.Millisecond)))
+			if !now.Before(end) {
+				return nil
+			}
+			if err := sn.wait(ctx, end); err != nil {
+				return err
+			}
+			continue
 		}
 		if !sn.loss && c.MinRetries < c.Retries {
 			for _, t := range fresh {
@@ -747,6 +761,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 	if t.mac == nil {
 		t.mac = append(net.HardwareAddr(nil), mac...)
 		t.rtt = now.Sub(t.lastSent)
+		sw.slowest = max(sw.slowest, t.rtt)
 		sw.answered++
 		sw.fresh = append(sw.fresh, t)
 		t.firstTry = t.tries

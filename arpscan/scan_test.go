@@ -191,7 +191,7 @@ func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	if diff := cmp.Diff(want, pairs(got)); diff != "" {
 		t.Errorf("streamed (-want +got):\n%s", diff)
 	}
-	// No loss: the eight silent addresses got three tries, the hosts one
+	// No loss: the eight silent addresses got two tries, the hosts one
 	// broadcast and their confirmations.
 	wantStats := Stats{Targets: 10, Sent: 8*(1+DefaultMinRetries) + 2, Confirmations: 2 * confirmTries, Replies: 2 + 2*confirmTries}
 	if diff := cmp.Diff(wantStats, st, cmpopts.IgnoreFields(Stats{}, "Elapsed")); diff != "" {
@@ -210,9 +210,9 @@ func TestScanSeesLoss(t *testing.T) {
 		drop []int // of .5's requests: the first is a broadcast, the rest confirmations
 		loss bool
 	}{
-		{"three confirmations lost", []int{3, 7, 8}, true},
-		{"the first broadcast and two confirmations lost", []int{1, 3, 4}, true},
-		{"two requests lost", []int{1, 5}, false},
+		{"four confirmations lost", []int{3, 7, 8, 9}, true},
+		{"the first broadcast and three confirmations lost", []int{1, 3, 4, 5}, true},
+		{"three requests lost", []int{1, 5, 6}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			lan := newFakeLAN()

@@ -25,6 +25,13 @@ import (
 
 func TestMain(m *testing.M) {
 	testnet.RunHelper()
+	if spec := os.Getenv(envForge); spec != "" {
+		if err := forge(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "forge:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	testnet.RemoveBuild()
 	os.Exit(code)
