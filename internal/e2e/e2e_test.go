@@ -170,6 +170,25 @@ func mixedSpec(name string) testnet.Spec {
 	return testnet.Spec{Name: name, Prefix: netip.MustParsePrefix("198.18.4.0/24"), Port: 7440, Hosts: hosts}
 }
 
+// TestProbeConnectFillsTheNeighbourTable: a connect() sweep of a /22
+// makes the kernel add an ARP entry for every address, about as many as
+// its table holds by default; every agent must still be found, on the
+// first sweep of a fresh LAN.
+func TestProbeConnectFillsTheNeighbourTable(t *testing.T) {
+	testnet.Require(t, true)
+	spec := testnet.Spec{Name: "e2ebig", Prefix: netip.MustParsePrefix("198.18.24.0/22"), Port: 7440,
+		Hosts: testnet.Mix(map[testnet.Role]int{testnet.Agent: 40, testnet.Closed: 160}, 11)}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	stdout, stderr, code := ifl(t, lan, "probe", "--connect", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	rep := checkProbe(t, lan, stdout)
+	if rep.Summary.Agents != 40 || rep.Summary.Probed != 1022 {
+		t.Errorf("summary %+v", rep.Summary)
+	}
+}
+
 func TestProbeConnect(t *testing.T) {
 	testnet.Require(t, true)
 	lan := testnet.Start(t, mixedSpec("e2econ"), testnet.BuildIFL(t))

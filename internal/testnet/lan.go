@@ -218,6 +218,17 @@ func (l *LAN) build(ctx context.Context) error {
 	for _, n := range nodes {
 		g.Go(func() error {
 			cmds := fmt.Sprintf("link set lo up\naddr add %s/%d dev eth0\nlink set eth0 up\n", n.Addr, bits)
+			// The kernel's neighbour table (1,024 entries by default) is
+			// shared by every namespace of this machine, and a host
+			// answers an ARP request only if it can add the asker to it.
+			// A controller that fills the table, as a connect() sweep of a
+			// /22 does, would silence the hosts, which cannot happen
+			// between separate machines; so every node knows the
+			// controller beforehand, in an entry the table never has to
+			// make room for.
+			if n.Namespace != l.Controller.Namespace {
+				cmds += fmt.Sprintf("neigh replace %s lladdr %s nud permanent dev eth0\n", l.Controller.Addr, l.Controller.MAC)
+			}
 			if n.Namespace != l.Router.Namespace {
 				cmds += fmt.Sprintf("route add default via %s\n", l.Router.Addr)
 			} else {
