@@ -74,7 +74,7 @@ var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NE
 
 // Config tunes a sweep. Zero values mean the defaults.
 type Config struct {
-	Rate int // broadcast requests per second; unicast confirmations are paced alike, apart
+	Rate int // broadcast requests per second; unicast confirmations go at confirmRate times that
 	// Retries are the most extra tries a silent address gets: all of them
 	// once the sweep has seen requests get lost. Negative: none.
 	Retries int

@@ -75,6 +75,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"scan", "198.18.0.1", "--rate", "0"}, "ifl: --rate 0: want 1 to 1000000 probes per second\n"},
 		{[]string{"scan", "198.18.0.1", "--retries", "11"}, "ifl: --retries 11: want 0-10\n"},
 		{[]string{"arp-scan", "eth0", "--timeout", "0s"}, "ifl: --timeout 0s: want a positive duration such as 20ms\n"},
+		{[]string{"arp-scan", "eth0", "--min-retries", "21"}, "ifl: --min-retries 21: want 0-20\n"},
 		{[]string{"probe", "--retries=-1", "198.18.0.1"}, "ifl: --retries -1: want 0-10\n"},
 		{[]string{"probe", "198.18.0.0/33"}, "ifl: probe: \"198.18.0.0/33\": bad CIDR prefix (want an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name)\n"},
 	} {
