@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/ifl-project/ifl/internal/pace"
 )
 
@@ -31,46 +29,24 @@ func (c *Connect) Close() error { return nil }
 
 // Stream implements Scanner: dials paced at the rate, at most Concurrency
 // at once, each retried if it timed out.
-func (c *Connect) Stream(parent context.Context, in <-chan Target, out chan<- Result) (Stats, error) {
+func (c *Connect) Stream(ctx context.Context, in <-chan Target, out chan<- Result) (Stats, error) {
 	var st Stats
 	var mu sync.Mutex
-	g, ctx := errgroup.WithContext(parent)
-	g.SetLimit(c.cfg.Concurrency)
-	pacer := pace.New(c.cfg.Rate)
-loop:
-	for {
-		var t Target
-		select {
-		case <-ctx.Done():
-			break loop
-		case v, ok := <-in:
-			if !ok {
-				break loop
-			}
-			t = v
-		}
-		if pacer.Wait(ctx) != nil {
-			break
-		}
-		pacer.Sent(time.Now())
+	pace.Each(ctx, in, c.cfg.Rate, c.cfg.Concurrency, func(ctx context.Context, t Target) {
+		res, sent := c.probe(ctx, t)
+		mu.Lock()
 		st.Targets++
-		g.Go(func() error {
-			res, sent := c.probe(ctx, t)
-			mu.Lock()
-			st.Sent += sent
-			mu.Unlock()
-			if ctx.Err() != nil {
-				return nil
-			}
-			select {
-			case out <- res:
-			case <-ctx.Done():
-			}
-			return nil
-		})
-	}
-	g.Wait()
-	return st, parent.Err()
+		st.Sent += sent
+		mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case out <- res:
+		case <-ctx.Done():
+		}
+	})
+	return st, ctx.Err()
 }
 
 func (c *Connect) probe(ctx context.Context, t Target) (Result, int) {

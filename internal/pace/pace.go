@@ -3,12 +3,15 @@
 // sleep per event, so that timers that wake late are caught up, but only
 // a few milliseconds' worth, never in a burst; and a rate that slows down
 // when the kernel says it dropped something, and comes back as sends
-// succeed.
+// succeed. Each runs a paced, bounded stream of work, as the connect()
+// scanners do.
 package pace
 
 import (
 	"context"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // MaxCatchUp bounds how far behind its schedule a Pacer may fall and then
@@ -82,5 +85,40 @@ func (p *Pacer) Wait(ctx context.Context) error {
 		return ctx.Err()
 	case <-t.C:
 		return nil
+	}
+}
+
+// Each calls fn(ctx, v) in a goroutine of its own for every v received from
+// in, starting them at rate per second and running at most limit at once
+// (0 or less: no bound), until in is closed or ctx is done; it returns when
+// every call has.
+func Each[T any](ctx context.Context, in <-chan T, rate, limit int, fn func(context.Context, T)) {
+	var g errgroup.Group
+	if limit > 0 {
+		g.SetLimit(limit)
+	}
+	p := New(rate)
+	for {
+		var v T
+		select {
+		case <-ctx.Done():
+			g.Wait()
+			return
+		case x, ok := <-in:
+			if !ok {
+				g.Wait()
+				return
+			}
+			v = x
+		}
+		if p.Wait(ctx) != nil {
+			g.Wait()
+			return
+		}
+		p.Sent(time.Now())
+		g.Go(func() error {
+			fn(ctx, v)
+			return nil
+		})
 	}
 }

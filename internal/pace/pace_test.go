@@ -2,6 +2,8 @@ package pace
 
 import (
 	"context"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -58,5 +60,60 @@ func TestUnlimited(t *testing.T) {
 		if err := p.Wait(ctx); err != context.Canceled {
 			t.Fatalf("Wait on a cancelled context: %v", err)
 		}
+	}
+}
+
+func TestEachCallsForEveryValueWithinTheLimit(t *testing.T) {
+	in := make(chan int)
+	go func() {
+		defer close(in)
+		for i := range 50 {
+			in <- i
+		}
+	}()
+	var mu sync.Mutex
+	seen := map[int]bool{}
+	running, most := 0, 0
+	release := make(chan struct{})
+	go func() {
+		// Let calls pile up against the limit before any returns.
+		for {
+			mu.Lock()
+			r := running
+			mu.Unlock()
+			if r >= 3 {
+				close(release)
+				return
+			}
+			runtime.Gosched()
+		}
+	}()
+	Each(context.Background(), in, 0, 3, func(_ context.Context, v int) {
+		mu.Lock()
+		seen[v] = true
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	if len(seen) != 50 || most != 3 {
+		t.Errorf("%d values seen, at most %d at once; want 50, 3", len(seen), most)
+	}
+}
+
+func TestEachStopsWhenCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan int) // never closed
+	calls := 0
+	go func() { in <- 1 }()
+	Each(ctx, in, 0, 1, func(context.Context, int) {
+		calls++
+		cancel()
+	})
+	if calls != 1 {
+		t.Errorf("%d calls, want 1", calls)
 	}
 }

@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/ifl-project/ifl/internal/pace"
 	"github.com/ifl-project/ifl/proto"
 )
@@ -145,48 +143,26 @@ func (p *Prober) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result)
 // sends one Result per address on out. The probe of one address runs
 // while later ones are still arriving, so a sweep can feed it live hosts
 // as it finds them. It does not close out.
-func (p *Prober) Stream(parent context.Context, in <-chan netip.Addr, out chan<- Result) error {
-	g, ctx := errgroup.WithContext(parent)
+func (p *Prober) Stream(ctx context.Context, in <-chan netip.Addr, out chan<- Result) error {
 	n := p.Concurrency
 	if n <= 0 {
 		n = DefaultConcurrency
 	}
-	g.SetLimit(n)
 	rate := p.Rate
 	if rate == 0 {
 		rate = DefaultRate
 	}
-	pacer := pace.New(rate)
-loop:
-	for {
-		var a netip.Addr
+	pace.Each(ctx, in, rate, n, func(ctx context.Context, a netip.Addr) {
+		r := p.Probe(ctx, a)
+		if ctx.Err() != nil && r.Status != Agent {
+			return // cut short: not a finding
+		}
 		select {
+		case out <- r:
 		case <-ctx.Done():
-			break loop
-		case v, ok := <-in:
-			if !ok {
-				break loop
-			}
-			a = v
 		}
-		if pacer.Wait(ctx) != nil {
-			break
-		}
-		pacer.Sent(time.Now())
-		g.Go(func() error {
-			r := p.Probe(ctx, a)
-			if ctx.Err() != nil && r.Status != Agent {
-				return nil // cut short: not a finding
-			}
-			select {
-			case out <- r:
-			case <-ctx.Done():
-			}
-			return nil
-		})
-	}
-	g.Wait()
-	return parent.Err()
+	})
+	return ctx.Err()
 }
 
 // Probe connects to one address and, if the port is open, verifies it. An
