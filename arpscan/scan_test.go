@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type fakeLAN struct {
 	drop     map[netip.Addr][]int              // requests lost, counted from 1
 	requests map[netip.Addr]int
 	unicasts map[netip.Addr]int
+	enobufs  int                      // writes to refuse with ENOBUFS first
+	late     map[string]time.Duration // by MAC: how long its replies take
 	replies  chan []byte
 	deadline time.Time
 	wake     chan struct{}
@@ -54,6 +57,10 @@ func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.enobufs > 0 {
+		f.enobufs--
+		return 0, syscall.ENOBUFS
+	}
 	f.requests[p.TargetIP]++
 	broadcast := macEqual(fr.Destination, ethernet.Broadcast)
 	if !broadcast {
@@ -69,6 +76,10 @@ func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
 		r, _ := arp.NewPacket(arp.OperationReply, mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
 		pb, _ := r.MarshalBinary()
 		fb, _ := (&ethernet.Frame{Destination: p.SenderHardwareAddr, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: pb}).MarshalBinary()
+		if d := f.late[mac.String()]; d > 0 {
+			time.AfterFunc(d, func() { f.replies <- fb })
+			continue
+		}
 		f.replies <- fb
 	}
 	return len(b), nil
@@ -286,6 +297,45 @@ func TestScanFlagsConflicts(t *testing.T) {
 	}
 	if len(res) != 1 || res[0].MAC.String() != mac(7).String() || len(res[0].Others) != 1 || res[0].Others[0].String() != mac(0x77).String() {
 		t.Fatalf("got %+v, want .7 at %v with %v as a conflict", res, mac(7), mac(0x77))
+	}
+}
+
+// TestScanHearsAConflictAfterEveryAddressAnswered: the sweep of one
+// address that two hosts claim, the second answering 2 ms after the
+// first, ends only once it has heard both.
+func TestScanHearsAConflictAfterEveryAddressAnswered(t *testing.T) {
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.7")] = []net.HardwareAddr{mac(7), mac(0x77)}
+	lan.late = map[string]time.Duration{mac(0x77).String(): 2 * time.Millisecond}
+	s := testScanner(t, lan)
+	res, _, err := s.Scan(context.Background(), span("198.18.0.7", 1), &Config{Rate: 100000, Timeout: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || len(res[0].Others) != 1 || res[0].Others[0].String() != mac(0x77).String() {
+		t.Fatalf("got %+v, want .7 at %v with %v as a conflict", res, mac(7), mac(0x77))
+	}
+}
+
+// TestScanSendsAgainWhenTheKernelHasNoRoom: writes refused with ENOBUFS
+// are sent again, and the sweep still finds every host.
+func TestScanSendsAgainWhenTheKernelHasNoRoom(t *testing.T) {
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+	lan.enobufs = 5
+	s := testScanner(t, lan)
+	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("%d results, %v; want 1, nil", len(res), err)
+	}
+	lan.mu.Lock()
+	defer lan.mu.Unlock()
+	got := 0
+	for _, n := range lan.requests {
+		got += n
+	}
+	if want := st.Sent + st.Confirmations; got != want || lan.enobufs != 0 {
+		t.Errorf("%d requests reached the LAN, %d refusals left; want %d, 0", got, lan.enobufs, want)
 	}
 }
 
