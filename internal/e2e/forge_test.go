@@ -124,7 +124,11 @@ func TestScanIgnoresForgedAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(out[strings.Index(string(out), "counter packets"):]))
+	i := strings.Index(string(out), "counter packets ")
+	if i < 0 {
+		t.Fatalf("no counter in the controller's rules:\n%s", out)
+	}
+	f := strings.Fields(string(out[i:]))
 	if n, _ := strconv.Atoi(f[2]); n < last-first+1 {
 		t.Errorf("%d forged SYN-ACKs reached the controller, want a round at least (%d)\n%s", n, last-first+1, out)
 	}
@@ -135,21 +139,24 @@ func TestScanIgnoresForgedAnswers(t *testing.T) {
 // FIRST..LAST of DST, round after round, until it is stopped (or a
 // minute has passed). It prints "forging" after the first round.
 func forge(spec string) error {
-	var src, dst string
-	var port, first, last int
 	f := strings.Split(spec, ",")
 	if len(f) != 5 {
 		return fmt.Errorf("%s=%q: want SRC,DST,PORT,FIRST,LAST", envForge, spec)
 	}
-	src, dst = f[0], f[1]
+	s, err := netip.ParseAddr(f[0])
+	if err != nil {
+		return err
+	}
+	d, err := netip.ParseAddr(f[1])
+	if err != nil {
+		return err
+	}
+	var port, first, last int
 	for i, p := range []*int{&port, &first, &last} {
-		n, err := strconv.Atoi(f[2+i])
-		if err != nil {
+		if *p, err = strconv.Atoi(f[2+i]); err != nil {
 			return err
 		}
-		*p = n
 	}
-	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
 	if err != nil {
 		return err
