@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -142,11 +143,29 @@ func LoadIdentity(path string) (Identity, error) {
 
 type textKey interface{ UnmarshalText([]byte) error }
 
+// maxKeyFile bounds what loadKey reads: a key file is one short line.
+const maxKeyFile = 4096
+
 func loadKey(path string, k textKey, hint string) error {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("key file %s does not exist (create one with: %s)", path, hint)
 	}
+	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("key file %s is not a regular file", path)
+	}
+	if err := checkPrivate(path, fi.Mode()); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
 	if err != nil {
 		return fmt.Errorf("key file: %w", err)
 	}
@@ -154,6 +173,37 @@ func loadKey(path string, k textKey, hint string) error {
 		return fmt.Errorf("key file %s: %w", path, err)
 	}
 	return nil
+}
+
+// ErrKeyExposed is returned by LoadNetworkKey and LoadIdentity for a key
+// file that its group or other users may read or write: whoever reads a
+// network key can pose as any controller, and ssh refuses private keys in
+// such files for the same reason.
+var ErrKeyExposed = errors.New("key file is accessible to group or others")
+
+// checkPrivate refuses a key file with any permission for group or others,
+// unless it is a systemd credential: systemd makes those readable by the
+// service alone, with a mode of its own choosing.
+func checkPrivate(path string, mode fs.FileMode) error {
+	if mode.Perm()&0o077 == 0 || isCredential(path) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s has mode %04o; a key must be private to its owner: chmod 600 %s", ErrKeyExposed, path, mode.Perm(), path)
+}
+
+// isCredential reports whether path lies in the service's credentials
+// directory ($CREDENTIALS_DIRECTORY, set by systemd for LoadCredential=).
+func isCredential(path string) bool {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return false
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	rel, err := filepath.Rel(dir, abs)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
 }
 
 // LoadOrCreateIdentity reads the agent key at path, or creates one (mode

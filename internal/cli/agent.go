@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -200,10 +201,20 @@ func (c *AgentCmd) reload(a *agent.Agent, g *Globals, log *zerolog.Logger) {
 }
 
 // newLogger returns a logger to stderr: console format on a terminal (or
-// when forced), JSON otherwise.
+// when forced), JSON otherwise. The console writer quotes field values
+// that need it, but prints messages as they are, and a message may quote
+// an agent (an identity conflict names hosts): untrusted.Text shows its
+// control characters instead.
 func newLogger(env *Env, format string) zerolog.Logger {
 	if format == "console" || (format == "auto" && env.Terminal) {
-		return zerolog.New(zerolog.ConsoleWriter{Out: env.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
+		w := zerolog.ConsoleWriter{Out: env.Stderr, TimeFormat: time.TimeOnly,
+			FormatMessage: func(i any) string {
+				if i == nil {
+					return ""
+				}
+				return untrusted.Text(fmt.Sprint(i))
+			}}
+		return zerolog.New(w).With().Timestamp().Logger()
 	}
 	return zerolog.New(env.Stderr).With().Timestamp().Logger()
 }

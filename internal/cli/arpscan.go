@@ -82,11 +82,18 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.MinRetries < 0 || c.MinRetries > 20 {
 		return fmt.Errorf("--min-retries %d: want 0-20", c.MinRetries)
 	}
+	if err := keepOnlyNetRaw(env, "arp-scan"); err != nil {
+		return err
+	}
 	s, err := arpscan.Dial(c.Interface)
 	if err != nil {
 		return fmt.Errorf("arp-scan: %w", err)
 	}
 	defer s.Close()
+	// The sockets are open: nothing that follows needs a capability.
+	if err := dropAllCaps(env, "arp-scan"); err != nil {
+		return err
+	}
 	addrs, err := c.expand(ctx, s, env)
 	if err != nil {
 		return err

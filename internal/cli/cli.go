@@ -22,6 +22,7 @@ import (
 	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/targets"
+	"github.com/ifl-project/ifl/internal/untrusted"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -148,7 +149,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, context.Canceled):
 		return 130
 	}
-	fmt.Fprintf(stderr, "ifl: %v\n", err)
+	// An error may quote what a peer sent (an agent's error message, a
+	// hostname): one line, with nothing a terminal would act on.
+	fmt.Fprintf(stderr, "ifl: %s\n", untrusted.Text(err.Error()))
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code

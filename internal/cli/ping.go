@@ -12,6 +12,7 @@ import (
 
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -58,6 +59,8 @@ func (c *PingCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 		}
 	}
 	if r.Status != probe.Agent {
+		// The reason may quote the agent's own error message; Main
+		// makes the whole line safe for the terminal.
 		return problem(fmt.Errorf("ping %s: %s: %v", addr, r.Status, r.Err))
 	}
 	if !c.JSON {
@@ -85,12 +88,15 @@ func (c *PingCmd) resolve(ctx context.Context) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(port)), nil
 }
 
+// printFacts shows an agent's facts to a person. Every value the agent
+// chose goes through untrusted.Text: a hostile agent's escape sequences,
+// carriage returns and line feeds are shown, never acted on.
 func printFacts(env *Env, r probe.Result) {
 	f := r.Facts
 	w := newTable(env.Stdout)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(w, "%s\t%s\n", k, v)
+			fmt.Fprintf(w, "%s\t%s\n", k, untrusted.Text(v))
 		}
 	}
 	row("agent", fmt.Sprintf("%s port %d (verified in %s)", r.Addr, r.Port, fmtLatency(r.Latency)))
@@ -111,7 +117,8 @@ func printFacts(env *Env, r probe.Result) {
 	row("labels", formatLabels(f.Labels))
 	fmt.Fprintln(w, "interfaces")
 	for _, ifc := range f.Interfaces {
-		fmt.Fprintf(w, "  %s\t%s\tmtu %d\t%s\t%s\n", ifc.Name, dash(ifc.MAC), ifc.MTU, strings.Join(ifc.Flags, ","), strings.Join(ifc.Addrs, " "))
+		fmt.Fprintf(w, "  %s\t%s\tmtu %d\t%s\t%s\n", untrusted.Text(ifc.Name), untrusted.Text(dash(ifc.MAC)), ifc.MTU,
+			untrusted.Text(strings.Join(ifc.Flags, ",")), untrusted.Text(strings.Join(ifc.Addrs, " ")))
 	}
 	w.Flush()
 }

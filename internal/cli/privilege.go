@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/ifl-project/ifl/internal/caps"
@@ -23,9 +24,28 @@ func rawAllowed(env *Env, cmd string, forceConnect bool) bool {
 
 // keepOnlyNetRaw drops every capability but CAP_NET_RAW: a controller run
 // with sudo keeps only what raw sockets need. It is called before any
-// socket is opened.
-func keepOnlyNetRaw() { _ = caps.KeepOnly(caps.NetRaw) }
+// socket is opened. A failure is an error: the user was promised a
+// process that holds nothing more.
+func keepOnlyNetRaw(env *Env, cmd string) error {
+	return dropCaps(env, cmd, "every capability but CAP_NET_RAW", caps.NetRaw)
+}
 
 // dropAllCaps is called once the raw sockets are open: they keep working,
 // and the process holds no capability for the rest of its run.
-func dropAllCaps() { _ = caps.KeepOnly() }
+func dropAllCaps(env *Env, cmd string) error {
+	return dropCaps(env, cmd, "CAP_NET_RAW once the sockets are open")
+}
+
+func dropCaps(env *Env, cmd, what string, keep ...int) error {
+	err := caps.KeepOnly(keep...)
+	if errors.Is(err, caps.ErrUnsupported) {
+		// Only a binary built with cgo (go test -race) cannot change
+		// every thread; the released one is static. Say so, every time.
+		fmt.Fprintf(env.Stderr, "%s: warning: this build of ifl uses cgo and cannot drop %s; build it with CGO_ENABLED=0 (make build)\n", cmd, what)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: dropping %s: %w", cmd, what, err)
+	}
+	return nil
+}

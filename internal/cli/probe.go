@@ -110,7 +110,9 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if rawAllowed(env, "probe", c.Connect) {
 		// Every raw socket is opened once, up front; then the process
 		// holds no capability at all, for every round of --watch too.
-		keepOnlyNetRaw()
+		if err := keepOnlyNetRaw(env, "probe"); err != nil {
+			return err
+		}
 		syn, err := synscan.NewRaw(nil)
 		if err != nil {
 			return fmt.Errorf("probe: %w", err)
@@ -119,7 +121,9 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 		r.syn = syn
 		r.sweepers = probe.OpenSweepers(addrs)
 		defer r.sweepers.Close()
-		dropAllCaps()
+		if err := dropAllCaps(env, "probe"); err != nil {
+			return err
+		}
 	}
 	if c.Watch > 0 {
 		return r.watch(ctx)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -115,6 +116,13 @@ func sortResults(rs []probe.Result) {
 
 func sortStrings(s []string) { sort.Strings(s) }
 
+// Column bounds for what an agent or a peer chose: a hostname may be 253
+// characters in DNS, and a row should stay a row.
+const (
+	maxHostnameCell = 64
+	maxReasonCell   = 80
+)
+
 // writeTable prints one row per host: agents and open ports that failed
 // verification.
 func writeTable(w io.Writer, rs []probe.Result) error {
@@ -123,7 +131,7 @@ func writeTable(w io.Writer, rs []probe.Result) error {
 	for _, r := range rs {
 		host, other := "-", "-"
 		if r.Facts != nil {
-			host = r.Facts.Hostname
+			host = untrusted.Cell(r.Facts.Hostname, maxHostnameCell)
 			if o := otherAddrs(r.Facts, r.Addr); len(o) > 0 {
 				other = strings.Join(o, ",")
 			}
@@ -151,7 +159,7 @@ func reasonShort(r probe.Result) string {
 	case probe.Mismatch:
 		return "(unexpected identity)"
 	}
-	return "(" + r.Err.Error() + ")"
+	return "(" + untrusted.Cell(r.Err.Error(), maxReasonCell) + ")"
 }
 
 func otherAddrs(f *proto.Facts, answered netip.Addr) []string {

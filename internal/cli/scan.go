@@ -77,7 +77,9 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	var s synscan.Scanner
 	method := "connect"
 	if rawAllowed(env, "scan", c.Connect) {
-		keepOnlyNetRaw()
+		if err := keepOnlyNetRaw(env, "scan"); err != nil {
+			return err
+		}
 		raw, err := synscan.NewRaw(cfg)
 		if err != nil {
 			return fmt.Errorf("scan: %w", err)
@@ -96,7 +98,9 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if method == "syn" {
 		sweepers := probe.OpenSweepers(v4)
 		defer sweepers.Close()
-		dropAllCaps()
+		if err := dropAllCaps(env, "scan"); err != nil {
+			return err
+		}
 		live, discovered = probe.Discover(ctx, v4, sweepers, nil, nil)
 	} else {
 		ch := make(chan netip.Addr)

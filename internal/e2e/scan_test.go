@@ -108,41 +108,52 @@ func countEmpty(lan *testnet.LAN) int {
 }
 
 // TestScanDropsCapabilities checks, while a scan waits on a firewalled
-// port, that the process holds no capability left in its effective and
-// permitted sets, and only CAP_NET_RAW in its bounding set.
+// port and while an ARP sweep waits on an empty address, that the process
+// holds no capability left in its effective and permitted sets, and only
+// CAP_NET_RAW in its bounding set.
 func TestScanDropsCapabilities(t *testing.T) {
 	testnet.Require(t, true)
 	spec := mixedSpec("e2ecaps")
 	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
-	var dropped testnet.Host
+	var dropped, empty testnet.Host
 	for _, h := range lan.Hosts {
-		if h.Role == testnet.Dropped {
+		switch h.Role {
+		case testnet.Dropped:
 			dropped = h
+		case testnet.Empty:
+			empty = h
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	cmd := lan.Controller.Command(ctx, lan.IFL, "scan", dropped.Addr.String(), "--timeout", "3s", "--retries", "1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	for _, args := range [][]string{
+		{"scan", dropped.Addr.String(), "--timeout", "3s", "--retries", "1"},
+		{"arp-scan", "eth0", empty.Addr.String(), "--timeout", "3s", "--retries", "1", "--min-retries", "1"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			cmd := lan.Controller.Command(ctx, lan.IFL, args...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			defer cancel() // first: the command is killed once checked
+			// ip netns exec execs ifl in place: the PID is ifl's.
+			status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+			deadline := time.Now().Add(10 * time.Second)
+			var last string
+			for time.Now().Before(deadline) {
+				b, err := os.ReadFile(status)
+				if err != nil {
+					break // exited
+				}
+				last = capLines(string(b))
+				if last == "CapInh:0000000000000000 CapPrm:0000000000000000 CapEff:0000000000000000 CapBnd:0000000000002000 CapAmb:0000000000000000" {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			t.Fatalf("capabilities while running %s: %s; want none, and only CAP_NET_RAW (bit 13) in the bounding set", args[0], last)
+		})
 	}
-	defer cmd.Wait()
-	defer cancel() // first: the scan is killed once checked
-	// ip netns exec execs ifl in place: the PID is ifl's.
-	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
-	deadline := time.Now().Add(10 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(status)
-		if err != nil {
-			break // exited
-		}
-		last = capLines(string(b))
-		if last == "CapInh:0000000000000000 CapPrm:0000000000000000 CapEff:0000000000000000 CapBnd:0000000000002000 CapAmb:0000000000000000" {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("capabilities while scanning: %s; want none, and only CAP_NET_RAW (bit 13) in the bounding set", last)
 }
 
 func capLines(status string) string {
