@@ -66,6 +66,9 @@ func helper(args []string) error {
 	os.Unsetenv(envHelper)
 	os.Unsetenv(envHostname)
 	os.Unsetenv(envMachineID)
+	if args[0] == helperHostile {
+		return serveHostile(args)
+	}
 	if args[0] == helperHTTP {
 		if len(args) != 2 {
 			return fmt.Errorf("usage: %s ADDR", helperHTTP)

@@ -57,7 +57,8 @@ type Host struct {
 	HostSpec
 	MAC       string `json:"mac"`
 	Namespace string `json:"namespace,omitempty"` // empty for Empty
-	// Identity is the agent's fingerprint, for Agent and WrongKey hosts.
+	// Identity is the agent's fingerprint, for Agent, WrongKey and
+	// Hostile hosts (a churning Hostile host answers with others).
 	Identity string `json:"identity,omitempty"`
 	// MachineID is the host's own /etc/machine-id, for hosts that run a
 	// service.

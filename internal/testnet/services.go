@@ -3,6 +3,7 @@ package testnet
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -77,6 +78,32 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 				}
 				args = append([]string{setpriv, fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
 					"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"}, args...)
+			}
+		case Hostile:
+			id, err := proto.NewIdentity()
+			if err != nil {
+				return err
+			}
+			idFile := filepath.Join(l.Dir, h.Name+".key")
+			if err := proto.WriteKeyFile(idFile, id, true); err != nil {
+				return err
+			}
+			h.Identity = id.Fingerprint()
+			facts := h.Facts
+			if facts == nil {
+				facts = HostileFacts()
+			}
+			b, err := json.Marshal(facts)
+			if err != nil {
+				return err
+			}
+			factsFile := filepath.Join(l.Dir, h.Name+".facts.json")
+			if err := os.WriteFile(factsFile, b, 0o600); err != nil {
+				return err
+			}
+			args = []string{helperHostile, fmt.Sprint(l.Port), l.NetworkKey, idFile, factsFile}
+			if h.Churn {
+				args = append(args, "churn")
 			}
 		case Impostor:
 			args = []string{helperHTTP, fmt.Sprintf(":%d", l.Port)}

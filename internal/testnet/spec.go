@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"regexp"
+
+	"github.com/ifl-project/ifl/proto"
 )
 
 // Role is what a host on the test LAN does on the agent port.
@@ -18,9 +20,13 @@ const (
 	Closed   Role = "closed"    // a host with nothing on the agent port
 	Dropped  Role = "dropped"   // a host whose firewall drops the agent port silently
 	Empty    Role = "empty"     // an address with no host at all
+	// Hostile is a compromised managed host: it holds the LAN's network
+	// key and answers pings with the facts of its HostSpec (HostileFacts
+	// by default), whatever they say.
+	Hostile Role = "hostile"
 )
 
-var roles = []Role{Agent, WrongKey, Impostor, Closed, Dropped, Empty}
+var roles = []Role{Agent, WrongKey, Impostor, Closed, Dropped, Empty, Hostile}
 
 // TestRange is the only address range a test LAN may use: 198.18.0.0/15,
 // reserved for benchmarking (RFC 2544).
@@ -44,6 +50,11 @@ type HostSpec struct {
 	// possible without systemd: as the user nobody, with no capability
 	// (none in any set, bounding included) and no_new_privs.
 	Sandbox bool `json:"sandbox,omitempty" yaml:"sandbox,omitempty"`
+	// Facts are what a Hostile host answers; nil means HostileFacts.
+	Facts *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`
+	// Churn makes a Hostile host use a new identity key for every
+	// connection, as an agent that wants to flood an inventory would.
+	Churn bool `json:"churn,omitempty" yaml:"churn,omitempty"`
 }
 
 // Spec describes a LAN.

@@ -29,6 +29,7 @@ type upCmd struct {
 	Agents    int          `default:"10" help:"Hosts running an agent with the LAN's key."`
 	WrongKey  int          `name:"wrong-key" default:"2" help:"Hosts running an agent with another key."`
 	Impostors int          `default:"2" help:"Hosts with an HTTP server on the agent port."`
+	Hostile   int          `default:"0" help:"Compromised hosts: the network key, and facts that attack the controller's terminal and Ansible."`
 	Closed    int          `default:"2" help:"Hosts with the agent port closed."`
 	Dropped   int          `default:"2" help:"Hosts whose firewall drops the agent port."`
 	Empty     int          `default:"2" help:"Addresses with no host."`
@@ -54,7 +55,7 @@ func (c *upCmd) Run(ctx context.Context) error {
 		}
 	} else {
 		spec.Hosts = testnet.Mix(map[testnet.Role]int{
-			testnet.Agent: c.Agents, testnet.WrongKey: c.WrongKey, testnet.Impostor: c.Impostors,
+			testnet.Agent: c.Agents, testnet.WrongKey: c.WrongKey, testnet.Impostor: c.Impostors, testnet.Hostile: c.Hostile,
 			testnet.Closed: c.Closed, testnet.Dropped: c.Dropped, testnet.Empty: c.Empty,
 		}, c.Seed)
 		lossy := c.Lossy
