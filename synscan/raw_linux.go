@@ -141,6 +141,9 @@ func (r *Raw) Close() error {
 
 // source returns the address the kernel would send from to reach dst.
 func (r *Raw) source(dst netip.Addr) (netip.Addr, error) {
+	if !dst.Is4() {
+		return netip.Addr{}, fmt.Errorf("%v: raw SYN probes are IPv4 only", dst)
+	}
 	if err := unix.Connect(r.route, &unix.SockaddrInet4{Addr: dst.As4(), Port: 9}); err != nil {
 		return netip.Addr{}, fmt.Errorf("no route to %v: %w", dst, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -299,5 +300,32 @@ func TestInventoryPrune(t *testing.T) {
 	s, err := inventory.Load(state)
 	if err != nil || len(s.Hosts) != 1 || s.Hosts["bbbbbbbbbbbbbbbb"] == nil {
 		t.Fatalf("state after prune: %v, %v", s, err)
+	}
+}
+
+// TestProbeIPv6Target: an IPv6 target next to an IPv4 one is dialled, on
+// the raw path too (which is IPv4 only), and says so once.
+func TestProbeIPv6Target(t *testing.T) {
+	keyFile, port, id := startAgent(t)
+	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
+	code, stdout, stderr := run(t, "--network-key", keyFile, "probe", "-p", strconv.Itoa(port), "--all", "127.0.0.1", "::1", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep probeReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	got := map[string]string{}
+	for _, h := range rep.Hosts {
+		got[h.Address] = h.Status + " " + h.Identity
+	}
+	// The agent listens on 127.0.0.1 only: ::1 is refused.
+	want := map[string]string{"127.0.0.1": "agent " + id.Fingerprint(), "::1": "closed "}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("hosts %v, want %v", got, want)
+	}
+	if raw := !strings.Contains(stderr, "no CAP_NET_RAW"); raw && strings.Count(stderr, "1 IPv6 address: no ARP sweep or raw SYN") != 1 {
+		t.Errorf("the raw path does not say once how it probes IPv6:\n%s", stderr)
 	}
 }

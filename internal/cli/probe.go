@@ -108,6 +108,9 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
 	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
 	if rawAllowed(env, "probe", c.Connect) {
+		if n := countIPv6(addrs); n > 0 {
+			fmt.Fprintf(env.Stderr, "probe: %s: no ARP sweep or raw SYN for them (IPv4 only); each gets connect() and the handshake\n", plural(n, "IPv6 address"))
+		}
 		// Every raw socket is opened once, up front; then the process
 		// holds no capability at all, for every round of --watch too.
 		if err := keepOnlyNetRaw(env, "probe"); err != nil {
@@ -272,4 +275,14 @@ func (c *ProbeCmd) expand(ctx context.Context) ([]netip.Addr, error) {
 		return nil, err
 	}
 	return addrs, nil
+}
+
+func countIPv6(addrs []netip.Addr) int {
+	n := 0
+	for _, a := range addrs {
+		if !a.Is4() {
+			n++
+		}
+	}
+	return n
 }

@@ -210,21 +210,43 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 	return st, err
 }
 
-// synStage sends a SYN to the agent port of every address from live and
-// passes on the open ones. The returned channel is closed when the scan
-// is done; done is closed after the last write to st.
+// synStage sends a SYN to the agent port of every IPv4 address from live
+// and passes on the open ones, and every IPv6 address as it is (the raw
+// path speaks IPv4 only: the prober dials those). The returned channel is
+// closed when the scan is done; done is closed after the last write to st.
 func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *PipelineStats, done chan<- struct{}) <-chan netip.Addr {
 	targets := make(chan synscan.Target)
 	results := make(chan synscan.Result, 64)
+	bypass := make(chan netip.Addr)
 	open := make(chan netip.Addr)
 	port := uint16(pl.Prober.Port)
 	go func() {
 		defer close(targets)
+		defer close(bypass)
 		for a := range live {
+			if !a.Is4() {
+				select {
+				case bypass <- a:
+				case <-ctx.Done():
+					return
+				}
+				continue
+			}
 			select {
 			case targets <- synscan.Target{Addr: a, Port: port}:
 			case <-ctx.Done():
 				return
+			}
+		}
+	}()
+	var forwarded sync.WaitGroup
+	forwarded.Add(1)
+	go func() {
+		defer forwarded.Done()
+		for a := range bypass {
+			select {
+			case open <- a:
+			case <-ctx.Done():
 			}
 		}
 	}()
@@ -237,7 +259,6 @@ func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *Pi
 	}()
 	go func() {
 		defer close(done)
-		defer close(open)
 		for r := range results {
 			switch r.State {
 			case synscan.Open:
@@ -258,6 +279,8 @@ func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *Pi
 		}
 		<-scanned
 		st.SynSent = sst.Sent
+		forwarded.Wait()
+		close(open)
 	}()
 	return open
 }
