@@ -12,17 +12,28 @@ DEB_VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null | sed 's/^v
 
 .PHONY: help build demo test fuzz lint bench install uninstall deb test-deb clean
 
+# Targets that need root run $(1) as root: directly for root, else through
+# sudo, saying so. A minimal Debian has no sudo, but there one is root.
+as_root = if [ "$$(id -u)" = 0 ]; then $(1); \
+	elif command -v sudo >/dev/null; then echo "make $@: needs root: running it with sudo" >&2; sudo -H env "PATH=$$PATH" $(1); \
+	else echo "make $@: needs root, and there is no sudo here: run it as root" >&2; exit 2; fi
+
 help: ## Show the targets.
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build the static ifl binary.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ifl ./cmd/ifl
 
-demo: ## Build ifl, bring up a virtual LAN of agents, probe it, tear it down (root).
-	scripts/demo.sh
+demo: build ## Build ifl, bring up a virtual LAN of agents, probe it, tear it down (as root, through sudo if need be).
+	mkdir -p .build
+	$(GO) build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+	@$(call as_root,scripts/demo.sh)
 
-test: ## Run every test, with the race detector (root runs the network tests too).
-	$(GO) test -race -count=1 ./...
+test: ## Run every test with the race detector; the network tests need root (through sudo if need be).
+	@if [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
+		echo "make test: not root and no sudo: the end-to-end tests on virtual LANs will skip" >&2; \
+		$(GO) test -race -count=1 ./...; \
+	else $(call as_root,$(GO) test -race -count=1 ./...); fi
 
 fuzz: ## Run each fuzz target for FUZZTIME executions (default 200000x).
 	@set -e; for pkg in $$($(GO) list ./...); do \
@@ -42,20 +53,20 @@ bench: build ## Run the benchmarks, measure the agent's memory; as root, race th
 	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./proto ./agent
 	scripts/bench-agent-rss.sh ./ifl
 	scripts/bench-agent.sh ./ifl
-	@if [ "$$(id -u)" = 0 ]; then scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5; else echo "bench: side-by-side runs on virtual LANs need root: sudo make bench"; fi
+	@$(call as_root,scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5)
 
 install: build ## Install ifl, its units, config and keys (scripts/install.sh; CAP_NET_RAW=1 grants the fast path).
-	scripts/install.sh --binary ./ifl $(if $(CAP_NET_RAW),--cap-net-raw)
+	@$(call as_root,scripts/install.sh --binary ./ifl $(if $(CAP_NET_RAW),--cap-net-raw))
 
 uninstall: ## Remove what install put in place, keeping /etc/ifl (PURGE=1 removes it too).
-	scripts/install.sh --uninstall $(if $(PURGE),--purge)
+	@$(call as_root,scripts/install.sh --uninstall $(if $(PURGE),--purge))
 
 deb: build ## Build dist/ifl_VERSION_amd64.deb with nfpm.
 	mkdir -p dist
 	DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package -f scripts/nfpm.yaml -p deb -t dist/
 
 test-deb: deb ## Install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
-	scripts/test-deb.sh dist/ifl_$(DEB_VERSION)_amd64.deb
+	@$(call as_root,scripts/test-deb.sh dist/ifl_$(DEB_VERSION)_amd64.deb)
 
 clean: ## Remove the binary and the packages.
 	rm -rf ifl dist .build

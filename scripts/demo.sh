@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 
 if [ "$(id -u)" != 0 ]; then
-	echo "demo: network namespaces need root: sudo make demo" >&2
+	echo "demo: network namespaces need root: make demo (it uses sudo), or run this as root" >&2
 	exit 2
 fi
 need=()
@@ -19,9 +19,10 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-make -s build
+# make demo builds both as the user who ran it; run by hand, build here.
+[ -x ifl ] || make -s build
 mkdir -p .build
-go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+[ -x .build/ifl-testnet ] || go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
 trap '.build/ifl-testnet down --name demo' EXIT
 trap 'exit 130' INT TERM HUP PIPE
 
