@@ -112,6 +112,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 		done <- scanned{res, st, err}
 	}()
 	bar := progress.New(env.Stderr, len(addrs), "addresses", env.Terminal)
+	bar.Width = env.Width
 	n := 0
 	start := time.Now()
 	for range found {
@@ -119,7 +120,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 		// The sweep's progress is its time: requests go out at a
 		// steady rate, about len(addrs) per try.
 		est := time.Duration(len(addrs)) * time.Second / time.Duration(c.Rate)
-		bar.Set(min(len(addrs), int(float64(len(addrs))*time.Since(start).Seconds()/est.Seconds())), fmt.Sprintf("%d hosts", n))
+		bar.Set(min(len(addrs), int(float64(len(addrs))*time.Since(start).Seconds()/est.Seconds())), plural(n, "host"))
 	}
 	bar.Done()
 	r := <-done

@@ -55,6 +55,8 @@ type Env struct {
 	// Terminal is true when stderr is a terminal: progress bars and
 	// console-format logs only then.
 	Terminal bool
+	// Width is the terminal's width in columns (0 when unknown).
+	Width int
 }
 
 const description = `ifl finds the machines of a fleet that run the ifl agent, proves that each
@@ -118,6 +120,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	env := &Env{Stdout: stdout, Stderr: stderr}
 	if f, ok := stderr.(*os.File); ok {
 		env.Terminal = term.IsTerminal(int(f.Fd()))
+		if env.Terminal {
+			env.Width, _, _ = term.GetSize(int(f.Fd()))
+		}
 	}
 	var cli CLI
 	exited, code := false, 0

@@ -184,6 +184,7 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 		close(results)
 	}()
 	bar := progress.New(r.env.Stderr, len(r.addrs), "addresses", showProgress)
+	bar.Width = r.env.Width
 	var found []probe.Result
 	var obs []inventory.Observation
 	for res := range results {
@@ -194,7 +195,7 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 		if res.Status == probe.Agent {
 			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
-		bar.Set(s.Probed+int(settled.Load()), fmt.Sprintf("%d agents", s.Agents))
+		bar.Set(s.Probed+int(settled.Load()), plural(s.Agents, "agent"))
 	}
 	bar.Done()
 	runErr := <-done

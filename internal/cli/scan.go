@@ -142,6 +142,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		fin <- done{st, err}
 	}()
 	bar := progress.New(env.Stderr, len(v4)*len(ports), "probes", env.Terminal)
+	bar.Width = env.Width
 	var res []synscan.Result
 	counts := map[synscan.State]int{}
 	for r := range out {
