@@ -14,15 +14,15 @@ import (
 
 // ArpScanCmd sweeps a segment with ARP.
 type ArpScanCmd struct {
-	Interface  string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
-	Targets    []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
-	Rate       int           `default:"${arp_rate}" help:"Broadcast ARP requests per second."`
-	Retries    int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
-	MinRetries int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
-	Timeout    time.Duration `default:"${arp_timeout}" help:"Wait for a reply before a retry, and after the last request."`
-	Output     string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
-	JSON       bool          `help:"Same as -o json."`
-	Force      bool          `help:"Allow more than 65536 addresses."`
+	Interface   string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
+	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
+	Rate        int           `default:"${arp_rate}" help:"Broadcast ARP requests per second."`
+	Retries     int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
+	MinRetries  int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
+	Timeout     time.Duration `default:"${arp_timeout}" help:"Wait for a reply before a retry, and after the last request."`
+	Output      string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+	JSON        bool          `help:"Same as -o json."`
+	TargetFlags `embed:""`
 }
 
 // Help is shown by 'ifl arp-scan --help'.
@@ -183,13 +183,16 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 }
 
 func (c *ArpScanCmd) expand(ctx context.Context, s *arpscan.Scanner, env *Env) ([]netip.Addr, error) {
-	words := c.Targets
+	words, err := c.TargetFlags.words("arp-scan", c.Targets, env)
+	if err != nil {
+		return nil, err
+	}
 	if len(words) == 0 {
 		for _, p := range s.Prefixes() {
 			words = append(words, p.String())
 		}
 	}
-	addrs, err := expandTargets(ctx, "arp-scan", words, c.Force)
+	addrs, err := expandTargets(ctx, "arp-scan", words, &c.TargetFlags)
 	if err != nil {
 		return nil, err
 	}

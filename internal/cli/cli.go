@@ -51,6 +51,7 @@ type CLI struct {
 // Env is what commands get from their caller instead of reaching for
 // globals: output streams and whether stderr is a terminal.
 type Env struct {
+	Stdin          io.Reader // for --input-list -
 	Stdout, Stderr io.Writer
 	// Terminal is true when stderr is a terminal: progress bars and
 	// console-format logs only then.
@@ -117,13 +118,19 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 
 // Main runs the command line in args and returns the exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	env := &Env{Stdout: stdout, Stderr: stderr}
+	env := &Env{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr}
 	if f, ok := stderr.(*os.File); ok {
 		env.Terminal = term.IsTerminal(int(f.Fd()))
 		if env.Terminal {
 			env.Width, _, _ = term.GetSize(int(f.Fd()))
 		}
 	}
+	return runEnv(ctx, args, env)
+}
+
+// runEnv is Main with its environment given.
+func runEnv(ctx context.Context, args []string, env *Env) int {
+	stderr := env.Stderr
 	var cli CLI
 	exited, code := false, 0
 	parser, err := New(&cli, env, func(c int) { exited, code = true, c })
@@ -131,7 +138,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ifl: %v\n", err)
 		return 2
 	}
-	kctx, err := parser.Parse(args)
+	kctx, err := parser.Parse(nmapFlags(args))
 	if exited { // --help, or a usage error already printed by kong
 		if code != 0 {
 			code = 2
@@ -177,18 +184,65 @@ func commandPath(kctx *kong.Context) []string {
 	return out
 }
 
-// expandTargets expands the target words of command cmd, up to 65536
-// addresses, or 2^24 with force.
-func expandTargets(ctx context.Context, cmd string, words []string, force bool) ([]netip.Addr, error) {
-	max := targets.DefaultMax
-	if force {
-		max = 1 << 24
+// TargetFlags are how probe, scan and arp-scan take targets besides their
+// arguments.
+type TargetFlags struct {
+	Exclude   []string `placeholder:"TARGET" help:"Leave these out: addresses, prefixes, ranges or host names (repeat the flag, or separate with commas), as nmap's --exclude."`
+	InputList string   `name:"input-list" placeholder:"FILE" help:"Read targets from FILE too ('-' for standard input), as nmap's -iL (which ifl takes too): words separated by blanks, commas or lines; # starts a comment."`
+	Force     bool     `help:"Allow more than 65536 addresses (up to 16777216)."`
+}
+
+// maxForced is the most addresses a command takes with --force.
+const maxForced = 1 << 24
+
+// words returns the target words of the arguments and of --input-list,
+// and whether there were any.
+func (tf *TargetFlags) words(cmd string, args []string, env *Env) ([]string, error) {
+	words := append([]string(nil), args...)
+	if tf.InputList == "" {
+		return words, nil
 	}
-	addrs, err := targets.Expand(ctx, words, max, nil)
+	var r io.Reader = env.Stdin
+	name := "standard input"
+	if tf.InputList != "-" {
+		f, err := os.Open(tf.InputList)
+		if err != nil {
+			return nil, fmt.Errorf("%s: --input-list: %w", cmd, err)
+		}
+		defer f.Close()
+		r, name = f, tf.InputList
+	}
+	if r == nil {
+		return nil, fmt.Errorf("%s: --input-list -: no standard input", cmd)
+	}
+	list, err := targets.ReadList(name, r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --input-list: %w", cmd, err)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%s: --input-list %s holds no target", cmd, name)
+	}
+	return append(words, list...), nil
+}
+
+// expandTargets expands the target words of command cmd less those of
+// --exclude, up to 65536 addresses, or 2^24 with --force.
+func expandTargets(ctx context.Context, cmd string, words []string, tf *TargetFlags) ([]netip.Addr, error) {
+	max := targets.DefaultMax
+	if tf.Force {
+		max = maxForced
+	}
+	addrs, err := targets.ExpandExcept(ctx, words, tf.Exclude, max, nil)
+	if errors.Is(err, targets.ErrTooMany) && !tf.Force {
+		return nil, fmt.Errorf("%s: %w (--force allows up to %d)", cmd, err, maxForced)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
 	if len(addrs) == 0 {
+		if len(tf.Exclude) > 0 {
+			return nil, fmt.Errorf("%s: no addresses left once --exclude is applied", cmd)
+		}
 		return nil, fmt.Errorf("%s: no addresses", cmd)
 	}
 	return addrs, nil
@@ -236,4 +290,22 @@ func (t *table) Flush() error {
 		return err
 	}
 	return t.buf.Flush()
+}
+
+// nmapFlags lets nmap's -iL stand for --input-list: kong's short flags are
+// one letter.
+func nmapFlags(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if a == "-iL" {
+			a = "--input-list"
+		} else if v, ok := strings.CutPrefix(a, "-iL="); ok {
+			a = "--input-list=" + v
+		}
+		out = append(out, a)
+	}
+	return out
 }

@@ -28,7 +28,7 @@ type ProbeCmd struct {
 	Output      string        `short:"o" enum:"table,json,yaml" default:"table" help:"Output format: table, json or yaml."`
 	JSON        bool          `help:"Same as -o json."`
 	All         bool          `help:"List every address probed, closed and filtered ones too (default: open ports only)."`
-	Force       bool          `help:"Allow more than 65536 addresses."`
+	TargetFlags `embed:""`
 	State       string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
 	NoState     bool          `help:"Do not read or update the inventory."`
 	Watch       time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m) until stopped, logging each change; the inventory stays current."`
@@ -84,7 +84,7 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
 		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
 	}
-	addrs, err := c.expand(ctx)
+	addrs, err := c.expand(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -256,8 +256,11 @@ func (r *prober) watch(ctx context.Context) error {
 	}
 }
 
-func (c *ProbeCmd) expand(ctx context.Context) ([]netip.Addr, error) {
-	words := c.Targets
+func (c *ProbeCmd) expand(ctx context.Context, env *Env) ([]netip.Addr, error) {
+	words, err := c.TargetFlags.words("probe", c.Targets, env)
+	if err != nil {
+		return nil, err
+	}
 	if len(words) == 0 {
 		ifname, err := netinfo.DefaultInterface()
 		if err != nil {
@@ -271,11 +274,7 @@ func (c *ProbeCmd) expand(ctx context.Context) ([]netip.Addr, error) {
 			words = append(words, p.String())
 		}
 	}
-	addrs, err := expandTargets(ctx, "probe", words, c.Force)
-	if err != nil {
-		return nil, err
-	}
-	return addrs, nil
+	return expandTargets(ctx, "probe", words, &c.TargetFlags)
 }
 
 func countIPv6(addrs []netip.Addr) int {

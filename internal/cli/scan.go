@@ -14,16 +14,16 @@ import (
 
 // ScanCmd is a general port scanner.
 type ScanCmd struct {
-	Targets []string      `arg:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names."`
-	Ports   string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010."`
-	All     bool          `help:"Also list closed and filtered ports (default: open only)."`
-	Connect bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
-	Rate    int           `default:"${syn_rate}" help:"Probes per second."`
-	Retries int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
-	Timeout time.Duration `default:"${syn_timeout}" help:"Wait for an answer before a retry, and after the last probe."`
-	Output  string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
-	JSON    bool          `help:"Same as -o json."`
-	Force   bool          `help:"Allow more than 65536 addresses."`
+	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names (or --input-list FILE)."`
+	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010."`
+	All         bool          `help:"Also list closed and filtered ports (default: open only)."`
+	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
+	Rate        int           `default:"${syn_rate}" help:"Probes per second."`
+	Retries     int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
+	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before a retry, and after the last probe."`
+	Output      string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+	JSON        bool          `help:"Same as -o json."`
+	TargetFlags `embed:""`
 }
 
 // Help is shown by 'ifl scan --help'.
@@ -60,7 +60,14 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("scan: %w", err)
 	}
-	addrs, err := expandTargets(ctx, "scan", c.Targets, c.Force)
+	words, err := c.TargetFlags.words("scan", c.Targets, env)
+	if err != nil {
+		return err
+	}
+	if len(words) == 0 {
+		return fmt.Errorf("scan: no targets: give addresses, prefixes, ranges or host names, or --input-list FILE")
+	}
+	addrs, err := expandTargets(ctx, "scan", words, &c.TargetFlags)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,13 @@
 // Package targets turns the target words of a command line (addresses,
-// CIDR prefixes, ranges, host names) into a deduplicated, sorted list of
-// addresses to scan.
+// CIDR prefixes, ranges, host names), less the excluded ones, into a
+// deduplicated, sorted list of addresses to scan. Words are gathered into
+// an address set of ranges (go4.org/netipx) before any address is listed,
+// so that excluding from a large prefix, and checking the size against the
+// limit, cost nothing per address.
 //
 // Accepted forms:
 //
-//	198.18.0.5            one address
+//	198.18.0.5            one address (IPv4 or IPv6)
 //	198.18.0.0/24         a prefix; for IPv4 prefixes up to /30 the network
 //	                      and broadcast addresses are left out, as arp-scan does
 //	198.18.0.10-198.18.0.20, 198.18.0.10-20   an inclusive range
@@ -12,15 +15,18 @@
 package targets
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
+
+	"go4.org/netipx"
 )
 
 // DefaultMax is the most addresses Expand returns unless told otherwise:
@@ -40,62 +46,87 @@ type Resolver interface {
 // duplicates. max bounds the total (0 means DefaultMax); r resolves host
 // names (nil means net.DefaultResolver).
 func Expand(ctx context.Context, words []string, max int, r Resolver) ([]netip.Addr, error) {
+	return ExpandExcept(ctx, words, nil, max, r)
+}
+
+// ExpandExcept is Expand less the addresses of the exclude words, which
+// take the same forms (a prefix excludes all of itself). The limit
+// applies to what is left.
+func ExpandExcept(ctx context.Context, words, exclude []string, max int, r Resolver) ([]netip.Addr, error) {
 	if max <= 0 {
 		max = DefaultMax
 	}
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	var out []netip.Addr
+	var b netipx.IPSetBuilder
 	for _, w := range words {
-		lo, hi, err := parse(ctx, w, r, &out)
+		rs, err := parse(ctx, w, r, true)
 		if err != nil {
 			return nil, err
 		}
-		if !lo.IsValid() {
-			continue // a name, already appended
+		for _, rg := range rs {
+			b.AddRange(rg)
 		}
-		n := count(lo, hi)
-		if n.Cmp(big.NewInt(int64(max-len(out)))) > 0 {
-			return nil, fmt.Errorf("%s: %w: %s addresses, more than the limit of %d (use --force for more)", w, ErrTooMany, n, max)
+	}
+	for _, w := range exclude {
+		rs, err := parse(ctx, w, r, false)
+		if err != nil {
+			return nil, fmt.Errorf("exclude: %w", err)
 		}
-		for a := lo; ; a = a.Next() {
+		for _, rg := range rs {
+			b.RemoveRange(rg)
+		}
+	}
+	set, err := b.IPSet()
+	if err != nil {
+		return nil, err
+	}
+	ranges := set.Ranges()
+	total := new(big.Int)
+	for _, rg := range ranges {
+		total.Add(total, count(rg.From(), rg.To()))
+	}
+	if total.Cmp(big.NewInt(int64(max))) > 0 {
+		return nil, fmt.Errorf("%w: %s addresses, more than the limit of %d", ErrTooMany, total, max)
+	}
+	out := make([]netip.Addr, 0, total.Int64())
+	for _, rg := range ranges {
+		for a := rg.From(); ; a = a.Next() {
 			out = append(out, a)
-			if a == hi {
+			if a == rg.To() {
 				break
 			}
 		}
 	}
-	if len(out) > max {
-		return nil, fmt.Errorf("%w: %d addresses, more than the limit of %d (use --force for more)", ErrTooMany, len(out), max)
-	}
-	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
-	return slices.Compact(out), nil
+	return out, nil
 }
 
 const allowed = "an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name"
 
-// parse returns the inclusive range a word stands for, or appends the
-// addresses of a host name to out and returns an invalid lo.
-func parse(ctx context.Context, w string, r Resolver, out *[]netip.Addr) (lo, hi netip.Addr, err error) {
+// parse returns the ranges a word stands for. A prefix of a target leaves
+// out an IPv4 network's network and broadcast addresses (trim); one to
+// exclude does not.
+func parse(ctx context.Context, w string, r Resolver, trim bool) ([]netipx.IPRange, error) {
 	if w == "" {
-		return lo, hi, fmt.Errorf("empty target (want %s)", allowed)
+		return nil, fmt.Errorf("empty target (want %s)", allowed)
 	}
 	if strings.Contains(w, "/") {
 		p, err := netip.ParsePrefix(w)
 		if err != nil {
-			return lo, hi, fmt.Errorf("%q: bad CIDR prefix (want %s)", w, allowed)
+			return nil, fmt.Errorf("%q: bad CIDR prefix (want %s)", w, allowed)
 		}
 		p = p.Masked()
-		lo, hi = p.Addr(), last(p)
-		if p.Addr().Is4() && p.Bits() <= 30 {
+		lo, hi := p.Addr(), netipx.PrefixLastIP(p)
+		if trim && p.Addr().Is4() && p.Bits() <= 30 {
 			lo, hi = lo.Next(), hi.Prev()
 		}
-		return lo, hi, nil
+		return []netipx.IPRange{netipx.IPRangeFrom(lo, hi)}, nil
 	}
 	if a, b, ok := strings.Cut(w, "-"); ok {
-		if lo, err = netip.ParseAddr(a); err == nil {
-			if hi, err = netip.ParseAddr(b); err != nil && lo.Is4() {
+		if lo, err := netip.ParseAddr(a); err == nil {
+			hi, err := netip.ParseAddr(b)
+			if err != nil && lo.Is4() {
 				// 198.18.0.10-20: the last octet only.
 				n, nerr := strconv.Atoi(b)
 				if nerr == nil && n >= 0 && n <= 255 {
@@ -104,30 +135,58 @@ func parse(ctx context.Context, w string, r Resolver, out *[]netip.Addr) (lo, hi
 					hi, err = netip.AddrFrom4(b4), nil
 				}
 			}
-			if err == nil {
-				if hi.BitLen() != lo.BitLen() || hi.Less(lo) {
-					return lo, hi, fmt.Errorf("%q: the range ends before it starts", w)
-				}
-				return lo, hi, nil
+			if err != nil {
+				return nil, fmt.Errorf("%q: bad range (want %s)", w, allowed)
 			}
-			return netip.Addr{}, netip.Addr{}, fmt.Errorf("%q: bad range (want %s)", w, allowed)
+			lo, hi = lo.Unmap(), hi.Unmap()
+			if hi.BitLen() != lo.BitLen() || hi.Less(lo) {
+				return nil, fmt.Errorf("%q: the range ends before it starts", w)
+			}
+			return []netipx.IPRange{netipx.IPRangeFrom(lo, hi)}, nil
 		}
 		// Not an address range: perhaps a host name with a dash.
 	}
 	if a, err := netip.ParseAddr(w); err == nil {
-		return a.Unmap(), a.Unmap(), nil
+		a = a.Unmap()
+		return []netipx.IPRange{netipx.IPRangeFrom(a, a)}, nil
+	}
+	// Digits and dots mean an IPv4 address, a colon an IPv6 one: a typo
+	// there is not a host name to look up.
+	if strings.Contains(w, ":") || strings.Trim(w, "0123456789.") == "" {
+		return nil, fmt.Errorf("%q: not an IP address (want %s)", w, allowed)
 	}
 	if !validHostname(w) {
-		return lo, hi, fmt.Errorf("%q: not a target (want %s)", w, allowed)
+		return nil, fmt.Errorf("%q: not a target (want %s)", w, allowed)
 	}
 	addrs, err := r.LookupNetIP(ctx, "ip4", w)
 	if err != nil || len(addrs) == 0 {
-		return lo, hi, fmt.Errorf("%q: cannot resolve host name: %v", w, err)
+		return nil, fmt.Errorf("%q: cannot resolve host name: %v", w, err)
 	}
+	out := make([]netipx.IPRange, 0, len(addrs))
 	for _, a := range addrs {
-		*out = append(*out, a.Unmap())
+		a = a.Unmap()
+		out = append(out, netipx.IPRangeFrom(a, a))
 	}
-	return netip.Addr{}, netip.Addr{}, nil
+	return out, nil
+}
+
+// ReadList reads target words from a list, as nmap's -iL does: words are
+// separated by blanks and line ends, and a # starts a comment that runs to
+// the end of its line. name is for errors.
+func ReadList(name string, r io.Reader) ([]string, error) {
+	var words []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		for _, f := range strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '\t' || r == ',' || r == '\r' }) {
+			words = append(words, f)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return words, nil
 }
 
 func validHostname(s string) bool {
@@ -145,16 +204,6 @@ func validHostname(s string) bool {
 		}
 	}
 	return true
-}
-
-// last returns the highest address of p.
-func last(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // count returns the number of addresses from lo to hi inclusive.

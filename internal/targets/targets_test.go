@@ -70,9 +70,13 @@ func TestExpandErrors(t *testing.T) {
 		{[]string{"198.18.0.1-x"}, 0, `"198.18.0.1-x": bad range`},
 		{[]string{"no_such.lan"}, 0, `"no_such.lan": cannot resolve host name`},
 		{[]string{"bad host!"}, 0, `"bad host!": not a target`},
-		{[]string{"198.18.0.0/15"}, 0, "198.18.0.0/15: too many addresses: 131070 addresses, more than the limit of 65536 (use --force for more)"},
-		{[]string{"198.18.0.0/24", "198.18.1.0/24"}, 300, "198.18.1.0/24: too many addresses: 254 addresses"},
-		{[]string{"::/0"}, 0, "::/0: too many addresses"},
+		{[]string{"198.18.0.0/15"}, 0, "too many addresses: 131070 addresses, more than the limit of 65536"},
+		{[]string{"198.18.0.0/24", "198.18.1.0/24"}, 300, "too many addresses: 508 addresses, more than the limit of 300"},
+		{[]string{"::/0"}, 0, "too many addresses: 340282366920938463463374607431768211456 addresses"},
+		{[]string{"127.0.0.256"}, 0, `"127.0.0.256": not an IP address`},
+		{[]string{"198.18.0"}, 0, `"198.18.0": not an IP address`},
+		{[]string{"fe80::zz"}, 0, `"fe80::zz": not an IP address`},
+		{[]string{""}, 0, "empty target"},
 	}
 	for _, tt := range tests {
 		_, err := Expand(context.Background(), tt.words, tt.max, fakeResolver{})
@@ -82,5 +86,51 @@ func TestExpandErrors(t *testing.T) {
 	}
 	if _, err := Expand(context.Background(), []string{"198.18.0.0/15"}, 0, nil); !errors.Is(err, ErrTooMany) {
 		t.Errorf("got %v, want ErrTooMany", err)
+	}
+}
+
+func TestExpandExcept(t *testing.T) {
+	r := fakeResolver{"gw.lan": addrs("198.18.0.1")}
+	tests := []struct {
+		name           string
+		words, exclude []string
+		want           []netip.Addr
+	}{
+		{"an address", []string{"198.18.0.0/29"}, []string{"198.18.0.3"}, addrs("198.18.0.1", "198.18.0.2", "198.18.0.4", "198.18.0.5", "198.18.0.6")},
+		{"a range and a name", []string{"198.18.0.0/29"}, []string{"198.18.0.4-6", "gw.lan"}, addrs("198.18.0.2", "198.18.0.3")},
+		{"a prefix, wholly", []string{"198.18.0.1", "198.18.0.9"}, []string{"198.18.0.0/29"}, addrs("198.18.0.9")},
+		{"everything", []string{"198.18.0.5"}, []string{"198.18.0.5"}, []netip.Addr{}},
+		{"IPv6", []string{"2001:db8::/126"}, []string{"2001:db8::2"}, addrs("2001:db8::", "2001:db8::1", "2001:db8::3")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ExpandExcept(context.Background(), tt.words, tt.exclude, 0, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	// The limit applies to what is left: a /15 less most of it fits.
+	got, err := ExpandExcept(context.Background(), []string{"198.18.0.0/15"}, []string{"198.18.0.0/16", "198.19.1.0/24"}, 0, r)
+	if err != nil || len(got) != 65279 || got[0] != netip.MustParseAddr("198.19.0.0") || got[len(got)-1] != netip.MustParseAddr("198.19.255.254") {
+		t.Errorf("got %d addresses (%v), err %v", len(got), got[:min(2, len(got))], err)
+	}
+	if _, err := ExpandExcept(context.Background(), []string{"198.18.0.1"}, []string{"198.18.0.0/33"}, 0, r); err == nil || !strings.HasPrefix(err.Error(), `exclude: "198.18.0.0/33": bad CIDR prefix`) {
+		t.Errorf("bad exclude: %v", err)
+	}
+}
+
+func TestReadList(t *testing.T) {
+	in := "# the lab\n198.18.0.1 198.18.0.2,198.18.0.3\r\n\n  198.18.1.0/24\t# routers\nweb-1.lan\n"
+	got, err := ReadList("list", strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.1.0/24", "web-1.lan"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
