@@ -354,24 +354,3 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatalf("overwrite with force: %v", err)
 	}
 }
-
-func TestReplayFilterBounded(t *testing.T) {
-	f := NewReplayFilter(2)
-	now := time.Now()
-	if err := f.Check([32]byte{1}, now.Add(time.Minute), now); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Check([32]byte{2}, now.Add(time.Second), now); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Check([32]byte{3}, now.Add(time.Minute), now); !errors.Is(err, ErrReplayFull) {
-		t.Fatalf("full filter: got %v", err)
-	}
-	later := now.Add(2 * time.Second)
-	if err := f.Check([32]byte{3}, later.Add(time.Minute), later); err != nil {
-		t.Fatalf("after an entry expired: %v", err)
-	}
-	if err := f.Check([32]byte{1}, later, later); !errors.Is(err, ErrReplay) {
-		t.Fatalf("replay: got %v", err)
-	}
-}
