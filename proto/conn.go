@@ -86,6 +86,7 @@ type Conn struct {
 
 	hsDone   bool
 	hsErr    error
+	verified bool // the peer has proved it holds the handshake's keys
 	peer     string // agent fingerprint, known to the client after the handshake
 	send     *noise.CipherState
 	recv     *noise.CipherState
@@ -108,6 +109,15 @@ func Server(c net.Conn, cfg *ServerConfig) *Conn {
 
 // PeerIdentity returns the agent's fingerprint after a client handshake.
 func (c *Conn) PeerIdentity() string { return c.peer }
+
+// Verified reports whether the peer has proved that it takes part in this
+// handshake, not merely that it once held the network key. A client knows
+// it when its handshake succeeds. A server knows it only once a transport
+// message from the client decrypts: a hello can be replayed by anyone who
+// saw it on the wire, but only its sender holds the ephemeral private key
+// that the session keys need. Until then a server should hold nothing for
+// the peer that a replayed hello could keep from an honest controller.
+func (c *Conn) Verified() bool { return c.verified }
 
 // Close closes the underlying connection. It is safe to call more than once.
 func (c *Conn) Close() error {
@@ -192,7 +202,7 @@ func (c *Conn) clientHandshake() error {
 	case errors.Is(err, ErrNotIFL), errors.Is(err, ErrVersion):
 		return err
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return fmt.Errorf("%w: the agent closed the connection without answering (wrong network key, or clocks more than %v apart)", ErrRejected, MaxSkew)
+		return fmt.Errorf("%w: the agent closed the connection without answering (wrong network key, clocks more than %v apart, or the agent at its connection limit)", ErrRejected, MaxSkew)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("%w to the hello before the deadline (not an ifl agent, or an overloaded one)", ErrNoAnswer)
 	default:
@@ -210,6 +220,7 @@ func (c *Conn) clientHandshake() error {
 	if cfg.ExpectIdentity != "" && cfg.ExpectIdentity != c.peer {
 		return fmt.Errorf("%w: agent is %s, expected %s", ErrIdentityMismatch, c.peer, cfg.ExpectIdentity)
 	}
+	c.verified = true
 	return nil
 }
 
@@ -329,6 +340,7 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 		return nil, fmt.Errorf("proto: message does not decrypt: %w", err)
 	}
 	c.pbuf = pt
+	c.verified = true
 	return UnmarshalMessage(pt)
 }
 
