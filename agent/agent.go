@@ -290,6 +290,13 @@ func (a *Agent) facts(cur *reloadable) (*proto.Facts, error) {
 		if err != nil {
 			return nil, err
 		}
+		if f, err = fitFacts(f, maxFactsJSON); err != nil {
+			return nil, err
+		}
+		if t := f.Truncated; t != nil {
+			a.log.Warn().Str("event", "facts_truncated").Int("interfaces_left_out", t.Interfaces).Int("labels_left_out", t.Labels).
+				Int("max_bytes", maxFactsJSON).Msg("facts too large for one frame: some left out of ping replies")
+		}
 		a.cached, a.cachedAt, a.cachedFrom = f, now, cur
 	}
 	f := *a.cached
@@ -338,7 +345,11 @@ func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable, m proto.Me
 			facts, err := a.facts(cur)
 			if err != nil {
 				a.log.Error().Str("event", "facts").Err(err).Msg("collecting facts failed")
-				resp = &proto.Error{Code: proto.CodeInternal, Message: "collecting facts failed"}
+				msg := "collecting facts failed"
+				if errors.Is(err, errFactsTooLarge) {
+					msg = "facts do not fit in a frame"
+				}
+				resp = &proto.Error{Code: proto.CodeInternal, Message: msg}
 			} else {
 				resp = &proto.PingReply{Facts: *facts}
 			}
@@ -354,7 +365,13 @@ func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable, m proto.Me
 func (a *Agent) reply(pc *proto.Conn, remote string, m proto.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.IdleTimeout)
 	defer cancel()
-	if err := pc.Send(ctx, m); err != nil {
+	err := pc.Send(ctx, m)
+	if errors.Is(err, proto.ErrFrameTooLarge) {
+		// Nothing was sent: say why rather than hang up in silence.
+		a.log.Error().Str("event", "reply_failed").Str("remote", remote).Err(err).Msg("reply too large; answering with an error")
+		err = pc.Send(ctx, &proto.Error{Code: proto.CodeInternal, Message: fmt.Sprintf("the %v does not fit in a frame", m.Type())})
+	}
+	if err != nil {
 		a.log.Warn().Str("event", "reply_failed").Str("remote", remote).Err(err).Msg("reply failed")
 		return err
 	}

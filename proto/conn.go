@@ -41,6 +41,10 @@ var (
 	// ErrNoAnswer (client) means the peer accepted the connection and said
 	// nothing before the deadline.
 	ErrNoAnswer = errors.New("no answer")
+	// ErrNoReply (client) is returned by Ping, Send and Receive after a
+	// good handshake when the agent closed the connection instead of
+	// answering a request.
+	ErrNoReply = errors.New("the agent closed the connection without answering")
 
 	// ErrBadKey (server) means a hello failed authentication: the
 	// controller holds another network key, or the bytes were forged.
@@ -86,7 +90,7 @@ type Conn struct {
 
 	hsDone   bool
 	hsErr    error
-	verified bool // the peer has proved it holds the handshake's keys
+	verified bool   // the peer has proved it holds the handshake's keys
 	peer     string // agent fingerprint, known to the client after the handshake
 	send     *noise.CipherState
 	recv     *noise.CipherState
@@ -310,14 +314,22 @@ func (c *Conn) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	if len(b)+16 > MaxPayload {
-		return fmt.Errorf("proto: %w: %v of %d bytes (maximum %d)", ErrFrameTooLarge, m.Type(), len(b), MaxPayload-16)
+	if len(b) > MaxMessage {
+		return fmt.Errorf("proto: %w: %v of %d bytes (maximum %d)", ErrFrameTooLarge, m.Type(), len(b), MaxMessage)
 	}
 	c.pbuf, err = c.send.Encrypt(c.pbuf[:0], nil, b)
 	if err != nil {
 		return err
 	}
-	return ctxErr(ctx, c.writeFrame(FrameTransport, c.pbuf))
+	return ctxErr(ctx, c.closedErr(c.writeFrame(FrameTransport, c.pbuf)))
+}
+
+// closedErr marks the error of a peer that hung up after the handshake.
+func (c *Conn) closedErr(err error) error {
+	if c.client != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		return fmt.Errorf("proto: %w (it may be stopping or at its connection limit, or be an older agent unable to fit its answer in one frame): %w", ErrNoReply, err)
+	}
+	return err
 }
 
 // Receive reads and decrypts one message, running the handshake first if
@@ -330,7 +342,7 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 	defer c.withContext(ctx)()
 	t, p, err := c.fr.ReadFrame()
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, ctxErr(ctx, c.closedErr(err))
 	}
 	if t != FrameTransport {
 		return nil, fmt.Errorf("proto: expected a transport frame, got %v", t)
@@ -344,7 +356,9 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 	return UnmarshalMessage(pt)
 }
 
-// Ping asks the agent for its facts.
+// Ping asks the agent for its facts. An Error answer is returned as is;
+// an agent that hangs up instead of answering gives an error wrapping
+// ErrNoReply. Facts the agent cut to fit in a frame say so in Truncated.
 func (c *Conn) Ping(ctx context.Context) (*Facts, error) {
 	if err := c.Send(ctx, &PingRequest{}); err != nil {
 		return nil, err

@@ -95,11 +95,31 @@
 //	1    ping request: empty (later versions may add bytes; ignore them)
 //	2    ping reply: a JSON object, the Facts type (hostname, machine_id,
 //	     os, kernel, uptime_seconds, agent_version, interfaces,
-//	     default_routes, labels, time); unknown keys are ignored
+//	     default_routes, labels, time, truncated); unknown keys are ignored
 //	3    error: a JSON object {"code": "...", "message": "..."}
+//
+// A message, type byte included, is at most MaxMessage (65,519) bytes, so
+// that it fits in one frame with its 16-byte authentication tag; there is
+// no fragmentation. An agent whose facts would not fit leaves some out and
+// says so in the reply's "truncated" key, an object of counts:
+//
+//	"truncated": {"interfaces": 912, "labels": 5000}
+//
+// "interfaces" is how many interfaces were left out of the "interfaces"
+// list, "labels" how many labels out of the "labels" object; a zero count
+// is omitted, and the key is absent when nothing was left out. The
+// entries left keep their usual order. Which entries go first is the
+// agent's choice; this one drops interfaces with no address outside
+// loopback and link-local first, then labels (the last key in byte order
+// first), then interfaces with such addresses, and the interfaces that
+// carry a default route last. An agent that cannot fit an answer at all
+// sends an error of code "internal" instead of closing the connection.
 //
 // The controller sends requests, the agent answers each with one message,
 // in order, on the same connection, until either side closes it. An agent
 // answers a type it does not know with an error of code "unsupported" and
-// keeps the connection. Operations are read-only.
+// keeps the connection. Operations are read-only. An agent that closes the
+// connection after a request without answering it is stopping, or is over
+// its cap of verified connections (it checks the cap again when the first
+// request verifies the connection, see Verification).
 package proto
