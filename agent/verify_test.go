@@ -110,9 +110,13 @@ func TestReplayedHelloHoldsNoSlot(t *testing.T) {
 	hellos := captureHellos(t, a, 3)
 
 	// To the agent that saw them: not a byte back.
-	c, typ := replay(t, a.addr, hellos[0])
-	if typ != 0 {
-		t.Fatalf("agent that saw the hello answered its replay with a %v", typ)
+	c, err := net.Dial("tcp", a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(hellos[0]); err != nil {
+		t.Fatal(err)
 	}
 	closedByAgent(t, c)
 
