@@ -39,13 +39,16 @@ type Options struct {
 	Labels      map[string]string
 	Version     string // reported in facts
 
-	HandshakeTimeout time.Duration // from accept to a verified hello
+	// HandshakeTimeout runs from accept to the controller's first request,
+	// which is what verifies a connection (see Conn.Verified in proto).
+	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration // between requests of a verified peer
 	// MaxConns caps verified connections; more are closed at once.
 	MaxConns int
-	// MaxPending caps connections that have not finished the handshake.
-	// When it is reached the oldest one is dropped for the newcomer, so idle
-	// sockets cannot lock a controller out.
+	// MaxPending caps connections that are not verified yet, whether the
+	// hello is still to come or the first request. When it is reached the
+	// oldest one is dropped for the newcomer, so idle sockets and replayed
+	// hellos cannot lock a controller out.
 	MaxPending int
 	// MaxFailures is how many failed hellos a source address may send per
 	// minute before its connections are closed on accept.
@@ -92,7 +95,7 @@ type Agent struct {
 type conn struct {
 	c      net.Conn
 	remote string
-	elem   *list.Element // in pending, nil once verified
+	elem   *list.Element // in pending, nil once verified or evicted
 }
 
 // New returns an agent. It does not listen yet.
@@ -221,34 +224,50 @@ func (a *Agent) handle(cs *conn, src netip.Addr) {
 	defer cs.c.Close()
 	cur := a.cur.Load()
 	pc := proto.Server(cs.c, cur.server)
+	// A good hello does not verify the peer: anyone who saw it on its way
+	// to this or another agent can replay it within the skew window. The
+	// controller's first request does, so until it arrives the connection
+	// stays pending, evictable and under the handshake deadline.
 	ctx, cancel := context.WithTimeout(a.quit, a.opts.HandshakeTimeout)
 	err := pc.Handshake(ctx)
+	welcomed := err == nil
+	var first proto.Message
+	if welcomed {
+		first, err = pc.Receive(ctx)
+	}
 	cancel()
+	verified := pc.Verified()
 
 	a.mu.Lock()
 	evicted := cs.elem == nil
+	full := false
 	if !evicted {
 		a.pending.Remove(cs.elem)
 		cs.elem = nil
-		if err == nil {
-			a.active[cs] = struct{}{}
+		if verified {
+			full = len(a.active) >= a.opts.MaxConns
+			if !full {
+				a.active[cs] = struct{}{}
+			}
 		}
 	}
 	a.mu.Unlock()
-	if err != nil {
-		if evicted {
-			return // already logged
-		}
+	if evicted {
+		return // closed and logged already
+	}
+	if !verified {
 		ev := a.log.Info()
 		if isAuthFailure(err) {
 			a.budget.fail(src, time.Now())
 			ev = a.log.Warn()
+		} else if errors.Is(err, proto.ErrReplayFull) {
+			ev = a.log.Warn()
 		}
-		ev.Str("event", "handshake_failed").Str("remote", cs.remote).Str("reason", reason(err)).Msg("handshake failed")
+		ev.Str("event", "handshake_failed").Str("remote", cs.remote).Str("reason", reason(err, welcomed)).Msg("handshake failed")
 		return
 	}
-	if evicted {
-		// Verified just as it was evicted: it is closed already.
+	if full {
+		a.log.Warn().Str("event", "refused").Str("remote", cs.remote).Int("max_conns", a.opts.MaxConns).Msg("refused: connection limit reached")
 		return
 	}
 	defer func() {
@@ -257,7 +276,7 @@ func (a *Agent) handle(cs *conn, src netip.Addr) {
 		a.mu.Unlock()
 	}()
 	a.log.Info().Str("event", "handshake_ok").Str("remote", cs.remote).Msg("handshake ok")
-	a.serve(pc, cs.remote, cur)
+	a.serve(pc, cs.remote, cur, first, err)
 }
 
 // facts returns the host's facts, collected at most FactsTTL ago with the
@@ -271,6 +290,13 @@ func (a *Agent) facts(cur *reloadable) (*proto.Facts, error) {
 		if err != nil {
 			return nil, err
 		}
+		if f, err = fitFacts(f, maxFactsJSON); err != nil {
+			return nil, err
+		}
+		if t := f.Truncated; t != nil {
+			a.log.Warn().Str("event", "facts_truncated").Int("interfaces_left_out", t.Interfaces).Int("labels_left_out", t.Labels).
+				Int("max_bytes", maxFactsJSON).Msg("facts too large for one frame: some left out of ping replies")
+		}
 		a.cached, a.cachedAt, a.cachedFrom = f, now, cur
 	}
 	f := *a.cached
@@ -278,13 +304,16 @@ func (a *Agent) facts(cur *reloadable) (*proto.Facts, error) {
 	return &f, nil
 }
 
-// serve answers requests on a verified connection until the peer hangs up,
-// goes idle, or the agent stops.
-func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable) {
-	for {
-		ctx, cancel := context.WithTimeout(a.quit, a.opts.IdleTimeout)
-		m, err := pc.Receive(ctx)
-		cancel()
+// serve answers requests on a verified connection, starting with the one
+// that verified it (m or err), until the peer hangs up, goes idle, or the
+// agent stops.
+func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable, m proto.Message, err error) {
+	for first := true; ; first = false {
+		if !first {
+			ctx, cancel := context.WithTimeout(a.quit, a.opts.IdleTimeout)
+			m, err = pc.Receive(ctx)
+			cancel()
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, proto.ErrUnknownMessage):
@@ -316,7 +345,11 @@ func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable) {
 			facts, err := a.facts(cur)
 			if err != nil {
 				a.log.Error().Str("event", "facts").Err(err).Msg("collecting facts failed")
-				resp = &proto.Error{Code: proto.CodeInternal, Message: "collecting facts failed"}
+				msg := "collecting facts failed"
+				if errors.Is(err, errFactsTooLarge) {
+					msg = "facts do not fit in a frame"
+				}
+				resp = &proto.Error{Code: proto.CodeInternal, Message: msg}
 			} else {
 				resp = &proto.PingReply{Facts: *facts}
 			}
@@ -332,7 +365,13 @@ func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable) {
 func (a *Agent) reply(pc *proto.Conn, remote string, m proto.Message) error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.opts.IdleTimeout)
 	defer cancel()
-	if err := pc.Send(ctx, m); err != nil {
+	err := pc.Send(ctx, m)
+	if errors.Is(err, proto.ErrFrameTooLarge) {
+		// Nothing was sent: say why rather than hang up in silence.
+		a.log.Error().Str("event", "reply_failed").Str("remote", remote).Err(err).Msg("reply too large; answering with an error")
+		err = pc.Send(ctx, &proto.Error{Code: proto.CodeInternal, Message: fmt.Sprintf("the %v does not fit in a frame", m.Type())})
+	}
+	if err != nil {
 		a.log.Warn().Str("event", "reply_failed").Str("remote", remote).Err(err).Msg("reply failed")
 		return err
 	}
@@ -340,24 +379,33 @@ func (a *Agent) reply(pc *proto.Conn, remote string, m proto.Message) error {
 	return nil
 }
 
-// isAuthFailure tells a hello that was read and refused from a peer that
-// merely went silent or hung up: only the former spends the source's budget.
+// isAuthFailure tells a hello (or first message) that was read and refused
+// from a peer that merely went silent or hung up, and from a refusal that
+// is the agent's own state: only the first spends the source's budget.
 func isAuthFailure(err error) bool {
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) ||
+	if errors.Is(err, proto.ErrReplayFull) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
 		return false
 	}
 	return true
 }
 
-func reason(err error) string {
+// reason says why a connection was not verified; welcomed tells whether
+// the hello was answered.
+func reason(err error, welcomed bool) string {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return "agent stopping"
+	case errors.Is(err, os.ErrDeadlineExceeded) && welcomed:
+		return "no request after the welcome before the handshake deadline (a replayed hello, or a controller that gave up)"
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return "no hello before the handshake deadline"
 	case errors.Is(err, net.ErrClosed):
 		return "connection closed"
+	case welcomed && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)):
+		return "closed after the welcome without a request"
+	case welcomed:
+		return "first message after the welcome: " + err.Error()
 	}
 	return err.Error()
 }

@@ -97,7 +97,7 @@ func startAgent(t *testing.T, mod func(*Options)) *testAgent {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &testAgent{Agent: a, addr: ln.Addr().String(), key: key, logs: logs, stop: stop}
+	return &testAgent{Agent: a, addr: ln.Addr().String(), key: o.NetworkKeys[0], logs: logs, stop: stop}
 }
 
 func (ta *testAgent) ping(t *testing.T, key proto.NetworkKey) (*proto.Facts, error) {
@@ -155,7 +155,7 @@ func TestOversizedFrameClosesOnlyThatConnection(t *testing.T) {
 		t.Fatalf("pre-handshake oversized frame: read %d bytes, %v; want a clean close", n, err)
 	}
 
-	// After the handshake.
+	// On a verified connection.
 	c2, err := net.Dial("tcp", ta.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +164,7 @@ func TestOversizedFrameClosesOnlyThatConnection(t *testing.T) {
 	defer pc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := pc.Handshake(ctx); err != nil {
+	if _, err := pc.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 	huge[5] = byte(proto.FrameTransport)

@@ -66,3 +66,15 @@ func BenchmarkCollectFacts(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFitFacts measures cutting far oversized facts (5000 labels,
+// 1000 interfaces) down to a frame, which an agent does once per FactsTTL.
+func BenchmarkFitFacts(b *testing.B) {
+	f := bigFacts(5000, 1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fitFacts(f, maxFactsJSON); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

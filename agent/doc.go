@@ -9,7 +9,8 @@
 //
 // Limits protect it from the network it listens on: a deadline for the
 // handshake and between requests, a cap on verified connections, a cap on
-// connections still in the handshake (the oldest is dropped for a newcomer,
-// so idle sockets cannot lock a controller out), and a budget of failed
-// hellos per source address.
+// connections not verified yet (the oldest is dropped for a newcomer, so
+// idle sockets cannot lock a controller out), and a budget of failed
+// hellos per source address. A connection is verified by the controller's
+// first request, not by its hello, which anyone who saw it could replay.
 package agent

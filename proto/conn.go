@@ -41,6 +41,10 @@ var (
 	// ErrNoAnswer (client) means the peer accepted the connection and said
 	// nothing before the deadline.
 	ErrNoAnswer = errors.New("no answer")
+	// ErrNoReply (client) is returned by Ping, Send and Receive after a
+	// good handshake when the agent closed the connection instead of
+	// answering a request.
+	ErrNoReply = errors.New("the agent closed the connection without answering")
 
 	// ErrBadKey (server) means a hello failed authentication: the
 	// controller holds another network key, or the bytes were forged.
@@ -86,6 +90,7 @@ type Conn struct {
 
 	hsDone   bool
 	hsErr    error
+	verified bool   // the peer has proved it holds the handshake's keys
 	peer     string // agent fingerprint, known to the client after the handshake
 	send     *noise.CipherState
 	recv     *noise.CipherState
@@ -108,6 +113,15 @@ func Server(c net.Conn, cfg *ServerConfig) *Conn {
 
 // PeerIdentity returns the agent's fingerprint after a client handshake.
 func (c *Conn) PeerIdentity() string { return c.peer }
+
+// Verified reports whether the peer has proved that it takes part in this
+// handshake, not merely that it once held the network key. A client knows
+// it when its handshake succeeds. A server knows it only once a transport
+// message from the client decrypts: a hello can be replayed by anyone who
+// saw it on the wire, but only its sender holds the ephemeral private key
+// that the session keys need. Until then a server should hold nothing for
+// the peer that a replayed hello could keep from an honest controller.
+func (c *Conn) Verified() bool { return c.verified }
 
 // Close closes the underlying connection. It is safe to call more than once.
 func (c *Conn) Close() error {
@@ -192,7 +206,7 @@ func (c *Conn) clientHandshake() error {
 	case errors.Is(err, ErrNotIFL), errors.Is(err, ErrVersion):
 		return err
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return fmt.Errorf("%w: the agent closed the connection without answering (wrong network key, or clocks more than %v apart)", ErrRejected, MaxSkew)
+		return fmt.Errorf("%w: the agent closed the connection without answering (wrong network key, clocks more than %v apart, or the agent at its connection limit)", ErrRejected, MaxSkew)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("%w to the hello before the deadline (not an ifl agent, or an overloaded one)", ErrNoAnswer)
 	default:
@@ -210,6 +224,7 @@ func (c *Conn) clientHandshake() error {
 	if cfg.ExpectIdentity != "" && cfg.ExpectIdentity != c.peer {
 		return fmt.Errorf("%w: agent is %s, expected %s", ErrIdentityMismatch, c.peer, cfg.ExpectIdentity)
 	}
+	c.verified = true
 	return nil
 }
 
@@ -299,14 +314,22 @@ func (c *Conn) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	if len(b)+16 > MaxPayload {
-		return fmt.Errorf("proto: %w: %v of %d bytes (maximum %d)", ErrFrameTooLarge, m.Type(), len(b), MaxPayload-16)
+	if len(b) > MaxMessage {
+		return fmt.Errorf("proto: %w: %v of %d bytes (maximum %d)", ErrFrameTooLarge, m.Type(), len(b), MaxMessage)
 	}
 	c.pbuf, err = c.send.Encrypt(c.pbuf[:0], nil, b)
 	if err != nil {
 		return err
 	}
-	return ctxErr(ctx, c.writeFrame(FrameTransport, c.pbuf))
+	return ctxErr(ctx, c.closedErr(c.writeFrame(FrameTransport, c.pbuf)))
+}
+
+// closedErr marks the error of a peer that hung up after the handshake.
+func (c *Conn) closedErr(err error) error {
+	if c.client != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		return fmt.Errorf("proto: %w (it may be stopping or at its connection limit, or be an older agent unable to fit its answer in one frame): %w", ErrNoReply, err)
+	}
+	return err
 }
 
 // Receive reads and decrypts one message, running the handshake first if
@@ -319,7 +342,7 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 	defer c.withContext(ctx)()
 	t, p, err := c.fr.ReadFrame()
 	if err != nil {
-		return nil, ctxErr(ctx, err)
+		return nil, ctxErr(ctx, c.closedErr(err))
 	}
 	if t != FrameTransport {
 		return nil, fmt.Errorf("proto: expected a transport frame, got %v", t)
@@ -329,10 +352,13 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 		return nil, fmt.Errorf("proto: message does not decrypt: %w", err)
 	}
 	c.pbuf = pt
+	c.verified = true
 	return UnmarshalMessage(pt)
 }
 
-// Ping asks the agent for its facts.
+// Ping asks the agent for its facts. An Error answer is returned as is;
+// an agent that hangs up instead of answering gives an error wrapping
+// ErrNoReply. Facts the agent cut to fit in a frame say so in Truncated.
 func (c *Conn) Ping(ctx context.Context) (*Facts, error) {
 	if err := c.Send(ctx, &PingRequest{}); err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -355,23 +356,61 @@ func TestKeyFiles(t *testing.T) {
 	}
 }
 
-func TestReplayFilterBounded(t *testing.T) {
-	f := NewReplayFilter(2)
-	now := time.Now()
-	if err := f.Check([32]byte{1}, now.Add(time.Minute), now); err != nil {
+func TestPingAnswers(t *testing.T) {
+	key, id := mustKey(t), mustIdentity(t)
+	for _, tc := range []struct {
+		name   string
+		answer func(context.Context, *Conn) // after reading the ping
+		check  func(*testing.T, error)
+	}{
+		{"hang up", func(context.Context, *Conn) {}, func(t *testing.T, err error) {
+			if !errors.Is(err, ErrNoReply) || !strings.Contains(err.Error(), "closed the connection without answering") || !strings.Contains(err.Error(), "connection limit") {
+				t.Errorf("got %v, want ErrNoReply saying what may cause it", err)
+			}
+		}},
+		{"error", func(ctx context.Context, c *Conn) {
+			c.Send(ctx, &Error{Code: CodeInternal, Message: "collecting facts failed"})
+		}, func(t *testing.T, err error) {
+			var e *Error
+			if !errors.As(err, &e) || *e != (Error{Code: CodeInternal, Message: "collecting facts failed"}) {
+				t.Errorf("got %#v, want the agent's error as is", err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, sc := tcpPair(t)
+			go func() {
+				s := Server(sc, &ServerConfig{NetworkKeys: []NetworkKey{key}, Identity: id})
+				defer s.Close()
+				ctx := ctx5s(t)
+				if _, err := s.Receive(ctx); err == nil {
+					tc.answer(ctx, s)
+				}
+			}()
+			_, err := Client(cc, &ClientConfig{NetworkKey: key}).Ping(ctx5s(t))
+			tc.check(t, err)
+		})
+	}
+}
+
+func TestServerVerifiedByFirstMessage(t *testing.T) {
+	key, id := mustKey(t), mustIdentity(t)
+	cc, sc := tcpPair(t)
+	s := Server(sc, &ServerConfig{NetworkKeys: []NetworkKey{key}, Identity: id})
+	c := Client(cc, &ClientConfig{NetworkKey: key})
+	done := make(chan error, 1)
+	go func() { done <- c.Handshake(ctx5s(t)) }()
+	if err := s.Handshake(ctx5s(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Check([32]byte{2}, now.Add(time.Second), now); err != nil {
-		t.Fatal(err)
+	if s.Verified() {
+		t.Fatal("server verified by the hello alone")
 	}
-	if err := f.Check([32]byte{3}, now.Add(time.Minute), now); !errors.Is(err, ErrReplayFull) {
-		t.Fatalf("full filter: got %v", err)
+	if err := <-done; err != nil || !c.Verified() {
+		t.Fatalf("client after its handshake: verified %v, %v", c.Verified(), err)
 	}
-	later := now.Add(2 * time.Second)
-	if err := f.Check([32]byte{3}, later.Add(time.Minute), later); err != nil {
-		t.Fatalf("after an entry expired: %v", err)
-	}
-	if err := f.Check([32]byte{1}, later, later); !errors.Is(err, ErrReplay) {
-		t.Fatalf("replay: got %v", err)
+	go c.Send(ctx5s(t), &PingRequest{})
+	if _, err := s.Receive(ctx5s(t)); err != nil || !s.Verified() {
+		t.Fatalf("server after the first message: verified %v, %v", s.Verified(), err)
 	}
 }

@@ -42,7 +42,41 @@
 //   - its timestamp is within MaxSkew (60 s) of the agent's clock;
 //   - its ephemeral key (the first 32 bytes of the hello's payload) was
 //     not seen in an accepted hello before: the agent remembers them until
-//     they leave the skew window, so a replayed hello gets nothing.
+//     they leave the skew window, so a replayed hello gets nothing;
+//   - the agent can remember one more: an agent that holds as many
+//     unexpired hellos as it has room for (ReplayFilter, 65,536 by
+//     default) refuses new ones until some expire rather than forget one
+//     that could still be replayed. Only holders of the network key can
+//     fill it, so the agent does not count such a refusal against the
+//     source address, which did nothing wrong.
+//
+// # Verification
+//
+// A good hello proves that someone held the network key less than MaxSkew
+// ago, not that the peer on this connection is that someone. A hello seen
+// on its way to one agent can be replayed to another agent that shares the
+// network key (each agent's filter is its own), or to the same agent after
+// a restart (the filter is in memory), and gets a welcome there. The
+// replayer can neither read the welcome nor send a transport message, since
+// both need the hello's ephemeral private key. So an agent counts a
+// connection as verified only when the controller's first transport
+// message decrypts. Until then the connection holds no place under the
+// agent's cap of verified connections, may be dropped for a newcomer, and
+// must bring that message within the agent's handshake deadline (5 s by
+// default); a controller sends its first request right after the welcome.
+// A first transport message that does not decrypt counts as a failed
+// hello against the source address; silence or a hang-up does not.
+//
+// The hello is not bound to the agent it is meant for, for two reasons.
+// The controller does not know the agent's static key before the welcome
+// (NX sends it there so that no peer without the network key sees it), so
+// it cannot name the agent in the hello. And the address and port the
+// controller dialled are not what the agent sees behind NAT, port
+// forwarding or a load balancer, so binding to them would refuse honest
+// controllers there. What a replay to another agent still gets is one
+// welcome per captured hello: it costs the agent one handshake, holds
+// nothing, and tells the replayer that an agent with the same network key
+// listens at that address.
 //
 // The agent's static public key, received encrypted in the welcome, is its
 // identity: Fingerprint gives its name, the first 16 bytes of its SHA-256
@@ -61,11 +95,31 @@
 //	1    ping request: empty (later versions may add bytes; ignore them)
 //	2    ping reply: a JSON object, the Facts type (hostname, machine_id,
 //	     os, kernel, uptime_seconds, agent_version, interfaces,
-//	     default_routes, labels, time); unknown keys are ignored
+//	     default_routes, labels, time, truncated); unknown keys are ignored
 //	3    error: a JSON object {"code": "...", "message": "..."}
+//
+// A message, type byte included, is at most MaxMessage (65,519) bytes, so
+// that it fits in one frame with its 16-byte authentication tag; there is
+// no fragmentation. An agent whose facts would not fit leaves some out and
+// says so in the reply's "truncated" key, an object of counts:
+//
+//	"truncated": {"interfaces": 912, "labels": 5000}
+//
+// "interfaces" is how many interfaces were left out of the "interfaces"
+// list, "labels" how many labels out of the "labels" object; a zero count
+// is omitted, and the key is absent when nothing was left out. The
+// entries left keep their usual order. Which entries go first is the
+// agent's choice; this one drops interfaces with no address outside
+// loopback and link-local first, then labels (the last key in byte order
+// first), then interfaces with such addresses, and the interfaces that
+// carry a default route last. An agent that cannot fit an answer at all
+// sends an error of code "internal" instead of closing the connection.
 //
 // The controller sends requests, the agent answers each with one message,
 // in order, on the same connection, until either side closes it. An agent
 // answers a type it does not know with an error of code "unsupported" and
-// keeps the connection. Operations are read-only.
+// keeps the connection. Operations are read-only. An agent that closes the
+// connection after a request without answering it is stopping, or is over
+// its cap of verified connections (it checks the cap again when the first
+// request verifies the connection, see Verification).
 package proto

@@ -19,6 +19,17 @@ type Facts struct {
 	DefaultRoutes []Route           `json:"default_routes" yaml:"default_routes"`
 	Labels        map[string]string `json:"labels,omitempty" yaml:"labels,omitempty"`
 	Time          time.Time         `json:"time" yaml:"time"` // the agent's clock when it answered
+	// Truncated is set when the agent left facts out so that its answer
+	// fits in one frame; nil means nothing is missing.
+	Truncated *Truncated `json:"truncated,omitempty" yaml:"truncated,omitempty"`
+}
+
+// Truncated counts what an agent left out of its facts to fit them in one
+// frame (MaxMessage). The lists that remain are in their usual order, with
+// the left-out entries removed.
+type Truncated struct {
+	Interfaces int `json:"interfaces,omitempty" yaml:"interfaces,omitempty"` // interfaces left out
+	Labels     int `json:"labels,omitempty" yaml:"labels,omitempty"`         // labels left out
 }
 
 // OSRelease holds the os-release(5) fields that identify a system.

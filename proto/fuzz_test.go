@@ -6,6 +6,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // Seeds: frames and messages as this package writes them, plus foreign
@@ -47,13 +50,72 @@ func FuzzReadFrame(f *testing.F) {
 	})
 }
 
+// truncatedFacts is testFacts as an agent sends them after cutting some.
+var truncatedFacts = func() Facts {
+	f := testFacts
+	f.Truncated = &Truncated{Interfaces: 912, Labels: 5000}
+	return f
+}()
+
+// factsSeeds are ping reply bodies: this package's own, and JSON that an
+// agent of another version, or a compromised one, could send.
+var factsSeeds = []string{
+	`{}`,
+	`null`,
+	`{"hostname":"h"}`,
+	`{"hostname":"h","truncated":{"interfaces":1}}`,
+	`{"hostname":"h","truncated":{}}`,
+	`{"hostname":"h","truncated":null,"labels":{}}`,
+	`{"hostname":"h","truncated":{"interfaces":-1,"labels":1e3}}`,
+	`{"hostname":"h","interfaces":[{"name":"eth0","addrs":["198.18.0.5/24","fe80::1/64","nope",""]}],"default_routes":[{"family":"inet","gateway":"198.18.0.1"}]}`,
+	`{"hostname":"h","future_fact":{"nested":[1,2,3]},"time":"2026-01-02T03:04:05.123456789+01:00"}`,
+	`{"hostname":"\u001b[31mred\u0007","labels":{"\u0000":"\ud800"}}`,
+	`{"hostname":"h","uptime_seconds":9223372036854775807,"interfaces":[{"mtu":-1,"flags":null}]}`,
+	`{"hostname":"h","hostname":"twice"}`,
+}
+
+// FuzzPingReply decodes arbitrary JSON as a controller decodes a ping
+// reply: what decodes must survive a round trip unchanged, and the
+// helpers the controller calls on facts must not fail on it.
+func FuzzPingReply(f *testing.F) {
+	for _, facts := range []Facts{testFacts, truncatedFacts} {
+		b, _ := (&PingReply{Facts: facts}).MarshalBinary()
+		f.Add(b)
+	}
+	for _, s := range factsSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var p PingReply
+		if err := p.UnmarshalBinary(in); err != nil {
+			return
+		}
+		p.Facts.Addresses()
+		p.Facts.Gateway()
+		b, err := p.MarshalBinary()
+		if err != nil {
+			t.Fatalf("marshal of decoded facts: %v", err)
+		}
+		var q PingReply
+		if err := q.UnmarshalBinary(b); err != nil {
+			t.Fatalf("re-decoding re-encoded facts: %v\n%s", err, b)
+		}
+		if diff := cmp.Diff(p.Facts, q.Facts, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round trip changed facts (-first +second):\n%s", diff)
+		}
+	})
+}
+
 func FuzzUnmarshalMessage(f *testing.F) {
-	for _, m := range []Message{&PingRequest{}, &PingReply{Facts: testFacts}, &Error{Code: CodeUnsupported, Message: "no"}} {
+	for _, m := range []Message{&PingRequest{}, &PingReply{Facts: testFacts}, &PingReply{Facts: truncatedFacts}, &Error{Code: CodeUnsupported, Message: "no"}} {
 		b, _ := MarshalMessage(m)
 		f.Add(b)
 	}
 	f.Add([]byte{2, '{', '}'})
 	f.Add([]byte{2, 'n', 'u', 'l', 'l'})
+	for _, s := range factsSeeds {
+		f.Add(append([]byte{byte(TypePingReply)}, s...))
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := UnmarshalMessage(in)
 		if err != nil {

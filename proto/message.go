@@ -27,6 +27,10 @@ func (t MessageType) String() string {
 	return fmt.Sprintf("message type %d", uint8(t))
 }
 
+// MaxMessage is the largest message, type byte included: a frame's payload
+// less the 16-byte authentication tag of the Noise transport message.
+const MaxMessage = MaxPayload - 16
+
 // ErrUnknownMessage is returned by UnmarshalMessage for a type this version
 // does not know. An agent answers it with an Error message.
 var ErrUnknownMessage = errors.New("unknown message type")
