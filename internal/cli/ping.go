@@ -115,6 +115,9 @@ func printFacts(env *Env, r probe.Result) {
 		row("gateway", fmt.Sprintf("%s via %s (%s)", gw, rt.Interface, rt.Family))
 	}
 	row("labels", formatLabels(f.Labels))
+	if t := f.Truncated; t != nil {
+		row("truncated", fmt.Sprintf("the agent left out %s and %s: its facts do not fit in one frame", plural(t.Interfaces, "interface"), plural(t.Labels, "label")))
+	}
 	fmt.Fprintln(w, "interfaces")
 	for _, ifc := range f.Interfaces {
 		fmt.Fprintf(w, "  %s\t%s\tmtu %d\t%s\t%s\n", untrusted.Text(ifc.Name), untrusted.Text(dash(ifc.MAC)), ifc.MTU,
