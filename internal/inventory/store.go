@@ -94,6 +94,9 @@ func parse(path string, b []byte) (*State, error) {
 			return nil, fmt.Errorf("inventory %s: %w: host %q is damaged (the file is left as it is)", path, ErrForeign, id)
 		}
 	}
+	// A state written before names were kept gets them here, the
+	// ones it had.
+	s.assignNames()
 	return &s, nil
 }
 
