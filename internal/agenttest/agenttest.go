@@ -18,19 +18,45 @@ type Agent struct {
 	Identity proto.Identity
 }
 
+// Options change the agent Start serves. The zero value is an ordinary
+// agent reporting this machine's facts.
+type Options struct {
+	// Key is the network key; zero means a new one.
+	Key proto.NetworkKey
+	// Facts, if not nil, are what the agent reports, as they are: a
+	// hostile agent chooses every string. Each ping gets a copy.
+	Facts *proto.Facts
+}
+
 // Start serves an agent with a new network key and identity on a free
 // loopback port until the test ends.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	key, err := proto.NewNetworkKey()
-	if err != nil {
-		t.Fatal(err)
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Agent {
+	t.Helper()
+	key := o.Key
+	if key == (proto.NetworkKey{}) {
+		var err error
+		if key, err = proto.NewNetworkKey(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	id, err := proto.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"})
+	opts := agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id, Version: "test"}
+	if o.Facts != nil {
+		opts.Facts = func(string, map[string]string) (*proto.Facts, error) {
+			f := *o.Facts
+			return &f, nil
+		}
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

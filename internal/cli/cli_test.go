@@ -255,7 +255,7 @@ func TestInventoryCommand(t *testing.T) {
 	}
 	code, stdout, stderr := run(t, "inventory", "--state", state)
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[1], "web-1  198.18.0.5  0123456789ab") || !strings.HasSuffix(lines[1], " 0      web") {
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[1], "web-1  198.18.0.5  0123456789ab") || !strings.HasSuffix(lines[1], " 0      role_web") {
 		t.Errorf("table: exit %d\n%s%s", code, stdout, stderr)
 	}
 	code, stdout, _ = run(t, "inventory", "--state", state, "--host", "web-1")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/untrusted"
 )
 
 // InventoryCmd shows the inventory, for people and for Ansible.
@@ -27,14 +28,31 @@ its current address. Ansible reads it through the dynamic inventory
 protocol:
 
   ansible-inventory -i scripts/ifl-inventory --list
-  ansible -i scripts/ifl-inventory web -m ping
+  ansible -i scripts/ifl-inventory role_web -m ping
 
 (scripts/ifl-inventory runs 'ifl inventory "$@"'; point IFL_STATE at the
-state file if it is not in the default place.) Hosts are named by hostname
-(a second host with the same hostname gets "-" and the start of its
-identity), ansible_host is the address that last answered, facts are under
-ifl_ variables (the machine-id only as a hash), and groups come from label
-values (role: web -> group web) plus ifl_all and ifl_stale.
+state file if it is not in the default place.)
+
+Agents are untrusted input: every string an agent chose (hostname, OS,
+kernel, version, gateway, MACs, addresses, label values) reaches Ansible
+marked unsafe, never templated; ansible_host is the address that last
+answered and, like the other values ifl computes, is plain.
+
+Names: a host is named by its hostname when that is a valid DNS host
+name, not reserved (localhost, localhost.*, *.localhost, all, ungrouped,
+anything that reads as an IP address) and not held by another host;
+else by its hostname with "-" and the start of its identity (8 hex
+digits, more if needed), or "ifl-" and the start of its identity when
+the hostname is unusable. A hostname that ends in "-" and 8 or more hex
+digits gets a suffix of its own unless they start its identity. A name,
+once given, is kept in the state until the host's hostname changes.
+
+Groups: ifl_all, ifl_stale (not seen for --stale-after), and one group
+<key>_<value> per label (role: web -> role_web; characters other than
+[A-Za-z0-9_] become _). A label whose key is not 1 to 64 of
+[A-Za-z0-9_.-], or is ifl or ifl_*, whose value is empty or longer than
+128 bytes, or past the 64th, is dropped, with a warning at the probe.
+Facts are under ifl_ variables (the machine-id only as a hash).
 
 Ansible only warns when an inventory script fails; set
 ANSIBLE_INVENTORY_UNPARSED_FAILED=true to make that an error.
@@ -77,7 +95,7 @@ func (c *InventoryCmd) Run(env *Env) error {
 		}
 		err = inventory.Update(path, func(s *inventory.State) error {
 			for _, h := range s.Prune(now, age) {
-				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", h.Hostname, h.Identity, h.LastSeen.Format(time.RFC3339), h.IP)
+				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", h.Name, h.Identity, h.LastSeen.Format(time.RFC3339), h.IP)
 			}
 			st = s
 			return nil
@@ -110,10 +128,6 @@ func (c *InventoryCmd) Run(env *Env) error {
 	}
 	tw := newTable(env.Stdout)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tIDENTITY\tLAST SEEN\tMOVES\tGROUPS")
-	nameOf := map[*inventory.Host]string{}
-	for n, h := range st.Names() {
-		nameOf[h] = n
-	}
 	groupsOf := map[string][]string{}
 	for g, members := range inv.Groups {
 		if g == "ifl_all" {
@@ -124,10 +138,12 @@ func (c *InventoryCmd) Run(env *Env) error {
 		}
 	}
 	for _, h := range st.Sorted() {
-		name := nameOf[h]
+		// Names, addresses and group names are ifl's (checked, or made
+		// of [A-Za-z0-9_.:-]); Cell guards the columns all the same.
+		name := h.Name
 		groups := groupsOf[name]
 		sortStrings(groups)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", name, h.IP, h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), dash(strings.Join(groups, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", untrusted.Cell(name, 0), untrusted.Cell(h.IP, 0), h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), untrusted.Text(dash(strings.Join(groups, ","))))
 	}
 	tw.Flush()
 	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)

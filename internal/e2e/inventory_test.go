@@ -93,9 +93,9 @@ func TestAnsibleInventoryFollowsMoves(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("inventory hosts and ansible_host (-want +got):\n%s", diff)
 		}
-		// Label groups: every agent has role=web.
+		// Label groups: every agent has role=web, the group role_web.
 		groups, _ := ansibleInventory(t, lan, state, "--graph")
-		if !strings.Contains(groups, "@web:") || !strings.Contains(groups, "@ifl_all:") {
+		if !strings.Contains(groups, "@role_web:") || !strings.Contains(groups, "@ifl_all:") {
 			t.Errorf("groups:\n%s", groups)
 		}
 	}

@@ -1,8 +1,9 @@
 package inventory
 
 import (
+	"encoding/json"
 	"fmt"
-	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -10,17 +11,25 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Group names Ansible accepts without a warning.
-var groupUnsafe = regexp.MustCompile(`[^A-Za-z0-9_]`)
+// Unsafe is a string an agent chose, handed to Ansible marked unsafe so
+// that Ansible never templates it: in JSON {"__ansible_unsafe": "..."},
+// which Ansible's JSON loader reads back as an unsafe string, and in
+// YAML with the !unsafe tag. Any managed host may be compromised, and
+// "{{ lookup('pipe', ...) }}" in a fact would otherwise run on the
+// control node as soon as a playbook used the variable.
+type Unsafe string
 
-// GroupName turns a label value into an Ansible group name: characters
-// other than [A-Za-z0-9_] become _, and a leading digit gets a _ before it.
-func GroupName(s string) string {
-	g := groupUnsafe.ReplaceAllString(s, "_")
-	if g == "" || (g[0] >= '0' && g[0] <= '9') {
-		g = "_" + g
+// MarshalJSON wraps the string.
+func (u Unsafe) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"__ansible_unsafe": string(u)})
+}
+
+func unsafeList(s []string) []Unsafe {
+	out := make([]Unsafe, len(s))
+	for i, v := range s {
+		out[i] = Unsafe(v)
 	}
-	return g
+	return out
 }
 
 // Ansible is the inventory in the shape of Ansible's dynamic inventory
@@ -32,28 +41,36 @@ type Ansible struct {
 	HostVars map[string]map[string]any // inventory name → variables
 }
 
-// BuildAnsible renders the state. A host is in ifl_all, in a group named
-// after each of its label values, and in ifl_stale if it was last seen
-// more than staleAfter before now. Its inventory name is its hostname; of
-// hosts sharing a hostname, the one first seen keeps it and the others
-// get "-" and the start of their identity appended, so names stay stable
-// from run to run.
+// BuildAnsible renders the state. A host is in ifl_all, in a group
+// <key>_<value> for each of its labels (GroupName), and in ifl_stale if
+// it was last seen more than staleAfter before now. Its inventory name is
+// the one ifl gave it (names.go). The ansible_* variables and those ifl
+// computed (identity, machine-id hash, port, times, stale) are plain;
+// every string an agent chose is Unsafe, label keys excepted: they are
+// checked (labels.go) and cannot hold a template.
 func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration) *Ansible {
 	inv := &Ansible{Groups: map[string][]string{"ifl_all": {}, "ifl_stale": {}}, HostVars: map[string]map[string]any{}}
 	for name, h := range s.Names() {
 		stale := now.Sub(h.LastSeen) > staleAfter
+		// A state written before labels were checked may hold bad
+		// ones; they were warned about when they were applied.
+		lbl, _ := checkLabels(h.Labels)
+		labels := make(map[string]Unsafe, len(lbl))
+		for k, v := range lbl {
+			labels[k] = Unsafe(v)
+		}
 		vars := map[string]any{
 			"ansible_host":        h.IP,
 			"ifl_identity":        h.Identity,
-			"ifl_hostname":        h.Hostname,
+			"ifl_hostname":        Unsafe(h.Hostname),
 			"ifl_machine_id_hash": h.MachineIDHash(),
-			"ifl_addresses":       nonNil(h.Addresses),
-			"ifl_macs":            nonNil(h.MACs),
-			"ifl_os":              h.OS,
-			"ifl_kernel":          h.Kernel,
-			"ifl_agent_version":   h.AgentVersion,
-			"ifl_gateway":         h.Gateway,
-			"ifl_labels":          labels(h.Labels),
+			"ifl_addresses":       unsafeList(h.Addresses),
+			"ifl_macs":            unsafeList(h.MACs),
+			"ifl_os":              Unsafe(h.OS),
+			"ifl_kernel":          Unsafe(h.Kernel),
+			"ifl_agent_version":   Unsafe(h.AgentVersion),
+			"ifl_gateway":         Unsafe(h.Gateway),
+			"ifl_labels":          labels,
 			"ifl_port":            h.Port,
 			"ifl_first_seen":      h.FirstSeen.UTC().Format(time.RFC3339),
 			"ifl_last_seen":       h.LastSeen.UTC().Format(time.RFC3339),
@@ -64,55 +81,17 @@ func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration) *Ansible {
 		if stale {
 			inv.Groups["ifl_stale"] = append(inv.Groups["ifl_stale"], name)
 		}
-		for _, v := range h.Labels {
-			g := GroupName(v)
-			inv.Groups[g] = append(inv.Groups[g], name)
+		for k, v := range lbl {
+			g := GroupName(k, v)
+			if !slices.Contains(inv.Groups[g], name) {
+				inv.Groups[g] = append(inv.Groups[g], name)
+			}
 		}
 	}
 	for g := range inv.Groups {
 		sort.Strings(inv.Groups[g])
 	}
 	return inv
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
-func labels(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
-}
-
-// Names returns every host under its inventory name.
-func (s *State) Names() map[string]*Host {
-	byName := map[string][]*Host{}
-	for _, h := range s.Hosts {
-		name := h.Hostname
-		if name == "" {
-			name = "ifl-" + h.Identity[:min(8, len(h.Identity))]
-		}
-		byName[name] = append(byName[name], h)
-	}
-	out := map[string]*Host{}
-	for name, hs := range byName {
-		sort.Slice(hs, func(i, j int) bool {
-			if !hs[i].FirstSeen.Equal(hs[j].FirstSeen) {
-				return hs[i].FirstSeen.Before(hs[j].FirstSeen)
-			}
-			return hs[i].Identity < hs[j].Identity
-		})
-		out[name] = hs[0]
-		for _, h := range hs[1:] {
-			out[name+"-"+h.Identity[:min(8, len(h.Identity))]] = h
-		}
-	}
-	return out
 }
 
 // List is the answer to --list: {"group": {"hosts": [...]}, ...,
@@ -142,26 +121,35 @@ func (a *Ansible) Host(name string) (map[string]any, error) {
 
 // YAML renders a static YAML inventory for ansible -i FILE. Every string
 // is quoted, so that YAML 1.1 readers (Ansible's) never take a MAC such as
-// 10:22:33:44:55:56 for a number, or "yes" for a boolean.
+// 10:22:33:44:55:56 for a number, or "yes" for a boolean; what an agent
+// chose is tagged !unsafe.
 func (a *Ansible) YAML() ([]byte, error) {
 	str := func(s string) *yaml.Node {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s, Style: yaml.DoubleQuotedStyle}
+	}
+	// !unsafe marks what an agent chose, as Ansible's YAML loader reads
+	// it. Invalid UTF-8 becomes U+FFFD, as in the JSON inventory: a YAML
+	// stream is text.
+	unsafe := func(s Unsafe) *yaml.Node {
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!unsafe", Value: strings.ToValidUTF8(string(s), "\uFFFD"), Style: yaml.DoubleQuotedStyle}
 	}
 	value := func(v any) *yaml.Node {
 		switch v := v.(type) {
 		case string:
 			return str(v)
+		case Unsafe:
+			return unsafe(v)
 		case bool:
 			return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: fmt.Sprint(v)}
 		case int:
 			return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: fmt.Sprint(v)}
-		case []string:
+		case []Unsafe:
 			n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
 			for _, s := range v {
-				n.Content = append(n.Content, str(s))
+				n.Content = append(n.Content, unsafe(s))
 			}
 			return n
-		case map[string]string:
+		case map[string]Unsafe:
 			n := &yaml.Node{Kind: yaml.MappingNode}
 			keys := make([]string, 0, len(v))
 			for k := range v {
@@ -169,7 +157,7 @@ func (a *Ansible) YAML() ([]byte, error) {
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
-				n.Content = append(n.Content, str(k), str(v[k]))
+				n.Content = append(n.Content, str(k), unsafe(v[k]))
 			}
 			return n
 		}

@@ -42,7 +42,7 @@ func TestApply(t *testing.T) {
 	s := New()
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	ch := s.Apply(t0, []Observation{obs("aaaa", "198.18.0.5", "web-1", "m1"), obs("bbbb", "198.18.0.6", "db-1", "m2")}, all, true)
-	if len(ch.New) != 2 || len(ch.Moved)+len(ch.Renamed)+len(ch.Unseen)+len(ch.Conflicts) != 0 {
+	if len(ch.New) != 2 || len(ch.Moved)+len(ch.Renamed)+len(ch.Unseen)+len(ch.Warnings) != 0 {
 		t.Fatalf("first probe: %+v", ch)
 	}
 
@@ -50,11 +50,11 @@ func TestApply(t *testing.T) {
 	t1 := t0.Add(time.Hour)
 	ch = s.Apply(t1, []Observation{obs("aaaa", "198.18.0.23", "web-01", "m1")}, all, true)
 	want := Changes{
-		New:       []HostChange{},
-		Conflicts: []string{},
-		Moved:     []HostChange{{Identity: "aaaa", Hostname: "web-01", From: "198.18.0.5", To: "198.18.0.23"}},
-		Renamed:   []HostChange{{Identity: "aaaa", Hostname: "web-01", From: "web-1", To: "web-01"}},
-		Unseen:    []HostChange{{Identity: "bbbb", Hostname: "db-1", From: "198.18.0.6", Unseen: time.Hour}},
+		New:      []HostChange{},
+		Warnings: []Warning{},
+		Moved:    []HostChange{{Identity: "aaaa", Name: "web-01", Hostname: "web-01", From: "198.18.0.5", To: "198.18.0.23"}},
+		Renamed:  []HostChange{{Identity: "aaaa", Name: "web-01", Hostname: "web-01", OldName: "web-1", From: "web-1", To: "web-01"}},
+		Unseen:   []HostChange{{Identity: "bbbb", Name: "db-1", Hostname: "db-1", From: "198.18.0.6", Unseen: time.Hour}},
 	}
 	if diff := cmp.Diff(want, ch); diff != "" {
 		t.Errorf("second probe (-want +got):\n%s", diff)
@@ -79,15 +79,15 @@ func TestApply(t *testing.T) {
 	// Conflicts: one identity from two addresses; a known machine-id with
 	// a new key.
 	ch = s.Apply(t1, []Observation{obs("aaaa", "198.18.0.23", "web-01", "m1"), obs("aaaa", "198.18.0.99", "web-01", "m1"), obs("cccc", "198.18.0.7", "db-1", "m2")}, all, true)
-	if len(ch.Conflicts) != 2 || !strings.Contains(ch.Conflicts[0]+ch.Conflicts[1], "answered from both 198.18.0.23 and 198.18.0.99") ||
-		!strings.Contains(ch.Conflicts[0]+ch.Conflicts[1], "machine-id of db-1 (bbbb) now answers with identity cccc") {
-		t.Errorf("conflicts: %q", ch.Conflicts)
+	if len(ch.Warnings) != 2 || !strings.Contains(ch.Warnings[0].Message+ch.Warnings[1].Message, "answered from both 198.18.0.23 and 198.18.0.99") ||
+		!strings.Contains(ch.Warnings[0].Message+ch.Warnings[1].Message, "machine-id of db-1 (bbbb) now answers with identity cccc") {
+		t.Errorf("conflicts: %+v", ch.Warnings)
 	}
 
 	// Two new keys with one machine-id in the same probe: a cloned VM.
 	ch = s.Apply(t1, []Observation{obs("dddd", "198.18.0.40", "clone", "m9"), obs("eeee", "198.18.0.41", "clone", "m9")}, func(netip.Addr) bool { return false }, true)
-	if len(ch.Conflicts) != 1 || !strings.Contains(ch.Conflicts[0], "machine-id of clone (dddd) now answers with identity eeee") {
-		t.Errorf("clone conflicts: %q", ch.Conflicts)
+	if len(ch.Warnings) != 1 || !strings.Contains(ch.Warnings[0].Message, "machine-id of clone (dddd) now answers with identity eeee") {
+		t.Errorf("clone conflicts: %+v", ch.Warnings)
 	}
 
 	if pruned := s.Prune(t1.Add(time.Minute), 30*time.Minute); len(pruned) != 1 || pruned[0].Identity != "bbbb" {
@@ -106,11 +106,11 @@ func TestAnsible(t *testing.T) {
 
 	inv := s.BuildAnsible(t0.Add(48*time.Hour), 24*time.Hour)
 	wantGroups := map[string][]string{
-		"ifl_all":    {"web", "web-bbbb2222"},
-		"ifl_stale":  {"web", "web-bbbb2222"},
-		"web":        {"web"},
-		"db_primary": {"web-bbbb2222"},
-		"_1":         {"web-bbbb2222"},
+		"ifl_all":         {"web", "web-bbbb2222"},
+		"ifl_stale":       {"web", "web-bbbb2222"},
+		"role_web":        {"web"},
+		"role_db_primary": {"web-bbbb2222"},
+		"rack_1":          {"web-bbbb2222"},
 	}
 	if diff := cmp.Diff(wantGroups, inv.Groups); diff != "" {
 		t.Errorf("groups (-want +got):\n%s", diff)
@@ -149,9 +149,13 @@ func TestAnsible(t *testing.T) {
 }
 
 func TestGroupName(t *testing.T) {
-	for in, want := range map[string]string{"web": "web", "db-primary": "db_primary", "eu.west": "eu_west", "1a": "_1a", "": "_"} {
-		if got := GroupName(in); got != want {
-			t.Errorf("GroupName(%q) = %q, want %q", in, got, want)
+	for _, c := range []struct{ k, v, want string }{
+		{"role", "web", "role_web"}, {"role", "db-primary", "role_db_primary"}, {"site", "eu.west", "site_eu_west"},
+		{"env", "123", "env_123"}, {"1a", "x", "_1a_x"}, {"role", "all", "role_all"}, {"k", "_meta", "k__meta"},
+		{"app.kubernetes.io-name", "x", "app_kubernetes_io_name_x"},
+	} {
+		if got := GroupName(c.k, c.v); got != c.want {
+			t.Errorf("GroupName(%q, %q) = %q, want %q", c.k, c.v, got, c.want)
 		}
 	}
 }
@@ -242,8 +246,11 @@ func TestKillDuringWritesLosesNothing(t *testing.T) {
 		path := os.Getenv("INVENTORY_CHILD")
 		for i := 0; i < 100000; i++ {
 			id := fmt.Sprintf("id%06d", i)
+			// One address each: new keys at one address replace each
+			// other (TestChurnAtOneAddressIsBounded).
+			ip := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)}).String()
 			Update(path, func(s *State) error {
-				s.Apply(time.Now(), []Observation{obs(id, "198.18.0.5", id, id)}, func(netip.Addr) bool { return false }, true)
+				s.Apply(time.Now(), []Observation{obs(id, ip, id, id)}, func(netip.Addr) bool { return false }, true)
 				return nil
 			})
 			fmt.Println(id) // written and renamed

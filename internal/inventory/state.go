@@ -39,6 +39,7 @@ type State struct {
 // Host is one agent as last seen.
 type Host struct {
 	Identity     string            `json:"identity"`
+	Name         string            `json:"name,omitempty"` // inventory name, given by ifl (names.go); kept while the hostname stays
 	Hostname     string            `json:"hostname"`
 	MachineID    string            `json:"machine_id"` // raw: stays in the state; inventories carry its hash
 	IP           string            `json:"ip"`         // the address that answered last
@@ -49,11 +50,23 @@ type Host struct {
 	Kernel       string            `json:"kernel"`
 	AgentVersion string            `json:"agent_version"`
 	Gateway      string            `json:"gateway,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"` // the valid ones only (labels.go)
 	FirstSeen    time.Time         `json:"first_seen"`
 	LastSeen     time.Time         `json:"last_seen"`
+	Probes       int               `json:"probes,omitempty"`  // probes it answered; 0 in a state written before they were counted
 	History      []Move            `json:"history,omitempty"` // address changes, oldest first
 }
+
+// Bounds on what one host or one address adds to the state.
+const (
+	// MaxPerAddress is how many identities the state keeps whose last
+	// address is one address.
+	MaxPerAddress = 3
+	// MaxAddresses bounds the addresses and the MACs kept per host.
+	MaxAddresses = 64
+	// MaxHistory bounds the moves kept per host, the latest ones.
+	MaxHistory = 64
+)
 
 // Move is one address change.
 type Move struct {
@@ -86,25 +99,42 @@ type Observation struct {
 
 // Changes are what a probe changed.
 type Changes struct {
-	New       []HostChange `json:"new"`
-	Moved     []HostChange `json:"moved"`
-	Renamed   []HostChange `json:"renamed"`
-	Unseen    []HostChange `json:"unseen"`
-	Conflicts []string     `json:"conflicts"`
+	New      []HostChange `json:"new" yaml:"new"`
+	Moved    []HostChange `json:"moved" yaml:"moved"`
+	Renamed  []HostChange `json:"renamed" yaml:"renamed"`
+	Unseen   []HostChange `json:"unseen" yaml:"unseen"`
+	Warnings []Warning    `json:"warnings" yaml:"warnings"`
 }
 
-// HostChange is one change of one host.
+// HostChange is one change of one host. Name is the inventory name, the
+// one Ansible uses; Hostname is what the agent calls itself.
 type HostChange struct {
-	Identity string        `json:"identity"`
-	Hostname string        `json:"hostname"`
-	From     string        `json:"from,omitempty"` // old address or name
-	To       string        `json:"to,omitempty"`   // new address or name
-	Unseen   time.Duration `json:"unseen_ns,omitempty"`
+	Identity string        `json:"identity" yaml:"identity"`
+	Name     string        `json:"name" yaml:"name"`
+	Hostname string        `json:"hostname" yaml:"hostname"`
+	OldName  string        `json:"old_name,omitempty" yaml:"old_name,omitempty"` // renamed: the inventory name before, if it changed
+	From     string        `json:"from,omitempty" yaml:"from,omitempty"`         // old address or hostname
+	To       string        `json:"to,omitempty" yaml:"to,omitempty"`             // new address or hostname
+	Unseen   time.Duration `json:"unseen_ns,omitempty" yaml:"unseen,omitempty"`
 }
 
 // Empty reports whether nothing changed.
 func (c *Changes) Empty() bool {
-	return len(c.New)+len(c.Moved)+len(c.Renamed)+len(c.Unseen)+len(c.Conflicts) == 0
+	return len(c.New)+len(c.Moved)+len(c.Renamed)+len(c.Unseen)+len(c.Warnings) == 0
+}
+
+// event is a change recorded while a probe is applied, turned into a
+// HostChange once every host has its name.
+type event struct {
+	h        *Host
+	hostname string
+	from, to string
+	oldName  string
+	unseen   time.Duration
+}
+
+func (e event) change() HostChange {
+	return HostChange{Identity: e.h.Identity, Name: e.h.Name, Hostname: e.hostname, OldName: e.oldName, From: e.from, To: e.to, Unseen: e.unseen}
 }
 
 // Apply records a probe's observations at now. covered says whether an
@@ -112,49 +142,91 @@ func (c *Changes) Empty() bool {
 // covered and that did not answer is reported unseen; one elsewhere is
 // not (the probe did not look there). If complete is false (the probe was
 // interrupted) nothing is reported unseen.
+//
+// What one address can add is bounded: a new identity answering at an
+// address whose last host answered in one probe only, and not in this
+// one, replaces that host (a key made anew for each probe is one host,
+// reported as a conflict, not one more host each time); and of the
+// identities last seen at one address, at most MaxPerAddress are kept,
+// those not seen for longest forgotten first, each with a warning. A
+// re-imaged host whose old identity answered in two probes or more
+// appears as new, and the old one as not seen.
 func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
-	ch := Changes{New: []HostChange{}, Moved: []HostChange{}, Renamed: []HostChange{}, Unseen: []HostChange{}, Conflicts: []string{}}
+	ch := Changes{New: []HostChange{}, Moved: []HostChange{}, Renamed: []HostChange{}, Unseen: []HostChange{}, Warnings: []Warning{}}
 	if s.Hosts == nil {
 		s.Hosts = map[string]*Host{}
 	}
-	sort.Slice(obs, func(i, j int) bool { return obs[i].Addr.Less(obs[j].Addr) })
-	seen := map[string]netip.Addr{}
-	// Known hosts by machine-id, kept current below, so that a new key is
-	// checked against them without a pass over every host. An entry whose
-	// host changed machine-id since is skipped where it is read.
+	s.assignNames()
+	obs = slices.Clone(obs)
+	sort.SliceStable(obs, func(i, j int) bool {
+		if obs[i].Addr != obs[j].Addr {
+			return obs[i].Addr.Less(obs[j].Addr)
+		}
+		return obs[i].Identity < obs[j].Identity
+	})
+	present := map[string]bool{}
+	for _, o := range obs {
+		present[o.Identity] = true
+	}
+	// Known hosts by machine-id and by address, kept current below, so
+	// that a new key is checked against them without a pass over every
+	// host. An entry whose host changed since is skipped where it is read.
 	byMachine := map[string][]*Host{}
+	byAddr := map[string][]*Host{}
 	for _, h := range s.Sorted() {
 		if h.MachineID != "" {
 			byMachine[h.MachineID] = append(byMachine[h.MachineID], h)
 		}
+		byAddr[h.IP] = append(byAddr[h.IP], h)
 	}
+	var news, moves, renames []event
+	var warns []*warning
+	seen := map[string]netip.Addr{}
 	for _, o := range obs {
 		if prev, dup := seen[o.Identity]; dup {
-			ch.Conflicts = append(ch.Conflicts, "identity "+o.Identity+" answered from both "+prev.String()+" and "+o.Addr.String()+": one agent key on two hosts (a copied key?)")
+			warns = append(warns, &warning{kind: KindCopiedKey, identity: o.Identity, addr: prev.String(), otherAddr: o.Addr.String()})
 			continue
 		}
 		seen[o.Identity] = o.Addr
 		f := o.Facts
+		if f == nil {
+			f = &proto.Facts{}
+		}
+		ip := o.Addr.String()
 		h := s.Hosts[o.Identity]
 		if h == nil {
 			if f.MachineID != "" {
 				for _, other := range byMachine[f.MachineID] {
-					if other.MachineID == f.MachineID && other.Identity != o.Identity {
-						ch.Conflicts = append(ch.Conflicts, "machine-id of "+other.Hostname+" ("+other.Identity+") now answers with identity "+o.Identity+" from "+o.Addr.String()+": a re-imaged host, or a cloned VM")
+					if other.MachineID == f.MachineID && other.Identity != o.Identity && s.Hosts[other.Identity] == other {
+						warns = append(warns, &warning{kind: KindMachineID, identity: o.Identity, addr: ip, other: other})
 					}
 				}
 			}
-			h = &Host{Identity: o.Identity, FirstSeen: now, IP: o.Addr.String(), Hostname: f.Hostname}
+			for _, old := range byAddr[ip] {
+				if old.IP == ip && old.Probes == 1 && !present[old.Identity] && s.Hosts[old.Identity] == old {
+					delete(s.Hosts, old.Identity)
+					warns = append(warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
+				}
+			}
+			h = &Host{Identity: o.Identity, FirstSeen: now, IP: ip, Hostname: f.Hostname}
 			s.Hosts[o.Identity] = h
-			ch.New = append(ch.New, HostChange{Identity: h.Identity, Hostname: f.Hostname, To: o.Addr.String()})
+			byAddr[ip] = append(byAddr[ip], h)
+			news = append(news, event{h: h, hostname: f.Hostname, to: ip})
 		} else {
-			if ip := o.Addr.String(); ip != h.IP {
-				ch.Moved = append(ch.Moved, HostChange{Identity: h.Identity, Hostname: f.Hostname, From: h.IP, To: ip})
+			if ip != h.IP {
+				moves = append(moves, event{h: h, hostname: f.Hostname, from: h.IP, to: ip})
 				h.History = append(h.History, Move{At: now, From: h.IP, To: ip})
+				if len(h.History) > MaxHistory {
+					h.History = slices.Delete(h.History, 0, len(h.History)-MaxHistory)
+				}
 				h.IP = ip
+				byAddr[ip] = append(byAddr[ip], h)
 			}
 			if f.Hostname != h.Hostname {
-				ch.Renamed = append(ch.Renamed, HostChange{Identity: h.Identity, Hostname: f.Hostname, From: h.Hostname, To: f.Hostname})
+				// The name follows the hostname: it is given anew below,
+				// from the new hostname, by the rules every name obeys.
+				renames = append(renames, event{h: h, hostname: f.Hostname, from: h.Hostname, to: f.Hostname, oldName: h.Name})
+				h.Name = ""
 			}
 		}
 		h.Hostname = f.Hostname
@@ -167,31 +239,102 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 		h.Kernel = f.Kernel
 		h.AgentVersion = f.AgentVersion
 		h.Gateway = f.Gateway()
-		h.Labels = f.Labels
+		var dropped []DroppedLabel
+		h.Labels, dropped = checkLabels(f.Labels)
+		if len(dropped) > 0 {
+			warns = append(warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: ip, dropped: dropped})
+		}
 		h.LastSeen = now
+		h.Probes++
 		h.Addresses = h.Addresses[:0]
 		for _, a := range f.Addresses() {
+			if len(h.Addresses) == MaxAddresses {
+				break
+			}
 			h.Addresses = append(h.Addresses, a.String())
 		}
 		h.MACs = h.MACs[:0]
 		for _, ifc := range f.Interfaces {
+			if len(h.MACs) == MaxAddresses {
+				break
+			}
 			if ifc.MAC != "" && !slices.Contains(h.MACs, ifc.MAC) && len(ifc.Addrs) > 0 {
 				h.MACs = append(h.MACs, ifc.MAC)
 			}
 		}
 	}
+	warns = append(warns, s.evict(present)...)
+	s.assignNames()
 	if complete {
 		for _, h := range s.Sorted() {
 			if _, ok := seen[h.Identity]; ok {
 				continue
 			}
 			if ip, err := netip.ParseAddr(h.IP); err == nil && covered(ip) {
-				ch.Unseen = append(ch.Unseen, HostChange{Identity: h.Identity, Hostname: h.Hostname, From: h.IP, Unseen: now.Sub(h.LastSeen)})
+				ch.Unseen = append(ch.Unseen, HostChange{Identity: h.Identity, Name: h.Name, Hostname: h.Hostname, From: h.IP, Unseen: now.Sub(h.LastSeen)})
 			}
 		}
 	}
+	for _, e := range news {
+		if s.Hosts[e.h.Identity] == e.h {
+			ch.New = append(ch.New, e.change())
+		}
+	}
+	for _, e := range moves {
+		ch.Moved = append(ch.Moved, e.change())
+	}
+	for _, e := range renames {
+		c := e.change()
+		if c.OldName == c.Name {
+			c.OldName = ""
+		}
+		ch.Renamed = append(ch.Renamed, c)
+	}
+	for _, w := range warns {
+		ch.Warnings = append(ch.Warnings, w.build(s))
+	}
 	s.Updated = now
 	return ch
+}
+
+// evict keeps at most MaxPerAddress identities per last address,
+// forgetting first those not seen for longest; hosts that answered in
+// this probe are kept.
+func (s *State) evict(present map[string]bool) []*warning {
+	byAddr := map[string][]*Host{}
+	for _, h := range s.Hosts {
+		byAddr[h.IP] = append(byAddr[h.IP], h)
+	}
+	addrs := make([]string, 0, len(byAddr))
+	for a, hs := range byAddr {
+		if len(hs) > MaxPerAddress {
+			addrs = append(addrs, a)
+		}
+	}
+	sort.Strings(addrs)
+	var out []*warning
+	for _, a := range addrs {
+		hs := byAddr[a]
+		sort.Slice(hs, func(i, j int) bool {
+			if !hs[i].LastSeen.Equal(hs[j].LastSeen) {
+				return hs[i].LastSeen.Before(hs[j].LastSeen)
+			}
+			return hs[i].Identity < hs[j].Identity
+		})
+		n := len(hs)
+		for _, h := range hs {
+			if n <= MaxPerAddress {
+				break
+			}
+			if present[h.Identity] {
+				continue
+			}
+			delete(s.Hosts, h.Identity)
+			out = append(out, &warning{kind: KindEvicted, identity: h.Identity, host: h, addr: a})
+			n--
+		}
+	}
+	return out
 }
 
 // Prune removes hosts not seen for longer than age and returns them.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -33,16 +34,41 @@ func DefaultPath() string {
 // inventory, or is damaged.
 var ErrForeign = errors.New("not an ifl inventory")
 
-// Load reads the state at path; a missing file is an empty state.
+// Load reads the state at path; a missing file is an empty state. A
+// symbolic link is refused: the state is replaced by rename on every
+// write, which would turn the link into a file, and a link planted in a
+// shared directory must not make ifl read, or lock, another file.
 func Load(path string) (*State, error) {
-	b, err := os.ReadFile(path)
+	f, err := openNoFollow(path, os.O_RDONLY, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return New(), nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("inventory %s: %w: not a regular file", path, ErrForeign)
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
 	return parse(path, b)
+}
+
+// openNoFollow opens path unless its last component is a symbolic link.
+func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_NOFOLLOW, perm)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("inventory: %s is a symbolic link: refused (point --state at the file itself)", path)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	return f, err
 }
 
 func parse(path string, b []byte) (*State, error) {
@@ -68,6 +94,9 @@ func parse(path string, b []byte) (*State, error) {
 			return nil, fmt.Errorf("inventory %s: %w: host %q is damaged (the file is left as it is)", path, ErrForeign, id)
 		}
 	}
+	// A state written before names were kept gets them here, the
+	// ones it had.
+	s.assignNames()
 	return &s, nil
 }
 
@@ -81,9 +110,12 @@ func Update(path string, fn func(*State) error) error {
 	}
 	// The lock is a file of its own: the state file is replaced by
 	// rename, and a lock on a replaced inode would lock nothing.
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := openNoFollow(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return fmt.Errorf("inventory: %w", err)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("inventory: %w", err)
+		}
+		return err
 	}
 	defer lock.Close()
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
@@ -114,6 +146,12 @@ func write(path string, s *State) error {
 		return fmt.Errorf("inventory: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
+	// By descriptor, before a byte is written: a name can be swapped
+	// between a close and a chmod.
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("inventory: writing %s: %w", path, err)
+	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
 		tmp.Close()
 		return fmt.Errorf("inventory: writing %s: %w", path, err)
@@ -123,10 +161,7 @@ func write(path string, s *State) error {
 		return fmt.Errorf("inventory: writing %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
-		return err
+		return fmt.Errorf("inventory: writing %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("inventory: %w", err)
