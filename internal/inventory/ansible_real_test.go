@@ -82,9 +82,8 @@ func hostileState(t *testing.T, path string) (payloads, pwned []string) {
 }
 
 type ansibleRun struct {
-	t    *testing.T
-	env  []string
-	home string
+	t   *testing.T
+	env []string
 }
 
 func (a *ansibleRun) run(args ...string) (stdout, stderr string) {
