@@ -236,14 +236,22 @@ func WriteKeyFile(path string, k interface{ MarshalText() ([]byte, error) }, ove
 	if err != nil {
 		return err
 	}
+	exists := fmt.Sprintf("%s already exists (use --force to replace it; every peer holding the old key must get the new one)", path)
+	if _, ok := k.(Identity); ok {
+		exists = fmt.Sprintf("%s already exists (use --force to replace it: the agent then has a new identity, which controllers see as a new host)", path)
+	}
 	if !overwrite {
 		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s already exists (use --force to replace it; every peer holding the old key must get the new one)", path)
+			return errors.New(exists)
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".ifl-key-*")
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("writing key %s: no directory %s (create it first: mkdir -p -m 0700 %s)", path, dir, dir)
+	}
+	tmp, err := os.CreateTemp(dir, ".ifl-key-*")
 	if err != nil {
-		return fmt.Errorf("writing key: %w", err)
+		return fmt.Errorf("writing key %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
@@ -268,7 +276,7 @@ func WriteKeyFile(path string, k interface{ MarshalText() ([]byte, error) }, ove
 	// replaced without --force.
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists (use --force to replace it)", path)
+			return errors.New(exists)
 		}
 		return fmt.Errorf("writing key: %w", err)
 	}

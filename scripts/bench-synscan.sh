@@ -33,8 +33,8 @@ bench() {
 			"nmap -sS") us=$(time_run $out nmap -n -sS -p $port "$prefix"); n=$(grep -c '^[0-9]*/tcp *open' $out || true) ;;
 			"nmap -sS -T5 --min-rate 10000") us=$(time_run $out nmap -n -sS -T5 --min-rate 10000 -p $port "$prefix"); n=$(grep -c '^[0-9]*/tcp *open' $out || true) ;;
 			"masscan --rate 10000 --wait 1") us=$(time_run $out masscan -p$port "$prefix" --rate 10000 --wait 1); n=$(grep -c 'Discovered open port' $out || true) ;;
-			"ifl probe") us=$(time_run $out ./ifl --network-key $key probe --no-state -p $port "$prefix"); n=$(grep -c ' agent ' $out || true) ;;
-			"ifl probe --connect") us=$(time_run $out ./ifl --network-key $key probe --no-state --connect -p $port "$prefix"); n=$(grep -c ' agent ' $out || true) ;;
+			"ifl probe") us=$(time_run $out ./ifl probe --network-key $key --no-state -p $port "$prefix"); n=$(grep -c ' agent ' $out || true) ;;
+			"ifl probe --connect") us=$(time_run $out ./ifl probe --network-key $key --no-state --connect -p $port "$prefix"); n=$(grep -c ' agent ' $out || true) ;;
 			"nmap -sT --unprivileged") us=$(time_run $out nmap -n -sT --unprivileged -p $port "$prefix"); n=$(grep -c '^[0-9]*/tcp *open' $out || true) ;;
 			esac
 			rm -f $out

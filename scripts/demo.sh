@@ -36,18 +36,18 @@ export IFL_STATE=/run/ifl-testnet/demo/inventory.json
 echo
 echo "# in the controller's namespace: probe its own subnet (the default targets)"
 echo "\$ ifl probe"
-ip netns exec $ctl ./ifl --network-key $key probe
+ip netns exec $ctl ./ifl probe --network-key $key
 first=$(.build/ifl-testnet status --name demo --json | awk -F'"' '/"role": "agent"/ {getline; getline; print $4; exit}')
 echo
 echo "# one agent, all its facts"
 echo "\$ ifl ping $first"
-ip netns exec $ctl ./ifl --network-key $key ping "$first"
+ip netns exec $ctl ./ifl ping --network-key $key "$first"
 
 echo
 echo "# DHCP moves h001 to 198.18.0.200; the next probe notices, by identity"
 .build/ifl-testnet move --name demo h001 198.18.0.200
 echo "\$ ifl probe -o json >/dev/null"
-ip netns exec $ctl ./ifl --network-key $key probe -o json >/dev/null
+ip netns exec $ctl ./ifl probe --network-key $key -o json >/dev/null
 
 echo
 echo "# what Ansible sees (scripts/ifl-inventory runs: ifl inventory --list)"

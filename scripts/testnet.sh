@@ -9,7 +9,7 @@
 #   scripts/testnet.sh up --help
 #
 # Then, for example:
-#   ip netns exec ifl-demo-ctl ./ifl --network-key /run/ifl-testnet/demo/network.key probe
+#   ip netns exec ifl-demo-ctl ./ifl probe --network-key /run/ifl-testnet/demo/network.key
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -20,12 +21,13 @@ import (
 
 // AgentCmd runs the agent.
 type AgentCmd struct {
-	Config      string `short:"c" type:"path" default:"${config}" placeholder:"FILE" help:"Config file (${default}; optional at the default path)."`
-	Port        int    `short:"p" help:"TCP port to listen on (overrides the config; default ${agent_port})."`
-	Listen      string `placeholder:"ADDR" help:"Address to listen on (overrides the config; default: all addresses)."`
-	IdentityKey string `type:"path" placeholder:"FILE" help:"Agent key file, created on first start (overrides the config; default ${identity_key})."`
-	LogLevel    string `enum:"debug,info,warn,error," default:"" help:"Log level: debug, info, warn or error (overrides the config; default info)."`
-	LogFormat   string `enum:"auto,console,json" default:"auto" help:"Log format: console on a terminal, JSON otherwise (auto), or forced."`
+	Config      string   `short:"c" type:"path" default:"${config}" placeholder:"FILE" help:"Config file (${default}; optional at the default path)."`
+	NetworkKey  []string `name:"network-key" env:"IFL_NETWORK_KEY" placeholder:"FILE" help:"Network key file; repeat the flag (or separate with commas) to accept several during a key rotation (overrides network_keys: in the config; default ${network_key})."`
+	Port        *int     `short:"p" help:"TCP port to listen on (overrides the config; default ${agent_port})."`
+	Listen      string   `placeholder:"ADDR" help:"Address to listen on (overrides the config; default: all addresses)."`
+	IdentityKey string   `type:"path" placeholder:"FILE" help:"Agent key file, created on first start (overrides the config; default ${identity_key})."`
+	LogLevel    string   `enum:"debug,info,warn,error," default:"" help:"Log level: debug, info, warn or error (overrides the config; default info)."`
+	LogFormat   string   `enum:"auto,console,json" default:"auto" help:"Log format: console on a terminal, JSON otherwise (auto), or forced."`
 }
 
 // Help is shown by 'ifl agent --help'.
@@ -35,8 +37,12 @@ host's facts (hostname, machine-id, OS, interfaces and addresses, default
 route, labels). It needs no privilege and no capability. Peers without the
 network key get no answer at all.
 
-Signals: SIGTERM or SIGINT stop it gracefully; SIGHUP reloads the labels and
-network keys from the config file without closing the listener.
+Flags override the config file, each of them: --network-key (repeat it to
+accept several keys during a rotation) replaces network_keys:.
+
+Signals: SIGTERM or SIGINT stop it gracefully; SIGHUP re-reads the config
+file and the key files (labels and network keys) without closing the
+listener.
 
 Config (YAML, every key optional):
   port: 7440
@@ -65,19 +71,27 @@ type settings struct {
 	level       zerolog.Level
 }
 
-func (c *AgentCmd) settings(g *Globals, log *zerolog.Logger) (*settings, error) {
+func (c *AgentCmd) settings(log *zerolog.Logger) (*settings, error) {
 	explicit := c.Config != agent.DefaultConfigPath
 	cfg, err := agent.LoadConfig(c.Config, !explicit)
 	if err != nil {
 		return nil, err
 	}
 	s := &settings{cfg: cfg, keyFiles: cfg.NetworkKeys, identityKey: cfg.IdentityKey}
-	port := cfg.Port
-	if c.Port != 0 {
-		if c.Port < 1024 || c.Port > 65535 {
-			return nil, fmt.Errorf("--port %d: want a port from 1024 to 65535 (the agent runs without privileges)", c.Port)
+	host := cfg.Listen
+	if c.Listen != "" {
+		a, err := netip.ParseAddr(c.Listen)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("--listen %q: want an IP address such as 0.0.0.0, :: or 198.18.0.5 (the port is --port)", c.Listen)
 		}
-		port = c.Port
+		host = c.Listen
+	}
+	port := cfg.Port
+	if c.Port != nil {
+		if *c.Port < 1024 || *c.Port > 65535 {
+			return nil, fmt.Errorf("--port %d: want a port from 1024 to 65535 (the agent runs without privileges)", *c.Port)
+		}
+		port = *c.Port
 	}
 	if port == 0 {
 		port = agent.DefaultPort
@@ -85,13 +99,13 @@ func (c *AgentCmd) settings(g *Globals, log *zerolog.Logger) (*settings, error) 
 			log.Warn().Str("event", "config").Int("port", port).Str("config", c.Config).Msg("no port configured; using the default port")
 		}
 	}
-	host := cfg.Listen
-	if c.Listen != "" {
-		host = c.Listen
-	}
 	s.addr = net.JoinHostPort(host, strconv.Itoa(port))
+	// Flags override the file, the network keys too.
+	if len(c.NetworkKey) > 0 {
+		s.keyFiles = c.NetworkKey
+	}
 	if len(s.keyFiles) == 0 {
-		s.keyFiles = []string{g.NetworkKey}
+		s.keyFiles = []string{agent.DefaultNetworkKey}
 	}
 	if c.IdentityKey != "" {
 		s.identityKey = c.IdentityKey
@@ -123,9 +137,9 @@ func loadNetworkKeys(files []string) ([]proto.NetworkKey, error) {
 }
 
 // Run runs the agent until ctx is cancelled (SIGINT/SIGTERM).
-func (c *AgentCmd) Run(ctx context.Context, g *Globals, env *Env) error {
+func (c *AgentCmd) Run(ctx context.Context, env *Env) error {
 	log := newLogger(env, c.LogFormat)
-	s, err := c.settings(g, &log)
+	s, err := c.settings(&log)
 	if err != nil {
 		return err
 	}
@@ -175,7 +189,7 @@ func (c *AgentCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				c.reload(a, g, &log)
+				c.reload(a, &log)
 			}
 		}
 	}()
@@ -187,8 +201,8 @@ func (c *AgentCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 
 // reload re-reads the config file and swaps in its labels and keys; a bad
 // file is logged and the running values are kept.
-func (c *AgentCmd) reload(a *agent.Agent, g *Globals, log *zerolog.Logger) {
-	s, err := c.settings(g, nil)
+func (c *AgentCmd) reload(a *agent.Agent, log *zerolog.Logger) {
+	s, err := c.settings(nil)
 	if err == nil {
 		var keys []proto.NetworkKey
 		if keys, err = loadNetworkKeys(s.keyFiles); err == nil {

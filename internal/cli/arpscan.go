@@ -73,8 +73,9 @@ type arpReport struct {
 
 // Run sweeps.
 func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
-	if c.JSON {
-		c.Output = "json"
+	var err error
+	if c.Output, err = outputFormat(c.JSON, c.Output); err != nil {
+		return err
 	}
 	if err := checkPacing(c.Rate, "requests", c.Retries, 20, c.Timeout, "20ms"); err != nil {
 		return err

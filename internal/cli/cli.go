@@ -29,23 +29,23 @@ import (
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=...".
 var Version = "dev"
 
-// Globals are flags every command takes.
-type Globals struct {
+// KeyFlag is the network key of the commands that talk to agents.
+type KeyFlag struct {
 	NetworkKey string `name:"network-key" type:"path" env:"IFL_NETWORK_KEY" default:"${network_key}" placeholder:"FILE" help:"Pre-shared network key file, the same on every controller and agent (${default}; create it with 'ifl keygen')."`
 }
 
 // CLI is the root command.
 type CLI struct {
-	Globals
+	Version kong.VersionFlag `short:"V" help:"Print the version and exit."`
 
-	Probe     ProbeCmd     `cmd:"" help:"Find ifl agents on the network and report their addresses and facts."`
-	ArpScan   ArpScanCmd   `cmd:"" name:"arp-scan" help:"Find the live hosts of the local segment with ARP (needs CAP_NET_RAW)."`
-	Scan      ScanCmd      `cmd:"" help:"Find open TCP ports with SYN probes (or connect() without CAP_NET_RAW)."`
-	Ping      PingCmd      `cmd:"" help:"Handshake with one agent and show its facts."`
-	Inventory InventoryCmd `cmd:"" help:"Show the inventory the probes keep: for people, or for Ansible (--list, --host, -o yaml)."`
-	Agent     AgentCmd     `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
-	Keygen    KeygenCmd    `cmd:"" help:"Create a network key, or an agent key with --agent."`
-	Version   VersionCmd   `cmd:"" help:"Print the version."`
+	Probe      ProbeCmd     `cmd:"" help:"Find ifl agents on the network and report their addresses and facts."`
+	ArpScan    ArpScanCmd   `cmd:"" name:"arp-scan" help:"Find the live hosts of the local segment with ARP (needs CAP_NET_RAW)."`
+	Scan       ScanCmd      `cmd:"" help:"Find open TCP ports with SYN probes (or connect() without CAP_NET_RAW)."`
+	Ping       PingCmd      `cmd:"" help:"Handshake with one agent and show its facts."`
+	Inventory  InventoryCmd `cmd:"" help:"Show the inventory the probes keep: for people, or for Ansible (--list, --host, -o yaml)."`
+	Agent      AgentCmd     `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
+	Keygen     KeygenCmd    `cmd:"" help:"Create a network key, or an agent key with --agent."`
+	VersionCmd VersionCmd   `cmd:"" name:"version" help:"Print the version."`
 }
 
 // Env is what commands get from their caller instead of reaching for
@@ -96,6 +96,7 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 		kong.Exit(exit),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Vars{
+			"version":           versionString(),
 			"network_key":       agent.DefaultNetworkKey,
 			"config":            agent.DefaultConfigPath,
 			"identity_key":      agent.DefaultIdentityKey,
@@ -154,7 +155,7 @@ func runEnv(ctx context.Context, args []string, env *Env) int {
 		return 2
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
-	err = kctx.Run(&cli.Globals)
+	err = kctx.Run()
 	switch {
 	case err == nil:
 		return 0
@@ -246,6 +247,18 @@ func expandTargets(ctx context.Context, cmd string, words []string, tf *TargetFl
 		return nil, fmt.Errorf("%s: no addresses", cmd)
 	}
 	return addrs, nil
+}
+
+// outputFormat reconciles --json with -o: --json is -o json, and asking
+// for both JSON and another format is a contradiction, not a choice.
+func outputFormat(jsonFlag bool, output string) (string, error) {
+	if !jsonFlag {
+		return output, nil
+	}
+	if output != "table" && output != "json" {
+		return "", fmt.Errorf("--json and -o %s ask for two formats: give one", output)
+	}
+	return "json", nil
 }
 
 // orNone turns a flag's 0 into the libraries' "none": there a zero value

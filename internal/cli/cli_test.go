@@ -72,7 +72,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bogus"}, "ifl: unexpected argument bogus\nrun 'ifl --help' for usage\n"},
 		{[]string{"probe", "--bogus"}, "ifl: unknown flag --bogus\nrun 'ifl probe --help' for usage\n"},
 		{[]string{"probe", "-o", "xml", "127.0.0.1"}, "ifl: --output must be one of \"table\",\"json\",\"yaml\" but got \"xml\"\nrun 'ifl probe --help' for usage\n"},
-		{[]string{"--network-key", "/nonexistent/key", "ping", "127.0.0.1"}, "ifl: key file /nonexistent/key does not exist (create one with: ifl keygen /nonexistent/key)\n"},
+		{[]string{"ping", "--network-key", "/nonexistent/key", "127.0.0.1"}, "ifl: key file /nonexistent/key does not exist (create one with: ifl keygen /nonexistent/key)\n"},
 		{[]string{"scan", "198.18.0.1", "--rate", "0"}, "ifl: --rate 0: want 1 to 1000000 probes per second\n"},
 		{[]string{"scan", "198.18.0.1", "--retries", "11"}, "ifl: --retries 11: want 0-10\n"},
 		{[]string{"arp-scan", "eth0", "--timeout", "0s"}, "ifl: --timeout 0s: want a positive duration such as 20ms\n"},
@@ -130,12 +130,12 @@ func TestAgentConfigErrors(t *testing.T) {
 	run(t, "keygen", keyFile)
 	port := strconv.Itoa(busy.Addr().(*net.TCPAddr).Port)
 	os.WriteFile(cfg, nil, 0o644)
-	code, _, stderr = run(t, "--network-key", keyFile, "agent", "--config", cfg, "--identity-key", filepath.Join(dir, "agent.key"), "--listen", "127.0.0.1", "--port", port)
+	code, _, stderr = run(t, "agent", "--network-key", keyFile, "--config", cfg, "--identity-key", filepath.Join(dir, "agent.key"), "--listen", "127.0.0.1", "--port", port)
 	if want := "ifl: agent: 127.0.0.1:" + port + " is in use (another agent running? choose another with --port or port: in " + cfg + ")\n"; code != 2 || !strings.HasSuffix(stderr, want) {
 		t.Fatalf("busy port: exit %d, %q; want %q", code, stderr, want)
 	}
 	os.WriteFile(cfg, []byte("port: 7440\n"), 0o644)
-	code, _, stderr = run(t, "--network-key", filepath.Join(dir, "nokey"), "agent", "--config", cfg)
+	code, _, stderr = run(t, "agent", "--network-key", filepath.Join(dir, "nokey"), "--config", cfg)
 	if code != 2 || !strings.Contains(stderr, "does not exist (create one with: ifl keygen") {
 		t.Fatalf("missing key: exit %d, %q", code, stderr)
 	}
@@ -158,12 +158,12 @@ func TestPing(t *testing.T) {
 	host, _ := os.Hostname()
 	target := "127.0.0.1:" + strconv.Itoa(port)
 
-	code, stdout, stderr := run(t, "--network-key", keyFile, "ping", target)
+	code, stdout, stderr := run(t, "ping", "--network-key", keyFile, target)
 	if code != 0 || !strings.Contains(stdout, "identity    "+id.Fingerprint()+"\n") || !strings.Contains(stdout, "hostname    "+host+"\n") {
 		t.Fatalf("ping: exit %d\nstdout:\n%s\nstderr: %s", code, stdout, stderr)
 	}
 
-	code, stdout, _ = run(t, "--network-key", keyFile, "ping", "--json", target)
+	code, stdout, _ = run(t, "ping", "--network-key", keyFile, "--json", target)
 	var rep hostReport
 	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil {
 		t.Fatalf("ping --json: exit %d, %v\n%s", code, err, stdout)
@@ -172,14 +172,14 @@ func TestPing(t *testing.T) {
 		t.Errorf("ping --json: %+v", rep)
 	}
 
-	code, _, stderr = run(t, "--network-key", keyFile, "ping", "--identity", "0123", target)
+	code, _, stderr = run(t, "ping", "--network-key", keyFile, "--identity", "0123", target)
 	if code != 1 || !strings.Contains(stderr, "identity-mismatch: unknown agent identity: agent is "+id.Fingerprint()+", expected 0123") {
 		t.Errorf("ping --identity: exit %d, %q", code, stderr)
 	}
 
 	other := filepath.Join(t.TempDir(), "other.key")
 	run(t, "keygen", other)
-	code, _, stderr = run(t, "--network-key", other, "ping", target)
+	code, _, stderr = run(t, "ping", "--network-key", other, target)
 	if code != 1 || !strings.Contains(stderr, "rejected: handshake rejected: the agent closed the connection without answering (wrong network key") {
 		t.Errorf("wrong key: exit %d, %q", code, stderr)
 	}
@@ -187,7 +187,7 @@ func TestPing(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()
 	ln.Close()
-	code, _, stderr = run(t, "--network-key", keyFile, "ping", closed)
+	code, _, stderr = run(t, "ping", "--network-key", keyFile, closed)
 	if code != 1 || stderr != "ifl: ping "+closed+": closed: connection refused (no agent listening on that port)\n" {
 		t.Errorf("closed port: exit %d, %q", code, stderr)
 	}
@@ -196,7 +196,7 @@ func TestPing(t *testing.T) {
 func TestProbe(t *testing.T) {
 	keyFile, port, id := startAgent(t)
 	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
-	code, stdout, stderr := run(t, "--network-key", keyFile, "probe", "--connect", "-p", strconv.Itoa(port), "127.0.0.1-3", "-o", "json")
+	code, stdout, stderr := run(t, "probe", "--network-key", keyFile, "--connect", "-p", strconv.Itoa(port), "127.0.0.1-3", "-o", "json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -215,7 +215,7 @@ func TestProbe(t *testing.T) {
 		t.Errorf("stderr %q", stderr)
 	}
 
-	code, stdout, _ = run(t, "--network-key", keyFile, "probe", "-p", strconv.Itoa(port), "127.0.0.1")
+	code, stdout, _ = run(t, "probe", "--network-key", keyFile, "-p", strconv.Itoa(port), "127.0.0.1")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "ADDRESS") || !strings.HasPrefix(lines[1], "127.0.0.1  agent") {
 		t.Errorf("table: exit %d\n%s", code, stdout)
@@ -230,7 +230,7 @@ func TestProbeInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var out, errb bytes.Buffer
-	code := Main(ctx, []string{"--network-key", keyFile, "probe", "--connect", "-p", strconv.Itoa(port), "-o", "json", "127.0.0.1"}, &out, &errb)
+	code := Main(ctx, []string{"probe", "--network-key", keyFile, "--connect", "-p", strconv.Itoa(port), "-o", "json", "127.0.0.1"}, &out, &errb)
 	var rep probeReport
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("no report after an interrupt: %v\n%s", err, out.String())
@@ -308,7 +308,7 @@ func TestInventoryPrune(t *testing.T) {
 func TestProbeIPv6Target(t *testing.T) {
 	keyFile, port, id := startAgent(t)
 	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
-	code, stdout, stderr := run(t, "--network-key", keyFile, "probe", "-p", strconv.Itoa(port), "--all", "127.0.0.1", "::1", "-o", "json")
+	code, stdout, stderr := run(t, "probe", "--network-key", keyFile, "-p", strconv.Itoa(port), "--all", "127.0.0.1", "::1", "-o", "json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

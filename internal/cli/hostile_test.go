@@ -148,7 +148,7 @@ func TestHostileFactsReachNoTerminalRaw(t *testing.T) {
 	keyFile, port := startHostileAgent(t, hostileFacts())
 	target := "127.0.0.1:" + strconv.Itoa(port)
 
-	code, stdout, stderr := run(t, "--network-key", keyFile, "ping", target)
+	code, stdout, stderr := run(t, "ping", "--network-key", keyFile, target)
 	if code != 0 {
 		t.Fatalf("ping: exit %d: %s", code, stderr)
 	}
@@ -162,7 +162,7 @@ func TestHostileFactsReachNoTerminalRaw(t *testing.T) {
 	}
 
 	// Machine formats stay exact.
-	code, stdout, _ = run(t, "--network-key", keyFile, "ping", "--json", target)
+	code, stdout, _ = run(t, "ping", "--network-key", keyFile, "--json", target)
 	var rep hostReport
 	if err := json.Unmarshal([]byte(stdout), &rep); code != 0 || err != nil {
 		t.Fatalf("ping --json: exit %d, %v", code, err)
@@ -172,7 +172,7 @@ func TestHostileFactsReachNoTerminalRaw(t *testing.T) {
 	}
 
 	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
-	code, stdout, stderr = run(t, "--network-key", keyFile, "probe", "--connect", "-p", strconv.Itoa(port), "127.0.0.1")
+	code, stdout, stderr = run(t, "probe", "--network-key", keyFile, "--connect", "-p", strconv.Itoa(port), "127.0.0.1")
 	if code != 0 {
 		t.Fatalf("probe: exit %d: %s", code, stderr)
 	}
@@ -189,7 +189,7 @@ func TestHostileFactsReachNoTerminalRaw(t *testing.T) {
 
 func TestHostileErrorMessageIsOneSafeLine(t *testing.T) {
 	keyFile, port := startErrorAgent(t, &proto.Error{Code: "internal" + setTitle, Message: clearScreen + "sorry" + forgedLine})
-	code, stdout, stderr := run(t, "--network-key", keyFile, "ping", "127.0.0.1:"+strconv.Itoa(port))
+	code, stdout, stderr := run(t, "ping", "--network-key", keyFile, "127.0.0.1:"+strconv.Itoa(port))
 	if code != 1 {
 		t.Fatalf("ping: exit %d, want 1: %s", code, stderr)
 	}
@@ -253,7 +253,7 @@ func TestPingShowsTruncation(t *testing.T) {
 		f.Labels["label"+strconv.Itoa(i)] = strings.Repeat("v", 20)
 	}
 	keyFile, port := startHostileAgent(t, f)
-	code, stdout, stderr := run(t, "--network-key", keyFile, "ping", "127.0.0.1:"+strconv.Itoa(port))
+	code, stdout, stderr := run(t, "ping", "--network-key", keyFile, "127.0.0.1:"+strconv.Itoa(port))
 	if code != 0 {
 		t.Fatalf("ping: exit %d: %s", code, stderr)
 	}

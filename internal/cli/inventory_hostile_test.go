@@ -29,7 +29,7 @@ func TestHostileAgentOnTerminal(t *testing.T) {
 	id := a.Identity.Fingerprint()
 	name := "ifl-" + id[:8]
 
-	code, stdout, stderr := run(t, "--network-key", keyFile, "probe", "--connect", "--state", state, "-p", strconv.Itoa(a.Port), "127.0.0.1", "-o", "json")
+	code, stdout, stderr := run(t, "probe", "--network-key", keyFile, "--connect", "--state", state, "-p", strconv.Itoa(a.Port), "127.0.0.1", "-o", "json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

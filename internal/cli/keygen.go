@@ -9,7 +9,7 @@ import (
 
 // KeygenCmd writes a new key file.
 type KeygenCmd struct {
-	File  string `arg:"" optional:"" type:"path" help:"Where to write the key (default: the --network-key path, or ${identity_key} with --agent)."`
+	File  string `arg:"" optional:"" type:"path" help:"Where to write the key (default: ${network_key}, or ${identity_key} with --agent)."`
 	Agent bool   `help:"Write an agent identity key instead of a network key, and print its fingerprint."`
 	Force bool   `help:"Replace an existing key file. Every peer holding the old key must get the new one."`
 }
@@ -28,7 +28,7 @@ Examples:
 }
 
 // Run writes the key.
-func (c *KeygenCmd) Run(g *Globals, env *Env) error {
+func (c *KeygenCmd) Run(env *Env) error {
 	path := c.File
 	if c.Agent {
 		if path == "" {
@@ -46,7 +46,7 @@ func (c *KeygenCmd) Run(g *Globals, env *Env) error {
 		return nil
 	}
 	if path == "" {
-		path = g.NetworkKey
+		path = agent.DefaultNetworkKey
 	}
 	k, err := proto.NewNetworkKey()
 	if err != nil {

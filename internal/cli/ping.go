@@ -22,6 +22,7 @@ type PingCmd struct {
 	Timeout  time.Duration `default:"3s" help:"Time allowed for the connection, and again for the handshake and ping."`
 	Identity string        `placeholder:"FINGERPRINT" help:"Require this agent identity (as shown by a previous ping or probe); another one is an error."`
 	JSON     bool          `help:"Print the result as JSON."`
+	KeyFlag  `embed:""`
 }
 
 // Help is shown by 'ifl ping --help'.
@@ -36,12 +37,15 @@ Examples:
 }
 
 // Run pings the agent.
-func (c *PingCmd) Run(ctx context.Context, g *Globals, env *Env) error {
+func (c *PingCmd) Run(ctx context.Context, env *Env) error {
+	if c.Timeout <= 0 {
+		return fmt.Errorf("--timeout %v: want a positive duration such as 3s", c.Timeout)
+	}
 	addr, err := c.resolve(ctx)
 	if err != nil {
 		return err
 	}
-	key, err := proto.LoadNetworkKey(g.NetworkKey)
+	key, err := proto.LoadNetworkKey(c.NetworkKey)
 	if err != nil {
 		return err
 	}
@@ -80,6 +84,15 @@ func (c *PingCmd) resolve(ctx context.Context) (netip.AddrPort, error) {
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
 		return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
+	}
+	// A prefix, a range or a mistyped address is not a host name.
+	switch {
+	case strings.Contains(host, "/") || strings.Trim(host, "0123456789.") != "" && strings.Trim(host, "0123456789.-") == "":
+		return netip.AddrPort{}, fmt.Errorf("%q: ping takes one host, not a prefix or a range (for many hosts: ifl probe %s)", c.Host, c.Host)
+	case strings.Trim(host, "0123456789.") == "":
+		return netip.AddrPort{}, fmt.Errorf("%q: not an IP address", c.Host)
+	case strings.Contains(host, ":"):
+		return netip.AddrPort{}, fmt.Errorf("%q: not an IP address (an IPv6 address with a port goes in brackets: [2001:db8::5]:7440)", c.Host)
 	}
 	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(addrs) == 0 {

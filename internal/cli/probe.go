@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ type ProbeCmd struct {
 	JSON        bool          `help:"Same as -o json."`
 	All         bool          `help:"List every address probed, closed and filtered ones too (default: open ports only)."`
 	TargetFlags `embed:""`
+	KeyFlag     `embed:""`
 	State       string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
 	NoState     bool          `help:"Do not read or update the inventory."`
 	Watch       time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m) until stopped, logging each change; the inventory stays current."`
@@ -64,11 +66,19 @@ Examples:
 
 // Run probes the targets, updates the inventory and prints the report; with
 // --watch it does so on every interval until stopped.
-func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
-	if c.JSON {
-		c.Output = "json"
+func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
+	var err error
+	if c.Output, err = outputFormat(c.JSON, c.Output); err != nil {
+		return err
 	}
+	// IFL_STATE in the environment gives way to --no-state; a --state on
+	// the same command line is a contradiction.
+	stateFlag := c.State != "" && c.State != os.Getenv("IFL_STATE")
 	switch {
+	case c.NoState && stateFlag:
+		return fmt.Errorf("--state %s and --no-state ask for opposite things: give one", c.State)
+	case c.Watch > 0 && c.Output == "yaml":
+		return fmt.Errorf("--watch with -o yaml: a watch prints events as they come; -o json prints each round as one line of JSON")
 	case c.Port < 1 || c.Port > 65535:
 		return fmt.Errorf("--port %d: want 1-65535", c.Port)
 	case c.Retries < 0 || c.Retries > 10:
@@ -88,7 +98,7 @@ func (c *ProbeCmd) Run(ctx context.Context, g *Globals, env *Env) error {
 	if err != nil {
 		return err
 	}
-	key, err := proto.LoadNetworkKey(g.NetworkKey)
+	key, err := proto.LoadNetworkKey(c.NetworkKey)
 	if err != nil {
 		return err
 	}
@@ -234,6 +244,13 @@ func (r *prober) watch(ctx context.Context) error {
 		if ctx.Err() != nil {
 			log.Info().Str("event", "stopped").Msg("stopped")
 			return nil
+		}
+		if r.cmd.Output == "json" && res != nil {
+			// One round, one line: JSON lines, for a reader that
+			// follows the stream.
+			if werr := writeJSONLine(r.env.Stdout, res); werr != nil {
+				return werr
+			}
 		}
 		switch {
 		case err != nil:

@@ -178,6 +178,15 @@ type probeReport struct {
 	Changes *inventory.Changes `json:"changes,omitempty" yaml:"changes,omitempty"`
 }
 
+// writeJSONLine writes one probe round as one line of JSON.
+func writeJSONLine(w io.Writer, run *probeRun) error {
+	rep := probeReport{Hosts: make([]hostReport, 0, len(run.found)), Summary: run.summary, Changes: run.changes}
+	for _, r := range run.found {
+		rep.Hosts = append(rep.Hosts, newHostReport(r))
+	}
+	return json.NewEncoder(w).Encode(rep)
+}
+
 func writeReport(w io.Writer, format string, rs []probe.Result, s summary, ch *inventory.Changes) error {
 	rep := probeReport{Hosts: make([]hostReport, 0, len(rs)), Summary: s, Changes: ch}
 	for _, r := range rs {

@@ -15,7 +15,7 @@ import (
 // ScanCmd is a general port scanner.
 type ScanCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names (or --input-list FILE)."`
-	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010."`
+	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
 	All         bool          `help:"Also list closed and filtered ports (default: open only)."`
 	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
 	Rate        int           `default:"${syn_rate}" help:"Probes per second."`
@@ -50,8 +50,9 @@ type scanRow struct {
 
 // Run scans.
 func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
-	if c.JSON {
-		c.Output = "json"
+	var err error
+	if c.Output, err = outputFormat(c.JSON, c.Output); err != nil {
+		return err
 	}
 	if err := checkPacing(c.Rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
 		return err

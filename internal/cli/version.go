@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"runtime"
+
+	"github.com/ifl-project/ifl/proto"
 )
 
 // VersionCmd prints the version.
@@ -10,6 +12,11 @@ type VersionCmd struct{}
 
 // Run prints the version, the Go version and the platform.
 func (c *VersionCmd) Run(env *Env) error {
-	fmt.Fprintf(env.Stdout, "ifl %s (%s, %s/%s, protocol %s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH, "ifl/1")
+	fmt.Fprintln(env.Stdout, versionString())
 	return nil
+}
+
+// versionString is what 'ifl version' and 'ifl --version' print.
+func versionString() string {
+	return fmt.Sprintf("ifl %s (%s, %s/%s, protocol %s)", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH, proto.Prologue)
 }

@@ -84,10 +84,10 @@ func runIFL(t *testing.T, lan *testnet.LAN, wrapper, args []string) (stdout, std
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	argv := append(append(wrapper, lan.IFL, "--network-key", lan.NetworkKey), args...)
+	argv := append(append(wrapper, lan.IFL), args...)
 	cmd := lan.Controller.Command(ctx, argv[0], argv[1:]...)
-	// The LAN's own inventory, gone with it: never the machine's.
-	cmd.Env = append(os.Environ(), "IFL_STATE="+filepath.Join(lan.Dir, "inventory.json"))
+	// The LAN's own key and inventory, gone with it: never the machine's.
+	cmd.Env = append(os.Environ(), "IFL_NETWORK_KEY="+lan.NetworkKey, "IFL_STATE="+filepath.Join(lan.Dir, "inventory.json"))
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -150,7 +150,7 @@ func TestProbeWatch(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "inventory.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := lan.Controller.Command(ctx, lan.IFL, "--network-key", lan.NetworkKey, "probe", "--watch", "1s", "--state", state)
+	cmd := lan.Controller.Command(ctx, lan.IFL, "probe", "--network-key", lan.NetworkKey, "--watch", "1s", "--state", state)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestContradictionsAndBadValues: flags that contradict each other, and
+// values that are not allowed, are usage errors that say what to do.
+func TestContradictionsAndBadValues(t *testing.T) {
+	dir := t.TempDir()
+	agentKey := filepath.Join(dir, "agent.key")
+	emptyConfig := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(emptyConfig, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := run(t, "keygen", "--agent", agentKey); code != 0 {
+		t.Fatalf("keygen --agent: %s", stderr)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"probe", "--json", "-o", "yaml", "198.18.0.1"}, "ifl: --json and -o yaml ask for two formats: give one\n"},
+		{[]string{"scan", "--json", "-o", "table", "198.18.0.1"}, ""}, // -o table is the default: nothing to contradict
+		{[]string{"probe", "--no-state", "--state", "/tmp/x.json", "198.18.0.1"}, "ifl: --state /tmp/x.json and --no-state ask for opposite things: give one\n"},
+		{[]string{"probe", "--watch", "1m", "-o", "yaml", "198.18.0.1"}, "ifl: --watch with -o yaml: a watch prints events as they come; -o json prints each round as one line of JSON\n"},
+		{[]string{"ping", "--timeout", "0s", "127.0.0.1"}, "ifl: --timeout 0s: want a positive duration such as 3s\n"},
+		{[]string{"ping", "127.0.0.1/32"}, "ifl: \"127.0.0.1/32\": ping takes one host, not a prefix or a range (for many hosts: ifl probe 127.0.0.1/32)\n"},
+		{[]string{"ping", "198.18.0.1-5"}, "ifl: \"198.18.0.1-5\": ping takes one host, not a prefix or a range (for many hosts: ifl probe 198.18.0.1-5)\n"},
+		{[]string{"ping", "127.0.0.256"}, "ifl: \"127.0.0.256\": not an IP address\n"},
+		{[]string{"ping", "fe80::zz"}, "ifl: \"fe80::zz\": not an IP address (an IPv6 address with a port goes in brackets: [2001:db8::5]:7440)\n"},
+		{[]string{"agent", "--config", emptyConfig, "--port", "0"}, "ifl: --port 0: want a port from 1024 to 65535 (the agent runs without privileges)\n"},
+		{[]string{"agent", "--config", emptyConfig, "--listen", "127.0.0.1:17442"}, "ifl: --listen \"127.0.0.1:17442\": want an IP address such as 0.0.0.0, :: or 198.18.0.5 (the port is --port)\n"},
+		{[]string{"keygen", "/nonexistent/dir/network.key"}, "ifl: keygen: writing key /nonexistent/dir/network.key: no directory /nonexistent/dir (create it first: mkdir -p -m 0700 /nonexistent/dir)\n"},
+		{[]string{"keygen", "--agent", agentKey}, "ifl: keygen: " + agentKey + " already exists (use --force to replace it: the agent then has a new identity, which controllers see as a new host)\n"},
+		{[]string{"arp-scan", "eth0", "--network-key", "x"}, "ifl: unknown flag --network-key\nrun 'ifl arp-scan --help' for usage\n"},
+		{[]string{"inventory", "--network-key", "x"}, "ifl: unknown flag --network-key\nrun 'ifl inventory --help' for usage\n"},
+	} {
+		if tt.want == "" {
+			continue
+		}
+		code, _, stderr := run(t, tt.args...)
+		if code != 2 || stderr != tt.want {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2, %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	for _, arg := range []string{"--version", "-V", "version"} {
+		code, stdout, _ := run(t, arg)
+		if code != 0 || !strings.HasPrefix(stdout, "ifl "+Version+" (go") || !strings.HasSuffix(stdout, ", protocol ifl/1)\n") {
+			t.Errorf("ifl %s: exit %d, %q", arg, code, stdout)
+		}
+	}
+}
+
+// TestNoStateBeatsTheEnvironment: IFL_STATE set for every command gives
+// way to --no-state, which is no contradiction.
+func TestNoStateBeatsTheEnvironment(t *testing.T) {
+	keyFile, port, _ := startAgent(t)
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	t.Setenv("IFL_STATE", state)
+	code, _, stderr := run(t, "probe", "--network-key", keyFile, "--connect", "--no-state", "-p", strconv.Itoa(port), "127.0.0.1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("--no-state wrote %s: %v", state, err)
+	}
+}
+
+// TestAgentFlagsOverrideConfigKeys: --network-key replaces network_keys:
+// of the config, as every flag overrides the file.
+func TestAgentFlagsOverrideConfigKeys(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("network_keys: [/etc/ifl/old.key]\nport: 7441\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		flags []string
+		want  []string
+	}{
+		{nil, []string{"/etc/ifl/old.key"}},
+		{[]string{"/run/a.key"}, []string{"/run/a.key"}},
+		{[]string{"/run/a.key", "/run/b.key"}, []string{"/run/a.key", "/run/b.key"}},
+	} {
+		c := &AgentCmd{Config: cfg, NetworkKey: tt.flags}
+		s, err := c.settings(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tt.want, s.keyFiles); diff != "" {
+			t.Errorf("--network-key %v (-want +got):\n%s", tt.flags, diff)
+		}
+	}
+	// Repeated flags, and commas, as kong reads them.
+	var cli CLI
+	p, err := New(&cli, &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Parse([]string{"agent", "--network-key", "/run/a.key", "--network-key", "/run/b.key,/run/c.key"}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"/run/a.key", "/run/b.key", "/run/c.key"}, cli.Agent.NetworkKey); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// lineWriter calls done at the first whole line written.
+type lineWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	done func()
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(b)
+	if bytes.Contains(w.buf.Bytes(), []byte("\n")) {
+		w.done()
+	}
+	return len(b), nil
+}
+
+// TestWatchJSONLines: --watch -o json prints each round as one line of
+// JSON.
+func TestWatchJSONLines(t *testing.T) {
+	keyFile, port, id := startAgent(t)
+	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &lineWriter{done: cancel}
+	var errb bytes.Buffer
+	code := runEnv(ctx, []string{"probe", "--network-key", keyFile, "--connect", "--watch", "1h", "-o", "json", "-p", strconv.Itoa(port), "127.0.0.1"},
+		&Env{Stdout: out, Stderr: &errb})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	line, _, _ := strings.Cut(out.buf.String(), "\n")
+	var rep probeReport
+	if err := json.Unmarshal([]byte(line), &rep); err != nil {
+		t.Fatalf("%v: %q", err, out.buf.String())
+	}
+	if len(rep.Hosts) != 1 || rep.Hosts[0].Identity != id.Fingerprint() || rep.Changes == nil || len(rep.Changes.New) != 1 {
+		t.Errorf("round: %+v", rep)
+	}
+}
