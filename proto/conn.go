@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -56,11 +57,17 @@ var (
 	ErrReplay = errors.New("replayed hello")
 )
 
+// MinIdentityPrefix is the fewest hex digits of a fingerprint that
+// ClientConfig.ExpectIdentity may give: 32 bits, as git's abbreviations.
+const MinIdentityPrefix = 8
+
 // ClientConfig configures the controller's side of a connection.
 type ClientConfig struct {
 	NetworkKey NetworkKey
-	// ExpectIdentity, if not empty, is the fingerprint the agent must have;
-	// another one fails the handshake with ErrIdentityMismatch.
+	// ExpectIdentity, if not empty, is the fingerprint the agent must
+	// have, or its first MinIdentityPrefix or more hex digits (people copy
+	// identities from tables, shortened); another identity, or a shorter
+	// prefix, fails the handshake with ErrIdentityMismatch.
 	ExpectIdentity string
 	// Now is the clock for the hello timestamp; nil means time.Now.
 	Now func() time.Time
@@ -221,7 +228,7 @@ func (c *Conn) clientHandshake() error {
 		c.send, c.recv = send, recv
 	}
 	c.peer = Fingerprint(hs.PeerStatic())
-	if cfg.ExpectIdentity != "" && cfg.ExpectIdentity != c.peer {
+	if want := strings.ToLower(cfg.ExpectIdentity); want != "" && (len(want) < MinIdentityPrefix || !strings.HasPrefix(c.peer, want)) {
 		return fmt.Errorf("%w: agent is %s, expected %s", ErrIdentityMismatch, c.peer, cfg.ExpectIdentity)
 	}
 	c.verified = true

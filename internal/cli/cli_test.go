@@ -172,9 +172,21 @@ func TestPing(t *testing.T) {
 		t.Errorf("ping --json: %+v", rep)
 	}
 
-	code, _, stderr = run(t, "ping", "--network-key", keyFile, "--identity", "0123", target)
-	if code != 1 || !strings.Contains(stderr, "identity-mismatch: unknown agent identity: agent is "+id.Fingerprint()+", expected 0123") {
+	code, _, stderr = run(t, "ping", "--network-key", keyFile, "--identity", "0123456789ab", target)
+	if code != 1 || !strings.Contains(stderr, "identity-mismatch: unknown agent identity: agent is "+id.Fingerprint()+", expected 0123456789ab") {
 		t.Errorf("ping --identity: exit %d, %q", code, stderr)
+	}
+	// The 12 characters a table shows are enough, in either case.
+	for _, prefix := range []string{id.Fingerprint()[:12], strings.ToUpper(id.Fingerprint()[:8]), id.Fingerprint()} {
+		if code, _, stderr = run(t, "ping", "--network-key", keyFile, "--identity", prefix, target); code != 0 {
+			t.Errorf("ping --identity %s: exit %d, %q", prefix, code, stderr)
+		}
+	}
+	for _, bad := range []string{"0123", "0123456789abcdefg", strings.Repeat("0", 33)} {
+		code, _, stderr = run(t, "ping", "--network-key", keyFile, "--identity", bad, target)
+		if want := "ifl: --identity \"" + bad + "\": want an identity, or its first 8 to 32 hex digits\n"; code != 2 || stderr != want {
+			t.Errorf("ping --identity %s: exit %d, %q; want 2, %q", bad, code, stderr, want)
+		}
 	}
 
 	other := filepath.Join(t.TempDir(), "other.key")
@@ -263,7 +275,7 @@ func TestInventoryCommand(t *testing.T) {
 		t.Errorf("--host: exit %d\n%s", code, stdout)
 	}
 	code, _, stderr = run(t, "inventory", "--state", state, "--host", "nope")
-	if code != 1 || !strings.Contains(stderr, `no host "nope" (known: web-1)`) {
+	if code != 1 || !strings.Contains(stderr, `no host "nope" (known: web-1; an identity's first 8 hex digits or more also do)`) {
 		t.Errorf("--host nope: exit %d, %q", code, stderr)
 	}
 	code, _, stderr = run(t, "inventory", "--state", state, "--stale-after", "soon")

@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/proto"
 )
 
 // TestContradictionsAndBadValues: flags that contradict each other, and
@@ -157,5 +162,59 @@ func TestWatchJSONLines(t *testing.T) {
 	}
 	if len(rep.Hosts) != 1 || rep.Hosts[0].Identity != id.Fingerprint() || rep.Changes == nil || len(rep.Changes.New) != 1 {
 		t.Errorf("round: %+v", rep)
+	}
+}
+
+// TestInventoryByIdentityPrefix: --host takes the start of an identity,
+// 8 hex digits or more; an ambiguous one lists the candidates.
+func TestInventoryByIdentityPrefix(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	now := time.Now().UTC()
+	err := inventory.Update(state, func(s *inventory.State) error {
+		s.Apply(now, []inventory.Observation{
+			{Identity: "0123456789abcdef0123456789abcdef", Addr: netip.MustParseAddr("198.18.0.5"), Port: 7440, Facts: &proto.Facts{Hostname: "web-1"}},
+			{Identity: "0123456789abffff0123456789abcdef", Addr: netip.MustParseAddr("198.18.0.6"), Port: 7440, Facts: &proto.Facts{Hostname: "web-2"}},
+		}, func(netip.Addr) bool { return true }, true)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(t, "inventory", "--state", state, "--host", "0123456789abc")
+	if code != 0 || !strings.Contains(stdout, `"ansible_host": "198.18.0.5"`) {
+		t.Errorf("--host by prefix: exit %d, %s%s", code, stdout, stderr)
+	}
+	code, _, stderr = run(t, "inventory", "--state", state, "--host", "0123456789AB")
+	if want := "ifl: inventory: identity prefix 0123456789ab is ambiguous: 0123456789abcdef0123456789abcdef (web-1), 0123456789abffff0123456789abcdef (web-2)\n"; code != 1 || stderr != want {
+		t.Errorf("ambiguous: exit %d, %q; want 1, %q", code, stderr, want)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--list", "--host", "web-1"}, "ifl: --list and --host ask for two answers: give one (Ansible asks for one at a time)\n"},
+		{[]string{"--list", "-o", "yaml"}, "ifl: --list and --host answer in JSON, as Ansible asks: -o yaml does not go with them\n"},
+	} {
+		code, _, stderr := run(t, append([]string{"inventory", "--state", state}, tt.args...)...)
+		if code != 2 || stderr != tt.want {
+			t.Errorf("%v: exit %d, %q; want 2, %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+// TestMissingStateIsNoFleet: a state that does not exist is an error that
+// names the file and what to do, never an empty inventory; a probe still
+// starts one.
+func TestMissingStateIsNoFleet(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "typo.json")
+	for _, args := range [][]string{{"--list"}, {}, {"--host", "web-1"}, {"-o", "yaml"}, {"--prune", "30d"}} {
+		code, stdout, stderr := run(t, append([]string{"inventory", "--state", missing}, args...)...)
+		want := "ifl: inventory: no inventory state at " + missing + ": no probe has written one there; run 'ifl probe', or point --state or IFL_STATE at the controller's state file\n"
+		if code != 2 || stdout != "" || stderr != want {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2, nothing, %q", args, code, stdout, stderr, want)
+		}
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("reading made %s: %v", missing, err)
 	}
 }

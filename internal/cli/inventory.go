@@ -2,7 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,9 +17,9 @@ import (
 // InventoryCmd shows the inventory, for people and for Ansible.
 type InventoryCmd struct {
 	List       bool   `help:"Print the Ansible dynamic inventory (groups, and every host's variables under _meta.hostvars)."`
-	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host."`
+	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host: by inventory name, or by the first 8 or more hex digits of its identity."`
 	Output     string `short:"o" enum:"table,json,yaml" default:"table" help:"table (for people), json (same as --list) or yaml (a static Ansible inventory file)."`
-	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
+	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root; else ~/.local/state/ifl/inventory.json, or the controller's /var/lib/ifl/inventory.json when the first does not exist)."`
 	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
 	Prune      string `placeholder:"AGE" help:"Remove the hosts not seen for longer than AGE (e.g. 30d), then show what is left."`
 }
@@ -82,12 +85,23 @@ func (c *InventoryCmd) Run(env *Env) error {
 	if err != nil {
 		return fmt.Errorf("--stale-after: %w", err)
 	}
+	switch {
+	case c.List && c.Host != "":
+		return fmt.Errorf("--list and --host ask for two answers: give one (Ansible asks for one at a time)")
+	case (c.List || c.Host != "") && c.Output != "table" && c.Output != "json":
+		return fmt.Errorf("--list and --host answer in JSON, as Ansible asks: -o %s does not go with them", c.Output)
+	}
 	path := c.State
 	if path == "" {
-		path = inventory.DefaultPath()
+		path = inventory.ReadPath()
 	}
 	now := time.Now().UTC()
-	var st *inventory.State
+	// A missing state is no fleet to show, not an empty fleet: Ansible
+	// would run its plays against no host and say nothing.
+	st, err := inventory.LoadExisting(path)
+	if err != nil {
+		return stateError(err, c.State == "")
+	}
 	if c.Prune != "" {
 		age, err := parseAge(c.Prune)
 		if err != nil {
@@ -103,15 +117,17 @@ func (c *InventoryCmd) Run(env *Env) error {
 		if err != nil {
 			return err
 		}
-	} else if st, err = inventory.Load(path); err != nil {
-		return err
 	}
 	inv := st.BuildAnsible(now, stale)
 	enc := json.NewEncoder(env.Stdout)
 	enc.SetIndent("", "  ")
 	switch {
 	case c.Host != "":
-		v, err := inv.Host(c.Host)
+		h, err := hostByName(st, c.Host)
+		if err != nil {
+			return problem(err)
+		}
+		v, err := inv.Host(h.Name)
 		if err != nil {
 			return problem(err)
 		}
@@ -148,4 +164,17 @@ func (c *InventoryCmd) Run(env *Env) error {
 	tw.Flush()
 	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
 	return nil
+}
+
+// stateError says what to do about a state that cannot be read.
+func stateError(err error, defaulted bool) error {
+	switch {
+	case errors.Is(err, inventory.ErrNoState) && defaulted && os.Geteuid() != 0:
+		return fmt.Errorf("%w (nor at %s): no probe has written one; run 'ifl probe', or point --state or IFL_STATE at the controller's state file", err, inventory.SystemPath)
+	case errors.Is(err, inventory.ErrNoState):
+		return fmt.Errorf("%w: no probe has written one there; run 'ifl probe', or point --state or IFL_STATE at the controller's state file", err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w (the controller's state is for root and its group: run as root, or as a member of the group that owns the file)", err)
+	}
+	return err
 }

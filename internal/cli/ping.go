@@ -20,7 +20,7 @@ import (
 type PingCmd struct {
 	Host     string        `arg:"" placeholder:"HOST[:PORT]" help:"Agent address or host name, with an optional port (default ${agent_port})."`
 	Timeout  time.Duration `default:"3s" help:"Time allowed for the connection, and again for the handshake and ping."`
-	Identity string        `placeholder:"FINGERPRINT" help:"Require this agent identity (as shown by a previous ping or probe); another one is an error."`
+	Identity string        `placeholder:"FINGERPRINT" help:"Require this agent identity, or its first 8 or more hex digits (as tables show it); another one is an error."`
 	JSON     bool          `help:"Print the result as JSON."`
 	KeyFlag  `embed:""`
 }
@@ -40,6 +40,13 @@ Examples:
 func (c *PingCmd) Run(ctx context.Context, env *Env) error {
 	if c.Timeout <= 0 {
 		return fmt.Errorf("--timeout %v: want a positive duration such as 3s", c.Timeout)
+	}
+	if c.Identity != "" {
+		p, err := identityPrefix("--identity", c.Identity)
+		if err != nil {
+			return err
+		}
+		c.Identity = p
 	}
 	addr, err := c.resolve(ctx)
 	if err != nil {

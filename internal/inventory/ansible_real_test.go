@@ -3,6 +3,7 @@ package inventory_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -228,5 +229,44 @@ func TestRealAnsible(t *testing.T) {
 				t.Errorf("localhost: %q (%v)", got, res)
 			}
 		})
+	}
+}
+
+// TestRealAnsibleMissingState: with no state where it looks (a typo in
+// IFL_STATE, a user who cannot see the controller's), the inventory script
+// fails and says why, where Ansible shows it; it never answers with an
+// empty fleet.
+func TestRealAnsibleMissingState(t *testing.T) {
+	requireAnsible(t)
+	ifl := testnet.BuildIFL(t)
+	script, err := filepath.Abs("../../scripts/ifl-inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "typo.json")
+	env := append(os.Environ(), "IFL="+ifl, "IFL_STATE="+missing, "HOME="+t.TempDir(), "ANSIBLE_LOCAL_TEMP="+t.TempDir(), "ANSIBLE_NOCOLOR=1")
+	want := "no inventory state at " + missing
+
+	cmd := exec.Command(script, "--list")
+	cmd.Env = env
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || len(out) != 0 || !strings.Contains(string(ee.Stderr), want) {
+		t.Fatalf("the script: %v, stdout %q, stderr %q; want exit 2, nothing, and %q", err, out, ee, want)
+	}
+	for _, strict := range []bool{false, true} {
+		cmd := exec.Command("ansible-inventory", "-i", script, "--list")
+		cmd.Env = append(env, fmt.Sprintf("ANSIBLE_INVENTORY_UNPARSED_FAILED=%v", strict))
+		var errb strings.Builder
+		cmd.Stderr = &errb
+		err := cmd.Run()
+		// Ansible's own message wraps lines: compare without them.
+		stderr := strings.Join(strings.Fields(errb.String()), " ")
+		if !strings.Contains(stderr, strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("ansible-inventory (unparsed failed %v) does not say why: %s", strict, errb.String())
+		}
+		if strict && err == nil {
+			t.Errorf("ansible-inventory with ANSIBLE_INVENTORY_UNPARSED_FAILED=true succeeded on a missing state")
+		}
 	}
 }

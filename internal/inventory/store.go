@@ -13,12 +13,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultPath is where the state lives: /var/lib/ifl for root, else
+// SystemPath is the controller's state: root's, and ifl-probe.service's.
+const SystemPath = "/var/lib/ifl/inventory.json"
+
+// DefaultPath is where a probe keeps the state: SystemPath for root, else
 // $XDG_STATE_HOME/ifl (~/.local/state/ifl).
 func DefaultPath() string {
 	if os.Geteuid() == 0 {
-		return "/var/lib/ifl/inventory.json"
+		return SystemPath
 	}
+	return userPath()
+}
+
+// ReadPath is the state a reader (ifl inventory, Ansible) looks at by
+// default: a user's own state where one exists, else the controller's,
+// SystemPath, which a user may be allowed to read.
+func ReadPath() string {
+	if os.Geteuid() == 0 {
+		return SystemPath
+	}
+	own := userPath()
+	if _, err := os.Lstat(own); err != nil {
+		if _, err := os.Lstat(SystemPath); err == nil {
+			return SystemPath
+		}
+	}
+	return own
+}
+
+func userPath() string {
 	dir := os.Getenv("XDG_STATE_HOME")
 	if dir == "" {
 		home, err := os.UserHomeDir()
@@ -33,6 +56,18 @@ func DefaultPath() string {
 // ErrForeign is returned for a file that exists but is not an ifl
 // inventory, or is damaged.
 var ErrForeign = errors.New("not an ifl inventory")
+
+// ErrNoState is returned by LoadExisting for a state file that does not
+// exist: for a reader that is no fleet to show, not an empty fleet.
+var ErrNoState = errors.New("no inventory state")
+
+// LoadExisting reads the state at path, which must exist.
+func LoadExisting(path string) (*State, error) {
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("inventory: %w at %s", ErrNoState, path)
+	}
+	return Load(path)
+}
 
 // Load reads the state at path; a missing file is an empty state. A
 // symbolic link is refused: the state is replaced by rename on every

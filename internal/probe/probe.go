@@ -98,7 +98,8 @@ type Prober struct {
 	// Rate is how many new addresses are dialled per second; 0 means
 	// DefaultRate, negative means as fast as Concurrency allows.
 	Rate int
-	// ExpectIdentity, if set, is the fingerprint the agent must have.
+	// ExpectIdentity, if set, is the fingerprint the agent must have, or
+	// its start (see proto.ClientConfig).
 	ExpectIdentity string
 	// Dial opens connections; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
