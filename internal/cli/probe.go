@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ifl-project/ifl/internal/caps"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
@@ -20,7 +21,7 @@ import (
 type ProbeCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
 	Port        int           `short:"p" default:"${agent_port}" help:"Agent port."`
-	Fast        bool          `help:"ARP sweep, then SYN probes, then handshakes (the default when the process has CAP_NET_RAW)."`
+	Fast        bool          `help:"Insist on the fast path: ARP sweep, then SYN probes, then handshakes; without CAP_NET_RAW an error rather than the connect() fallback (the fast path is the default with the capability)."`
 	Connect     bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
 	Timeout     time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
 	Retries     int           `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
@@ -117,6 +118,11 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	}
 	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
 	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
+	if c.Fast {
+		if ok, _ := caps.Has(caps.NetRaw); !ok {
+			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: run ifl with sudo, or grant it once: sudo setcap cap_net_raw+ep $(command -v ifl) (plain 'ifl probe' uses connect() instead)")
+		}
+	}
 	if rawAllowed(env, "probe", c.Connect) {
 		if n := countIPv6(addrs); n > 0 {
 			fmt.Fprintf(env.Stderr, "probe: %s: no ARP sweep or raw SYN for them (IPv4 only); each gets connect() and the handshake\n", plural(n, "IPv6 address"))

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -194,19 +195,32 @@ func Discover(ctx context.Context, addrs []netip.Addr, sweepers Sweepers, cfg *a
 
 // Run sweeps and probes addrs, sending one Result per probed address on out
 // (addresses silent to ARP produce none). It does not close out.
+//
+// A SYN scanner that fails (a send error) stops the whole run, which
+// returns that error with what it found so far: a run that lost its SYN
+// stage is not a complete run.
 func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result) (PipelineStats, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var st PipelineStats
+	var synErr error // written before synDone is closed
 	in, dstats := Discover(ctx, addrs, pl.Sweepers, pl.ARP, pl.Settled)
 	var probeIn <-chan netip.Addr = in
 	synDone := make(chan struct{})
 	if pl.SYN != nil {
-		probeIn = pl.synStage(ctx, in, &st, synDone)
+		probeIn = pl.synStage(ctx, in, &st, synDone, func(err error) {
+			synErr = err
+			cancel()
+		})
 	} else {
 		close(synDone)
 	}
 	err := pl.Prober.Stream(ctx, probeIn, out)
 	<-synDone
 	st.DiscoverStats = dstats()
+	if synErr != nil {
+		return st, fmt.Errorf("SYN scan: %w", synErr)
+	}
 	return st, err
 }
 
@@ -214,7 +228,8 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 // and passes on the open ones, and every IPv6 address as it is (the raw
 // path speaks IPv4 only: the prober dials those). The returned channel is
 // closed when the scan is done; done is closed after the last write to st.
-func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *PipelineStats, done chan<- struct{}) <-chan netip.Addr {
+// A scanner error is handed to fail before done is closed.
+func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *PipelineStats, done chan<- struct{}, fail func(error)) <-chan netip.Addr {
 	targets := make(chan synscan.Target)
 	results := make(chan synscan.Result, 64)
 	bypass := make(chan netip.Addr)
@@ -253,8 +268,16 @@ func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *Pi
 	var sst synscan.Stats
 	scanned := make(chan struct{})
 	go func() {
-		sst, _ = pl.SYN.Stream(ctx, targets, results)
+		var err error
+		sst, err = pl.SYN.Stream(ctx, targets, results)
+		if err != nil && ctx.Err() == nil {
+			fail(err)
+		}
 		close(results)
+		// A scanner that stopped early leaves the feeder sending: let
+		// it finish (fail cancelled its context) rather than block.
+		for range targets {
+		}
 		close(scanned)
 	}()
 	go func() {
