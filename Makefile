@@ -51,8 +51,8 @@ bench: build ## Run the benchmarks, measure the agent's memory; as root, race th
 	scripts/bench-agent.sh ./ifl
 	@if [ "$$(id -u)" = 0 ]; then scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5; else echo "bench: side-by-side runs on virtual LANs need root: sudo make bench"; fi
 
-install: build ## Install ifl, its units, config and keys (scripts/install.sh; CAP_NET_RAW=1 grants the fast path).
-	scripts/install.sh --binary ./ifl $(if $(CAP_NET_RAW),--cap-net-raw)
+install: build ## Install ifl, its units, config and keys (scripts/install.sh; NETWORK_KEY=FILE the fleet's key, CAP_NET_RAW=1 the fast path).
+	scripts/install.sh --binary ./ifl $(if $(NETWORK_KEY),--network-key $(NETWORK_KEY)) $(if $(CAP_NET_RAW),--cap-net-raw)
 
 uninstall: ## Remove what install put in place, keeping /etc/ifl (PURGE=1 removes it too).
 	scripts/install.sh --uninstall $(if $(PURGE),--purge)
