@@ -6,7 +6,6 @@
 package clidoc
 
 import (
-	"bytes"
 	"io"
 	"sort"
 	"strings"
@@ -101,13 +100,4 @@ func sortedCopy(s []string) []string {
 	out := append([]string(nil), s...)
 	sort.Strings(out)
 	return out
-}
-
-// write joins the parts into one buffer.
-func write(parts ...string) []byte {
-	var b bytes.Buffer
-	for _, p := range parts {
-		b.WriteString(p)
-	}
-	return b.Bytes()
 }
