@@ -68,7 +68,7 @@ deb: ## Build dist/ifl_VERSION_ARCH.deb for each of DEB_ARCHES (amd64 arm64) wit
 	  DEB_ARCH=$$arch DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package -f scripts/nfpm.yaml -p deb -t dist/; \
 	done
 
-test-deb: deb ## Lintian, scripts/install.sh in a temporary root, then install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
+test-deb: build deb ## Lintian, scripts/install.sh in a temporary root, then install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
 	lintian --fail-on error,warning $(foreach a,$(DEB_ARCHES),dist/ifl_$(DEB_VERSION)_$(a).deb)
 	scripts/test-install.sh
 	scripts/test-deb.sh dist/ifl_$(DEB_VERSION)_$(DEB_ARCH).deb
