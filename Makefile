@@ -10,7 +10,11 @@ NFPM_VERSION ?= v2.43.0
 # A Debian version: the tag without its v, or 0.0.0~git<commit>.
 DEB_VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null | sed 's/^v//' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo 0))
 
-.PHONY: help build demo test fuzz lint bench install uninstall deb test-deb clean
+# The architectures of 'make deb': one static binary each.
+DEB_ARCHES ?= amd64 arm64
+DEB_ARCH   ?= $(shell $(GO) env GOARCH)
+
+.PHONY: help build docs demo test fuzz lint bench install uninstall deb test-deb clean
 
 # Targets that need root run $(1) as root: directly for root, else through
 # sudo, saying so. A minimal Debian has no sudo, but there one is root.
@@ -23,6 +27,9 @@ help: ## Show the targets.
 
 build: ## Build the static ifl binary.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ifl ./cmd/ifl
+
+docs: ## Regenerate the man page and the shell completion from the command line (scripts/).
+	$(GO) test ./internal/clidoc -run TestGeneratedFilesAreCurrent -update
 
 demo: build ## Build ifl, bring up a virtual LAN of agents, probe it, tear it down (as root, through sudo if need be).
 	mkdir -p .build
@@ -55,18 +62,26 @@ bench: build ## Run the benchmarks, measure the agent's memory; as root, race th
 	scripts/bench-agent.sh ./ifl
 	@$(call as_root,scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5)
 
-install: build ## Install ifl, its units, config and keys (scripts/install.sh; CAP_NET_RAW=1 grants the fast path).
-	@$(call as_root,scripts/install.sh --binary ./ifl $(if $(CAP_NET_RAW),--cap-net-raw))
+install: build ## Install ifl, its units, config and keys (scripts/install.sh; NETWORK_KEY=FILE the fleet's key, CAP_NET_RAW=1 the fast path).
+	@$(call as_root,scripts/install.sh --binary ./ifl $(if $(NETWORK_KEY),--network-key $(NETWORK_KEY)) $(if $(CAP_NET_RAW),--cap-net-raw))
 
 uninstall: ## Remove what install put in place, keeping /etc/ifl (PURGE=1 removes it too).
 	@$(call as_root,scripts/install.sh --uninstall $(if $(PURGE),--purge))
 
-deb: build ## Build dist/ifl_VERSION_amd64.deb with nfpm.
-	mkdir -p dist
-	DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package -f scripts/nfpm.yaml -p deb -t dist/
+deb: ## Build dist/ifl_VERSION_ARCH.deb for each of DEB_ARCHES (amd64 arm64) with nfpm.
+	rm -rf .build/deb && mkdir -p .build/deb dist
+	gzip -9n < scripts/ifl.1 > .build/deb/ifl.1.gz
+	{ printf 'ifl (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n' '$(DEB_VERSION)' "$$(git log -1 --format='commit %h' 2>/dev/null || echo 'an unknown commit')"; \
+	  printf ' -- ifl developers <dev@ifl.invalid>  %s\n' "$$(git log -1 --format=%cD 2>/dev/null || date -R)"; } | gzip -9n > .build/deb/changelog.gz
+	@set -e; for arch in $(DEB_ARCHES); do \
+	  echo "deb: $$arch"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o .build/deb/ifl ./cmd/ifl; \
+	  DEB_ARCH=$$arch DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package -f scripts/nfpm.yaml -p deb -t dist/; \
+	done
 
-test-deb: deb ## Install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
-	@$(call as_root,scripts/test-deb.sh dist/ifl_$(DEB_VERSION)_amd64.deb)
+test-deb: build deb ## Lintian, scripts/install.sh in a temporary root, then install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
+	lintian --fail-on error,warning $(foreach a,$(DEB_ARCHES),dist/ifl_$(DEB_VERSION)_$(a).deb)
+	@$(call as_root,scripts/test-install.sh && scripts/test-deb.sh dist/ifl_$(DEB_VERSION)_$(DEB_ARCH).deb)
 
 clean: ## Remove the binary and the packages.
 	rm -rf ifl dist .build

@@ -1,10 +1,17 @@
 package arpscan
 
 import (
+	"bufio"
 	"bytes"
 	_ "embed"
 	"encoding/hex"
+	"io"
 	"net"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
 )
 
 // ouiData is the IEEE registry of MAC prefixes (MA-L, MA-M, MA-S), one
@@ -15,19 +22,64 @@ import (
 //go:embed oui.txt
 var ouiData []byte
 
+// systemOUI is the MA-L registry of Debian's ieee-data package, which is
+// updated after ifl is built; Vendor prefers it and falls back to the
+// embedded table for what it lacks (MA-M, MA-S, or no ieee-data at all).
+const systemOUI = "/usr/share/ieee-data/oui.txt"
+
+// systemTable is read on the first Vendor call, not at start: most
+// commands never name a vendor.
+var systemTable = sync.OnceValue(func() []byte {
+	f, err := os.Open(systemOUI)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	return parseIEEE(f)
+})
+
+// ieeeLine is the line of IEEE's oui.txt that names a prefix's owner:
+// "002272     (base 16)\t\tAmerican Micro-Fuel Device Corp."
+var ieeeLine = regexp.MustCompile(`^([0-9A-Fa-f]{6})\s+\(base 16\)\s+(.*\S)`)
+
+// parseIEEE turns IEEE's oui.txt into the embedded table's form: sorted
+// "prefix<TAB>organisation" lines, the first name winning for a prefix
+// registered twice. A file it cannot read gives what it read so far.
+func parseIEEE(r io.Reader) []byte {
+	var lines []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := ieeeLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		lines = append(lines, strings.ToLower(m[1])+"\t"+strings.Join(strings.Fields(m[2]), " "))
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i][:6] < lines[j][:6] })
+	var b bytes.Buffer
+	for i, l := range lines {
+		if i > 0 && l[:6] == lines[i-1][:6] {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
 // lookupOUI returns the organisation registered for exactly prefix (lower
-// case hex), by binary search over the sorted lines.
-func lookupOUI(prefix string) (string, bool) {
-	lo, hi := 0, len(ouiData)
+// case hex) in table, by binary search over its sorted lines.
+func lookupOUI(table []byte, prefix string) (string, bool) {
+	lo, hi := 0, len(table)
 	for lo < hi {
 		mid := lo + (hi-lo)/2
 		// The line that holds mid.
-		start := bytes.LastIndexByte(ouiData[:mid], '\n') + 1
-		end := bytes.IndexByte(ouiData[start:], '\n')
+		start := bytes.LastIndexByte(table[:mid], '\n') + 1
+		end := bytes.IndexByte(table[start:], '\n')
 		if end < 0 {
-			end = len(ouiData) - start
+			end = len(table) - start
 		}
-		line := ouiData[start : start+end]
+		line := table[start : start+end]
 		tab := bytes.IndexByte(line, '\t')
 		if tab < 0 {
 			return "", false
@@ -48,12 +100,21 @@ func lookupOUI(prefix string) (string, bool) {
 // longest registered prefix; "(locally administered)" for addresses that
 // no vendor assigned, and "" for unknown ones.
 func Vendor(mac net.HardwareAddr) string {
+	return vendor(mac, systemTable())
+}
+
+// vendor is Vendor with the system table as an argument: the longest
+// registered prefix wins, and for one length the system's name.
+func vendor(mac net.HardwareAddr, system []byte) string {
 	if len(mac) < 6 {
 		return ""
 	}
 	h := hex.EncodeToString(mac)
 	for _, n := range []int{9, 7, 6} {
-		if v, ok := lookupOUI(h[:n]); ok {
+		if v, ok := lookupOUI(system, h[:n]); ok {
+			return v
+		}
+		if v, ok := lookupOUI(ouiData, h[:n]); ok {
 			return v
 		}
 	}

@@ -16,7 +16,7 @@ func TestLookupFindsEveryLine(t *testing.T) {
 	n := 0
 	for sc.Scan() {
 		p, name, _ := strings.Cut(sc.Text(), "\t")
-		if got, ok := lookupOUI(p); !ok || got != name {
+		if got, ok := lookupOUI(ouiData, p); !ok || got != name {
 			t.Fatalf("lookupOUI(%q) = %q, %v; want %q", p, got, ok, name)
 		}
 		n++
@@ -24,7 +24,7 @@ func TestLookupFindsEveryLine(t *testing.T) {
 	if n < 30000 {
 		t.Fatalf("only %d registry entries", n)
 	}
-	if _, ok := lookupOUI("zzzzzz"); ok {
+	if _, ok := lookupOUI(ouiData, "zzzzzz"); ok {
 		t.Fatal("found a prefix that is not there")
 	}
 }

@@ -45,6 +45,7 @@ type CLI struct {
 	Inventory  InventoryCmd `cmd:"" help:"Show the inventory the probes keep: for people, or for Ansible (--list, --host, -o yaml)."`
 	Agent      AgentCmd     `cmd:"" help:"Run the agent: answer authenticated pings from controllers."`
 	Keygen     KeygenCmd    `cmd:"" help:"Create a network key, or an agent key with --agent."`
+	Keycheck   KeycheckCmd  `cmd:"" help:"Check key files as ifl reads them, and print an id to compare them by."`
 	VersionCmd VersionCmd   `cmd:"" name:"version" help:"Print the version."`
 }
 

@@ -1,0 +1,181 @@
+package clidoc
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/alecthomas/kong"
+)
+
+// roff escapes text for a man page: backslashes, minus signs (so that
+// options copied from the page work), and a leading dot or quote that
+// roff would take for a request.
+func roff(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\e`)
+	s = strings.ReplaceAll(s, "-", `\-`)
+	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
+		s = `\&` + s
+	}
+	return s
+}
+
+// verbatim renders lines as they are (examples, configs), in a no-fill
+// block; blank lines stay blank.
+func verbatim(text string) string {
+	var b strings.Builder
+	b.WriteString(".nf\n")
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if strings.TrimSpace(l) == "" {
+			b.WriteString("\n")
+			continue
+		}
+		b.WriteString(roff(l) + "\n")
+	}
+	b.WriteString(".fi\n")
+	return b.String()
+}
+
+// detail renders a command's long help: its paragraphs filled, its
+// indented lines (examples, config) as they are.
+func detail(text string) string {
+	var b strings.Builder
+	var block []string
+	flush := func() {
+		if len(block) > 0 {
+			b.WriteString(".RS 4\n" + verbatim(strings.Join(block, "\n")) + ".RE\n")
+			block = nil
+		}
+	}
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		switch {
+		case strings.TrimSpace(l) == "":
+			flush()
+			b.WriteString(".PP\n")
+		case l[0] == ' ' || l[0] == '\t':
+			block = append(block, l)
+		default:
+			flush()
+			b.WriteString(roff(strings.TrimSpace(l)) + "\n")
+		}
+	}
+	flush()
+	return b.String()
+}
+
+func manFlag(f *kong.Flag) string {
+	var names []string
+	if f.Short != 0 {
+		names = append(names, `\fB\-`+string(f.Short)+`\fR`)
+	}
+	long := `\fB\-\-` + roff(f.Name) + `\fR`
+	if takesValue(f) {
+		long += `=\fI` + roff(f.FormatPlaceHolder()) + `\fR`
+	}
+	names = append(names, long)
+	help := oneLine(f.Help)
+	if len(f.Envs) > 0 {
+		help += " Environment: " + strings.Join(f.Envs, ", ") + "."
+	}
+	return ".TP\n" + strings.Join(names, ", ") + "\n" + roff(help) + "\n"
+}
+
+func manArg(a *kong.Value) string {
+	return ".TP\n" + `\fI` + roff(a.Summary()) + `\fR` + "\n" + roff(oneLine(a.Help)) + "\n"
+}
+
+func synopsis(c *kong.Node) string {
+	s := `\fBifl\fR [\fIglobal flags\fR] \fB` + roff(c.Name) + `\fR`
+	if len(flags(c)) > 0 {
+		s += ` [\fIflags\fR]`
+	}
+	for _, a := range c.Positional {
+		s += ` \fI` + roff(a.Summary()) + `\fR`
+	}
+	return s
+}
+
+// Man returns the ifl(1) man page: the description, the global flags,
+// then one section per command with its help, arguments and flags.
+func Man(app *kong.Application) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, `.\" Generated from ifl's command line by internal/clidoc (make docs); do not edit.
+.TH IFL 1 "" "ifl" "ifl manual"
+.SH NAME
+ifl \- find the hosts of a fleet that run the ifl agent, and keep an Ansible inventory
+.SH SYNOPSIS
+\fBifl\fR [\fIglobal flags\fR] \fIcommand\fR [\fIflags\fR] [\fIarguments\fR]
+.br
+\fBifl\fR \fIcommand\fR \fB\-\-help\fR
+.SH DESCRIPTION
+`)
+	desc, quick, _ := strings.Cut(app.Help, "\n\n")
+	b.WriteString(roff(oneLine(desc)) + "\n")
+	if quick != "" {
+		b.WriteString(".PP\n")
+		title, body, _ := strings.Cut(quick, "\n")
+		b.WriteString(roff(strings.TrimSpace(title)) + "\n")
+		b.WriteString(".PP\n.RS 4\n" + verbatim(body) + ".RE\n")
+	}
+	b.WriteString(".SH GLOBAL FLAGS\nEvery command takes these.\n")
+	for _, f := range flags(app.Node) {
+		b.WriteString(manFlag(f))
+	}
+	b.WriteString(".SH COMMANDS\n")
+	for _, c := range commands(app) {
+		b.WriteString(".SS \"" + strings.ReplaceAll(synopsis(c), `"`, `\(dq`) + "\"\n")
+		b.WriteString(roff(oneLine(c.Help)) + "\n")
+		if c.Detail != "" {
+			b.WriteString(".PP\n" + detail(c.Detail))
+		}
+		if len(c.Positional) > 0 {
+			b.WriteString(".PP\nArguments:\n.RS 4\n")
+			for _, a := range c.Positional {
+				b.WriteString(manArg(a))
+			}
+			b.WriteString(".RE\n")
+		}
+		if fl := flags(c); len(fl) > 0 {
+			b.WriteString(".PP\nFlags:\n.RS 4\n")
+			for _, f := range fl {
+				b.WriteString(manFlag(f))
+			}
+			b.WriteString(".RE\n")
+		}
+	}
+	b.WriteString(`.SH EXIT STATUS
+.TP
+0
+Success.
+.TP
+1
+Problems found: for example a host that is not an agent, or a wrong key.
+.TP
+2
+A usage or environment error: a bad flag, a missing key file, no permission.
+.TP
+130
+Interrupted.
+.SH FILES
+.TP
+\fI/etc/ifl/network.key\fR
+The fleet's pre\-shared network key (mode 0600), the same on every controller and agent.
+.TP
+\fI/etc/ifl/agent.key\fR
+This host's agent identity (mode 0600).
+.TP
+\fI/etc/ifl/agent.yaml\fR
+The agent's configuration.
+.TP
+\fI/var/lib/ifl/inventory.json\fR
+The inventory state that probes keep (as root, and for \fBifl\-probe.service\fR).
+.TP
+\fI/usr/share/ifl/ifl\-inventory\fR
+The Ansible dynamic inventory script.
+.TP
+\fI/usr/share/ieee\-data/oui.txt\fR
+The IEEE registry of MAC prefixes, read for vendor names when installed; a copy built into ifl fills in what it lacks.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBansible\-inventory\fR(1)
+`)
+	return []byte(b.String())
+}

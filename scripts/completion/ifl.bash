@@ -1,0 +1,152 @@
+# bash completion for ifl. Generated from ifl's command line by
+# internal/clidoc (make docs); do not edit.
+
+_ifl() {
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+	local cmd="" i
+	# --flag=value: bash splits at '=', so the flag is two words back.
+	if [ "$cur" = "=" ]; then
+		cur="" prev=${COMP_WORDS[COMP_CWORD-1]}
+	elif [ "$prev" = "=" ] && [ "$COMP_CWORD" -ge 2 ]; then
+		prev=${COMP_WORDS[COMP_CWORD-2]}
+	fi
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		case ${COMP_WORDS[i]} in
+		probe|arp-scan|scan|ping|inventory|agent|keygen|keycheck|version) cmd=${COMP_WORDS[i]}; break ;;
+		esac
+	done
+
+	case $cmd in
+	'')
+		case $prev in
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=($(compgen -W "probe arp-scan scan ping inventory agent keygen keycheck version" -- "$cur"))
+		;;
+	probe)
+		case $prev in
+		--port|-p) COMPREPLY=(); return ;;
+		--timeout) COMPREPLY=(); return ;;
+		--retries) COMPREPLY=(); return ;;
+		--concurrency) COMPREPLY=(); return ;;
+		--rate) COMPREPLY=(); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+		--exclude) COMPREPLY=(); return ;;
+		--input-list) COMPREPLY=(); return ;;
+		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--watch) COMPREPLY=(); return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --retries --concurrency --rate --output -o --json --all --exclude --input-list --force --network-key --state --no-state --watch --help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=()
+		;;
+	arp-scan)
+		case $prev in
+		--rate) COMPREPLY=(); return ;;
+		--retries) COMPREPLY=(); return ;;
+		--min-retries) COMPREPLY=(); return ;;
+		--timeout) COMPREPLY=(); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
+		--exclude) COMPREPLY=(); return ;;
+		--input-list) COMPREPLY=(); return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--rate --retries --min-retries --timeout --output -o --json --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=($(compgen -W "$(command ls /sys/class/net 2>/dev/null)" -- "$cur"))
+		;;
+	scan)
+		case $prev in
+		--ports|-p) COMPREPLY=(); return ;;
+		--rate) COMPREPLY=(); return ;;
+		--retries) COMPREPLY=(); return ;;
+		--timeout) COMPREPLY=(); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
+		--exclude) COMPREPLY=(); return ;;
+		--input-list) COMPREPLY=(); return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --retries --timeout --output -o --json --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=()
+		;;
+	ping)
+		case $prev in
+		--timeout) COMPREPLY=(); return ;;
+		--identity) COMPREPLY=(); return ;;
+		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--timeout --identity --json --network-key --help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=()
+		;;
+	inventory)
+		case $prev in
+		--host) COMPREPLY=(); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--stale-after) COMPREPLY=(); return ;;
+		--prune) COMPREPLY=(); return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--list --host --output -o --state --stale-after --prune --help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=()
+		;;
+	agent)
+		case $prev in
+		--config|-c) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--network-key) COMPREPLY=(); return ;;
+		--port|-p) COMPREPLY=(); return ;;
+		--listen) COMPREPLY=(); return ;;
+		--identity-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")); return ;;
+		--log-format) COMPREPLY=($(compgen -W "auto console json" -- "$cur")); return ;;
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--config -c --network-key --port -p --listen --identity-key --log-level --log-format --help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=()
+		;;
+	keygen)
+		case $prev in
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--agent --force --help -h --version -V" -- "$cur"))
+			return
+		fi
+		compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))
+		;;
+	keycheck)
+		case $prev in
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--agent --help -h --version -V" -- "$cur"))
+			return
+		fi
+		compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))
+		;;
+	version)
+		case $prev in
+		esac
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--help -h --version -V" -- "$cur"))
+			return
+		fi
+		COMPREPLY=()
+		;;
+	esac
+}
+complete -F _ifl ifl
