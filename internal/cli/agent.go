@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -22,10 +23,10 @@ import (
 // AgentCmd runs the agent.
 type AgentCmd struct {
 	Config      string   `short:"c" type:"path" default:"${config}" placeholder:"FILE" help:"Config file (${default}; optional at the default path)."`
-	NetworkKey  []string `name:"network-key" env:"IFL_NETWORK_KEY" placeholder:"FILE" help:"Network key file; repeat the flag (or separate with commas) to accept several during a key rotation (overrides network_keys: in the config; default ${network_key})."`
+	NetworkKey  []string `name:"network-key" env:"IFL_NETWORK_KEY" placeholder:"FILE" help:"Network key file; repeat the flag (or separate with commas) to accept several during a key rotation (overrides network_keys: in the config; default $CREDENTIALS_DIRECTORY/network.key under systemd, else ${network_key})."`
 	Port        *int     `short:"p" help:"TCP port to listen on (overrides the config; default ${agent_port})."`
 	Listen      string   `placeholder:"ADDR" help:"Address to listen on (overrides the config; default: all addresses)."`
-	IdentityKey string   `type:"path" placeholder:"FILE" help:"Agent key file, created on first start (overrides the config; default ${identity_key})."`
+	IdentityKey string   `type:"path" placeholder:"FILE" help:"Agent key file, created on first start (overrides the config; default $CREDENTIALS_DIRECTORY/agent.key under systemd, else ${identity_key})."`
 	LogLevel    string   `enum:"debug,info,warn,error," default:"" help:"Log level: debug, info, warn or error (overrides the config; default info)."`
 	LogFormat   string   `enum:"auto,console,json" default:"auto" help:"Log format: console on a terminal, JSON otherwise (auto), or forced."`
 }
@@ -105,13 +106,13 @@ func (c *AgentCmd) settings(log *zerolog.Logger) (*settings, error) {
 		s.keyFiles = c.NetworkKey
 	}
 	if len(s.keyFiles) == 0 {
-		s.keyFiles = []string{agent.DefaultNetworkKey}
+		s.keyFiles = []string{defaultKey("network.key", agent.DefaultNetworkKey)}
 	}
 	if c.IdentityKey != "" {
 		s.identityKey = c.IdentityKey
 	}
 	if s.identityKey == "" {
-		s.identityKey = agent.DefaultIdentityKey
+		s.identityKey = defaultKey("agent.key", agent.DefaultIdentityKey)
 	}
 	lvl := cfg.LogLevel
 	if c.LogLevel != "" {
@@ -134,6 +135,19 @@ func loadNetworkKeys(files []string) ([]proto.NetworkKey, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// defaultKey is where a key is when neither a flag nor the config names
+// it: the systemd credential of that name when the agent runs with
+// credentials (the unit's LoadCredential=), which its transient user can
+// read where it cannot read /etc/ifl; else the file in /etc/ifl. So the
+// unit passes no key flag, and network_keys: in the config stays usable
+// for a key rotation.
+func defaultKey(credential, path string) string {
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		return filepath.Join(dir, credential)
+	}
+	return path
 }
 
 // Run runs the agent until ctx is cancelled (SIGINT/SIGTERM).

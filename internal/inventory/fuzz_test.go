@@ -24,7 +24,15 @@ func FuzzAnsible(f *testing.F) {
 	for _, c := range ansibleCases {
 		f.Add(c.host1, c.host2, c.os, c.key, c.value)
 	}
-	f.Fuzz(checkAnsible)
+	f.Fuzz(func(t *testing.T, host1, host2, os, key, value string) {
+		// Each string lands in a dozen facts of three hosts: past a
+		// few hundred bytes an input only slows the search down, and
+		// the length bounds are tested on their own.
+		if len(host1)+len(host2)+len(os)+len(key)+len(value) > 512 {
+			t.Skip()
+		}
+		checkAnsible(t, host1, host2, os, key, value)
+	})
 }
 
 func TestAnsibleCases(t *testing.T) {
