@@ -54,6 +54,9 @@ func Plan(addrs []netip.Addr) (onLink map[string][]netip.Addr, routed []netip.Ad
 		prefix netip.Prefix
 	}
 	var subnets []subnet
+	// The host's own addresses answer no ARP request of its own: they
+	// go on unswept, as connect() finds them.
+	own := map[netip.Addr]bool{}
 	ifis, _ := net.Interfaces()
 	for _, ifi := range ifis {
 		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
@@ -61,12 +64,17 @@ func Plan(addrs []netip.Addr) (onLink map[string][]netip.Addr, routed []netip.Ad
 		}
 		ps, _ := netinfo.IPv4Prefixes(&ifi)
 		for _, p := range ps {
+			own[p.Addr()] = true
 			subnets = append(subnets, subnet{ifi.Name, p.Masked()})
 		}
 	}
 	onLink = map[string][]netip.Addr{}
 next:
 	for _, a := range addrs {
+		if own[a] {
+			routed = append(routed, a)
+			continue
+		}
 		for _, s := range subnets {
 			if s.prefix.Contains(a) {
 				onLink[s.ifname] = append(onLink[s.ifname], a)
