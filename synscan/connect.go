@@ -62,6 +62,10 @@ func (c *Connect) probe(ctx context.Context, t Target) (Result, int) {
 			return Result{Target: t, State: Open, RTT: time.Since(start)}, try + 1
 		case errors.Is(err, syscall.ECONNREFUSED):
 			return Result{Target: t, State: Closed, RTT: time.Since(start)}, try + 1
+		case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+			// The kernel's ARP probes went unanswered, or a router
+			// said so: as a silent ARP sweep on the raw path.
+			return Result{Target: t, State: Down}, try + 1
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
 			if try < c.cfg.Retries && ctx.Err() == nil {
 				continue

@@ -14,6 +14,7 @@ const (
 	Open     State = iota + 1 // SYN-ACK, or connect() succeeded
 	Closed                    // RST, or connection refused
 	Filtered                  // no answer
+	Down                      // the host is not there: no ARP reply, or host unreachable
 )
 
 func (s State) String() string {
@@ -24,6 +25,8 @@ func (s State) String() string {
 		return "closed"
 	case Filtered:
 		return "filtered"
+	case Down:
+		return "down"
 	}
 	return "unknown"
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -20,8 +19,7 @@ type ArpScanCmd struct {
 	Retries     int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
 	MinRetries  int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
 	Timeout     time.Duration `default:"${arp_timeout}" help:"Wait for a reply before a retry, and after the last request."`
-	Output      string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
-	JSON        bool          `help:"Same as -o json."`
+	OutputFlags `embed:""`
 	TargetFlags `embed:""`
 }
 
@@ -48,33 +46,37 @@ Examples:
   sudo ifl arp-scan eth0 --rate 500 --min-retries 4 --retries 4   # gentler, for a busy or lossy LAN`
 }
 
+// arpHost is one host that answered.
 type arpHost struct {
-	IP     string   `json:"ip"`
-	MAC    string   `json:"mac"`
-	Vendor string   `json:"vendor"`
-	RTTMS  float64  `json:"rtt_ms"`
-	Others []string `json:"conflicting_macs,omitempty"`
+	Address string   `json:"address" yaml:"address"`
+	MAC     string   `json:"mac" yaml:"mac"`
+	Vendor  string   `json:"vendor" yaml:"vendor"` // "" when the IEEE registry does not know the MAC's prefix
+	RTTMS   float64  `json:"rtt_ms" yaml:"rtt_ms"`
+	Others  []string `json:"conflicting_macs,omitempty" yaml:"conflicting_macs,omitempty"` // other MACs that answered for the address
+}
+
+// arpSummary counts what a sweep did and found.
+type arpSummary struct {
+	Addresses      int     `json:"addresses" yaml:"addresses"`               // swept
+	Hosts          int     `json:"hosts" yaml:"hosts"`                       // that answered
+	Conflicts      int     `json:"conflicts" yaml:"conflicts"`               // addresses that answered from two MACs or more
+	ARPSent        int     `json:"arp_sent" yaml:"arp_sent"`                 // broadcast requests, retries included
+	ARPUnicastSent int     `json:"arp_unicast_sent" yaml:"arp_unicast_sent"` // unicast requests that measure loss
+	LossSeen       bool    `json:"loss_seen" yaml:"loss_seen"`
+	Seconds        float64 `json:"seconds" yaml:"seconds"`
+	Complete       bool    `json:"complete" yaml:"complete"`
 }
 
 type arpReport struct {
-	Interface string    `json:"interface"`
-	Hosts     []arpHost `json:"hosts"`
-	Summary   struct {
-		Hosts     int     `json:"hosts"`
-		Addresses int     `json:"addresses"`
-		Sent      int     `json:"requests_sent"`
-		Confirmed int     `json:"confirmations_sent"`
-		LossSeen  bool    `json:"loss_seen"`
-		Seconds   float64 `json:"seconds"`
-		Conflicts int     `json:"conflicts"`
-		Complete  bool    `json:"complete"`
-	} `json:"summary"`
+	SchemaVersion int        `json:"schema_version" yaml:"schema_version"`
+	Interface     string     `json:"interface" yaml:"interface"`
+	Hosts         []arpHost  `json:"hosts" yaml:"hosts"`
+	Summary       arpSummary `json:"summary" yaml:"summary"`
 }
 
 // Run sweeps.
 func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
-	var err error
-	if c.Output, err = outputFormat(c.JSON, c.Output); err != nil {
+	if _, err := c.format(); err != nil {
 		return err
 	}
 	if err := checkPacing(c.Rate, "requests", c.Retries, 20, c.Timeout, "20ms"); err != nil {
@@ -126,11 +128,11 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	bar.Done()
 	r := <-done
 
-	var rep arpReport
+	rep := arpReport{SchemaVersion: SchemaVersion}
 	rep.Interface = c.Interface
 	rep.Hosts = []arpHost{}
 	for _, h := range r.res {
-		ah := arpHost{IP: h.IP.String(), MAC: h.MAC.String(), Vendor: h.Vendor, RTTMS: float64(h.RTT.Microseconds()) / 1000}
+		ah := arpHost{Address: h.IP.String(), MAC: h.MAC.String(), Vendor: h.Vendor, RTTMS: float64(h.RTT.Microseconds()) / 1000}
 		for _, o := range h.Others {
 			ah.Others = append(ah.Others, o.String())
 		}
@@ -141,32 +143,39 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	rep.Summary.Hosts = len(r.res)
 	rep.Summary.Addresses = r.stats.Targets
-	rep.Summary.Sent = r.stats.Sent
-	rep.Summary.Confirmed = r.stats.Confirmations
+	rep.Summary.ARPSent = r.stats.Sent
+	rep.Summary.ARPUnicastSent = r.stats.Confirmations
 	rep.Summary.LossSeen = r.stats.LossSeen
 	rep.Summary.Seconds = r.stats.Elapsed.Seconds()
 	rep.Summary.Complete = r.err == nil
 
-	if c.Output == "json" {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+	if ok, err := writeMachine(env.Stdout, c.Output, rep); ok {
+		if err != nil {
+			return err
+		}
+	} else if c.Output == formatTSV {
+		t := newTSV(env.Stdout, c.NoHeader, "address", "mac", "vendor", "rtt_ms", "conflicting_macs")
+		for _, h := range rep.Hosts {
+			rtt := h.RTTMS
+			t.row(h.Address, h.MAC, tsvText(h.Vendor), tsvMS(&rtt), tsvList(h.Others))
+		}
+		if err := t.Flush(); err != nil {
 			return err
 		}
 	} else {
 		tw := newTable(env.Stdout)
-		fmt.Fprintln(tw, "IP\tMAC\tVENDOR\tRTT\tNOTE")
+		fmt.Fprintln(tw, "ADDRESS\tMAC\tVENDOR\tRTT\tNOTE")
 		for _, h := range rep.Hosts {
 			note := ""
 			if len(h.Others) > 0 {
 				note = "CONFLICT: also answered by " + strings.Join(h.Others, ", ")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2fms\t%s\n", h.IP, h.MAC, dash(h.Vendor), h.RTTMS, note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2fms\t%s\n", h.Address, h.MAC, dash(h.Vendor), h.RTTMS, note)
 		}
 		tw.Flush()
 	}
 	sum := fmt.Sprintf("%s found; %d addresses swept on %s in %.2fs, %d requests broadcast, %d unicast",
-		plural(rep.Summary.Hosts, "host"), rep.Summary.Addresses, c.Interface, rep.Summary.Seconds, rep.Summary.Sent, rep.Summary.Confirmed)
+		plural(rep.Summary.Hosts, "host"), rep.Summary.Addresses, c.Interface, rep.Summary.Seconds, rep.Summary.ARPSent, rep.Summary.ARPUnicastSent)
 	if rep.Summary.LossSeen {
 		sum += fmt.Sprintf("; requests were lost, so silent addresses got %d tries", 1+c.Retries)
 	}

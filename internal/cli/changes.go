@@ -53,7 +53,7 @@ func logChanges(log zerolog.Logger, ch *inventory.Changes) {
 		return
 	}
 	for _, c := range ch.New {
-		log.Info().Str("event", "host_new").Str("name", c.Name).Str("hostname", c.Hostname).Str("ip", c.To).Str("identity", c.Identity).Msg("new host")
+		log.Info().Str("event", "host_new").Str("name", c.Name).Str("hostname", c.Hostname).Str("address", c.To).Str("identity", c.Identity).Msg("new host")
 	}
 	for _, c := range ch.Moved {
 		log.Info().Str("event", "host_moved").Str("name", c.Name).Str("hostname", c.Hostname).Str("from", c.From).Str("to", c.To).Str("identity", c.Identity).Msg("host moved")
@@ -62,7 +62,7 @@ func logChanges(log zerolog.Logger, ch *inventory.Changes) {
 		log.Info().Str("event", "host_renamed").Str("name", c.Name).Str("old_name", c.OldName).Str("from", c.From).Str("to", c.To).Str("identity", c.Identity).Msg("host renamed")
 	}
 	for _, c := range ch.Unseen {
-		log.Warn().Str("event", "host_unseen").Str("name", c.Name).Str("hostname", c.Hostname).Str("ip", c.From).Dur("unseen", c.Unseen).Str("identity", c.Identity).Msg("host not seen")
+		log.Warn().Str("event", "host_unseen").Str("name", c.Name).Str("hostname", c.Hostname).Str("address", c.From).Dur("unseen", c.Unseen).Str("identity", c.Identity).Msg("host not seen")
 	}
 	for _, w := range ch.Warnings {
 		event := "identity_conflict"
@@ -72,8 +72,8 @@ func logChanges(log zerolog.Logger, ch *inventory.Changes) {
 		// The message may reach a terminal (the console writer does not
 		// escape it); the fields carry the exact bytes, JSON-escaped.
 		log.Warn().Str("event", event).Str("kind", w.Kind).Str("identity", w.Identity).Str("name", w.Name).Str("hostname", w.Hostname).
-			Str("addr", w.Addr).Str("other_identity", w.OtherIdentity).Str("other_name", w.OtherName).Str("other_hostname", w.OtherHostname).
-			Str("other_addr", w.OtherAddr).Msg(w.Text(untrusted.Text))
+			Str("address", w.Addr).Str("other_identity", w.OtherIdentity).Str("other_name", w.OtherName).Str("other_hostname", w.OtherHostname).
+			Str("other_address", w.OtherAddr).Msg(w.Text(untrusted.Text))
 	}
 }
 

@@ -71,7 +71,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"bogus"}, "ifl: unexpected argument bogus\nrun 'ifl --help' for usage\n"},
 		{[]string{"probe", "--bogus"}, "ifl: unknown flag --bogus\nrun 'ifl probe --help' for usage\n"},
-		{[]string{"probe", "-o", "xml", "127.0.0.1"}, "ifl: --output must be one of \"table\",\"json\",\"yaml\" but got \"xml\"\nrun 'ifl probe --help' for usage\n"},
+		{[]string{"probe", "-o", "xml", "127.0.0.1"}, "ifl: --output must be one of \"table\",\"tsv\",\"json\",\"yaml\" but got \"xml\"\nrun 'ifl probe --help' for usage\n"},
 		{[]string{"ping", "--network-key", "/nonexistent/key", "127.0.0.1"}, "ifl: key file /nonexistent/key does not exist (create one with: ifl keygen /nonexistent/key)\n"},
 		{[]string{"scan", "198.18.0.1", "--rate", "0"}, "ifl: --rate 0: want 1 to 1000000 probes per second\n"},
 		{[]string{"scan", "198.18.0.1", "--retries", "11"}, "ifl: --retries 11: want 0-10\n"},
@@ -223,7 +223,7 @@ func TestProbe(t *testing.T) {
 	if s.Agents != 1 || s.Addresses != 3 || s.Probed != 3 || !s.Complete {
 		t.Errorf("summary: %+v", s)
 	}
-	if !strings.HasPrefix(stderr, "1 agent; 3 of 3 addresses probed in ") || !strings.Contains(stderr, "new:       ") {
+	if !strings.HasPrefix(stderr, "1 agent; 3 of 3 addresses probed with connect() in ") || !strings.Contains(stderr, "new:       ") {
 		t.Errorf("stderr %q", stderr)
 	}
 

@@ -193,7 +193,7 @@ func TestInventoryByIdentityPrefix(t *testing.T) {
 		want string
 	}{
 		{[]string{"--list", "--host", "web-1"}, "ifl: --list and --host ask for two answers: give one (Ansible asks for one at a time)\n"},
-		{[]string{"--list", "-o", "yaml"}, "ifl: --list and --host answer in JSON, as Ansible asks: -o yaml does not go with them\n"},
+		{[]string{"--list", "-o", "yaml"}, "ifl: --list prints Ansible's JSON; -o yaml asks for another format: give one\n"},
 	} {
 		code, _, stderr := run(t, append([]string{"inventory", "--state", state}, tt.args...)...)
 		if code != 2 || stderr != tt.want {

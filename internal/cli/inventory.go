@@ -18,7 +18,8 @@ import (
 type InventoryCmd struct {
 	List       bool   `help:"Print the Ansible dynamic inventory (groups, and every host's variables under _meta.hostvars)."`
 	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host: by inventory name, or by the first 8 or more hex digits of its identity."`
-	Output     string `short:"o" enum:"table,json,yaml" default:"table" help:"table (for people), json (same as --list) or yaml (a static Ansible inventory file)."`
+	Output     string `short:"o" enum:"table,tsv,json,yaml" default:"table" help:"table (for people), tsv (tab-separated rows for scripts), json (same as --list) or yaml (a static Ansible inventory file)."`
+	NoHeader   bool   `name:"no-header" help:"With -o tsv, leave out the header line."`
 	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root; else ~/.local/state/ifl/inventory.json, or the controller's /var/lib/ifl/inventory.json when the first does not exist)."`
 	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
 	Prune      string `placeholder:"AGE" help:"Remove the hosts not seen for longer than AGE (e.g. 30d), then show what is left."`
@@ -81,15 +82,15 @@ func parseAge(s string) (time.Duration, error) {
 
 // Run prints the inventory.
 func (c *InventoryCmd) Run(env *Env) error {
+	if err := c.checkOutput(); err != nil {
+		return err
+	}
 	stale, err := parseAge(c.StaleAfter)
 	if err != nil {
 		return fmt.Errorf("--stale-after: %w", err)
 	}
-	switch {
-	case c.List && c.Host != "":
+	if c.List && c.Host != "" {
 		return fmt.Errorf("--list and --host ask for two answers: give one (Ansible asks for one at a time)")
-	case (c.List || c.Host != "") && c.Output != "table" && c.Output != "json":
-		return fmt.Errorf("--list and --host answer in JSON, as Ansible asks: -o %s does not go with them", c.Output)
 	}
 	path := c.State
 	if path == "" {
@@ -119,6 +120,11 @@ func (c *InventoryCmd) Run(env *Env) error {
 		}
 	}
 	inv := st.BuildAnsible(now, stale)
+	if c.Output == formatTSV && c.Host == "" && !c.List {
+		err := writeInventoryTSV(env.Stdout, c.NoHeader, st, inv, now)
+		fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
+		return err
+	}
 	enc := json.NewEncoder(env.Stdout)
 	enc.SetIndent("", "  ")
 	switch {

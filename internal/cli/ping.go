@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,7 +20,7 @@ type PingCmd struct {
 	Host     string        `arg:"" placeholder:"HOST[:PORT]" help:"Agent address or host name, with an optional port (default ${agent_port})."`
 	Timeout  time.Duration `default:"3s" help:"Time allowed for the connection, and again for the handshake and ping."`
 	Identity string        `placeholder:"FINGERPRINT" help:"Require this agent identity, or its first 8 or more hex digits (as tables show it); another one is an error."`
-	JSON     bool          `help:"Print the result as JSON."`
+	Out      OutputFlags   `embed:""`
 	KeyFlag  `embed:""`
 }
 
@@ -33,11 +32,15 @@ unknown agent identity); 2 for usage errors.
 
 Examples:
   ifl ping 198.18.0.5
-  ifl ping web-1.example:7440 --json`
+  ifl ping web-1.example:7440 --json
+  ifl ping 198.18.0.5 -o tsv --no-header | awk '$1 == "kernel" {print $2}'`
 }
 
 // Run pings the agent.
 func (c *PingCmd) Run(ctx context.Context, env *Env) error {
+	if _, err := c.Out.format(); err != nil {
+		return err
+	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("--timeout %v: want a positive duration such as 3s", c.Timeout)
 	}
@@ -62,10 +65,8 @@ func (c *PingCmd) Run(ctx context.Context, env *Env) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if c.JSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(newHostReport(r)); err != nil {
+	if c.Out.Output != formatTable {
+		if err := writePing(env.Stdout, &c.Out, r); err != nil {
 			return err
 		}
 	}
@@ -74,7 +75,7 @@ func (c *PingCmd) Run(ctx context.Context, env *Env) error {
 		// makes the whole line safe for the terminal.
 		return problem(fmt.Errorf("ping %s: %s: %v", addr, r.Status, r.Err))
 	}
-	if !c.JSON {
+	if c.Out.Output == formatTable {
 		printFacts(env, r)
 	}
 	return nil

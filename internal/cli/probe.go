@@ -27,9 +27,8 @@ type ProbeCmd struct {
 	Retries     int           `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
 	Concurrency int           `default:"${probe_concurrency}" help:"Hosts probed at once."`
 	Rate        int           `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
-	Output      string        `short:"o" enum:"table,json,yaml" default:"table" help:"Output format: table, json or yaml."`
-	JSON        bool          `help:"Same as -o json."`
-	All         bool          `help:"List every address probed, closed and filtered ones too (default: open ports only)."`
+	OutputFlags `embed:""`
+	All         bool `help:"List every target address: closed, filtered and down ones too, on the ARP+SYN and connect() paths alike (default: open ports only)."`
 	TargetFlags `embed:""`
 	KeyFlag     `embed:""`
 	State       string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
@@ -68,8 +67,7 @@ Examples:
 // Run probes the targets, updates the inventory and prints the report; with
 // --watch it does so on every interval until stopped.
 func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
-	var err error
-	if c.Output, err = outputFormat(c.JSON, c.Output); err != nil {
+	if _, err := c.format(); err != nil {
 		return err
 	}
 	// IFL_STATE in the environment gives way to --no-state; a --state on
@@ -78,8 +76,8 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	switch {
 	case c.NoState && stateFlag:
 		return fmt.Errorf("--state %s and --no-state ask for opposite things: give one", c.State)
-	case c.Watch > 0 && c.Output == "yaml":
-		return fmt.Errorf("--watch with -o yaml: a watch prints events as they come; -o json prints each round as one line of JSON")
+	case c.Watch > 0 && (c.Output == formatYAML || c.Output == formatTSV):
+		return fmt.Errorf("--watch with -o %s: a watch prints events as they come; -o json prints each round as one line of JSON", c.Output)
 	case c.Port < 1 || c.Port > 65535:
 		return fmt.Errorf("--port %d: want 1-65535", c.Port)
 	case c.Retries < 0 || c.Retries > 10:
@@ -151,7 +149,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if res == nil {
 		return err
 	}
-	if werr := writeReport(env.Stdout, c.Output, res.found, res.summary, res.changes); werr != nil {
+	if werr := writeReport(env.Stdout, &c.OutputFlags, res.found, res.summary, res.changes); werr != nil {
 		return werr
 	}
 	fmt.Fprintln(env.Stderr, res.summary)
@@ -186,12 +184,12 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 	results := make(chan probe.Result)
 	done := make(chan error, 1)
 	var settled atomic.Int64
-	s := summary{Addresses: len(r.addrs), Method: "connect"}
+	s := summary{Addresses: len(r.addrs), Method: methodConnect}
 	var pst probe.PipelineStats
 	go func() {
 		var err error
 		if r.syn != nil {
-			pl := &probe.Pipeline{Prober: r.p, Sweepers: r.sweepers, SYN: r.syn, Settled: func(n int) { settled.Add(int64(n)) }}
+			pl := &probe.Pipeline{Prober: r.p, Sweepers: r.sweepers, SYN: r.syn, Settled: func(n int) { settled.Add(int64(n)) }, All: r.cmd.All}
 			pst, err = pl.Run(ctx, r.addrs, results)
 		} else {
 			err = r.p.Run(ctx, r.addrs, results)
@@ -203,24 +201,37 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 	bar.Width = r.env.Width
 	var found []probe.Result
 	var obs []inventory.Observation
+	openIPv6 := 0
 	for res := range results {
 		s.add(res)
+		if res.Dialled && res.Status.Open() && !res.Addr.Is4() {
+			openIPv6++
+		}
 		if res.Status.Open() || r.cmd.All {
 			found = append(found, res)
 		}
 		if res.Status == probe.Agent {
 			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
-		bar.Set(s.Probed+int(settled.Load()), plural(s.Agents, "agent"))
+		if res.Dialled {
+			// The sweep's and the SYN stage's results are counted
+			// by settled.
+			bar.Set(s.Probed+int(settled.Load()), plural(s.Agents, "agent"))
+		}
 	}
 	bar.Done()
 	runErr := <-done
 	if r.syn != nil {
-		s.Method = "arp+syn"
-		s.Live = pst.Live
-		s.Swept = pst.Swept
-		s.SynSent = pst.SynSent
-		s.SynOpen = pst.SynOpen
+		s.Method = methodRaw
+		s.ARPLive = pst.Live
+		s.ARPSwept = pst.Swept
+		s.Routed = pst.Direct
+		s.SYNSent = pst.SynSent
+		// IPv6 targets skip the SYN probe: their port is open if
+		// their dial found it so.
+		s.Open = pst.SynOpen + openIPv6
+	} else {
+		s.Open = s.Agents + s.Rejected + s.NotAgents
 	}
 	s.Seconds = time.Since(start).Seconds()
 	s.Complete = runErr == nil

@@ -7,9 +7,9 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
-
-	"gopkg.in/yaml.v3"
+	"time"
 
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/probe"
@@ -17,26 +17,28 @@ import (
 	"github.com/ifl-project/ifl/proto"
 )
 
-// hostReport is one host as JSON and YAML show it.
+// hostReport is one address as probe's and ping's JSON and YAML show it.
 type hostReport struct {
-	Address   string       `json:"address" yaml:"address"`
-	Port      int          `json:"port" yaml:"port"`
-	Status    string       `json:"status" yaml:"status"`
-	Identity  string       `json:"identity,omitempty" yaml:"identity,omitempty"`
-	Hostname  string       `json:"hostname,omitempty" yaml:"hostname,omitempty"`
-	LatencyMS float64      `json:"latency_ms" yaml:"latency_ms"`
-	Error     string       `json:"error,omitempty" yaml:"error,omitempty"`
-	Facts     *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`
+	Address  string       `json:"address" yaml:"address"`
+	Port     int          `json:"port" yaml:"port"`
+	Status   string       `json:"status" yaml:"status"`
+	Reason   string       `json:"reason,omitempty" yaml:"reason,omitempty"` // one word, for every status but agent
+	Identity string       `json:"identity,omitempty" yaml:"identity,omitempty"`
+	Hostname string       `json:"hostname,omitempty" yaml:"hostname,omitempty"`
+	RTTMS    *float64     `json:"rtt_ms,omitempty" yaml:"rtt_ms,omitempty"` // connect, handshake and ping, when the port answered
+	Error    string       `json:"error,omitempty" yaml:"error,omitempty"`
+	Facts    *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"` // as the agent sent them
 }
 
 func newHostReport(r probe.Result) hostReport {
 	h := hostReport{
-		Address:   r.Addr.String(),
-		Port:      r.Port,
-		Status:    r.Status.String(),
-		Identity:  r.Identity,
-		LatencyMS: float64(r.Latency.Microseconds()) / 1000,
-		Facts:     r.Facts,
+		Address:  r.Addr.String(),
+		Port:     r.Port,
+		Status:   r.Status.String(),
+		Reason:   r.Reason,
+		Identity: r.Identity,
+		RTTMS:    msOrNil(r.Latency),
+		Facts:    r.Facts,
 	}
 	if r.Facts != nil {
 		h.Hostname = r.Facts.Hostname
@@ -49,22 +51,27 @@ func newHostReport(r probe.Result) hostReport {
 
 // summary counts what a probe found.
 type summary struct {
-	Agents    int     `json:"agents" yaml:"agents"`
-	Rejected  int     `json:"rejected" yaml:"rejected"`
-	NotAgents int     `json:"not_agents" yaml:"not_agents"`
-	Errors    int     `json:"errors" yaml:"errors"`
-	Addresses int     `json:"addresses" yaml:"addresses"`
-	Method    string  `json:"method" yaml:"method"`       // "arp+syn" or "connect"
-	Swept     int     `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
-	Live      int     `json:"arp_live" yaml:"arp_live"`   // of which answered
-	SynSent   int     `json:"syn_sent" yaml:"syn_sent"`   // SYN packets sent
-	SynOpen   int     `json:"syn_open" yaml:"syn_open"`   // agent ports found open
-	Probed    int     `json:"probed" yaml:"probed"`       // addresses dialled
-	Seconds   float64 `json:"seconds" yaml:"seconds"`
-	Complete  bool    `json:"complete" yaml:"complete"` // false after Ctrl-C
+	Method    string `json:"method" yaml:"method"`       // "arp+syn" or "connect"
+	Addresses int    `json:"addresses" yaml:"addresses"` // targets
+	ARPSwept  int    `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
+	ARPLive   int    `json:"arp_live" yaml:"arp_live"`   // of which answered
+	Routed    int    `json:"routed" yaml:"routed"`       // addresses that went on unswept: routed, or on a link ifl could not sweep
+	SYNSent   int    `json:"syn_sent" yaml:"syn_sent"`   // SYN packets sent (arp+syn)
+	Open      int    `json:"open" yaml:"open"`           // addresses with the agent port open
+	Probed    int    `json:"probed" yaml:"probed"`       // addresses dialled
+	Agents    int    `json:"agents" yaml:"agents"`
+	Rejected  int    `json:"rejected" yaml:"rejected"` // rejected and identity-mismatch
+	NotAgents int    `json:"not_agents" yaml:"not_agents"`
+	Errors    int    `json:"errors" yaml:"errors"`
+	// Seconds the probe took; Complete is false after Ctrl-C.
+	Seconds  float64 `json:"seconds" yaml:"seconds"`
+	Complete bool    `json:"complete" yaml:"complete"`
 }
 
 func (s *summary) add(r probe.Result) {
+	if !r.Dialled {
+		return // ruled out by the sweep or the SYN probe, listed for --all
+	}
 	s.Probed++
 	switch r.Status {
 	case probe.Agent:
@@ -89,15 +96,24 @@ func (s summary) String() string {
 	if s.Errors > 0 {
 		parts = append(parts, plural(s.Errors, "error"))
 	}
-	out := fmt.Sprintf("%s; %d of %s probed in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
-	if s.Method == "arp+syn" {
-		out = fmt.Sprintf("%s; %s swept, %d live, %d with the port open, in %.2fs", strings.Join(parts, ", "), plural(s.Addresses, "address"), s.Live, s.SynOpen, s.Seconds)
+	out := fmt.Sprintf("%s; %d of %s probed with connect() in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
+	if s.Method == methodRaw {
+		// An address that no sweep covered is neither swept nor live:
+		// say how many went on without one.
+		out = fmt.Sprintf("%s; %s (%d swept with ARP, %d live; %d routed), %d with the port open, %d probed, in %.2fs",
+			strings.Join(parts, ", "), plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, s.Open, s.Probed, s.Seconds)
 	}
 	if !s.Complete {
 		out += " (interrupted)"
 	}
 	return out
 }
+
+// Methods, as reports name them.
+const (
+	methodRaw     = "arp+syn" // ARP sweep of on-link targets, then SYN probes on a raw socket
+	methodConnect = "connect" // connect() to every target
+)
 
 func plural(n int, word string) string {
 	if n == 1 {
@@ -173,37 +189,112 @@ func otherAddrs(f *proto.Facts, answered netip.Addr) []string {
 }
 
 type probeReport struct {
-	Hosts   []hostReport       `json:"hosts" yaml:"hosts"`
-	Summary summary            `json:"summary" yaml:"summary"`
-	Changes *inventory.Changes `json:"changes,omitempty" yaml:"changes,omitempty"`
+	SchemaVersion int            `json:"schema_version" yaml:"schema_version"`
+	Hosts         []hostReport   `json:"hosts" yaml:"hosts"`
+	Summary       summary        `json:"summary" yaml:"summary"`
+	Changes       *changesReport `json:"changes,omitempty" yaml:"changes,omitempty"`
+}
+
+func newProbeReport(rs []probe.Result, s summary, ch *inventory.Changes) probeReport {
+	rep := probeReport{SchemaVersion: SchemaVersion, Hosts: make([]hostReport, 0, len(rs)), Summary: s, Changes: newChangesReport(ch)}
+	for _, r := range rs {
+		rep.Hosts = append(rep.Hosts, newHostReport(r))
+	}
+	return rep
 }
 
 // writeJSONLine writes one probe round as one line of JSON.
 func writeJSONLine(w io.Writer, run *probeRun) error {
-	rep := probeReport{Hosts: make([]hostReport, 0, len(run.found)), Summary: run.summary, Changes: run.changes}
-	for _, r := range run.found {
-		rep.Hosts = append(rep.Hosts, newHostReport(r))
-	}
-	return json.NewEncoder(w).Encode(rep)
+	return json.NewEncoder(w).Encode(newProbeReport(run.found, run.summary, run.changes))
 }
 
-func writeReport(w io.Writer, format string, rs []probe.Result, s summary, ch *inventory.Changes) error {
-	rep := probeReport{Hosts: make([]hostReport, 0, len(rs)), Summary: s, Changes: ch}
-	for _, r := range rs {
-		rep.Hosts = append(rep.Hosts, newHostReport(r))
+func writeReport(w io.Writer, out *OutputFlags, rs []probe.Result, s summary, ch *inventory.Changes) error {
+	if ok, err := writeMachine(w, out.Output, newProbeReport(rs, s, ch)); ok {
+		return err
 	}
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	case "yaml":
-		enc := yaml.NewEncoder(w)
-		enc.SetIndent(2)
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-		return enc.Close()
+	if out.Output == formatTSV {
+		return writeProbeTSV(w, out.NoHeader, rs)
 	}
 	return writeTable(w, rs)
+}
+
+// writeProbeTSV writes one row per address, as writeTable does.
+func writeProbeTSV(w io.Writer, noHeader bool, rs []probe.Result) error {
+	t := newTSV(w, noHeader, "address", "port", "status", "reason", "identity", "hostname", "other_addresses", "rtt_ms")
+	for _, r := range rs {
+		var host, other string
+		if r.Facts != nil {
+			host = tsvText(r.Facts.Hostname)
+			other = tsvList(otherAddrs(r.Facts, r.Addr))
+		}
+		t.row(r.Addr.String(), strconv.Itoa(r.Port), r.Status.String(), r.Reason, r.Identity, host, other, tsvMS(msOrNil(r.Latency)))
+	}
+	return t.Flush()
+}
+
+// pingReport is ping's JSON and YAML: the one address, as probe lists it.
+type pingReport struct {
+	SchemaVersion int `json:"schema_version" yaml:"schema_version"`
+	hostReport    `yaml:",inline"`
+}
+
+// writePing writes ping's result in a format for machines: JSON or YAML,
+// or TSV as key/value rows, one fact a row; a list (flags, addresses) is
+// one comma-separated value, and each interface, route and label has rows
+// of its own.
+func writePing(w io.Writer, out *OutputFlags, r probe.Result) error {
+	if ok, err := writeMachine(w, out.Output, pingReport{SchemaVersion, newHostReport(r)}); ok {
+		return err
+	}
+	t := newTSV(w, out.NoHeader, "key", "value")
+	h := newHostReport(r)
+	t.row("address", h.Address)
+	t.row("port", strconv.Itoa(h.Port))
+	t.row("status", h.Status)
+	t.row("reason", h.Reason)
+	t.row("identity", h.Identity)
+	t.row("rtt_ms", tsvMS(h.RTTMS))
+	if h.Error != "" {
+		t.row("error", tsvText(h.Error))
+	}
+	f := r.Facts
+	if f == nil {
+		return t.Flush()
+	}
+	t.row("hostname", tsvText(f.Hostname))
+	t.row("machine_id", tsvText(f.MachineID))
+	t.row("os.id", tsvText(f.OS.ID))
+	t.row("os.version_id", tsvText(f.OS.VersionID))
+	t.row("os.pretty_name", tsvText(f.OS.PrettyName))
+	t.row("kernel", tsvText(f.Kernel))
+	t.row("uptime_seconds", strconv.FormatInt(f.UptimeSeconds, 10))
+	t.row("agent_version", tsvText(f.AgentVersion))
+	t.row("time", f.Time.UTC().Format(time.RFC3339Nano))
+	for i, rt := range f.DefaultRoutes {
+		k := "default_routes." + strconv.Itoa(i) + "."
+		t.row(k+"family", tsvText(rt.Family))
+		t.row(k+"gateway", tsvText(rt.Gateway))
+		t.row(k+"interface", tsvText(rt.Interface))
+	}
+	for i, ifc := range f.Interfaces {
+		k := "interfaces." + strconv.Itoa(i) + "."
+		t.row(k+"name", tsvText(ifc.Name))
+		t.row(k+"mac", tsvText(ifc.MAC))
+		t.row(k+"mtu", strconv.Itoa(ifc.MTU))
+		t.row(k+"flags", tsvList(ifc.Flags))
+		t.row(k+"addrs", tsvList(ifc.Addrs))
+	}
+	keys := make([]string, 0, len(f.Labels))
+	for k := range f.Labels {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	for _, k := range keys {
+		t.row("labels."+tsvText(k), tsvText(f.Labels[k]))
+	}
+	if tr := f.Truncated; tr != nil {
+		t.row("truncated.interfaces", strconv.Itoa(tr.Interfaces))
+		t.row("truncated.labels", strconv.Itoa(tr.Labels))
+	}
+	return t.Flush()
 }

@@ -2,9 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/probe"
@@ -16,13 +17,12 @@ import (
 type ScanCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names (or --input-list FILE)."`
 	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
-	All         bool          `help:"Also list closed and filtered ports (default: open only)."`
+	All         bool          `help:"Also list closed and filtered ports, and the ports of down hosts, on the SYN and connect() paths alike (default: open only)."`
 	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
 	Rate        int           `default:"${syn_rate}" help:"Probes per second."`
 	Retries     int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
 	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before a retry, and after the last probe."`
-	Output      string        `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
-	JSON        bool          `help:"Same as -o json."`
+	OutputFlags `embed:""`
 	TargetFlags `embed:""`
 }
 
@@ -41,17 +41,41 @@ Examples:
   ifl scan --connect 198.18.0.5 -p 1-1024 --all --json`
 }
 
+// scanRow is one port of one address.
 type scanRow struct {
-	Address string  `json:"address"`
-	Port    uint16  `json:"port"`
-	State   string  `json:"state"`
-	RTTMS   float64 `json:"rtt_ms"`
+	Address string   `json:"address" yaml:"address"`
+	Port    uint16   `json:"port" yaml:"port"`
+	Status  string   `json:"status" yaml:"status"`                     // open, closed, filtered or down
+	RTTMS   *float64 `json:"rtt_ms,omitempty" yaml:"rtt_ms,omitempty"` // for open and closed
+}
+
+// scanSummary counts what a scan did and found.
+type scanSummary struct {
+	Method      string  `json:"method" yaml:"method"` // "arp+syn" or "connect"
+	Addresses   int     `json:"addresses" yaml:"addresses"`
+	Ports       int     `json:"ports" yaml:"ports"`         // per address
+	ARPSwept    int     `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
+	ARPLive     int     `json:"arp_live" yaml:"arp_live"`   // of which answered
+	Routed      int     `json:"routed" yaml:"routed"`       // addresses that went on unswept
+	Down        int     `json:"down" yaml:"down"`           // addresses found down: silent to ARP, or unreachable
+	Open        int     `json:"open" yaml:"open"`           // ports
+	Closed      int     `json:"closed" yaml:"closed"`
+	Filtered    int     `json:"filtered" yaml:"filtered"`
+	SYNSent     int     `json:"syn_sent" yaml:"syn_sent"`       // SYN packets sent, retries included (arp+syn)
+	Connections int     `json:"connections" yaml:"connections"` // connect() attempts, retries included (connect)
+	Seconds     float64 `json:"seconds" yaml:"seconds"`
+	Complete    bool    `json:"complete" yaml:"complete"`
+}
+
+type scanReport struct {
+	SchemaVersion int         `json:"schema_version" yaml:"schema_version"`
+	Ports         []scanRow   `json:"ports" yaml:"ports"`
+	Summary       scanSummary `json:"summary" yaml:"summary"`
 }
 
 // Run scans.
 func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
-	var err error
-	if c.Output, err = outputFormat(c.JSON, c.Output); err != nil {
+	if _, err := c.format(); err != nil {
 		return err
 	}
 	if err := checkPacing(c.Rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
@@ -83,7 +107,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	cfg := &synscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}
 	var s synscan.Scanner
-	method := "connect"
+	method := methodConnect
 	if rawAllowed(env, "scan", c.Connect) {
 		if err := keepOnlyNetRaw(env, "scan"); err != nil {
 			return err
@@ -92,7 +116,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		if err != nil {
 			return fmt.Errorf("scan: %w", err)
 		}
-		s, method = raw, "syn"
+		s, method = raw, methodRaw
 	} else {
 		s = synscan.NewConnect(cfg)
 	}
@@ -102,14 +126,23 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	// their ports are not probed (with the kernel resolving each of them,
 	// a sweep of an empty subnet would take seconds per address).
 	var live <-chan netip.Addr
-	discovered := func() probe.DiscoverStats { return probe.DiscoverStats{Direct: len(v4)} }
-	if method == "syn" {
+	discovered := func() probe.DiscoverStats { return probe.DiscoverStats{} }
+	// The ports of down addresses are results too, with --all, so that
+	// both paths list the same rows: the connect() path finds a host down
+	// when the kernel's own ARP probes go unanswered.
+	var downMu sync.Mutex
+	var down []netip.Addr
+	if method == methodRaw {
 		sweepers := probe.OpenSweepers(v4)
 		defer sweepers.Close()
 		if err := dropAllCaps(env, "scan"); err != nil {
 			return err
 		}
-		live, discovered = probe.Discover(ctx, v4, sweepers, nil, nil)
+		live, discovered = probe.Discover(ctx, v4, sweepers, nil, func(silent []netip.Addr) {
+			downMu.Lock()
+			down = append(down, silent...)
+			downMu.Unlock()
+		})
 	} else {
 		ch := make(chan netip.Addr)
 		go func() {
@@ -153,55 +186,85 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	bar.Width = env.Width
 	var res []synscan.Result
 	counts := map[synscan.State]int{}
+	downAt := map[netip.Addr]bool{}
 	for r := range out {
 		counts[r.State]++
+		if r.State == synscan.Down {
+			downAt[r.Addr] = true
+		}
 		if r.State == synscan.Open || c.All {
 			res = append(res, r)
 		}
-		bar.Set(counts[synscan.Open]+counts[synscan.Closed]+counts[synscan.Filtered], fmt.Sprintf("%d open", counts[synscan.Open]))
+		bar.Set(counts[synscan.Open]+counts[synscan.Closed]+counts[synscan.Filtered]+counts[synscan.Down], fmt.Sprintf("%d open", counts[synscan.Open]))
 	}
 	bar.Done()
 	d := <-fin
 	disc := discovered()
-	down := disc.Swept - disc.Live
+	for _, a := range down {
+		downAt[a] = true
+		if c.All {
+			for _, p := range ports {
+				res = append(res, synscan.Result{Target: synscan.Target{Addr: a, Port: p}, State: synscan.Down})
+			}
+		}
+	}
 	synscan.Sort(res)
 
-	rows := make([]scanRow, 0, len(res))
-	for _, r := range res {
-		rows = append(rows, scanRow{Address: r.Addr.String(), Port: r.Port, State: r.State.String(), RTTMS: float64(r.RTT.Microseconds()) / 1000})
+	rep := scanReport{SchemaVersion: SchemaVersion, Ports: make([]scanRow, 0, len(res)), Summary: scanSummary{
+		Method: method, Addresses: len(v4), Ports: len(ports),
+		ARPSwept: disc.Swept, ARPLive: disc.Live, Routed: disc.Direct, Down: len(downAt),
+		Open: counts[synscan.Open], Closed: counts[synscan.Closed], Filtered: counts[synscan.Filtered],
+		Seconds: time.Since(start).Seconds(), Complete: d.err == nil,
+	}}
+	if method == methodRaw {
+		rep.Summary.SYNSent = d.st.Sent
+	} else {
+		rep.Summary.Connections = d.st.Sent
 	}
-	elapsed := time.Since(start).Seconds()
-	if c.Output == "json" {
-		rep := map[string]any{
-			"ports": rows,
-			"summary": map[string]any{
-				"method": method, "addresses": len(v4), "down": down, "ports": len(ports),
-				"open": counts[synscan.Open], "closed": counts[synscan.Closed],
-				"filtered": counts[synscan.Filtered], "probes_sent": d.st.Sent, "seconds": elapsed, "complete": d.err == nil,
-			},
+	for _, r := range res {
+		rep.Ports = append(rep.Ports, scanRow{Address: r.Addr.String(), Port: r.Port, Status: r.State.String(), RTTMS: msOrNil(r.RTT)})
+	}
+	if ok, err := writeMachine(env.Stdout, c.Output, rep); ok {
+		if err != nil {
+			return err
 		}
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+	} else if c.Output == formatTSV {
+		t := newTSV(env.Stdout, c.NoHeader, "address", "port", "status", "rtt_ms")
+		for _, r := range rep.Ports {
+			t.row(r.Address, strconv.Itoa(int(r.Port)), r.Status, tsvMS(r.RTTMS))
+		}
+		if err := t.Flush(); err != nil {
 			return err
 		}
 	} else {
 		tw := newTable(env.Stdout)
 		fmt.Fprintln(tw, "ADDRESS\tPORT\tSTATE\tRTT")
-		for _, r := range rows {
+		for _, r := range rep.Ports {
 			rtt := "-"
-			if r.State != "filtered" {
-				rtt = fmt.Sprintf("%.2fms", r.RTTMS)
+			if r.RTTMS != nil {
+				rtt = fmt.Sprintf("%.2fms", *r.RTTMS)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Address, r.Port, r.State, rtt)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Address, r.Port, r.Status, rtt)
 		}
 		tw.Flush()
 	}
-	sum := fmt.Sprintf("%d open, %d closed, %d filtered (%s) on %s, %d of them down (no ARP answer), in %.2fs; %d packets sent",
-		counts[synscan.Open], counts[synscan.Closed], counts[synscan.Filtered], method, plural(len(v4), "address"), down, elapsed, d.st.Sent)
-	if d.err != nil {
-		sum += " (interrupted)"
-	}
-	fmt.Fprintln(env.Stderr, sum)
+	fmt.Fprintln(env.Stderr, rep.Summary)
 	return d.err
+}
+
+func (s scanSummary) String() string {
+	out := fmt.Sprintf("%d open, %d closed, %d filtered", s.Open, s.Closed, s.Filtered)
+	if s.Down > 0 {
+		out += fmt.Sprintf(", %s down", plural(s.Down, "address"))
+	}
+	if s.Method == methodRaw {
+		out += fmt.Sprintf("; %s (%d swept with ARP, %d live; %d routed), %s sent, in %.2fs",
+			plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, plural(s.SYNSent, "SYN packet"), s.Seconds)
+	} else {
+		out += fmt.Sprintf("; %s, %s with connect(), in %.2fs", plural(s.Addresses, "address"), plural(s.Connections, "connection"), s.Seconds)
+	}
+	if !s.Complete {
+		out += " (interrupted)"
+	}
+	return out
 }

@@ -10,12 +10,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
 	"github.com/ifl-project/ifl/internal/testnet"
 )
 
 type arpReport struct {
 	Hosts []struct {
-		IP     string   `json:"ip"`
+		IP     string   `json:"address"`
 		MAC    string   `json:"mac"`
 		Vendor string   `json:"vendor"`
 		Others []string `json:"conflicting_macs"`
@@ -65,6 +66,7 @@ func TestArpScan(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
+	schematest.ValidateJSON(t, "arp-scan", []byte(stdout))
 	var rep arpReport
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("%v\n%s", err, stdout)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
 	"github.com/ifl-project/ifl/internal/testnet"
 )
 
@@ -125,6 +126,7 @@ func expected(lan *testnet.LAN) map[string]outcome {
 
 func checkProbe(t *testing.T, lan *testnet.LAN, stdout string) probeReport {
 	t.Helper()
+	schematest.ValidateJSON(t, "probe", []byte(stdout))
 	var rep probeReport
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("probe output: %v\n%s", err, stdout)
@@ -136,7 +138,7 @@ func checkProbe(t *testing.T, lan *testnet.LAN, stdout string) probeReport {
 		order = append(order, netip.MustParseAddr(h.Address))
 		why[h.Address] = h.Status + ": " + h.Error
 		switch h.Status {
-		case "closed", "filtered":
+		case "closed", "filtered", "down":
 			continue // listed with --all only
 		}
 		got[h.Address] = outcome{h.Status, h.Identity, h.Hostname}
@@ -298,6 +300,47 @@ func TestProbeWithLoss(t *testing.T) {
 	}
 }
 
+// TestProbeAllAgrees: --all lists every target address, on the ARP+SYN
+// path as on the connect() path, with the same status where both can
+// know it.
+func TestProbeAllAgrees(t *testing.T) {
+	testnet.Require(t, true)
+	lan := testnet.Start(t, mixedSpec("e2eall"), testnet.BuildIFL(t))
+	listed := func(stdout string) map[string]string {
+		rep := checkProbe(t, lan, stdout)
+		out := map[string]string{}
+		for _, h := range rep.Hosts {
+			out[h.Address] = h.Status
+		}
+		return out
+	}
+	stdout, stderr, code := ifl(t, lan, "probe", "--all", "-o", "json", lan.Prefix.String())
+	if code != 0 {
+		t.Fatalf("arp+syn: exit %d: %s", code, stderr)
+	}
+	raw := listed(stdout)
+	stdout, stderr, code = ifl(t, lan, "probe", "--connect", "--all", "-o", "json", lan.Prefix.String())
+	if code != 0 {
+		t.Fatalf("connect: exit %d: %s", code, stderr)
+	}
+	conn := listed(stdout)
+	if len(raw) != 254 || len(conn) != 254 {
+		t.Errorf("listed %d addresses on the arp+syn path, %d on the connect() path; want all 254 on both", len(raw), len(conn))
+	}
+	for a, st := range raw {
+		c, ok := conn[a]
+		switch {
+		case !ok:
+			t.Errorf("%s: %s on the arp+syn path, not listed on the connect() path", a, st)
+		case st == "down" && (c == "filtered" || c == "down"):
+			// connect() cannot tell a silent host from a filtered
+			// port before the kernel gives up on ARP.
+		case st != c:
+			t.Errorf("%s: %s on the arp+syn path, %s on the connect() path", a, st, c)
+		}
+	}
+}
+
 // TestLANLeavesNoTrace brings a LAN up twice without tearing the first one
 // down (as after a crash), then down, and checks that the caller's network
 // namespace never changed and that nothing is left.
@@ -394,6 +437,7 @@ func TestSandboxedAgentFacts(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("ping: exit %d: %s", code, stderr)
 	}
+	schematest.ValidateJSON(t, "ping", []byte(stdout))
 	var rep struct {
 		Identity string `json:"identity"`
 		Facts    struct {

@@ -114,7 +114,7 @@ func TestScanIgnoresForgedAnswers(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, p := range rep.Ports {
-		got[p.Address] = p.State
+		got[p.Address] = p.Status
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("port states (-want +got):\n%s", diff)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
 	"github.com/ifl-project/ifl/internal/testnet"
 )
 
@@ -18,7 +20,7 @@ type scanReport struct {
 	Ports []struct {
 		Address string `json:"address"`
 		Port    int    `json:"port"`
-		State   string `json:"state"`
+		Status  string `json:"status"`
 	} `json:"ports"`
 	Summary struct {
 		Method string `json:"method"`
@@ -58,7 +60,7 @@ func TestScan(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		args []string
-	}{{"syn", nil}, {"connect", []string{"--connect"}}} {
+	}{{"arp+syn", nil}, {"connect", []string{"--connect"}}} {
 		t.Run(mode.name, func(t *testing.T) {
 			targets := []string{lan.Prefix.String()}
 			if mode.name == "connect" {
@@ -76,13 +78,29 @@ func TestScan(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
+			schematest.ValidateJSON(t, "scan", []byte(stdout))
 			var rep scanReport
 			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 				t.Fatalf("%v\n%s", err, stdout)
 			}
+			want := want
+			if mode.name == "arp+syn" {
+				// The controller's own address is a target too: it
+				// answers no ARP of its own, but is not down.
+				want = maps.Clone(want)
+				want[lan.Controller.Addr.String()+":22"] = "closed"
+				want[fmt.Sprintf("%s:%d", lan.Controller.Addr, lan.Port)] = "closed"
+			}
 			got := map[string]string{}
+			down := 0
 			for _, p := range rep.Ports {
-				got[fmt.Sprintf("%s:%d", p.Address, p.Port)] = p.State
+				if p.Status == "down" {
+					// --all lists the ports of down addresses too,
+					// as the connect() path would.
+					down++
+					continue
+				}
+				got[fmt.Sprintf("%s:%d", p.Address, p.Port)] = p.Status
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("port states (-want +got):\n%s", diff)
@@ -90,8 +108,8 @@ func TestScan(t *testing.T) {
 			if rep.Summary.Method != mode.name {
 				t.Errorf("method %q, want %q", rep.Summary.Method, mode.name)
 			}
-			if mode.name == "syn" && rep.Summary.Down != 254-1-len(lan.Hosts)+countEmpty(lan) {
-				t.Errorf("%d addresses down", rep.Summary.Down)
+			if mode.name == "arp+syn" && (rep.Summary.Down != 254-2-len(lan.Hosts)+countEmpty(lan) || down != 2*rep.Summary.Down) {
+				t.Errorf("%d addresses down, %d rows of down ports", rep.Summary.Down, down)
 			}
 		})
 	}

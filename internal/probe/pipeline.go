@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -32,6 +33,11 @@ type Pipeline struct {
 	// ruled out (they did not answer ARP), for progress reporting. It may
 	// be called from several goroutines at once.
 	Settled func(n int)
+	// All, if set, makes Run send a Result for every address it rules
+	// out too: Down for those silent to ARP, Closed and Filtered for the
+	// SYN probes' answers. Then every target has a Result, as on the
+	// connect() path.
+	All bool
 }
 
 // PipelineStats count what the pipeline did besides probing.
@@ -49,6 +55,9 @@ func Plan(addrs []netip.Addr) (onLink map[string][]netip.Addr, routed []netip.Ad
 		prefix netip.Prefix
 	}
 	var subnets []subnet
+	// The host's own addresses answer no ARP request of its own: they
+	// go on unswept, as connect() finds them.
+	own := map[netip.Addr]bool{}
 	ifis, _ := net.Interfaces()
 	for _, ifi := range ifis {
 		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
@@ -56,12 +65,17 @@ func Plan(addrs []netip.Addr) (onLink map[string][]netip.Addr, routed []netip.Ad
 		}
 		ps, _ := netinfo.IPv4Prefixes(&ifi)
 		for _, p := range ps {
+			own[p.Addr()] = true
 			subnets = append(subnets, subnet{ifi.Name, p.Masked()})
 		}
 	}
 	onLink = map[string][]netip.Addr{}
 next:
 	for _, a := range addrs {
+		if own[a] {
+			routed = append(routed, a)
+			continue
+		}
 		for _, s := range subnets {
 			if s.prefix.Contains(a) {
 				onLink[s.ifname] = append(onLink[s.ifname], a)
@@ -109,10 +123,10 @@ func (sw Sweepers) Close() {
 
 // Discover passes on the addresses worth probing, as they are known: the
 // on-link ones that answer an ARP sweep by one of sweepers, and every other
-// one. settled, if set, is called (from any goroutine) with the number of
-// addresses a sweep ruled out. The channel is closed when discovery is
+// one. settled, if set, is called (from any goroutine) with the addresses
+// a sweep ruled out. The channel is closed when discovery is
 // done; stats may be called after that.
-func Discover(ctx context.Context, addrs []netip.Addr, sweepers Sweepers, cfg *arpscan.Config, settled func(int)) (<-chan netip.Addr, func() DiscoverStats) {
+func Discover(ctx context.Context, addrs []netip.Addr, sweepers Sweepers, cfg *arpscan.Config, settled func(silent []netip.Addr)) (<-chan netip.Addr, func() DiscoverStats) {
 	onLink, routed := Plan(addrs)
 	var live, swept, fallback atomic.Int64
 	in := make(chan netip.Addr)
@@ -171,7 +185,13 @@ func Discover(ctx context.Context, addrs []netip.Addr, sweepers Sweepers, cfg *a
 				return
 			}
 			if settled != nil {
-				settled(len(group) - len(answered))
+				silent := make([]netip.Addr, 0, len(group)-len(answered))
+				for _, a := range group {
+					if !answered[a] {
+						silent = append(silent, a)
+					}
+				}
+				settled(silent)
 			}
 		}()
 	}
@@ -193,8 +213,15 @@ func Discover(ctx context.Context, addrs []netip.Addr, sweepers Sweepers, cfg *a
 	}
 }
 
+// Errors of the results that Run sends with All.
+var (
+	errNoARP       = errors.New("no ARP reply (host down)")
+	errSynClosed   = errors.New("connection refused (RST to a SYN: no agent listening on that port)")
+	errSynFiltered = errors.New("no answer to SYN probes (the port is filtered)")
+)
+
 // Run sweeps and probes addrs, sending one Result per probed address on out
-// (addresses silent to ARP produce none). It does not close out.
+// (and with All one per address ruled out). It does not close out.
 //
 // A SYN scanner that fails (a send error) stops the whole run, which
 // returns that error with what it found so far: a run that lost its SYN
@@ -204,11 +231,27 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 	defer cancel()
 	var st PipelineStats
 	var synErr error // written before synDone is closed
-	in, dstats := Discover(ctx, addrs, pl.Sweepers, pl.ARP, pl.Settled)
+	settled := func(silent []netip.Addr) {
+		if pl.Settled != nil {
+			pl.Settled(len(silent))
+		}
+		if !pl.All {
+			return
+		}
+		for _, a := range silent {
+			r := Result{Addr: a, Port: pl.Prober.Port, Status: Down, Reason: ReasonNoARP, Err: errNoARP}
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	in, dstats := Discover(ctx, addrs, pl.Sweepers, pl.ARP, settled)
 	var probeIn <-chan netip.Addr = in
 	synDone := make(chan struct{})
 	if pl.SYN != nil {
-		probeIn = pl.synStage(ctx, in, &st, synDone, func(err error) {
+		probeIn = pl.synStage(ctx, in, out, &st, synDone, func(err error) {
 			synErr = err
 			cancel()
 		})
@@ -229,7 +272,7 @@ func (pl *Pipeline) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resu
 // path speaks IPv4 only: the prober dials those). The returned channel is
 // closed when the scan is done; done is closed after the last write to st.
 // A scanner error is handed to fail before done is closed.
-func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *PipelineStats, done chan<- struct{}, fail func(error)) <-chan netip.Addr {
+func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, out chan<- Result, st *PipelineStats, done chan<- struct{}, fail func(error)) <-chan netip.Addr {
 	targets := make(chan synscan.Target)
 	results := make(chan synscan.Result, 64)
 	bypass := make(chan netip.Addr)
@@ -298,6 +341,16 @@ func (pl *Pipeline) synStage(ctx context.Context, live <-chan netip.Addr, st *Pi
 			}
 			if pl.Settled != nil {
 				pl.Settled(1)
+			}
+			if pl.All {
+				res := Result{Addr: r.Addr, Port: pl.Prober.Port, Status: Closed, Reason: ReasonRefused, Err: errSynClosed}
+				if r.State != synscan.Closed {
+					res.Status, res.Reason, res.Err = Filtered, ReasonTimeout, errSynFiltered
+				}
+				select {
+				case out <- res:
+				case <-ctx.Done():
+				}
 			}
 		}
 		<-scanned

@@ -33,10 +33,11 @@ const (
 	NotAgent               // the port is open but speaks another protocol, or nothing
 	Closed                 // connection refused
 	Filtered               // no answer within the timeout
+	Down                   // the host is not there: no ARP reply, or host unreachable
 	Failed                 // any other error
 )
 
-var statusNames = [...]string{"agent", "rejected", "identity-mismatch", "not-agent", "closed", "filtered", "error"}
+var statusNames = [...]string{"agent", "rejected", "identity-mismatch", "not-agent", "closed", "filtered", "down", "error"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
@@ -60,7 +61,28 @@ type Result struct {
 	Facts    *proto.Facts // for Agent
 	Latency  time.Duration
 	Err      error // why, for every status but Agent
+	// Reason is why, in one word for scripts: "" for Agent, else one of
+	// the Reason constants.
+	Reason string
+	// Dialled is false for the results a Pipeline with All sends for the
+	// addresses its sweep or SYN probes ruled out.
+	Dialled bool
 }
+
+// Reasons: why an address is not a verified agent, one word each, so that
+// a script can split a line on blanks.
+const (
+	ReasonWrongKey = "wrong-key-or-skew" // Rejected
+	ReasonIdentity = "identity-mismatch" // Mismatch
+	ReasonOther    = "other-service"     // NotAgent: another protocol
+	ReasonVersion  = "other-version"     // NotAgent: an ifl agent of another protocol version
+	ReasonSilent   = "no-answer"         // NotAgent: the port opened and said nothing
+	ReasonRefused  = "refused"           // Closed
+	ReasonTimeout  = "timeout"           // Filtered
+	ReasonNoARP    = "no-arp-reply"      // Down: silent to an ARP sweep
+	ReasonUnreach  = "unreachable"       // Down: the kernel or a router said so
+	ReasonError    = "error"             // Failed
+)
 
 // Defaults for the zero values of Prober.
 const (
@@ -171,7 +193,7 @@ func (p *Prober) Stream(ctx context.Context, in <-chan netip.Addr, out chan<- Re
 // packets can outlast TCP's retransmissions), is tried again Retries times
 // on a new connection.
 func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
-	r := Result{Addr: a, Port: p.Port}
+	r := Result{Addr: a, Port: p.Port, Dialled: true}
 	dial := p.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -189,7 +211,7 @@ func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
 			}
 			continue
 		}
-		r.Status, r.Err = classifyDial(err, p.timeout())
+		r.Status, r.Reason, r.Err = classifyDial(err, p.timeout())
 		if r.Status != Filtered || try >= p.retries() || ctx.Err() != nil {
 			return r
 		}
@@ -205,37 +227,46 @@ func (p *Prober) verify(ctx context.Context, c net.Conn, r Result, start time.Ti
 	r.Latency = time.Since(start)
 	r.Identity = pc.PeerIdentity()
 	if err != nil {
-		r.Status, r.Err = classifyHandshake(err), err
+		r.Status, r.Reason = classifyHandshake(err)
+		r.Err = err
 		return r
 	}
 	r.Status, r.Facts = Agent, facts
 	return r
 }
 
-func classifyDial(err error, timeout time.Duration) (Status, error) {
+func classifyDial(err error, timeout time.Duration) (Status, string, error) {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return Closed, errors.New("connection refused (no agent listening on that port)")
+		return Closed, ReasonRefused, errors.New("connection refused (no agent listening on that port)")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return Filtered, fmt.Errorf("no answer within %v (host down, or the port is filtered)", timeout)
+		return Filtered, ReasonTimeout, fmt.Errorf("no answer within %v (host down, or the port is filtered)", timeout)
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return Filtered, fmt.Errorf("unreachable: %w", err)
+		// The kernel's own ARP probes went unanswered, or a router
+		// said so: the host is down, as a silent ARP sweep says.
+		return Down, ReasonUnreach, fmt.Errorf("unreachable: %w", err)
 	}
-	return Failed, err
+	return Failed, ReasonError, err
 }
 
 func timedOut(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, proto.ErrNoAnswer)
 }
 
-func classifyHandshake(err error) Status {
+func classifyHandshake(err error) (Status, string) {
 	switch {
 	case errors.Is(err, proto.ErrRejected):
-		return Rejected
+		return Rejected, ReasonWrongKey
 	case errors.Is(err, proto.ErrIdentityMismatch):
-		return Mismatch
-	case errors.Is(err, proto.ErrNotIFL), errors.Is(err, proto.ErrNoAnswer), errors.Is(err, proto.ErrVersion):
-		return NotAgent
+		return Mismatch, ReasonIdentity
+	case errors.Is(err, proto.ErrNotIFL):
+		return NotAgent, ReasonOther
+	case errors.Is(err, proto.ErrNoAnswer):
+		return NotAgent, ReasonSilent
+	case errors.Is(err, proto.ErrVersion):
+		return NotAgent, ReasonVersion
+	case timedOut(err):
+		return Failed, ReasonTimeout
 	}
-	return Failed
+	return Failed, ReasonError
 }

@@ -33,7 +33,7 @@ _ifl() {
 		--retries) COMPREPLY=(); return ;;
 		--concurrency) COMPREPLY=(); return ;;
 		--rate) COMPREPLY=(); return ;;
-		--output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
 		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -41,7 +41,7 @@ _ifl() {
 		--watch) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --retries --concurrency --rate --output -o --json --all --exclude --input-list --force --network-key --state --no-state --watch --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -52,12 +52,12 @@ _ifl() {
 		--retries) COMPREPLY=(); return ;;
 		--min-retries) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
-		--output|-o) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--rate --retries --min-retries --timeout --output -o --json --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--rate --retries --min-retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=($(compgen -W "$(command ls /sys/class/net 2>/dev/null)" -- "$cur"))
@@ -68,12 +68,12 @@ _ifl() {
 		--rate) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
-		--output|-o) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --retries --timeout --output -o --json --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -82,10 +82,11 @@ _ifl() {
 		case $prev in
 		--timeout) COMPREPLY=(); return ;;
 		--identity) COMPREPLY=(); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--timeout --identity --json --network-key --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--timeout --identity --output -o --json --no-header --network-key --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -93,13 +94,13 @@ _ifl() {
 	inventory)
 		case $prev in
 		--host) COMPREPLY=(); return ;;
-		--output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return ;;
+		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--stale-after) COMPREPLY=(); return ;;
 		--prune) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--list --host --output -o --state --stale-after --prune --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--list --host --output -o --no-header --state --stale-after --prune --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
