@@ -26,6 +26,7 @@ type hostReport struct {
 	Hostname  string       `json:"hostname,omitempty" yaml:"hostname,omitempty"`
 	LatencyMS float64      `json:"latency_ms" yaml:"latency_ms"`
 	Error     string       `json:"error,omitempty" yaml:"error,omitempty"`
+	AlsoAt    []string     `json:"also_at,omitempty" yaml:"also_at,omitempty"` // the same agent, verified there too
 	Facts     *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`
 }
 
@@ -44,6 +45,9 @@ func newHostReport(r probe.Result) hostReport {
 	if r.Err != nil {
 		h.Error = r.Err.Error()
 	}
+	for _, a := range r.Also {
+		h.AlsoAt = append(h.AlsoAt, a.String())
+	}
 	return h
 }
 
@@ -54,12 +58,14 @@ type summary struct {
 	NotAgents int     `json:"not_agents" yaml:"not_agents"`
 	Errors    int     `json:"errors" yaml:"errors"`
 	Addresses int     `json:"addresses" yaml:"addresses"`
-	Method    string  `json:"method" yaml:"method"`       // "arp+syn" or "connect"
-	Swept     int     `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
-	Live      int     `json:"arp_live" yaml:"arp_live"`   // of which answered
-	SynSent   int     `json:"syn_sent" yaml:"syn_sent"`   // SYN packets sent
-	SynOpen   int     `json:"syn_open" yaml:"syn_open"`   // agent ports found open
-	Probed    int     `json:"probed" yaml:"probed"`       // addresses dialled
+	Method    string  `json:"method" yaml:"method"`                       // "arp+syn", "connect" or "broadcast"
+	Swept     int     `json:"arp_swept" yaml:"arp_swept"`                 // addresses swept with ARP
+	Live      int     `json:"arp_live" yaml:"arp_live"`                   // of which answered
+	SynSent   int     `json:"syn_sent" yaml:"syn_sent"`                   // SYN packets sent
+	SynOpen   int     `json:"syn_open" yaml:"syn_open"`                   // agent ports found open
+	Queries   int     `json:"queries,omitempty" yaml:"queries,omitempty"` // broadcast queries sent
+	Answers   int     `json:"answers,omitempty" yaml:"answers,omitempty"` // addresses that answered them
+	Probed    int     `json:"probed" yaml:"probed"`                       // addresses dialled
 	Seconds   float64 `json:"seconds" yaml:"seconds"`
 	Complete  bool    `json:"complete" yaml:"complete"` // false after Ctrl-C
 }
@@ -92,6 +98,9 @@ func (s summary) String() string {
 	out := fmt.Sprintf("%s; %d of %s probed in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
 	if s.Method == "arp+syn" {
 		out = fmt.Sprintf("%s; %s swept, %d live, %d with the port open, in %.2fs", strings.Join(parts, ", "), plural(s.Addresses, "address"), s.Live, s.SynOpen, s.Seconds)
+	}
+	if s.Method == "broadcast" {
+		out = fmt.Sprintf("%s; %s answered the broadcast (%d queries sent), %d probed, in %.2fs", strings.Join(parts, ", "), plural(s.Answers, "address"), s.Queries, s.Probed, s.Seconds)
 	}
 	if !s.Complete {
 		out += " (interrupted)"
@@ -132,7 +141,7 @@ func writeTable(w io.Writer, rs []probe.Result) error {
 		host, other := "-", "-"
 		if r.Facts != nil {
 			host = untrusted.Cell(r.Facts.Hostname, maxHostnameCell)
-			if o := otherAddrs(r.Facts, r.Addr); len(o) > 0 {
+			if o := otherAddrs(r.Facts, r.Addr, r.Also); len(o) > 0 {
 				other = strings.Join(o, ",")
 			}
 		}
@@ -162,12 +171,17 @@ func reasonShort(r probe.Result) string {
 	return "(" + untrusted.Cell(r.Err.Error(), maxReasonCell) + ")"
 }
 
-func otherAddrs(f *proto.Facts, answered netip.Addr) []string {
+// otherAddrs lists the addresses an agent reports besides the one that
+// answered, and the others where it answered too (also).
+func otherAddrs(f *proto.Facts, answered netip.Addr, also []netip.Addr) []string {
 	var out []string
 	for _, a := range f.Addresses() {
-		if a != answered {
+		if a != answered && !slices.Contains(also, a) {
 			out = append(out, a.String())
 		}
+	}
+	for _, a := range also {
+		out = append(out, a.String())
 	}
 	return out
 }

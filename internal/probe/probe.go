@@ -60,6 +60,9 @@ type Result struct {
 	Facts    *proto.Facts // for Agent
 	Latency  time.Duration
 	Err      error // why, for every status but Agent
+	// Also are the other addresses where the same agent (by identity)
+	// answered and verified in this probe: one host on IPv4 and IPv6.
+	Also []netip.Addr
 }
 
 // Defaults for the zero values of Prober.
