@@ -128,7 +128,9 @@ func (a *Agent) query(b []byte, src netip.AddrPort, port uint16, now time.Time) 
 	if err != nil {
 		return proto.Answer{}, err.Error()
 	}
-	if err := a.disc.replay.Check(q.ReplayKey(), q.Expires(), now); err != nil {
+	if err := a.disc.replay.Check(q.ReplayKey(), q.Expires(), now); errors.Is(err, proto.ErrReplay) {
+		return proto.Answer{}, "replayed nonce"
+	} else if err != nil {
 		return proto.Answer{}, "query: " + err.Error()
 	}
 	ip := src.Addr().Unmap()

@@ -216,14 +216,16 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 	var sendErr error
 	for try := 0; try <= retries; try++ {
 		start := time.Now()
-		q, err := proto.NewQuery(&dk, start)
-		if err != nil {
-			return st, err
-		}
-		b, _ := q.MarshalBinary()
-		sent[q.Nonce] = start
 		ok := 0
 		for _, dst := range dests {
+			// A nonce of its own for each datagram: an agent that hears
+			// two (IPv4 and IPv6) takes the second for a replay.
+			q, err := proto.NewQuery(&dk, time.Now())
+			if err != nil {
+				return st, err
+			}
+			b, _ := q.MarshalBinary()
+			sent[q.Nonce] = time.Now()
 			c := c4
 			if !dst.Addr().Is4() {
 				c = c6

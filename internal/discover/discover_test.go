@@ -119,3 +119,16 @@ func TestBroadcast(t *testing.T) {
 		}
 	}
 }
+
+// TestRunBothFamilies: one agent on a dual-stack socket hears a query on
+// IPv4 and one on IPv6, and answers both (each has a nonce of its own, so
+// the second is not taken for a replay of the first).
+func TestRunBothFamilies(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	a, id := serve(t, key, netip.MustParseAddrPort("[::]:0"))
+	dests := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()), netip.AddrPortFrom(netip.IPv6Loopback(), a.Port())}
+	got, _ := collect(t, &Discoverer{Key: key, Retries: -1}, dests)
+	if len(got) != 2 || got[0].Identity != id || got[1].Identity != id {
+		t.Errorf("answers %+v, want 127.0.0.1 and ::1, both %s", got, id)
+	}
+}

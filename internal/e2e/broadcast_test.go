@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -89,8 +91,38 @@ func TestProbeBroadcast(t *testing.T) {
 		t.Logf("%v: %+v", args, rep.Summary)
 	}
 
+	// Once IPv6 link-local addresses are usable (duplicate address
+	// detection takes a second or two after the links come up), each
+	// agent answers on IPv6 too, is verified there by a handshake to its
+	// link-local address and zone, and is still one host.
+	for _, n := range append([]testnet.Node{lan.Controller}, agentNodes(lan)...) {
+		waitLinkLocal(t, n)
+	}
+	stdout, stderr, code := iflWithoutNetRaw(t, lan, "probe", "--broadcast", "-o", "json")
+	if code != 0 {
+		t.Fatalf("IPv6: exit %d: %s", code, stderr)
+	}
+	var rep6 struct {
+		Hosts []struct {
+			Address string   `json:"address"`
+			Status  string   `json:"status"`
+			AlsoAt  []string `json:"also_at"`
+		} `json:"hosts"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep6); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep6.Hosts) != len(want) {
+		t.Errorf("IPv6: %d hosts, want %d (one per agent):\n%s", len(rep6.Hosts), len(want), stdout)
+	}
+	for _, h := range rep6.Hosts {
+		if _, ok := want[h.Address]; !ok || h.Status != "agent" || len(h.AlsoAt) != 1 || !strings.HasPrefix(h.AlsoAt[0], "fe80::") || !strings.HasSuffix(h.AlsoAt[0], "%eth0") {
+			t.Errorf("IPv6: %s %s also at %v; want an agent's IPv4 address, also at its fe80::…%%eth0", h.Address, h.Status, h.AlsoAt)
+		}
+	}
+
 	// The sweep finds the agent whose firewall drops UDP, and the rest.
-	stdout, stderr, code := iflWithoutNetRaw(t, lan, "probe", "--connect", "-o", "json", lan.Prefix.String())
+	stdout, stderr, code = iflWithoutNetRaw(t, lan, "probe", "--connect", "-o", "json", lan.Prefix.String())
 	if code != 0 {
 		t.Fatalf("connect: exit %d: %s", code, stderr)
 	}
@@ -102,4 +134,30 @@ func TestProbeBroadcast(t *testing.T) {
 	if !found {
 		t.Errorf("the agent dropping UDP (%v) was not found by the sweep", mute.Addr)
 	}
+}
+
+func agentNodes(lan *testnet.LAN) []testnet.Node {
+	var out []testnet.Node
+	for _, h := range lan.Hosts {
+		if h.Role == testnet.Agent {
+			out = append(out, testnet.Node{Namespace: h.Namespace, Addr: h.Addr, MAC: h.MAC})
+		}
+	}
+	return out
+}
+
+// waitLinkLocal waits, within a bound, until n's eth0 has a link-local
+// IPv6 address that is no longer tentative.
+func waitLinkLocal(t *testing.T, n testnet.Node) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		out, err := n.Command(context.Background(), "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link", "-tentative").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "inet6 fe80::") {
+			return
+		}
+	}
+	t.Fatalf("%s: no usable link-local IPv6 address after 15s", n.Namespace)
 }
