@@ -202,7 +202,8 @@
 // accepts an answer only if it is exactly AnswerLen bytes with the answer
 // magic, version 1 and a zero reserved byte, its nonce is that of a query
 // it sent within the last MaxSkew, and its MAC is right; it then opens the
-// identity and dials the answer's source address at the answer's port. An
+// identity and dials the answer's source address at the answer's port (a
+// controller that dials one port only drops answers naming another). An
 // answer is bound to its query by the nonce and to the claimed identity by
 // the MAC, but only the handshake proves the identity: a holder of the
 // network key can claim any fingerprint in an answer, and a holder that
