@@ -64,8 +64,9 @@ type Options struct {
 
 // reloadable holds what SIGHUP may change.
 type reloadable struct {
-	server *proto.ServerConfig
-	labels map[string]string
+	server    *proto.ServerConfig
+	labels    map[string]string
+	discovery []proto.DiscoveryKey // of server.NetworkKeys, in order
 }
 
 // Agent answers authenticated pings. Create it with New, run it with Serve.
@@ -75,6 +76,9 @@ type Agent struct {
 	replay *proto.ReplayFilter
 	cur    atomic.Pointer[reloadable]
 	budget *failureBudget
+
+	disc        *discovery
+	fingerprint [16]byte // of the identity, for discovery answers
 
 	// quit is cancelled when Serve stops: waits for a hello or a request
 	// end at once, replies being written still go out.
@@ -131,7 +135,9 @@ func New(o Options) (*Agent, error) {
 		budget:  newFailureBudget(o.MaxFailures, time.Minute),
 		pending: list.New(),
 		active:  make(map[*conn]struct{}),
+		disc:    newDiscovery(),
 	}
+	a.fingerprint = proto.FingerprintBytes(o.Identity.Public[:])
 	a.quit, a.quitNow = context.WithCancel(context.Background())
 	a.Reload(o.NetworkKeys, o.Labels)
 	return a, nil
@@ -143,9 +149,14 @@ func (a *Agent) Identity() string { return a.opts.Identity.Fingerprint() }
 // Reload replaces the accepted network keys and the labels. Connections
 // already verified keep going; new ones see the new values.
 func (a *Agent) Reload(keys []proto.NetworkKey, labels map[string]string) {
+	dks := make([]proto.DiscoveryKey, len(keys))
+	for i, k := range keys {
+		dks[i] = k.DiscoveryKey()
+	}
 	a.cur.Store(&reloadable{
-		server: &proto.ServerConfig{NetworkKeys: keys, Identity: a.opts.Identity, Replay: a.replay},
-		labels: labels,
+		server:    &proto.ServerConfig{NetworkKeys: keys, Identity: a.opts.Identity, Replay: a.replay},
+		labels:    labels,
+		discovery: dks,
 	})
 }
 

@@ -78,3 +78,13 @@ func (f *failureBudget) forgetRecovered(now time.Time) {
 		delete(f.sources, src)
 	}
 }
+
+// spend takes one of src's tokens if it has one, and reports whether it
+// did: a rate limit per source, where failureBudget's is on failures.
+func (f *failureBudget) spend(src netip.Addr, now time.Time) bool {
+	if !f.allowed(src, now) {
+		return false
+	}
+	f.fail(src, now)
+	return true
+}

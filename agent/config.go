@@ -38,6 +38,7 @@ const (
 //	max_connections: 64
 //	max_pending: 128
 //	max_failures_per_minute: 30
+//	discovery: true            # answer broadcast queries on UDP at the port
 //	log_level: info            # debug, info, warn, error
 type Config struct {
 	Listen           string
@@ -50,7 +51,10 @@ type Config struct {
 	MaxConnections   int
 	MaxPending       int
 	MaxFailures      int
-	LogLevel         string
+	// NoDiscovery turns off the UDP listener that answers discovery
+	// queries (discovery: false).
+	NoDiscovery bool
+	LogLevel    string
 }
 
 // field describes one config key: its help for errors, and how to store it.
@@ -110,6 +114,14 @@ var fields = map[string]field{
 	"max_connections":         {"a number from 1 to 65536", intField(func(c *Config) *int { return &c.MaxConnections })},
 	"max_pending":             {"a number from 1 to 65536", intField(func(c *Config) *int { return &c.MaxPending })},
 	"max_failures_per_minute": {"a number from 1 to 65536", intField(func(c *Config) *int { return &c.MaxFailures })},
+	"discovery": {"true or false", func(c *Config, n *yaml.Node) error {
+		var v bool
+		if n.Kind != yaml.ScalarNode || n.Decode(&v) != nil {
+			return errors.New("bad")
+		}
+		c.NoDiscovery = !v
+		return nil
+	}},
 	"log_level": {"debug, info, warn or error", func(c *Config, n *yaml.Node) error {
 		switch n.Value {
 		case "debug", "info", "warn", "error":

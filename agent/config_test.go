@@ -44,7 +44,7 @@ log_level: debug
 }
 
 func TestParseConfigErrors(t *testing.T) {
-	const allowed = "handshake_timeout, identity_key, idle_timeout, labels, listen, log_level, max_connections, max_failures_per_minute, max_pending, network_keys, port"
+	const allowed = "discovery, handshake_timeout, identity_key, idle_timeout, labels, listen, log_level, max_connections, max_failures_per_minute, max_pending, network_keys, port"
 	tests := []struct{ in, want string }{
 		{"prot: 7440", `a.yaml: line 1: unknown key "prot" (allowed: ` + allowed + `)`},
 		{"port: 80", `a.yaml: line 1: port: bad value "80" (allowed: a TCP port from 1024 to 65535)`},
@@ -55,11 +55,21 @@ func TestParseConfigErrors(t *testing.T) {
 		{"port: 7440\nport: 7441", `a.yaml: line 2: key "port" given twice`},
 		{"- a\n- b", `a.yaml: line 1: the file must be a map of keys (allowed: ` + allowed + `)`},
 		{"port: [", `a.yaml: line 1: did not find expected node content`},
+		{"discovery: maybe", `a.yaml: line 1: discovery: bad value "maybe" (allowed: true or false)`},
 	}
 	for _, tt := range tests {
 		_, err := ParseConfig("a.yaml", []byte(tt.in))
 		if err == nil || err.Error() != tt.want {
 			t.Errorf("%q:\n got %v\nwant %s", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestDiscoveryConfig(t *testing.T) {
+	for in, off := range map[string]bool{"": false, "discovery: true": false, "discovery: false": true} {
+		c, err := ParseConfig("a.yaml", []byte(in))
+		if err != nil || c.NoDiscovery != off {
+			t.Errorf("%q: NoDiscovery %v, %v; want %v", in, c.NoDiscovery, err, off)
 		}
 	}
 }

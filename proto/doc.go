@@ -3,7 +3,9 @@
 // Noise handshake that authenticates both ends, and typed messages.
 //
 // Use Client or Server on a net.Conn, then Handshake, Send and Receive, or
-// the Ping shortcut on the client side, as with crypto/tls.
+// the Ping shortcut on the client side, as with crypto/tls. Discovery (see
+// below) is a second, connectionless exchange over UDP: NewQuery, then
+// Query.Check and Query.Answer on the agent, Answer.Open on the controller.
 //
 // # Frames
 //
@@ -122,4 +124,94 @@
 // connection after a request without answering it is stopping, or is over
 // its cap of verified connections (it checks the cap again when the first
 // request verifies the connection, see Verification).
+//
+// # Discovery
+//
+// A controller finds the agents of a segment without trying every address:
+// it sends one UDP datagram, the query, to the agent port at the
+// segment's IPv4 broadcast address (198.18.16.255:7440) and at the IPv6
+// all-nodes address of the link (ff02::1%eth0, port 7440), and every
+// agent that holds the network key answers it with one datagram, unicast
+// to the query's source address and port. An answer is a hint, not a
+// proof: the controller then runs the handshake above with each address
+// that answered, and only a verified handshake makes that address an
+// agent. The agent listens for queries on UDP at its TCP port number, on
+// the addresses it listens on with TCP (an agent bound to one unicast
+// address sees no broadcast).
+//
+// Both datagrams are authenticated with a discovery key derived from the
+// network key, never with the network key itself, using keyed BLAKE2s-256
+// (RFC 7693; the key parameter set to the 32-byte network key, a 32-byte
+// digest) over a fixed ASCII label:
+//
+//	Kmac = BLAKE2s-256(key = network key, "ifl/1 discovery mac")
+//	Kid  = BLAKE2s-256(key = network key, "ifl/1 discovery identity")
+//
+// MAC(x) below is the first 16 bytes of BLAKE2s-256(key = Kmac, x). All
+// integers are big endian. A query is exactly 64 bytes (QueryLen):
+//
+//	offset size  field
+//	0      4     magic "IFL?" (0x49 0x46 0x4c 0x3f)
+//	4      1     protocol version, 1
+//	5      3     reserved, zero
+//	8      8     timestamp: the controller's clock in Unix nanoseconds (signed)
+//	16     16    nonce: random, new for every query sent
+//	32     16    padding, zero: the query is as large as the answer
+//	48     16    MAC(bytes 0 to 47)
+//
+// An answer is exactly 64 bytes (AnswerLen), never more than the query it
+// answers, so an agent amplifies nothing:
+//
+//	offset size  field
+//	0      4     magic "IFL!" (0x49 0x46 0x4c 0x21)
+//	4      1     protocol version, 1
+//	5      1     reserved, zero
+//	6      2     the agent's TCP port
+//	8      16    nonce, copied from the query
+//	24     8     salt: random, new for every answer
+//	32     16    sealed identity: the agent's fingerprint (the 16 bytes
+//	             that Fingerprint shows in hex) XOR the first 16 bytes of
+//	             BLAKE2s-256(key = Kid, nonce || salt)
+//	48     16    MAC(bytes 0 to 47)
+//
+// The magics differ from each other and from a frame's "IFL\n", so a
+// query is never taken for an answer or a frame, nor the other way round,
+// and the MACs of the two datagrams never cover the same bytes. The
+// identity is sealed so that a listener without the network key cannot
+// follow an agent from address to address by its answers, just as the
+// handshake never shows it the agent's static key; the salt makes the
+// seal differ between agents answering one query.
+//
+// An agent checks a datagram in this order, cheapest first, and sends
+// nothing at all, no answer and no error, for one that fails any check:
+//
+//  1. its length is exactly QueryLen;
+//  2. it has the query magic, version 1 and zero reserved and padding
+//     bytes;
+//  3. its timestamp is within MaxSkew (60 s) of the agent's clock;
+//  4. its MAC is right (compared in constant time) under the discovery
+//     key of one of the agent's network keys;
+//  5. its nonce was not seen in an accepted query within the skew window
+//     (a filter of bounded size, as for hellos; when it is full, new
+//     queries are dropped until entries expire);
+//  6. its source is a unicast address and a port other than zero, and
+//     that address has not had more answers than its rate allows (a token
+//     bucket per source address: a burst of 8, then 2 a second).
+//
+// It answers with the discovery key that verified the query. A controller
+// accepts an answer only if it is exactly AnswerLen bytes with the answer
+// magic, version 1 and a zero reserved byte, its nonce is that of a query
+// it sent within the last MaxSkew, and its MAC is right; it then opens the
+// identity and dials the answer's source address at the answer's port (a
+// controller that dials one port only drops answers naming another). An
+// answer is bound to its query by the nonce and to the claimed identity by
+// the MAC, but only the handshake proves the identity: a holder of the
+// network key can claim any fingerprint in an answer, and a holder that
+// also controls the address that answered can answer the handshake there
+// with its own identity only.
+//
+// Broadcast and multicast are often lost: a controller repeats the query
+// with a new nonce for the agents that a datagram missed (ifl sends two),
+// and agents whose firewall drops the UDP port, or segments that filter
+// broadcast, are found only by trying every address.
 package proto

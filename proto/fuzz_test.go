@@ -194,3 +194,63 @@ func (c *bufConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *bufConn) SetDeadline(time.Time) error      { return nil }
 func (c *bufConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *bufConn) SetWriteDeadline(time.Time) error { return nil }
+
+// discoverySeeds are datagrams as this package writes them, and what else
+// arrives on a UDP port: frames, zeros, a DNS query.
+func discoverySeeds(f *testing.F) {
+	q, _ := NewQuery(&testDK, testTime)
+	qb, _ := q.MarshalBinary()
+	a, _ := q.Answer(&testDK, 7440, [16]byte{5})
+	ab, _ := a.MarshalBinary()
+	f.Add(qb)
+	f.Add(ab)
+	f.Add(qb[:QueryLen-1])
+	f.Add(make([]byte, QueryLen))
+	hello, _ := appendFrame(nil, FrameHello, make([]byte, 52))
+	f.Add(hello)
+	f.Add([]byte("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"))
+}
+
+// FuzzQuery decodes arbitrary datagrams as an agent does: what decodes
+// re-encodes to the same bytes, and nothing but a query made with the key
+// passes Check.
+func FuzzQuery(f *testing.F) {
+	discoverySeeds(f)
+	keys := []DiscoveryKey{testDK}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var q Query
+		if err := q.UnmarshalBinary(in); err != nil {
+			return
+		}
+		b, _ := q.MarshalBinary()
+		if !bytes.Equal(b, in) {
+			t.Fatalf("round trip changed the query:\n in %x\nout %x", in, b)
+		}
+		if _, err := q.Check(keys, time.Unix(0, q.Time)); err == nil {
+			// Only the seed made with the key can pass.
+			var b2 [QueryLen]byte
+			q.put(b2[:])
+			if testDK.macOf(b2[:]) != q.MAC {
+				t.Fatal("a query with a wrong MAC passed")
+			}
+		}
+	})
+}
+
+// FuzzAnswer decodes arbitrary datagrams as a controller does.
+func FuzzAnswer(f *testing.F) {
+	discoverySeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var a Answer
+		if err := a.UnmarshalBinary(in); err != nil {
+			return
+		}
+		b, _ := a.MarshalBinary()
+		if !bytes.Equal(b, in) {
+			t.Fatalf("round trip changed the answer:\n in %x\nout %x", in, b)
+		}
+		if fp, err := a.Open(&testDK, a.Nonce); err == nil && len(fp) != 32 {
+			t.Fatalf("opened fingerprint %q", fp)
+		}
+	})
+}

@@ -35,8 +35,10 @@ type AgentCmd struct {
 func (c *AgentCmd) Help() string {
 	return `The agent listens on one TCP port and answers authenticated pings with this
 host's facts (hostname, machine-id, OS, interfaces and addresses, default
-route, labels). It needs no privilege and no capability. Peers without the
-network key get no answer at all.
+route, labels). On the same port number over UDP it answers authenticated
+discovery queries ('ifl probe --broadcast'); discovery: false turns that
+off. It needs no privilege and no capability. Peers without the network
+key get no answer at all, on TCP and UDP alike.
 
 Flags override the config file, each of them: --network-key (repeat it to
 accept several keys during a rotation) replaces network_keys:.
@@ -207,10 +209,42 @@ func (c *AgentCmd) Run(ctx context.Context, env *Env) error {
 			}
 		}
 	}()
-	if err := a.Serve(ctx, ln); err != nil {
+	discovered := make(chan struct{})
+	if cfg.NoDiscovery {
+		close(discovered)
+	} else {
+		pc, err := listenDiscovery(s.addr, c.Config)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		go func() {
+			defer close(discovered)
+			if err := a.ServeDiscovery(ctx, pc, ln.Addr().(*net.TCPAddr).Port); err != nil {
+				log.Error().Str("event", "discovery_failed").Err(err).Msg("discovery stopped; TCP pings still work")
+			}
+		}()
+	}
+	err = a.Serve(ctx, ln)
+	<-discovered
+	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// listenDiscovery opens the UDP socket for discovery queries on the TCP
+// listener's address: on the wildcard address it takes IPv4 broadcasts and
+// IPv6 multicast to all nodes alike.
+func listenDiscovery(addr, config string) (net.PacketConn, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("agent: UDP %s is in use (another agent running? choose another port with --port or port: in %s, or set discovery: false there)", addr, config)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: discovery: %w (set discovery: false in %s to run without it)", err, config)
+	}
+	return pc, nil
 }
 
 // reload re-reads the config file and swaps in its labels and keys; a bad

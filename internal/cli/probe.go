@@ -19,21 +19,22 @@ import (
 
 // ProbeCmd finds agents.
 type ProbeCmd struct {
-	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
-	Port        int           `short:"p" default:"${agent_port}" help:"Agent port."`
-	Fast        bool          `help:"Insist on the fast path: ARP sweep, then SYN probes, then handshakes; without CAP_NET_RAW an error rather than the connect() fallback (the fast path is the default with the capability)."`
-	Connect     bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
-	Timeout     time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
-	Retries     int           `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
-	Concurrency int           `default:"${probe_concurrency}" help:"Hosts probed at once."`
-	Rate        int           `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
-	OutputFlags `embed:""`
-	All         bool `help:"List every target address: closed, filtered and down ones too, on the ARP+SYN and connect() paths alike (default: open ports only)."`
-	TargetFlags `embed:""`
-	KeyFlag     `embed:""`
-	State       string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
-	NoState     bool          `help:"Do not read or update the inventory."`
-	Watch       time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m) until stopped, logging each change; the inventory stays current."`
+	Targets        []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
+	Port           int           `short:"p" default:"${agent_port}" help:"Agent port."`
+	Fast           bool          `help:"Insist on the fast path: ARP sweep, then SYN probes, then handshakes; without CAP_NET_RAW an error rather than the connect() fallback (the fast path is the default with the capability)."`
+	Connect        bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
+	Timeout        time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
+	Retries        int           `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
+	Concurrency    int           `default:"${probe_concurrency}" help:"Hosts probed at once."`
+	Rate           int           `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
+	OutputFlags    `embed:""`
+	All            bool `help:"List every target address: closed, filtered and down ones too, on the ARP+SYN and connect() paths alike (default: open ports only)."`
+	TargetFlags    `embed:""`
+	KeyFlag        `embed:""`
+	State          string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
+	NoState        bool          `help:"Do not read or update the inventory."`
+	Watch          time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m) until stopped, logging each change; the inventory stays current."`
+	BroadcastFlags `embed:""`
 }
 
 // Help is shown by 'ifl probe --help'.
@@ -61,7 +62,10 @@ Examples:
   ifl probe 198.18.0.0/24
   ifl probe --connect 198.18.0.1-50 198.18.4.7 -o json
   ifl probe                      # the subnets of the default-route interface
-  ifl probe --watch 5m           # keep the inventory current`
+  ifl probe --watch 5m           # keep the inventory current
+  ifl probe --broadcast          # agents that answer a UDP query, no privilege
+
+` + broadcastHelp
 }
 
 // Run probes the targets, updates the inventory and prints the report; with
@@ -93,6 +97,9 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
 		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
 	}
+	if err := c.checkBroadcast(); err != nil {
+		return err
+	}
 	addrs, err := c.expand(ctx, env)
 	if err != nil {
 		return err
@@ -121,7 +128,10 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: run ifl with sudo, or grant it once: sudo setcap cap_net_raw+ep $(command -v ifl) (plain 'ifl probe' uses connect() instead)")
 		}
 	}
-	if rawAllowed(env, "probe", c.Connect) {
+	if err := r.planBroadcast(env); err != nil {
+		return err
+	}
+	if !c.Broadcast && rawAllowed(env, "probe", c.Connect) {
 		if n := countIPv6(addrs); n > 0 {
 			fmt.Fprintf(env.Stderr, "probe: %s: no ARP sweep or raw SYN for them (IPv4 only); each gets connect() and the handshake\n", plural(n, "IPv6 address"))
 		}
@@ -169,6 +179,7 @@ type prober struct {
 	statePath string
 	syn       *synscan.Raw // nil: the connect() path
 	sweepers  probe.Sweepers
+	bcast     *broadcastPlan // nil: no broadcast rounds
 }
 
 type probeRun struct {
@@ -180,6 +191,9 @@ type probeRun struct {
 
 // once runs one probe and applies it to the inventory.
 func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error) {
+	if r.cmd.Broadcast {
+		return r.onceBroadcast(ctx)
+	}
 	start := time.Now()
 	results := make(chan probe.Result)
 	done := make(chan error, 1)
@@ -279,13 +293,9 @@ func (r *prober) watch(ctx context.Context) error {
 			log.Info().Str("event", "probed").Int("agents", res.summary.Agents).Int("rejected", res.summary.Rejected).
 				Int("not_agents", res.summary.NotAgents).Float64("seconds", res.summary.Seconds).Msg("probed")
 		}
-		t := time.NewTimer(r.cmd.Watch)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !r.waitWatch(ctx, log) {
 			log.Info().Str("event", "stopped").Msg("stopped")
 			return nil
-		case <-t.C:
 		}
 	}
 }

@@ -27,7 +27,8 @@ type hostReport struct {
 	Hostname string       `json:"hostname,omitempty" yaml:"hostname,omitempty"`
 	RTTMS    *float64     `json:"rtt_ms,omitempty" yaml:"rtt_ms,omitempty"` // connect, handshake and ping, when the port answered
 	Error    string       `json:"error,omitempty" yaml:"error,omitempty"`
-	Facts    *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"` // as the agent sent them
+	AlsoAt   []string     `json:"also_at,omitempty" yaml:"also_at,omitempty"` // the same agent, verified there too
+	Facts    *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`     // as the agent sent them
 }
 
 func newHostReport(r probe.Result) hostReport {
@@ -46,19 +47,24 @@ func newHostReport(r probe.Result) hostReport {
 	if r.Err != nil {
 		h.Error = r.Err.Error()
 	}
+	for _, a := range r.Also {
+		h.AlsoAt = append(h.AlsoAt, a.String())
+	}
 	return h
 }
 
 // summary counts what a probe found.
 type summary struct {
-	Method    string `json:"method" yaml:"method"`       // "arp+syn" or "connect"
-	Addresses int    `json:"addresses" yaml:"addresses"` // targets
-	ARPSwept  int    `json:"arp_swept" yaml:"arp_swept"` // addresses swept with ARP
-	ARPLive   int    `json:"arp_live" yaml:"arp_live"`   // of which answered
-	Routed    int    `json:"routed" yaml:"routed"`       // addresses that went on unswept: routed, or on a link ifl could not sweep
-	SYNSent   int    `json:"syn_sent" yaml:"syn_sent"`   // SYN packets sent (arp+syn)
-	Open      int    `json:"open" yaml:"open"`           // addresses with the agent port open
-	Probed    int    `json:"probed" yaml:"probed"`       // addresses dialled
+	Method    string `json:"method" yaml:"method"`                       // "arp+syn", "connect" or "broadcast"
+	Addresses int    `json:"addresses" yaml:"addresses"`                 // targets
+	ARPSwept  int    `json:"arp_swept" yaml:"arp_swept"`                 // addresses swept with ARP
+	ARPLive   int    `json:"arp_live" yaml:"arp_live"`                   // of which answered
+	Routed    int    `json:"routed" yaml:"routed"`                       // addresses that went on unswept: routed, or on a link ifl could not sweep
+	SYNSent   int    `json:"syn_sent" yaml:"syn_sent"`                   // SYN packets sent (arp+syn)
+	Queries   int    `json:"queries,omitempty" yaml:"queries,omitempty"` // broadcast queries sent
+	Answers   int    `json:"answers,omitempty" yaml:"answers,omitempty"` // addresses that answered them
+	Open      int    `json:"open" yaml:"open"`                           // addresses with the agent port open
+	Probed    int    `json:"probed" yaml:"probed"`                       // addresses dialled
 	Agents    int    `json:"agents" yaml:"agents"`
 	Rejected  int    `json:"rejected" yaml:"rejected"` // rejected and identity-mismatch
 	NotAgents int    `json:"not_agents" yaml:"not_agents"`
@@ -102,6 +108,9 @@ func (s summary) String() string {
 		// say how many went on without one.
 		out = fmt.Sprintf("%s; %s (%d swept with ARP, %d live; %d routed), %d with the port open, %d probed, in %.2fs",
 			strings.Join(parts, ", "), plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, s.Open, s.Probed, s.Seconds)
+	}
+	if s.Method == "broadcast" {
+		out = fmt.Sprintf("%s; %s answered the broadcast (%d queries sent), %d probed, in %.2fs", strings.Join(parts, ", "), plural(s.Answers, "address"), s.Queries, s.Probed, s.Seconds)
 	}
 	if !s.Complete {
 		out += " (interrupted)"
@@ -148,7 +157,7 @@ func writeTable(w io.Writer, rs []probe.Result) error {
 		host, other := "-", "-"
 		if r.Facts != nil {
 			host = untrusted.Cell(r.Facts.Hostname, maxHostnameCell)
-			if o := otherAddrs(r.Facts, r.Addr); len(o) > 0 {
+			if o := otherAddrs(r.Facts, r.Addr, r.Also); len(o) > 0 {
 				other = strings.Join(o, ",")
 			}
 		}
@@ -178,12 +187,17 @@ func reasonShort(r probe.Result) string {
 	return "(" + untrusted.Cell(r.Err.Error(), maxReasonCell) + ")"
 }
 
-func otherAddrs(f *proto.Facts, answered netip.Addr) []string {
+// otherAddrs lists the addresses an agent reports besides the one that
+// answered, and the others where it answered too (also).
+func otherAddrs(f *proto.Facts, answered netip.Addr, also []netip.Addr) []string {
 	var out []string
 	for _, a := range f.Addresses() {
-		if a != answered {
+		if a != answered && !slices.Contains(also, a) {
 			out = append(out, a.String())
 		}
+	}
+	for _, a := range also {
+		out = append(out, a.String())
 	}
 	return out
 }
@@ -225,7 +239,7 @@ func writeProbeTSV(w io.Writer, noHeader bool, rs []probe.Result) error {
 		var host, other string
 		if r.Facts != nil {
 			host = tsvText(r.Facts.Hostname)
-			other = tsvList(otherAddrs(r.Facts, r.Addr))
+			other = tsvList(otherAddrs(r.Facts, r.Addr, r.Also))
 		}
 		t.row(r.Addr.String(), strconv.Itoa(r.Port), r.Status.String(), r.Reason, r.Identity, host, other, tsvMS(msOrNil(r.Latency)))
 	}

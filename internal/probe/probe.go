@@ -67,6 +67,9 @@ type Result struct {
 	// Dialled is false for the results a Pipeline with All sends for the
 	// addresses its sweep or SYN probes ruled out.
 	Dialled bool
+	// Also are the other addresses where the same agent (by identity)
+	// answered and verified in this probe: one host on IPv4 and IPv6.
+	Also []netip.Addr
 }
 
 // Reasons: why an address is not a verified agent, one word each, so that

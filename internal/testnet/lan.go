@@ -260,8 +260,8 @@ func (l *LAN) uplinkAddr() netip.Addr {
 	return netip.MustParseAddr("198.19.255.254") // unreachable: a /15 LAN is refused
 }
 
-// firewall installs the nftables rules of Dropped hosts and hosts with
-// loss, inside their own namespaces.
+// firewall installs the nftables rules of Dropped hosts, hosts that drop
+// UDP and hosts with loss, inside their own namespaces.
 func (l *LAN) firewall(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -269,6 +269,9 @@ func (l *LAN) firewall(ctx context.Context) error {
 		var rules strings.Builder
 		if h.Role == Dropped {
 			fmt.Fprintf(&rules, "table inet ifltest {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport %d drop\n }\n}\n", l.Port)
+		}
+		if h.DropUDP && h.Namespace != "" {
+			fmt.Fprintf(&rules, "table inet ifltestudp {\n chain input {\n  type filter hook input priority 0; policy accept;\n  udp dport %d drop\n }\n}\n", l.Port)
 		}
 		if h.Loss > 0 && h.Namespace != "" {
 			fmt.Fprintf(&rules, "table inet ifltestloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta l4proto tcp numgen random mod 100 < %d drop\n }\n}\n", h.Loss)

@@ -52,6 +52,9 @@ type HostSpec struct {
 	Sandbox bool `json:"sandbox,omitempty" yaml:"sandbox,omitempty"`
 	// Facts are what a Hostile host answers; nil means HostileFacts.
 	Facts *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`
+	// DropUDP makes the host's firewall drop the agent port on UDP
+	// silently: an agent there answers no discovery query.
+	DropUDP bool `json:"drop_udp,omitempty" yaml:"drop_udp,omitempty"`
 	// Churn makes a Hostile host use a new identity key for every
 	// connection, as an agent that wants to flood an inventory would.
 	Churn bool `json:"churn,omitempty" yaml:"churn,omitempty"`

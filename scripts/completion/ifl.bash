@@ -39,9 +39,10 @@ _ifl() {
 		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--watch) COMPREPLY=(); return ;;
+		--broadcast-every) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()

@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ifl-project/ifl/internal/discover"
+	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/netinfo"
+	"github.com/ifl-project/ifl/internal/probe"
+)
+
+// BroadcastFlags are ifl probe's flags for discovery by broadcast.
+type BroadcastFlags struct {
+	Broadcast      bool          `help:"Find agents with one authenticated UDP query to the broadcast (IPv4) and all-nodes (IPv6) addresses of the targets' links, and verify each address that answers with the handshake; needs no privilege. Misses agents whose firewall drops the UDP port and segments that filter broadcast."`
+	BroadcastEvery time.Duration `name:"broadcast-every" default:"30s" placeholder:"INTERVAL" help:"With --watch: a broadcast round this often between full probes, so that a moved agent shows up within INTERVAL; 0 for none."`
+}
+
+const broadcastHelp = `--broadcast: one query (and one repeat, for loss) goes to each IPv4 subnet
+broadcast address and to the IPv6 all-nodes address (ff02::1) of the links:
+the default route's interface without targets, or the directly attached
+links that hold the targets (then answers from outside the targets are
+dropped, IPv6 ones included). Agents holding the network key answer; each
+address that answers then gets the full handshake and ping, and only that
+makes it an agent. An agent answering on IPv4 and IPv6 is one host, listed
+at its IPv4 address with the other under also_at. It takes a fraction of a
+second and no capability, but it can miss agents: those whose firewall
+drops the UDP port, those bound to one address, routed targets, and
+segments that filter broadcast or multicast. A probe without --broadcast
+finds them.
+
+--watch with --broadcast-every (default 30s): between the full probes, a
+broadcast round that often, so that a moved agent shows up within it
+without sweeping the segment; a broadcast round never reports a host
+unseen (silence is not absence). --watch --broadcast makes every round a
+broadcast round.`
+
+// broadcastPlan is where the queries go and which answers count.
+type broadcastPlan struct {
+	dests  []netip.AddrPort
+	accept func(netip.Addr) bool
+}
+
+func (c *ProbeCmd) checkBroadcast() error {
+	switch {
+	case c.Broadcast && c.Connect:
+		return fmt.Errorf("probe: --broadcast and --connect exclude each other")
+	case c.Broadcast && c.Fast:
+		return fmt.Errorf("probe: --broadcast and --fast exclude each other")
+	case c.BroadcastEvery < 0 || (c.BroadcastEvery > 0 && c.BroadcastEvery < time.Second):
+		return fmt.Errorf("--broadcast-every %v: want an interval of a second or more, such as 30s, or 0 for none", c.BroadcastEvery)
+	}
+	return nil
+}
+
+// planBroadcast finds the links to query, for --broadcast and for the
+// broadcast rounds of --watch. For the latter a failure only means no
+// such rounds.
+func (r *prober) planBroadcast(env *Env) error {
+	c := r.cmd
+	if !c.Broadcast && (c.Watch == 0 || c.BroadcastEvery == 0 || c.BroadcastEvery >= c.Watch) {
+		return nil
+	}
+	plan, err := c.broadcastPlan(r.addrs)
+	switch {
+	case err == nil:
+		r.bcast = plan
+	case c.Broadcast:
+		return fmt.Errorf("probe --broadcast: %w", err)
+	default:
+		fmt.Fprintf(env.Stderr, "probe: no broadcast rounds between probes: %v\n", err)
+	}
+	return nil
+}
+
+func (c *ProbeCmd) broadcastPlan(addrs []netip.Addr) (*broadcastPlan, error) {
+	targets := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		targets[a] = true
+	}
+	if len(c.Targets) == 0 && c.InputList == "" {
+		// The default targets: the default route's link, IPv6 too.
+		ifname, err := netinfo.DefaultInterface()
+		if err != nil {
+			return nil, err
+		}
+		dests, err := discover.Destinations(ifname, c.Port, true)
+		if err != nil {
+			return nil, err
+		}
+		return &broadcastPlan{dests: dests, accept: func(a netip.Addr) bool {
+			return targets[a] || (a.Is6() && (!a.IsLinkLocalUnicast() || a.Zone() == ifname))
+		}}, nil
+	}
+	onLink, _ := probe.Plan(addrs)
+	names := make([]string, 0, len(onLink))
+	for n := range onLink {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var dests []netip.AddrPort
+	for _, n := range names {
+		d, err := discover.Destinations(n, c.Port, false)
+		if err != nil {
+			return nil, err
+		}
+		dests = append(dests, d...)
+	}
+	if len(dests) == 0 {
+		return nil, fmt.Errorf("no target is on a directly attached link with IPv4 broadcast, and a query reaches no other (probe without --broadcast to try every address)")
+	}
+	return &broadcastPlan{dests: dests, accept: func(a netip.Addr) bool { return targets[a] }}, nil
+}
+
+// onceBroadcast runs one broadcast round: the query, then the handshake
+// with every address that answered, as the answers come.
+func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
+	start := time.Now()
+	d := &discover.Discoverer{Key: r.p.Key, Port: r.cmd.Port, Accept: r.bcast.accept}
+	answers := make(chan discover.Answer)
+	addrs := make(chan netip.Addr)
+	results := make(chan probe.Result)
+	var dst discover.Stats
+	derr := make(chan error, 1)
+	go func() {
+		var err error
+		dst, err = d.Run(ctx, r.bcast.dests, answers)
+		close(answers)
+		derr <- err
+	}()
+	go func() {
+		defer close(addrs)
+		for a := range answers {
+			select {
+			case addrs <- a.Addr:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	perr := make(chan error, 1)
+	go func() {
+		perr <- r.p.Stream(ctx, addrs, results)
+		close(results)
+	}()
+	var all []probe.Result
+	for res := range results {
+		all = append(all, res)
+	}
+	runErr := <-perr
+	if err := <-derr; err != nil && runErr == nil {
+		runErr = err
+	}
+	s := summary{Addresses: len(r.addrs), Method: "broadcast", Queries: dst.Queries, Answers: dst.Answers}
+	for _, res := range all {
+		s.add(res)
+	}
+	found := mergeByIdentity(all)
+	if !r.cmd.All {
+		found = slices.DeleteFunc(found, func(res probe.Result) bool { return !res.Status.Open() })
+	}
+	s.Agents = 0
+	var obs []inventory.Observation
+	for _, res := range found {
+		if res.Status == probe.Agent {
+			s.Agents++
+			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
+		}
+	}
+	s.Seconds = time.Since(start).Seconds()
+	s.Complete = runErr == nil
+	sortResults(found)
+	run := &probeRun{found: found, summary: s}
+	if r.statePath != "" {
+		// Only what was probed counts as looked at: a host that did not
+		// answer the broadcast may be there still.
+		probed := make(map[netip.Addr]bool, len(all))
+		for _, res := range all {
+			probed[res.Addr] = true
+		}
+		run.stateErr = inventory.Update(r.statePath, func(st *inventory.State) error {
+			ch := st.Apply(time.Now().UTC(), obs, func(a netip.Addr) bool { return probed[a] }, s.Complete)
+			run.changes = &ch
+			return nil
+		})
+	}
+	return run, runErr
+}
+
+// mergeByIdentity lists each verified agent once: at its IPv4 address if
+// it has one (then a global IPv6, then a link-local one), with the others
+// in Also. Other results stay as they are.
+func mergeByIdentity(rs []probe.Result) []probe.Result {
+	rank := func(a netip.Addr) int {
+		switch {
+		case a.Is4():
+			return 0
+		case !a.IsLinkLocalUnicast():
+			return 1
+		}
+		return 2
+	}
+	byID := map[string]int{}
+	var out []probe.Result
+	for _, res := range rs {
+		if res.Status != probe.Agent || res.Identity == "" {
+			out = append(out, res)
+			continue
+		}
+		i, ok := byID[res.Identity]
+		if !ok {
+			byID[res.Identity] = len(out)
+			out = append(out, res)
+			continue
+		}
+		first := &out[i]
+		if rank(res.Addr) < rank(first.Addr) || (rank(res.Addr) == rank(first.Addr) && res.Addr.Less(first.Addr)) {
+			res.Also = append(first.Also, first.Addr)
+			*first = res
+		} else {
+			first.Also = append(first.Also, res.Addr)
+		}
+		slices.SortFunc(first.Also, func(a, b netip.Addr) int { return a.Compare(b) })
+	}
+	return out
+}
+
+// waitWatch waits out --watch's interval, running broadcast rounds every
+// --broadcast-every meanwhile; false means ctx is done.
+func (r *prober) waitWatch(ctx context.Context, log zerolog.Logger) bool {
+	next := time.Now().Add(r.cmd.Watch)
+	for {
+		until := next
+		round := !r.cmd.Broadcast && r.bcast != nil && r.cmd.BroadcastEvery > 0
+		if t := time.Now().Add(r.cmd.BroadcastEvery); round && t.Before(next) {
+			until = t
+		} else {
+			round = false
+		}
+		t := time.NewTimer(time.Until(until))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		if !round {
+			return true
+		}
+		res, err := r.onceBroadcast(ctx)
+		if ctx.Err() != nil {
+			return false
+		}
+		if r.cmd.Output == "json" && res != nil {
+			if werr := writeJSONLine(r.env.Stdout, res); werr != nil {
+				log.Error().Str("event", "write_failed").Err(werr).Msg("writing the report failed")
+			}
+		}
+		switch {
+		case err != nil:
+			log.Error().Str("event", "probe_failed").Str("method", "broadcast").Err(err).Msg("broadcast round failed")
+		case res.stateErr != nil:
+			log.Error().Str("event", "state_failed").Err(res.stateErr).Msg("updating the inventory failed")
+		default:
+			logChanges(log, res.changes)
+			log.Info().Str("event", "probed").Str("method", "broadcast").Int("agents", res.summary.Agents).
+				Int("answers", res.summary.Answers).Float64("seconds", res.summary.Seconds).Msg("broadcast round")
+		}
+	}
+}

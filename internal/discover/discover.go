@@ -1,0 +1,311 @@
+// Package discover finds ifl agents without trying every address: it sends
+// the authenticated discovery query of package proto (Discovery) to each
+// IPv4 subnet broadcast address and IPv6 all-nodes address it is given,
+// and streams the addresses whose answers verify. It needs no privilege.
+//
+// An answer is a hint, not a proof: callers verify each address with the
+// handshake (package probe), and only that makes it an agent.
+//
+//	dests, _ := discover.Destinations("eth0", 7440, true)
+//	d := &discover.Discoverer{Key: key}
+//	stats, err := d.Run(ctx, dests, out)
+package discover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/ifl-project/ifl/proto"
+)
+
+// Defaults for the zero values of Discoverer.
+const (
+	// DefaultFloor is the least a query waits for answers: long enough
+	// for agents on a LAN, which answer at once, short enough that an
+	// empty segment costs little.
+	DefaultFloor = 50 * time.Millisecond
+	// DefaultCeiling is the most a query waits, however long answers
+	// keep coming.
+	DefaultCeiling = time.Second
+	// DefaultRetries: broadcast and multicast are lost more easily than
+	// unicast, so a second query (new nonce) catches the agents that the
+	// first missed.
+	DefaultRetries = 1
+	// quietRTTs is how many smoothed round trips a query waits after the
+	// last answer before it ends.
+	quietRTTs = 4
+	minQuiet  = 10 * time.Millisecond
+)
+
+// AllNodes is the IPv6 link-local all-nodes multicast address.
+var AllNodes = netip.MustParseAddr("ff02::1")
+
+// Discoverer sends queries and collects answers.
+type Discoverer struct {
+	Key proto.NetworkKey
+	// Port is the agent port: queries go to it, and answers naming
+	// another TCP port are dropped (the prober dials this one).
+	Port int
+	// Floor and Ceiling bound how long each query waits for answers;
+	// between them, it waits quietRTTs smoothed round trips after the
+	// last answer. Zero means the defaults.
+	Floor, Ceiling time.Duration
+	// Retries is how many more queries follow the first; 0 means
+	// DefaultRetries, negative none.
+	Retries int
+	// Accept, if set, says which source addresses may answer; answers
+	// from others are dropped.
+	Accept func(netip.Addr) bool
+}
+
+// Answer is one address that answered with a good answer.
+type Answer struct {
+	Addr netip.Addr // with its zone if link-local
+	// Identity is the fingerprint the answer claims: a hint until a
+	// handshake proves it.
+	Identity string
+	RTT      time.Duration
+}
+
+// Stats count what Run did.
+type Stats struct {
+	Queries int // datagrams sent
+	Answers int // good answers, each address counted once
+	Dropped int // datagrams that failed a check, or came from elsewhere
+}
+
+// Destinations returns where to send queries on the named interface: the
+// broadcast address of each of its IPv4 subnets (of /30 or shorter), and
+// with ipv6 the all-nodes address on it, if it has IPv6.
+func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("%s: no such interface (try: ip link)", ifname)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ifname, err)
+	}
+	var out []netip.AddrPort
+	has6 := false
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(ipn.IP)
+		ones, _ := ipn.Mask.Size()
+		ip = ip.Unmap()
+		switch {
+		case ip.Is4() && ifi.Flags&net.FlagBroadcast != 0 && ones <= 30:
+			out = append(out, netip.AddrPortFrom(Broadcast(netip.PrefixFrom(ip, ones)), uint16(port)))
+		case ip.Is6():
+			has6 = true
+		}
+	}
+	if ipv6 && has6 && ifi.Flags&net.FlagMulticast != 0 {
+		out = append(out, netip.AddrPortFrom(AllNodes.WithZone(ifname), uint16(port)))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no IPv4 subnet with a broadcast address, and no IPv6: nowhere to send a query (give targets to sweep instead)", ifname)
+	}
+	return out, nil
+}
+
+// Broadcast returns the broadcast address of an IPv4 prefix.
+func Broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+type datagram struct {
+	b   []byte
+	src netip.AddrPort
+	at  time.Time
+}
+
+// Run sends the queries to dests and sends each address that answers
+// well on out, once, as it arrives. It returns when the last query's wait
+// is over or ctx is done; it does not close out.
+func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<- Answer) (Stats, error) {
+	var st Stats
+	floor, ceiling := d.Floor, d.Ceiling
+	if floor <= 0 {
+		floor = DefaultFloor
+	}
+	if ceiling <= 0 {
+		ceiling = DefaultCeiling
+	}
+	ceiling = max(ceiling, floor)
+	retries := d.Retries
+	switch {
+	case retries == 0:
+		retries = DefaultRetries
+	case retries < 0:
+		retries = 0
+	}
+	var v4, v6 []netip.AddrPort
+	for _, a := range dests {
+		if a.Addr().Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	in := make(chan datagram, 256)
+	var conns []*net.UDPConn
+	readers := make(chan struct{}, 2)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		for range conns {
+			<-readers
+		}
+	}()
+	open := func(network string, dests []netip.AddrPort) (*net.UDPConn, error) {
+		if len(dests) == 0 {
+			return nil, nil
+		}
+		lc := net.ListenConfig{Control: setBroadcast}
+		pc, err := lc.ListenPacket(ctx, network, ":0")
+		if err != nil {
+			return nil, fmt.Errorf("discover: %s socket: %w", network, err)
+		}
+		c := pc.(*net.UDPConn)
+		conns = append(conns, c)
+		go func() {
+			defer func() { readers <- struct{}{} }()
+			for {
+				buf := make([]byte, proto.AnswerLen+1)
+				n, src, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+					continue
+				}
+				select {
+				case in <- datagram{buf[:n], src, time.Now()}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		return c, nil
+	}
+	c4, err := open("udp4", v4)
+	if err != nil {
+		return st, err
+	}
+	c6, err := open("udp6", v6)
+	if err != nil {
+		return st, err
+	}
+
+	dk := d.Key.DiscoveryKey()
+	sent := map[[16]byte]time.Time{}
+	seen := map[netip.Addr]bool{}
+	var srtt time.Duration
+	var sendErr error
+	for try := 0; try <= retries; try++ {
+		start := time.Now()
+		ok := 0
+		for _, dst := range dests {
+			// A nonce of its own for each datagram: an agent that hears
+			// two (IPv4 and IPv6) takes the second for a replay.
+			q, err := proto.NewQuery(&dk, time.Now())
+			if err != nil {
+				return st, err
+			}
+			b, _ := q.MarshalBinary()
+			sent[q.Nonce] = time.Now()
+			c := c4
+			if !dst.Addr().Is4() {
+				c = c6
+			}
+			if _, err := c.WriteToUDPAddrPort(b, dst); err != nil {
+				sendErr = fmt.Errorf("discover: query to %v: %w", dst, err)
+				continue
+			}
+			ok++
+			st.Queries++
+		}
+		if ok == 0 {
+			return st, sendErr
+		}
+		end := start.Add(floor)
+		timer := time.NewTimer(floor)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return st, ctx.Err()
+			case <-timer.C:
+				break wait
+			case dg := <-in:
+				a, rtt, ok := d.check(&dk, dg, sent)
+				if !ok {
+					st.Dropped++
+					continue
+				}
+				if srtt == 0 {
+					srtt = rtt
+				} else {
+					srtt += (rtt - srtt) / 8
+				}
+				if e := dg.at.Add(max(quietRTTs*srtt, minQuiet)); e.After(end) {
+					if limit := start.Add(ceiling); e.After(limit) {
+						e = limit
+					}
+					end = e
+					timer.Reset(time.Until(end))
+				}
+				if seen[a.Addr] {
+					continue
+				}
+				seen[a.Addr] = true
+				st.Answers++
+				select {
+				case out <- a:
+				case <-ctx.Done():
+					timer.Stop()
+					return st, ctx.Err()
+				}
+			}
+		}
+	}
+	return st, nil
+}
+
+// check verifies one datagram as an answer to one of the queries sent.
+func (d *Discoverer) check(dk *proto.DiscoveryKey, dg datagram, sent map[[16]byte]time.Time) (Answer, time.Duration, bool) {
+	var a proto.Answer
+	if a.UnmarshalBinary(dg.b) != nil {
+		return Answer{}, 0, false
+	}
+	at, ok := sent[a.Nonce]
+	if !ok {
+		return Answer{}, 0, false
+	}
+	id, err := a.Open(dk, a.Nonce)
+	if err != nil || (d.Port != 0 && int(a.Port) != d.Port) {
+		return Answer{}, 0, false
+	}
+	addr := dg.src.Addr().Unmap()
+	if !addr.IsLinkLocalUnicast() {
+		addr = addr.WithZone("")
+	}
+	if d.Accept != nil && !d.Accept(addr) {
+		return Answer{}, 0, false
+	}
+	rtt := dg.at.Sub(at)
+	return Answer{Addr: addr, Identity: id, RTT: rtt}, rtt, true
+}

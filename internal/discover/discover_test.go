@@ -1,0 +1,134 @@
+package discover
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/proto"
+)
+
+// serve runs an agent that answers queries on addr (port 0: any) and
+// returns where it listens and its identity.
+func serve(t *testing.T, key proto.NetworkKey, addr netip.AddrPort) (netip.AddrPort, string) {
+	t.Helper()
+	id, _ := proto.NewIdentity()
+	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Skipf("no %v here: %v", addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.ServeDiscovery(ctx, pc, 7440) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort(), id.Fingerprint()
+}
+
+func collect(t *testing.T, d *Discoverer, dests []netip.AddrPort) ([]Answer, Stats) {
+	t.Helper()
+	out := make(chan Answer)
+	var got []Answer
+	done := make(chan struct{})
+	go func() {
+		for a := range out {
+			got = append(got, a)
+		}
+		close(done)
+	}()
+	st, err := d.Run(context.Background(), dests, out)
+	close(out)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b Answer) int { return a.Addr.Compare(b.Addr) })
+	return got, st
+}
+
+// TestRun: agents with the key answer, each address once although two
+// queries went out; an agent with another key does not; an address that
+// Accept refuses is dropped.
+func TestRun(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	other, _ := proto.NewNetworkKey()
+	a1, id1 := serve(t, key, netip.MustParseAddrPort("127.0.0.2:0"))
+	port := a1.Port()
+	a2, id2 := serve(t, key, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.3"), port))
+	a3, _ := serve(t, other, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.4"), port))
+	a4, _ := serve(t, key, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.5"), port))
+	dests := []netip.AddrPort{a1, a2, a3, a4}
+	d := &Discoverer{Key: key, Port: 7440, Accept: func(a netip.Addr) bool { return a != a4.Addr() }}
+	got, st := collect(t, d, dests)
+	want := []Answer{{Addr: a1.Addr(), Identity: id1}, {Addr: a2.Addr(), Identity: id2}}
+	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}), cmpopts.IgnoreFields(Answer{}, "RTT")); diff != "" {
+		t.Errorf("answers (-want +got):\n%s", diff)
+	}
+	for _, a := range got {
+		if a.RTT <= 0 || a.RTT > DefaultCeiling {
+			t.Errorf("%v: round trip %v", a.Addr, a.RTT)
+		}
+	}
+	// Two queries to four agents; the second round's answers from a1 and
+	// a2 are not new, a4's are refused twice.
+	if st.Queries != 8 || st.Answers != 2 || st.Dropped != 2 {
+		t.Errorf("stats %+v, want 8 queries, 2 answers, 2 dropped", st)
+	}
+}
+
+// TestRunIPv6 queries over IPv6 loopback: answers from IPv6 work as from
+// IPv4.
+func TestRunIPv6(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	a, id := serve(t, key, netip.MustParseAddrPort("[::1]:0"))
+	got, _ := collect(t, &Discoverer{Key: key, Retries: -1}, []netip.AddrPort{a})
+	if len(got) != 1 || got[0].Addr != a.Addr() || got[0].Identity != id {
+		t.Errorf("answers %+v, want %v with %s", got, a.Addr(), id)
+	}
+}
+
+// TestRunWrongPort: an answer that names another TCP port than the one
+// the prober dials is dropped.
+func TestRunWrongPort(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	a, _ := serve(t, key, netip.MustParseAddrPort("127.0.0.2:0"))
+	got, st := collect(t, &Discoverer{Key: key, Port: 7441, Retries: -1}, []netip.AddrPort{a})
+	if len(got) != 0 || st.Dropped != 1 {
+		t.Errorf("answers %+v, stats %+v; want none, one dropped", got, st)
+	}
+}
+
+func TestBroadcast(t *testing.T) {
+	for in, want := range map[string]string{"198.18.16.7/24": "198.18.16.255", "198.18.0.0/22": "198.18.3.255", "10.1.2.3/30": "10.1.2.3", "10.0.0.0/8": "10.255.255.255"} {
+		if got := Broadcast(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("Broadcast(%s) = %v, want %s", in, got, want)
+		}
+	}
+}
+
+// TestRunBothFamilies: one agent on a dual-stack socket hears a query on
+// IPv4 and one on IPv6, and answers both (each has a nonce of its own, so
+// the second is not taken for a replay of the first).
+func TestRunBothFamilies(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	a, id := serve(t, key, netip.MustParseAddrPort("[::]:0"))
+	dests := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()), netip.AddrPortFrom(netip.IPv6Loopback(), a.Port())}
+	got, _ := collect(t, &Discoverer{Key: key, Retries: -1}, dests)
+	if len(got) != 2 || got[0].Identity != id || got[1].Identity != id {
+		t.Errorf("answers %+v, want 127.0.0.1 and ::1, both %s", got, id)
+	}
+}
