@@ -137,6 +137,12 @@ grep -q '"agent"' "$tmp/probe.json" || fail "the probe as user ifl found no agen
 ! grep -qi "no CAP_NET_RAW" "$tmp/probe.err" || fail "the probe as user ifl had no CAP_NET_RAW: $(cat "$tmp/probe.err")"
 [ "$(stat -c '%U %G' /var/lib/ifl/inventory.json)" = "ifl ifl" ] || fail "inventory.json is $(stat -c '%U %G' /var/lib/ifl/inventory.json), want ifl ifl"
 state_mode=$(stat -c %a /var/lib/ifl/inventory.json)
+[ "$state_mode" = 640 ] || fail "inventory.json has mode $state_mode, want 640 (readable by group ifl)"
+# A member of group ifl who is not root reads the controller's inventory
+# by default (ifl inventory falls back to it), as Ansible would.
+inv=$(cd / && env -i PATH=/usr/bin:/bin HOME=/nonexistent setpriv --reuid=nobody --regid=ifl --clear-groups ifl inventory --list 2>"$tmp/inv.err") ||
+	fail "a member of group ifl cannot read the inventory: $(cat "$tmp/inv.err")"
+echo "$inv" | grep -q '"ansible_host": "127.0.0.1"' || fail "a member of group ifl reads no agent: $inv"
 stop
 # Leave the keys as installed, for the reinstall's check.
 cp -p "$tmp/old.key" /etc/ifl/network.key

@@ -143,9 +143,12 @@ func Update(path string, fn func(*State) error) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("inventory: %w", err)
 	}
+	mode := fileMode(dir)
 	// The lock is a file of its own: the state file is replaced by
-	// rename, and a lock on a replaced inode would lock nothing.
-	lock, err := openNoFollow(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	// rename, and a lock on a replaced inode would lock nothing. Read
+	// only: flock needs no more, and in a group's directory a lock that
+	// root made must still open for the group's service.
+	lock, err := openNoFollow(path+".lock", os.O_CREATE|os.O_RDONLY, mode)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("inventory: %w", err)
@@ -165,13 +168,24 @@ func Update(path string, fn func(*State) error) error {
 	if err := fn(s); err != nil {
 		return err
 	}
-	return write(path, s)
+	return write(path, s, mode)
+}
+
+// fileMode is the mode of the files Update writes in dir: readable by
+// dir's group when dir is (the controller's /var/lib/ifl is 2750 ifl:ifl,
+// so that the group's Ansible users read the inventory), else private.
+// A set-group-ID dir gives the files its group.
+func fileMode(dir string) os.FileMode {
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o040 != 0 {
+		return 0o640
+	}
+	return 0o600
 }
 
 // write replaces path with s: a temporary file in the same directory,
 // synced, renamed over path, and the directory synced, so that a crash
 // leaves the old file or the new one, whole.
-func write(path string, s *State) error {
+func write(path string, s *State, mode os.FileMode) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
@@ -183,7 +197,7 @@ func write(path string, s *State) error {
 	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
 	// By descriptor, before a byte is written: a name can be swapped
 	// between a close and a chmod.
-	if err := tmp.Chmod(0o600); err != nil {
+	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return fmt.Errorf("inventory: writing %s: %w", path, err)
 	}

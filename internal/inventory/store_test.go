@@ -52,3 +52,39 @@ func TestSymlinksAreRefused(t *testing.T) {
 		t.Errorf("a missing state is an empty one: %v", err)
 	}
 }
+
+// TestGroupReadableState: in a directory its group may read (the
+// controller's /var/lib/ifl, 2750 ifl:ifl), the state and its lock are
+// readable by the group too; elsewhere they are private.
+func TestGroupReadableState(t *testing.T) {
+	for _, tc := range []struct {
+		dirMode, want os.FileMode
+	}{
+		{0o700, 0o600},
+		{0o750, 0o640},
+		{0o2750, 0o640},
+	} {
+		dir := filepath.Join(t.TempDir(), "ifl")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, tc.dirMode); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "inventory.json")
+		for range 2 { // created, then replaced
+			if err := Update(path, func(*State) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{path, path + ".lock"} {
+				fi, err := os.Stat(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := fi.Mode().Perm(); got != tc.want {
+					t.Errorf("directory %04o: %s has mode %04o, want %04o", tc.dirMode, filepath.Base(f), got, tc.want)
+				}
+			}
+		}
+	}
+}
