@@ -341,3 +341,39 @@ func TestProbeIPv6Target(t *testing.T) {
 		t.Errorf("the raw path does not say once how it probes IPv6:\n%s", stderr)
 	}
 }
+
+// TestScanIPv6Target: an IPv6 target next to an IPv4 one is scanned, on
+// the raw path with connect() (it is IPv4 only), and says so once; an
+// IPv6 target alone is scanned too.
+func TestScanIPv6Target(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	for _, targets := range [][]string{{"127.0.0.1", "::1"}, {"::1"}} {
+		code, stdout, stderr := run(t, append([]string{"scan", "-p", port, "--all", "-o", "json"}, targets...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", targets, code, stderr)
+		}
+		var rep scanReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		got := map[string]string{}
+		for _, r := range rep.Ports {
+			got[r.Address] = r.Status
+		}
+		want := map[string]string{"::1": "open"}
+		if len(targets) == 2 {
+			want["127.0.0.1"] = "closed"
+		}
+		if !reflect.DeepEqual(got, want) || rep.Summary.Addresses != len(targets) {
+			t.Errorf("%v: ports %v, %d addresses; want %v", targets, got, rep.Summary.Addresses, want)
+		}
+		if raw := !strings.Contains(stderr, "no CAP_NET_RAW"); raw && len(targets) == 2 && strings.Count(stderr, "1 IPv6 address: no ARP sweep or raw SYN for them") != 1 {
+			t.Errorf("the raw path does not say once how it scans IPv6:\n%s", stderr)
+		}
+	}
+}

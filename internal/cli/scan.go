@@ -62,7 +62,7 @@ type scanSummary struct {
 	Closed      int     `json:"closed" yaml:"closed"`
 	Filtered    int     `json:"filtered" yaml:"filtered"`
 	SYNSent     int     `json:"syn_sent" yaml:"syn_sent"`       // SYN packets sent, retries included (arp+syn)
-	Connections int     `json:"connections" yaml:"connections"` // connect() attempts, retries included (connect)
+	Connections int     `json:"connections" yaml:"connections"` // connect() attempts, retries included (connect; IPv6 targets on arp+syn)
 	Seconds     float64 `json:"seconds" yaml:"seconds"`
 	Complete    bool    `json:"complete" yaml:"complete"`
 }
@@ -96,19 +96,25 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	var v4 []netip.Addr
+	var v4, v6 []netip.Addr
 	for _, a := range addrs {
 		if a.Is4() {
 			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
 		}
-	}
-	if len(v4) == 0 {
-		return fmt.Errorf("scan: no IPv4 address to scan")
 	}
 	cfg := &synscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}
 	var s synscan.Scanner
 	method := methodConnect
-	if rawAllowed(env, "scan", c.Connect) {
+	// The raw path is IPv4 only: IPv6 addresses get connect(), beside it.
+	var s6 synscan.Scanner
+	if len(v4) > 0 && rawAllowed(env, "scan", c.Connect) {
+		if len(v6) > 0 {
+			fmt.Fprintf(env.Stderr, "scan: %s: no ARP sweep or raw SYN for them (IPv4 only); connect() instead\n", plural(len(v6), "IPv6 address"))
+			s6 = synscan.NewConnect(cfg)
+			defer s6.Close()
+		}
 		if err := keepOnlyNetRaw(env, "scan"); err != nil {
 			return err
 		}
@@ -147,7 +153,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		ch := make(chan netip.Addr)
 		go func() {
 			defer close(ch)
-			for _, a := range v4 {
+			for _, a := range addrs {
 				select {
 				case ch <- a:
 				case <-ctx.Done():
@@ -171,18 +177,48 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 			}
 		}
 	}()
+	in6 := make(chan synscan.Target)
+	go func() {
+		defer close(in6)
+		if s6 == nil {
+			return
+		}
+		for _, a := range v6 {
+			for _, p := range ports {
+				select {
+				case in6 <- synscan.Target{Addr: a, Port: p}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
 	type done struct {
-		st  synscan.Stats
-		err error
+		st, st6 synscan.Stats
+		err     error
 	}
 	fin := make(chan done, 1)
 	start := time.Now()
 	go func() {
-		st, err := s.Stream(ctx, in, out)
+		var d done
+		var err6 error
+		var wg sync.WaitGroup
+		if s6 != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.st6, err6 = s6.Stream(ctx, in6, out)
+			}()
+		}
+		d.st, d.err = s.Stream(ctx, in, out)
+		wg.Wait()
 		close(out)
-		fin <- done{st, err}
+		if d.err == nil {
+			d.err = err6
+		}
+		fin <- d
 	}()
-	bar := progress.New(env.Stderr, len(v4)*len(ports), "probes", env.Terminal)
+	bar := progress.New(env.Stderr, len(addrs)*len(ports), "probes", env.Terminal)
 	bar.Width = env.Width
 	var res []synscan.Result
 	counts := map[synscan.State]int{}
@@ -211,13 +247,14 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	synscan.Sort(res)
 
 	rep := scanReport{SchemaVersion: SchemaVersion, Ports: make([]scanRow, 0, len(res)), Summary: scanSummary{
-		Method: method, Addresses: len(v4), Ports: len(ports),
+		Method: method, Addresses: len(addrs), Ports: len(ports),
 		ARPSwept: disc.Swept, ARPLive: disc.Live, Routed: disc.Direct, Down: len(downAt),
 		Open: counts[synscan.Open], Closed: counts[synscan.Closed], Filtered: counts[synscan.Filtered],
 		Seconds: time.Since(start).Seconds(), Complete: d.err == nil,
 	}}
 	if method == methodRaw {
 		rep.Summary.SYNSent = d.st.Sent
+		rep.Summary.Connections = d.st6.Sent
 	} else {
 		rep.Summary.Connections = d.st.Sent
 	}
@@ -258,8 +295,12 @@ func (s scanSummary) String() string {
 		out += fmt.Sprintf(", %s down", plural(s.Down, "address"))
 	}
 	if s.Method == methodRaw {
-		out += fmt.Sprintf("; %s (%d swept with ARP, %d live; %d routed), %s sent, in %.2fs",
-			plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, plural(s.SYNSent, "SYN packet"), s.Seconds)
+		sent := plural(s.SYNSent, "SYN packet") + " sent"
+		if s.Connections > 0 {
+			sent += fmt.Sprintf(" and %s with connect() (IPv6)", plural(s.Connections, "connection"))
+		}
+		out += fmt.Sprintf("; %s (%d swept with ARP, %d live; %d routed), %s, in %.2fs",
+			plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, sent, s.Seconds)
 	} else {
 		out += fmt.Sprintf("; %s, %s with connect(), in %.2fs", plural(s.Addresses, "address"), plural(s.Connections, "connection"), s.Seconds)
 	}
