@@ -122,3 +122,61 @@ func Each[T any](ctx context.Context, in <-chan T, rate, limit int, fn func(cont
 		})
 	}
 }
+
+// Window is a sending rate that follows loss, as TCP's congestion window
+// and nmap's do: it starts at its ceiling, halves when answers that
+// should have come did not (once per hold, so that one burst of loss is
+// one cut), and grows back while answers keep coming. It is not safe for
+// concurrent use.
+type Window struct {
+	ceiling, floor float64
+	rate           float64
+	cutAt          time.Time // the last cut; losses of what was sent before it are old news
+	cuts           int
+}
+
+// NewWindow returns a window at ceiling events per second that never
+// goes below floor (at least 1).
+func NewWindow(ceiling, floor int) *Window {
+	f := float64(max(floor, 1))
+	c := max(float64(ceiling), f)
+	return &Window{ceiling: c, floor: f, rate: c}
+}
+
+// Rate is the current rate, in events per second.
+func (w *Window) Rate() int { return int(w.rate) }
+
+// Cuts counts the times loss halved the rate.
+func (w *Window) Cuts() int { return w.cuts }
+
+// Loss reports an answer that did not come to an event sent at sent. The
+// rate halves unless it was cut after sent already: what was sent at the
+// old rate is still being lost. It reports whether it cut.
+func (w *Window) Loss(sent time.Time) bool {
+	if !w.cutAt.IsZero() && sent.Before(w.cutAt) {
+		return false
+	}
+	w.rate = max(w.floor, w.rate/2)
+	w.cutAt = time.Now()
+	w.cuts++
+	return true
+}
+
+// Ack reports an answer that came: the rate grows by a sixteenth of
+// itself, back to the ceiling in a few dozen answers.
+func (w *Window) Ack() {
+	w.rate = min(w.ceiling, w.rate+w.rate/16)
+}
+
+// SetRate changes the pacer's rate; congestion seen so far is forgotten.
+func (p *Pacer) SetRate(rate int) {
+	if rate <= 0 {
+		p.base, p.interval = 0, 0
+		return
+	}
+	b := time.Second / time.Duration(rate)
+	if b == p.base {
+		return
+	}
+	p.base, p.interval, p.good = b, b, 0
+}

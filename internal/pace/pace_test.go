@@ -117,3 +117,39 @@ func TestEachStopsWhenCancelled(t *testing.T) {
 		t.Errorf("%d calls, want 1", calls)
 	}
 }
+
+func TestWindow(t *testing.T) {
+	w := NewWindow(10000, 500)
+	if w.Rate() != 10000 {
+		t.Fatalf("starts at %d, want the ceiling 10000", w.Rate())
+	}
+	t0 := time.Now().Add(-time.Second)
+	if !w.Loss(t0) || w.Rate() != 5000 {
+		t.Fatalf("after a loss: %d, want 5000", w.Rate())
+	}
+	// A loss of what went out before the cut is the same episode.
+	if w.Loss(t0) || w.Rate() != 5000 {
+		t.Errorf("a second loss of the same episode cut again: %d", w.Rate())
+	}
+	for range 64 {
+		w.Loss(time.Now())
+	}
+	if w.Rate() != 500 || w.Cuts() < 5 {
+		t.Errorf("after many losses: %d (%d cuts), want the floor 500", w.Rate(), w.Cuts())
+	}
+	for range 200 {
+		w.Ack()
+	}
+	if w.Rate() != 10000 {
+		t.Errorf("after 200 answers: %d, want back at the ceiling 10000", w.Rate())
+	}
+}
+
+func TestPacerSetRate(t *testing.T) {
+	p := New(1000)
+	p.Congested()
+	p.SetRate(500)
+	if p.Interval() != 2*time.Millisecond {
+		t.Errorf("interval %v, want 2ms", p.Interval())
+	}
+}
