@@ -312,17 +312,17 @@ func (s *Scanner) source(target netip.Addr) netip.Addr {
 
 // target is the sweep's state for one address.
 type target struct {
-	ip       netip.Addr
+	ip        netip.Addr
 	tries     int // broadcast requests sent
 	firstSent time.Time
 	lastSent  time.Time
-	askedAt   time.Time // the last unicast confirmation
-	mac      net.HardwareAddr // first answer
-	others   []net.HardwareAddr
-	rtt      time.Duration
-	firstTry int // the try that drew the first answer
-	asked    int // unicast confirmations sent
-	echoes   int // replies from mac after the first
+	askedAt   time.Time        // the last unicast confirmation
+	mac       net.HardwareAddr // first answer
+	others    []net.HardwareAddr
+	rtt       time.Duration
+	firstTry  int // the try that drew the first answer
+	asked     int // unicast confirmations sent
+	echoes    int // replies from mac after the first
 }
 
 // sweep is the state shared by the sender and the reader.
