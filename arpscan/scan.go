@@ -427,6 +427,9 @@ type sender struct {
 	checking []check   // confirmations awaiting their timeout, in order
 	picked   int       // hosts picked for confirmation
 	loss     bool
+	// retryAnswers count the first answers to a retry that show the
+	// first request lost.
+	retryAnswers int
 
 	bcast, uni *pace.Pacer
 	win        *pace.Window   // the broadcast rate, from loss
@@ -483,6 +486,17 @@ func (sn *sender) run(ctx context.Context) error {
 			// and is no proof of loss either.
 			if t.firstTry == 1 {
 				sn.est.Observe(t.rtt)
+				continue
+			}
+			// An answer much nearer its retry than its first request
+			// answers the retry: the first was lost (a slow host's
+			// answer to the first comes as long after it as its round
+			// trip). Two such are loss enough for every retry.
+			if gap := t.lastSent.Sub(t.firstSent); 2*t.rtt < gap {
+				sn.win.Loss(t.lastSent)
+				if sn.retryAnswers++; sn.retryAnswers >= 2 && c.MinRetries < c.Retries {
+					sn.sawLoss()
+				}
 			}
 		}
 		// Confirmations past their timeout: each must have been answered.
