@@ -32,8 +32,10 @@ const (
 	// to a LAN's capacity. The sending rate starts there and halves when
 	// answers that should come do not (see Config.Rate).
 	DefaultRate = 10000
-	// DefaultMinRate is the least the rate falls to under loss.
-	DefaultMinRate = 250
+	// DefaultMinRateDivisor sets the least the rate falls to under loss
+	// when Config.MinRate is 0: a 16th of Rate, 625/s by default. A
+	// segment that takes less than that loses what the retries recover.
+	DefaultMinRateDivisor = 16
 	// DefaultRetries are the extra tries a silent address gets once the
 	// sweep has seen requests get lost: five tries in all, so that a host
 	// that drops a fifth of them is missed about once in 3,000 sweeps.
@@ -59,8 +61,10 @@ const (
 )
 
 // timeoutFloor is the least a try waits before its retry: the jitter of
-// a loaded machine's scheduler, which a few fast samples do not show.
-const timeoutFloor = 2 * time.Millisecond
+// a loaded machine's scheduler, which a few fast samples do not show. At
+// 2 ms, sweeps of a /22 on a busy two-core machine sent retries for
+// answers that were only 3 ms late, and took them for loss.
+const timeoutFloor = 5 * time.Millisecond
 
 // How a sweep sees loss: the first hosts that answer are asked again, by
 // unicast, a few dozen times each. A host that misses lossMisses of its
@@ -92,7 +96,8 @@ type Config struct {
 	// first answer, the kernel's ENOBUFS) and grows back while answers
 	// come. Unicast confirmations go at confirmRate times the rate.
 	Rate int
-	// MinRate is the least the sending rate falls to (DefaultMinRate).
+	// MinRate is the least the sending rate falls to; 0: Rate divided by
+	// DefaultMinRateDivisor.
 	MinRate int
 	// Retries are the most extra tries a silent address gets: all of them
 	// once the sweep has seen requests get lost. Negative: none.
@@ -111,7 +116,7 @@ type Config struct {
 }
 
 func (c *Config) withDefaults() Config {
-	out := Config{Rate: DefaultRate, MinRate: DefaultMinRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout, Patience: DefaultPatience}
+	out := Config{Rate: DefaultRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout, Patience: DefaultPatience}
 	if c != nil {
 		if c.Rate > 0 {
 			out.Rate = c.Rate
@@ -129,6 +134,9 @@ func (c *Config) withDefaults() Config {
 		}
 	}
 	out.MinRetries = min(out.MinRetries, out.Retries)
+	if out.MinRate == 0 {
+		out.MinRate = max(1, out.Rate/DefaultMinRateDivisor)
+	}
 	out.MinRate = min(out.MinRate, out.Rate)
 	out.Patience = min(out.Patience, out.Timeout)
 	return out
@@ -323,6 +331,11 @@ type target struct {
 	firstTry  int // the try that drew the first answer
 	asked     int // unicast confirmations sent
 	echoes    int // replies from mac after the first
+	missed    int // confirmations unanswered by their check
+	lost      int // of those, the ones no other host missed with
+	// extra are tries owed for tries that went out while the sweep's own
+	// rate was filling the queues.
+	extra int
 }
 
 // sweep is the state shared by the sender and the reader.
@@ -370,7 +383,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	wctx, stopWriters := context.WithCancel(ctx)
 	snd := &sender{s: s, sw: sw, c: c, order: order, st: &st,
 		bcast: pace.New(c.Rate), uni: pace.New(c.Rate * confirmRate), timer: time.NewTimer(0),
-		win: pace.NewWindow(c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(timeoutFloor, c.Timeout)}),
+		win: pace.NewWindow(c.Rate, c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(timeoutFloor, c.Timeout)}),
 		w: s.startWriters(wctx)}
 	st.MinRate = c.Rate
 	err := snd.run(ctx)
@@ -427,9 +440,15 @@ type sender struct {
 	checking []check   // confirmations awaiting their timeout, in order
 	picked   int       // hosts picked for confirmation
 	loss     bool
-	// retryAnswers count the first answers to a retry that show the
-	// first request lost.
+	// Tries sent before suspectUntil went out into queues the sweep's
+	// own rate was filling: they are owed again.
+	suspectUntil time.Time
+	// retryAnswers count the first answers to a retry since the last cut.
 	retryAnswers int
+	// The host whose missed confirmation began the loss episode, and
+	// whether others missed in it too.
+	episodeHost   *target
+	episodeShared bool
 
 	bcast, uni *pace.Pacer
 	win        *pace.Window   // the broadcast rate, from loss
@@ -450,10 +469,10 @@ type check struct {
 }
 
 // misses counts the requests t has left unanswered: the broadcasts before
-// its first answer, and the confirmations of the echoes it owes. Call it
-// with the sweep locked.
-func (t *target) misses(echoes int) int {
-	return t.firstTry - 1 + max(0, echoes-t.echoes)
+// its first answer, and the confirmations it missed alone. Call it with
+// the sweep locked.
+func (t *target) misses() int {
+	return t.firstTry - 1 + t.lost
 }
 
 func (sn *sender) run(ctx context.Context) error {
@@ -467,20 +486,22 @@ func (sn *sender) run(ctx context.Context) error {
 		}
 		now := time.Now()
 		// The kernel dropped requests for want of room: slow down.
-		if sn.w.congested.Swap(0) > 0 {
-			sn.win.Loss(now)
-		}
+		sn.win.SetRound(sn.checkWait(0))
 		sn.sw.mu.Lock()
+		if sn.w.congested.Swap(0) > 0 {
+			sn.cut(now, now)
+		}
 		all := sn.sw.answered == len(sn.order)
 		fresh := sn.sw.fresh
 		sn.sw.fresh = nil
+		if len(sn.sw.echoRTTs) > 0 || len(fresh) > 0 {
+			sn.win.Ack(now)
+		}
 		for _, d := range sn.sw.echoRTTs {
 			sn.est.Observe(d)
-			sn.win.Ack()
 		}
 		sn.sw.echoRTTs = sn.sw.echoRTTs[:0]
 		for _, t := range fresh {
-			sn.win.Ack()
 			// As Karn's algorithm: an answer after a retry may be a
 			// slow answer to an earlier try, so it measures nothing,
 			// and is no proof of loss either.
@@ -491,11 +512,13 @@ func (sn *sender) run(ctx context.Context) error {
 			// An answer much nearer its retry than its first request
 			// answers the retry: the first was lost (a slow host's
 			// answer to the first comes as long after it as its round
-			// trip). Two such are loss enough for every retry.
+			// trip). Or it was delayed past its retry, which on a
+			// fast segment means full queues, the step before loss.
+			// One such answer may be one host's hiccup; a second
+			// since the last cut is the queues.
 			if gap := t.lastSent.Sub(t.firstSent); 2*t.rtt < gap {
-				sn.win.Loss(t.lastSent)
-				if sn.retryAnswers++; sn.retryAnswers >= 2 && c.MinRetries < c.Retries {
-					sn.sawLoss()
+				if sn.retryAnswers++; sn.retryAnswers >= 2 {
+					sn.cut(t.firstSent, now)
 				}
 			}
 		}
@@ -503,10 +526,24 @@ func (sn *sender) run(ctx context.Context) error {
 		for len(sn.checking) > 0 && !now.Before(sn.checking[0].due) {
 			ck := sn.checking[0]
 			sn.checking = sn.checking[1:]
-			if ck.host.echoes < ck.echoes {
-				sn.win.Loss(ck.sent)
+			// The echoes owed are counted from the first confirmation:
+			// those already found missing are not missed again. A miss
+			// counts against the host unless another host missed in the
+			// same episode: that is the sweep's own rate filling the
+			// queues, which spares no host, where a lossy host loses
+			// alone.
+			if ck.host.echoes+ck.host.missed < ck.echoes {
+				ck.host.missed++
+				if sn.cut(ck.sent, now) || sn.episodeHost == nil {
+					sn.episodeHost, sn.episodeShared = ck.host, false
+				} else if sn.episodeHost != ck.host {
+					sn.episodeShared = true
+				}
+				if !sn.episodeShared {
+					ck.host.lost++
+				}
 			}
-			if ck.host.misses(ck.echoes) >= lossMisses {
+			if ck.host.misses() >= lossMisses {
 				sn.sawLoss()
 			}
 		}
@@ -622,10 +659,62 @@ func (sn *sender) sawLoss() {
 	sn.loss = true
 	sn.st.LossSeen = true
 	sn.confirm, sn.checking = nil, nil
-	// The spent addresses are due at once: merge them into the retry
-	// queue, which stays in the order of the last requests.
-	sn.retry = append(sn.spent, sn.retry...)
-	sn.spent = nil
+	sn.respend()
+}
+
+// cut reports a request sent at sent left unanswered, at now (with the
+// sweep locked): the window
+// halves, once a round; it reports whether it did. A cut means the
+// sweep's own rate filled the queues (the kernel's backlogs, a switch's
+// buffers) from before the lost request until after the cut takes
+// effect: the silent addresses tried in that
+// span are owed a try each. That is not loss to a host, which the
+// confirmations tell apart: a sweep that slows down loses little after,
+// where a lossy host goes on losing at any rate.
+func (sn *sender) cut(sent, now time.Time) bool {
+	if !sn.win.Loss(sent, now) {
+		return false
+	}
+	sn.retryAnswers = 0
+	// Two rounds either side: a round is how long an answer takes to be
+	// missed, not how long the queues took to fill or take to drain.
+	round := sn.checkWait(0)
+	from := sent.Add(-2 * round)
+	sn.suspectUntil = now.Add(2 * round)
+	owed := false
+	for _, t := range sn.order[:sn.next] {
+		if t.mac == nil && !t.lastSent.Before(from) && t.extra < sn.c.Retries-sn.c.MinRetries {
+			t.extra++
+			owed = true
+		}
+	}
+	if owed {
+		sn.respend()
+	}
+	return true
+}
+
+// retries is how many extra tries t gets now.
+func (sn *sender) retries(t *target) int {
+	if sn.loss {
+		return sn.c.Retries
+	}
+	return min(sn.c.MinRetries+t.extra, sn.c.Retries)
+}
+
+// respend makes the spent addresses that are owed tries due at once:
+// merged into the retry queue, which stays in the order of the last
+// requests.
+func (sn *sender) respend() {
+	var keep []*target
+	for _, t := range sn.spent {
+		if t.tries <= sn.retries(t) {
+			sn.retry = append(sn.retry, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	sn.spent = keep
 	slices.SortStableFunc(sn.retry, func(a, b *target) int { return a.lastSent.Compare(b.lastSent) })
 }
 
@@ -640,6 +729,10 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 	if t.tries == 1 {
 		t.firstSent = now
 	}
+	if now.Before(sn.suspectUntil) && t.extra < sn.c.Retries-sn.c.MinRetries {
+		t.extra++
+	}
+	owed := t.tries <= sn.retries(t)
 	sn.sw.mu.Unlock()
 	if err := sn.w.send(ctx, request{t.ip, ethernet.Broadcast}); err != nil {
 		return err
@@ -649,13 +742,10 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 		sn.lastFirst = now
 	}
 	sn.bcast.Sent(now)
+	sn.win.Sent(now)
 	sn.st.Sent++
-	retries := sn.c.MinRetries
-	if sn.loss {
-		retries = sn.c.Retries
-	}
 	switch {
-	case t.tries <= retries:
+	case owed:
 		sn.retry = append(sn.retry, t)
 	case t.tries <= sn.c.Retries:
 		sn.spent = append(sn.spent, t)

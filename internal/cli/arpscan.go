@@ -16,7 +16,7 @@ type ArpScanCmd struct {
 	Interface   string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
 	Rate        int           `default:"${arp_rate}" help:"Most broadcast ARP requests per second: the sending rate starts there, halves when requests go unanswered and grows back while answers come."`
-	MinRate     int           `default:"${arp_min_rate}" help:"Least broadcast ARP requests per second, however much is lost."`
+	MinRate     int           `default:"${arp_min_rate}" help:"Least broadcast ARP requests per second, however much is lost; 0: a 16th of --rate."`
 	Retries     int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
 	MinRetries  int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
 	Timeout     time.Duration `default:"${arp_timeout}" help:"Wait for a reply before any round trip is measured, and the most any wait lasts; the waits follow the round trips the answers show."`
@@ -92,8 +92,8 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if err := checkPacing(c.Rate, "requests", c.Retries, 20, c.Timeout, "20ms"); err != nil {
 		return err
 	}
-	if c.MinRate < 1 || c.MinRate > c.Rate {
-		return fmt.Errorf("--min-rate %d: want 1 to --rate (%d) requests per second", c.MinRate, c.Rate)
+	if c.MinRate < 0 || c.MinRate > c.Rate {
+		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) requests per second", c.MinRate, c.Rate)
 	}
 	if c.MinRetries < 0 || c.MinRetries > 20 {
 		return fmt.Errorf("--min-retries %d: want 0-20", c.MinRetries)
