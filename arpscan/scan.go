@@ -688,18 +688,27 @@ func (sn *sender) cut(sent, now time.Time) bool {
 			owed = true
 		}
 	}
-	if owed {
+	if owed || sn.win.Cuts() == congestedCuts {
 		sn.respend()
 	}
 	return true
 }
+
+// congestedCuts: a sweep whose rate was cut this often runs at what the
+// network takes, where loss comes and goes unseen between the cuts: every
+// silent address gets a try more than MinRetries.
+const congestedCuts = 3
 
 // retries is how many extra tries t gets now.
 func (sn *sender) retries(t *target) int {
 	if sn.loss {
 		return sn.c.Retries
 	}
-	return min(sn.c.MinRetries+t.extra, sn.c.Retries)
+	extra := t.extra
+	if sn.win.Cuts() >= congestedCuts {
+		extra = max(extra, 1)
+	}
+	return min(sn.c.MinRetries+extra, sn.c.Retries)
 }
 
 // respend makes the spent addresses that are owed tries due at once:
