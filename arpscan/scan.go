@@ -20,17 +20,22 @@ import (
 	"golang.org/x/net/bpf"
 
 	"github.com/ifl-project/ifl/internal/pace"
+	"github.com/ifl-project/ifl/internal/rtt"
 )
 
 // Defaults for the zero values of Config: fast and reliable on a wired
 // LAN. On a fragile or congested network lower the rate.
 const (
-	// DefaultRate is broadcast requests per second, as nmap's -T5
-	// --min-rate 10000: a /24's first pass takes 25 ms; the broadcast load
-	// (5 Mbit/s, for a fraction of a second on a /24) is small next to a
-	// LAN's capacity. The sender slows down by itself when the kernel
-	// drops requests.
+	// DefaultRate is the most broadcast requests per second, as nmap's
+	// -T5 --min-rate 10000: a /24's first pass takes 25 ms; the broadcast
+	// load (5 Mbit/s, for a fraction of a second on a /24) is small next
+	// to a LAN's capacity. The sending rate starts there and halves when
+	// answers that should come do not (see Config.Rate).
 	DefaultRate = 10000
+	// DefaultMinRateDivisor sets the least the rate falls to under loss
+	// when Config.MinRate is 0: a 16th of Rate, 625/s by default. A
+	// segment that takes less than that loses what the retries recover.
+	DefaultMinRateDivisor = 16
 	// DefaultRetries are the extra tries a silent address gets once the
 	// sweep has seen requests get lost: five tries in all, so that a host
 	// that drops a fifth of them is missed about once in 3,000 sweeps.
@@ -43,12 +48,23 @@ const (
 	// nothing else, is then missed once in 25 sweeps (--min-retries 2:
 	// once in 125).
 	DefaultMinRetries = 1
-	// DefaultTimeout is how long a request waits for its reply before it
-	// is retried, and how long the sweep waits after its last request. A
-	// wired host answers within a millisecond; a Wi-Fi client in power
-	// save may need --timeout 300ms.
-	DefaultTimeout = 20 * time.Millisecond
+	// DefaultTimeout is how long a request waits for its reply before
+	// anything is measured, and the most it ever waits: the waits follow
+	// the round trips the first answers show (a wired host answers
+	// within a millisecond), as TCP's do.
+	DefaultTimeout = 250 * time.Millisecond
+	// DefaultPatience is the least an address is waited for after its
+	// first request, however fast the segment: a host a few dozen
+	// milliseconds away (a Wi-Fi client, a congested link) among fast
+	// ones answers the first request after its retries are spent.
+	DefaultPatience = 40 * time.Millisecond
 )
+
+// timeoutFloor is the least a try waits before its retry: the jitter of
+// a loaded machine's scheduler, which a few fast samples do not show. At
+// 2 ms, sweeps of a /22 on a busy two-core machine sent retries for
+// answers that were only 3 ms late, and took them for loss.
+const timeoutFloor = 5 * time.Millisecond
 
 // How a sweep sees loss: the first hosts that answer are asked again, by
 // unicast, a few dozen times each. A host that misses lossMisses of its
@@ -74,7 +90,15 @@ var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NE
 
 // Config tunes a sweep. Zero values mean the defaults.
 type Config struct {
-	Rate int // broadcast requests per second; unicast confirmations go at confirmRate times that
+	// Rate is the most broadcast requests per second, where the sending
+	// rate starts; it halves when hosts leave requests unanswered (the
+	// unicast confirmations of hosts that answered, retries that draw a
+	// first answer, the kernel's ENOBUFS) and grows back while answers
+	// come. Unicast confirmations go at confirmRate times the rate.
+	Rate int
+	// MinRate is the least the sending rate falls to; 0: Rate divided by
+	// DefaultMinRateDivisor.
+	MinRate int
 	// Retries are the most extra tries a silent address gets: all of them
 	// once the sweep has seen requests get lost. Negative: none.
 	Retries int
@@ -82,14 +106,26 @@ type Config struct {
 	// or not. Negative: none. When it is Retries or more, every silent
 	// address gets Retries and no host is asked twice.
 	MinRetries int
-	Timeout    time.Duration // wait for a reply before a retry, and after the last request
+	// Timeout is the wait for a reply before any round trip is
+	// measured, and the ceiling of every wait; the waits follow the
+	// measured round trips (smoothed, with their deviation).
+	Timeout time.Duration
+	// Patience is the least an address is waited for after its first
+	// request (DefaultPatience; at most Timeout).
+	Patience time.Duration
 }
 
 func (c *Config) withDefaults() Config {
-	out := Config{Rate: DefaultRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout}
+	out := Config{Rate: DefaultRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout, Patience: DefaultPatience}
 	if c != nil {
 		if c.Rate > 0 {
 			out.Rate = c.Rate
+		}
+		if c.MinRate > 0 {
+			out.MinRate = c.MinRate
+		}
+		if c.Patience > 0 {
+			out.Patience = c.Patience
 		}
 		out.Retries = orDefault(c.Retries, DefaultRetries)
 		out.MinRetries = orDefault(c.MinRetries, DefaultMinRetries)
@@ -98,6 +134,11 @@ func (c *Config) withDefaults() Config {
 		}
 	}
 	out.MinRetries = min(out.MinRetries, out.Retries)
+	if out.MinRate == 0 {
+		out.MinRate = max(1, out.Rate/DefaultMinRateDivisor)
+	}
+	out.MinRate = min(out.MinRate, out.Rate)
+	out.Patience = min(out.Patience, out.Timeout)
 	return out
 }
 
@@ -135,6 +176,12 @@ type Stats struct {
 	LossSeen bool
 	Replies  int           // replies read for a target, repeats and confirmations included
 	Elapsed  time.Duration // from the first request to the end
+	// RateCuts counts the times loss halved the sending rate; MinRate is
+	// the lowest rate it reached.
+	RateCuts int
+	MinRate  int
+	// SRTT is the smoothed round trip of the answers.
+	SRTT time.Duration
 }
 
 // Scanner sweeps one interface. Create it with Dial or New; it is not
@@ -273,15 +320,22 @@ func (s *Scanner) source(target netip.Addr) netip.Addr {
 
 // target is the sweep's state for one address.
 type target struct {
-	ip       netip.Addr
-	tries    int // broadcast requests sent
-	lastSent time.Time
-	mac      net.HardwareAddr // first answer
-	others   []net.HardwareAddr
-	rtt      time.Duration
-	firstTry int // the try that drew the first answer
-	asked    int // unicast confirmations sent
-	echoes   int // replies from mac after the first
+	ip        netip.Addr
+	tries     int // broadcast requests sent
+	firstSent time.Time
+	lastSent  time.Time
+	askedAt   time.Time        // the last unicast confirmation
+	mac       net.HardwareAddr // first answer
+	others    []net.HardwareAddr
+	rtt       time.Duration
+	firstTry  int // the try that drew the first answer
+	asked     int // unicast confirmations sent
+	echoes    int // replies from mac after the first
+	missed    int // confirmations unanswered by their check
+	lost      int // of those, the ones no other host missed with
+	// extra are tries owed for tries that went out while the sweep's own
+	// rate was filling the queues.
+	extra int
 }
 
 // sweep is the state shared by the sender and the reader.
@@ -290,9 +344,10 @@ type sweep struct {
 	byIP     map[netip.Addr]*target
 	answered int
 	replies  int
-	fresh    []*target     // answered since the sender last looked
-	slowest  time.Duration // the longest round trip to a first answer
-	changed  chan struct{} // a new address answered
+	fresh    []*target       // answered since the sender last looked
+	echoRTTs []time.Duration // confirmations answered since the sender last looked
+	slowest  time.Duration   // the longest round trip to a first answer
+	changed  chan struct{}   // a new address answered
 }
 
 // Scan sweeps targets: one sender paces requests at the configured rate
@@ -328,7 +383,9 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	wctx, stopWriters := context.WithCancel(ctx)
 	snd := &sender{s: s, sw: sw, c: c, order: order, st: &st,
 		bcast: pace.New(c.Rate), uni: pace.New(c.Rate * confirmRate), timer: time.NewTimer(0),
+		win: pace.NewWindow(c.Rate, c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(timeoutFloor, c.Timeout)}),
 		w: s.startWriters(wctx)}
+	st.MinRate = c.Rate
 	err := snd.run(ctx)
 	snd.timer.Stop()
 	if err != nil {
@@ -349,6 +406,8 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	}
 
 	st.Elapsed = time.Since(start)
+	st.RateCuts = snd.win.Cuts()
+	st.SRTT = snd.est.SRTT()
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	st.Replies = sw.replies
@@ -381,9 +440,21 @@ type sender struct {
 	checking []check   // confirmations awaiting their timeout, in order
 	picked   int       // hosts picked for confirmation
 	loss     bool
+	// Tries sent before suspectUntil went out into queues the sweep's
+	// own rate was filling: they are owed again.
+	suspectUntil time.Time
+	// retryAnswers count the first answers to a retry since the last cut.
+	retryAnswers int
+	// The host whose missed confirmation began the loss episode, and
+	// whether others missed in it too.
+	episodeHost   *target
+	episodeShared bool
 
 	bcast, uni *pace.Pacer
-	lastSend   time.Time // of the last broadcast
+	win        *pace.Window   // the broadcast rate, from loss
+	est        *rtt.Estimator // the segment's round trip
+	lastSend   time.Time      // of the last broadcast
+	lastFirst  time.Time      // of the last first try
 	timer      *time.Timer
 	w          *writers
 }
@@ -394,13 +465,14 @@ type check struct {
 	host   *target
 	echoes int
 	sent   time.Time
+	due    time.Time
 }
 
 // misses counts the requests t has left unanswered: the broadcasts before
-// its first answer, and the confirmations of the echoes it owes. Call it
-// with the sweep locked.
-func (t *target) misses(echoes int) int {
-	return t.firstTry - 1 + max(0, echoes-t.echoes)
+// its first answer, and the confirmations it missed alone. Call it with
+// the sweep locked.
+func (t *target) misses() int {
+	return t.firstTry - 1 + t.lost
 }
 
 func (sn *sender) run(ctx context.Context) error {
@@ -412,26 +484,74 @@ func (sn *sender) run(ctx context.Context) error {
 		if err := sn.w.failed(); err != nil {
 			return err
 		}
-		// The kernel dropped requests for want of room: slow down.
-		for n := min(sn.w.congested.Swap(0), 8); n > 0; n-- {
-			sn.bcast.Congested()
-			sn.uni.Congested()
-		}
 		now := time.Now()
+		// The kernel dropped requests for want of room: slow down.
+		sn.win.SetRound(sn.checkWait(0))
 		sn.sw.mu.Lock()
+		if sn.w.congested.Swap(0) > 0 {
+			sn.cut(now, now)
+		}
 		all := sn.sw.answered == len(sn.order)
 		fresh := sn.sw.fresh
 		sn.sw.fresh = nil
+		if len(sn.sw.echoRTTs) > 0 || len(fresh) > 0 {
+			sn.win.Ack(now)
+		}
+		for _, d := range sn.sw.echoRTTs {
+			sn.est.Observe(d)
+		}
+		sn.sw.echoRTTs = sn.sw.echoRTTs[:0]
+		for _, t := range fresh {
+			// As Karn's algorithm: an answer after a retry may be a
+			// slow answer to an earlier try, so it measures nothing,
+			// and is no proof of loss either.
+			if t.firstTry == 1 {
+				sn.est.Observe(t.rtt)
+				continue
+			}
+			// An answer much nearer its retry than its first request
+			// answers the retry: the first was lost (a slow host's
+			// answer to the first comes as long after it as its round
+			// trip). Or it was delayed past its retry, which on a
+			// fast segment means full queues, the step before loss.
+			// One such answer may be one host's hiccup; a second
+			// since the last cut is the queues.
+			if gap := t.lastSent.Sub(t.firstSent); 2*t.rtt < gap {
+				if sn.retryAnswers++; sn.retryAnswers >= 2 {
+					sn.cut(t.firstSent, now)
+				}
+			}
+		}
 		// Confirmations past their timeout: each must have been answered.
-		for len(sn.checking) > 0 && !now.Before(sn.checking[0].sent.Add(c.Timeout)) {
+		for len(sn.checking) > 0 && !now.Before(sn.checking[0].due) {
 			ck := sn.checking[0]
 			sn.checking = sn.checking[1:]
-			if ck.host.misses(ck.echoes) >= lossMisses {
+			// The echoes owed are counted from the first confirmation:
+			// those already found missing are not missed again. A miss
+			// counts against the host unless another host missed in the
+			// same episode: that is the sweep's own rate filling the
+			// queues, which spares no host, where a lossy host loses
+			// alone.
+			if ck.host.echoes+ck.host.missed < ck.echoes {
+				ck.host.missed++
+				if sn.cut(ck.sent, now) || sn.episodeHost == nil {
+					sn.episodeHost, sn.episodeShared = ck.host, false
+				} else if sn.episodeHost != ck.host {
+					sn.episodeShared = true
+				}
+				if !sn.episodeShared {
+					ck.host.lost++
+				}
+			}
+			if ck.host.misses() >= lossMisses {
 				sn.sawLoss()
 			}
 		}
 		slowest := sn.sw.slowest
 		sn.sw.mu.Unlock()
+		sn.bcast.SetRate(sn.win.Rate())
+		sn.uni.SetRate(sn.win.Rate() * confirmRate)
+		sn.st.MinRate = min(sn.st.MinRate, sn.win.Rate())
 		if all {
 			// A second host that answers for an address (a conflict) is
 			// heard if it is not much slower than the slowest first
@@ -477,12 +597,16 @@ func (sn *sender) run(ctx context.Context) error {
 			due = earliest(due, when)
 		}
 		if len(sn.checking) > 0 {
-			due = earliest(due, sn.checking[0].sent.Add(c.Timeout))
+			due = earliest(due, sn.checking[0].due)
 		}
 		if due.IsZero() {
 			// Every request is sent and every confirmation settled: wait
-			// for the last replies.
-			end := sn.lastSend.Add(c.Timeout)
+			// for the last replies, as long as the round trips say, and
+			// for the last address first tried as long as patience says.
+			end := sn.lastSend.Add(sn.est.Backoff(1))
+			if p := sn.lastFirst.Add(c.Patience); p.After(end) {
+				end = p
+			}
 			if !now.Before(end) {
 				return nil
 			}
@@ -503,10 +627,14 @@ func (sn *sender) nextBroadcast(now time.Time) (*target, time.Time) {
 	for sn.next < len(sn.order) && sn.sw.hasAnswered(sn.order[sn.next]) {
 		sn.next++
 	}
-	retryDue := len(sn.retry) > 0 && !now.Before(sn.retry[0].lastSent.Add(sn.c.Timeout))
+	var retryAt time.Time
+	if len(sn.retry) > 0 {
+		retryAt = sn.retry[0].lastSent.Add(sn.est.Backoff(sn.retry[0].tries - 1))
+	}
+	retryDue := len(sn.retry) > 0 && !now.Before(retryAt)
 	switch {
 	case !retryDue && sn.next == len(sn.order) && len(sn.retry) > 0:
-		return nil, sn.retry[0].lastSent.Add(sn.c.Timeout)
+		return nil, retryAt
 	case !retryDue && sn.next == len(sn.order):
 		return nil, time.Time{}
 	case now.Before(sn.bcast.Next()):
@@ -531,10 +659,71 @@ func (sn *sender) sawLoss() {
 	sn.loss = true
 	sn.st.LossSeen = true
 	sn.confirm, sn.checking = nil, nil
-	// The spent addresses are due at once: merge them into the retry
-	// queue, which stays in the order of the last requests.
-	sn.retry = append(sn.spent, sn.retry...)
-	sn.spent = nil
+	sn.respend()
+}
+
+// cut reports a request sent at sent left unanswered, at now (with the
+// sweep locked): the window
+// halves, once a round; it reports whether it did. A cut means the
+// sweep's own rate filled the queues (the kernel's backlogs, a switch's
+// buffers) from before the lost request until after the cut takes
+// effect: the silent addresses tried in that
+// span are owed a try each. That is not loss to a host, which the
+// confirmations tell apart: a sweep that slows down loses little after,
+// where a lossy host goes on losing at any rate.
+func (sn *sender) cut(sent, now time.Time) bool {
+	if !sn.win.Loss(sent, now) {
+		return false
+	}
+	sn.retryAnswers = 0
+	// Two rounds either side: a round is how long an answer takes to be
+	// missed, not how long the queues took to fill or take to drain.
+	round := sn.checkWait(0)
+	from := sent.Add(-2 * round)
+	sn.suspectUntil = now.Add(2 * round)
+	owed := false
+	for _, t := range sn.order[:sn.next] {
+		if t.mac == nil && !t.lastSent.Before(from) && t.extra < sn.c.Retries-sn.c.MinRetries {
+			t.extra++
+			owed = true
+		}
+	}
+	if owed || sn.win.Cuts() == congestedCuts {
+		sn.respend()
+	}
+	return true
+}
+
+// congestedCuts: a sweep whose rate was cut this often runs at what the
+// network takes, where loss comes and goes unseen between the cuts: every
+// silent address gets a try more than MinRetries.
+const congestedCuts = 3
+
+// retries is how many extra tries t gets now.
+func (sn *sender) retries(t *target) int {
+	if sn.loss {
+		return sn.c.Retries
+	}
+	extra := t.extra
+	if sn.win.Cuts() >= congestedCuts {
+		extra = max(extra, 1)
+	}
+	return min(sn.c.MinRetries+extra, sn.c.Retries)
+}
+
+// respend makes the spent addresses that are owed tries due at once:
+// merged into the retry queue, which stays in the order of the last
+// requests.
+func (sn *sender) respend() {
+	var keep []*target
+	for _, t := range sn.spent {
+		if t.tries <= sn.retries(t) {
+			sn.retry = append(sn.retry, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	sn.spent = keep
 	slices.SortStableFunc(sn.retry, func(a, b *target) int { return a.lastSent.Compare(b.lastSent) })
 }
 
@@ -546,19 +735,26 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 	sn.sw.mu.Lock()
 	t.tries++
 	t.lastSent = now
+	if t.tries == 1 {
+		t.firstSent = now
+	}
+	if now.Before(sn.suspectUntil) && t.extra < sn.c.Retries-sn.c.MinRetries {
+		t.extra++
+	}
+	owed := t.tries <= sn.retries(t)
 	sn.sw.mu.Unlock()
 	if err := sn.w.send(ctx, request{t.ip, ethernet.Broadcast}); err != nil {
 		return err
 	}
 	sn.lastSend = now
-	sn.bcast.Sent(now)
-	sn.st.Sent++
-	retries := sn.c.MinRetries
-	if sn.loss {
-		retries = sn.c.Retries
+	if t.tries == 1 {
+		sn.lastFirst = now
 	}
+	sn.bcast.Sent(now)
+	sn.win.Sent(now)
+	sn.st.Sent++
 	switch {
-	case t.tries <= retries:
+	case owed:
 		sn.retry = append(sn.retry, t)
 	case t.tries <= sn.c.Retries:
 		sn.spent = append(sn.spent, t)
@@ -573,18 +769,30 @@ func (sn *sender) confirmOne(ctx context.Context) error {
 	now := time.Now()
 	sn.sw.mu.Lock()
 	t.asked++
-	ck := check{host: t, echoes: t.asked, sent: now}
+	t.askedAt = now
+	ck := check{host: t, echoes: t.asked, sent: now, due: now.Add(sn.checkWait(t.rtt))}
 	sn.sw.mu.Unlock()
 	if err := sn.w.send(ctx, request{t.ip, t.mac}); err != nil {
 		return err
 	}
 	sn.uni.Sent(now)
 	sn.st.Confirmations++
-	sn.checking = append(sn.checking, ck)
+	// In the order they fall due: a slow host's wait is longer.
+	i, _ := slices.BinarySearchFunc(sn.checking, ck.due, func(c check, due time.Time) int { return c.due.Compare(due) })
+	sn.checking = slices.Insert(sn.checking, i, ck)
 	if t.asked < confirmTries {
 		sn.confirm = append(sn.confirm, t)
 	}
 	return nil
+}
+
+// checkWait is how long a confirmation of a host whose first answer took
+// hostRTT is given to be answered: a few of the segment's round trips,
+// at least 5 ms, so that a loaded machine's jitter is not taken for loss;
+// and for a slow host twice its own round trip, even past the ceiling,
+// as a slow host is not a lossy one.
+func (sn *sender) checkWait(hostRTT time.Duration) time.Duration {
+	return max(min(sn.c.Timeout, max(4*sn.est.Timeout(), 5*time.Millisecond)), 2*hostRTT)
 }
 
 // wait sleeps until the given time, a new answer, or ctx's end.
@@ -773,6 +981,9 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 	}
 	if macEqual(t.mac, mac) {
 		t.echoes++
+		if !t.askedAt.IsZero() {
+			sw.echoRTTs = append(sw.echoRTTs, now.Sub(t.askedAt))
+		}
 		return Result{}, false
 	}
 	for _, o := range t.others {

@@ -104,6 +104,7 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 			"agent_port":        fmt.Sprint(agent.DefaultPort),
 			"arp_rate":          fmt.Sprint(arpscan.DefaultRate),
 			"arp_retries":       fmt.Sprint(arpscan.DefaultRetries),
+			"arp_min_rate":      "0",
 			"arp_min_retries":   fmt.Sprint(arpscan.DefaultMinRetries),
 			"arp_timeout":       arpscan.DefaultTimeout.String(),
 			"syn_rate":          fmt.Sprint(synscan.DefaultRate),

@@ -122,3 +122,113 @@ func Each[T any](ctx context.Context, in <-chan T, rate, limit int, fn func(cont
 		})
 	}
 }
+
+// Window is a sending rate that follows loss, as TCP's congestion window
+// and nmap's do, counted in rounds (the time an answer takes to be missed)
+// rather than in packets. When answers that should have come did not, it
+// falls to half of what was really sent over the last round (from the
+// flight, as RFC 5681 cuts: a sender that cannot reach its rate must not
+// cut from the rate, or the first cuts do nothing), at most once a
+// round, since what went out in the round after a cut was sent into a
+// queue the cut has not drained yet. Until the first loss it doubles
+// every round with answers (slow start); after, it grows by a 256th of
+// the ceiling a round (congestion avoidance), and only while the sender
+// uses it (RFC 7661), so that it hovers just under what the network
+// takes instead of falling back into the loss it left. It is not safe for
+// concurrent use.
+type Window struct {
+	ceiling, floor float64
+	rate           float64
+	round          time.Duration
+	cutAt          time.Time // the last cut; losses of what was sent before it, or a round after, are old news
+	grewAt         time.Time
+	cuts           int
+	// The rate really sent: events counted since markAt, and the rate of
+	// the last round counted (0: none yet).
+	markAt   time.Time
+	count    int
+	measured float64
+}
+
+// Sent records an event sent at now.
+func (w *Window) Sent(now time.Time) {
+	if w.markAt.IsZero() {
+		w.markAt = now
+		return
+	}
+	w.count++
+	if d := now.Sub(w.markAt); d >= max(w.round, time.Millisecond) {
+		w.measured = float64(w.count) / d.Seconds()
+		w.markAt, w.count = now, 0
+	}
+}
+
+// NewWindow returns a window at start events per second that grows up to
+// ceiling and never goes below floor (at least 1).
+func NewWindow(start, ceiling, floor int) *Window {
+	f := float64(max(floor, 1))
+	c := max(float64(ceiling), f)
+	return &Window{ceiling: c, floor: f, rate: min(c, max(f, float64(start)))}
+}
+
+// SetRound sets the round: how long after a request its loss shows.
+func (w *Window) SetRound(d time.Duration) { w.round = d }
+
+// Rate is the current rate, in events per second.
+func (w *Window) Rate() int { return int(w.rate) }
+
+// Cuts counts the times loss cut the rate.
+func (w *Window) Cuts() int { return w.cuts }
+
+// Loss reports, at now, an answer that did not come to an event sent at
+// sent. The rate falls unless it was cut less than a round before sent:
+// what was sent at the old rate, or into the queue it filled, is still
+// being lost. It reports whether it cut.
+func (w *Window) Loss(sent, now time.Time) bool {
+	if !w.cutAt.IsZero() && sent.Before(w.cutAt.Add(w.round)) {
+		return false
+	}
+	base := w.rate
+	if w.measured > 0 {
+		base = min(base, w.measured)
+	}
+	w.rate = max(w.floor, base/2)
+	w.cutAt, w.grewAt = now, now
+	w.cuts++
+	return true
+}
+
+// Ack reports, at now, that answers came: once a round the rate doubles
+// (before any loss) or grows by a 32nd of the ceiling (after).
+func (w *Window) Ack(now time.Time) {
+	if w.grewAt.IsZero() {
+		w.grewAt = now
+	}
+	if now.Sub(w.grewAt) < max(w.round, time.Microsecond) {
+		return
+	}
+	w.grewAt = now
+	switch {
+	case w.cuts == 0:
+		w.rate = min(w.ceiling, 2*w.rate)
+	case w.measured == 0 || w.measured >= w.rate*3/4:
+		w.rate = min(w.ceiling, w.rate+w.ceiling/256)
+	}
+}
+
+// SetRate changes the pacer's rate; congestion seen so far is forgotten.
+func (p *Pacer) SetRate(rate int) {
+	if rate <= 0 {
+		p.base, p.interval = 0, 0
+		return
+	}
+	b := time.Second / time.Duration(rate)
+	if b == p.base {
+		return
+	}
+	p.base, p.interval, p.good = b, b, 0
+}
+
+// Measured is the rate really sent over the last round counted, in events
+// per second (0: none yet).
+func (w *Window) Measured() int { return int(w.measured) }

@@ -117,3 +117,94 @@ func TestEachStopsWhenCancelled(t *testing.T) {
 		t.Errorf("%d calls, want 1", calls)
 	}
 }
+
+func TestWindow(t *testing.T) {
+	w := NewWindow(10000, 10000, 500)
+	w.SetRound(10 * time.Millisecond)
+	if w.Rate() != 10000 {
+		t.Fatalf("starts at %d, want 10000", w.Rate())
+	}
+	t0 := time.Unix(1000, 0)
+	// The sender reaches only 4,000/s: a cut halves that, not the rate
+	// it never reached.
+	for i := range 41 {
+		w.Sent(t0.Add(time.Duration(i) * 250 * time.Microsecond))
+	}
+	if m := w.Measured(); m < 3900 || m > 4100 {
+		t.Fatalf("measured %d/s, want 4000", m)
+	}
+	now := t0.Add(10 * time.Millisecond)
+	if !w.Loss(now.Add(-time.Millisecond), now) || w.Rate() != 2000 {
+		t.Fatalf("after a loss: %d, want 2000, half of what was sent", w.Rate())
+	}
+	// Losses of what went out before the cut, or within a round after
+	// it, are the same episode.
+	if w.Loss(now.Add(-time.Millisecond), now.Add(time.Millisecond)) || w.Loss(now.Add(9*time.Millisecond), now.Add(12*time.Millisecond)) || w.Rate() != 2000 {
+		t.Errorf("a second loss of the same episode cut again: %d", w.Rate())
+	}
+	// A loss a round after the cut is a new episode.
+	later := now.Add(30 * time.Millisecond)
+	if !w.Loss(now.Add(11*time.Millisecond), later) || w.Rate() != 1000 {
+		t.Errorf("a loss a round after the cut: %d, want 1000", w.Rate())
+	}
+	for i := range 64 {
+		at := later.Add(time.Duration(i+1) * 20 * time.Millisecond)
+		w.Loss(at, at)
+	}
+	if w.Rate() != 500 || w.Cuts() < 3 {
+		t.Errorf("after many losses: %d (%d cuts), want the floor 500", w.Rate(), w.Cuts())
+	}
+	// After loss the rate grows by a 256th of the ceiling a round, not
+	// more however many answers come in a round.
+	at := later.Add(2 * time.Second)
+	for i := range 100 {
+		w.Ack(at.Add(time.Duration(i) * time.Microsecond))
+	}
+	w.Ack(at.Add(10 * time.Millisecond))
+	if w.Rate() != 500+2*10000/256 && w.Rate() != 500+10000/256 {
+		t.Errorf("after a round of answers: %d, want 539 or 578", w.Rate())
+	}
+	for i := range 2000 {
+		w.Ack(at.Add(time.Duration(i+2) * 10 * time.Millisecond))
+	}
+	// The last rate measured was 4,000/s: a window the sender does not
+	// fill does not grow far past it.
+	if w.Rate() > 4000*4/3+10000/256 {
+		t.Errorf("grew to %d, unused, past 4/3 of the 4000/s sent", w.Rate())
+	}
+	at = at.Add(time.Minute)
+	for r := range 300 {
+		start := at.Add(time.Duration(r) * 10 * time.Millisecond)
+		for i := range 100 {
+			w.Sent(start.Add(time.Duration(i) * 100 * time.Microsecond))
+		}
+		w.Ack(start.Add(10 * time.Millisecond))
+	}
+	if w.Rate() != 10000 {
+		t.Errorf("after 300 rounds of answers at 10000/s: %d, want back at the ceiling", w.Rate())
+	}
+}
+
+// Until the first loss, the window doubles a round.
+func TestWindowSlowStart(t *testing.T) {
+	w := NewWindow(1000, 10000, 100)
+	w.SetRound(5 * time.Millisecond)
+	t0 := time.Unix(1000, 0)
+	w.Ack(t0)
+	for i := 1; i <= 3; i++ {
+		w.Ack(t0.Add(time.Duration(i) * 5 * time.Millisecond))
+		w.Ack(t0.Add(time.Duration(i)*5*time.Millisecond + time.Millisecond))
+	}
+	if w.Rate() != 8000 {
+		t.Errorf("after three rounds: %d, want 8000", w.Rate())
+	}
+}
+
+func TestPacerSetRate(t *testing.T) {
+	p := New(1000)
+	p.Congested()
+	p.SetRate(500)
+	if p.Interval() != 2*time.Millisecond {
+		t.Errorf("interval %v, want 2ms", p.Interval())
+	}
+}

@@ -47,8 +47,10 @@ func Down(name string) error {
 	pids := map[int]bool{}
 	if l, err := Load(name); err == nil {
 		for _, h := range l.Hosts {
-			if h.PID > 0 && inNamespaces(h.PID, nss) {
-				pids[h.PID] = true
+			for _, pid := range []int{h.PID, h.RelayPID} {
+				if pid > 0 && inNamespaces(pid, nss) {
+					pids[pid] = true
+				}
 			}
 		}
 	}

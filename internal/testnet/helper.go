@@ -66,8 +66,11 @@ func helper(args []string) error {
 	os.Unsetenv(envHelper)
 	os.Unsetenv(envHostname)
 	os.Unsetenv(envMachineID)
-	if args[0] == helperHostile {
+	switch args[0] {
+	case helperHostile:
 		return serveHostile(args)
+	case helperRelay:
+		return serveRelay(args)
 	}
 	if args[0] == helperHTTP {
 		if len(args) != 2 {

@@ -64,6 +64,10 @@ type Host struct {
 	// service.
 	MachineID string `json:"machine_id,omitempty"`
 	PID       int    `json:"pid,omitempty"`
+	// Relay is the namespace of the relay that delays a slow host's
+	// frames, and RelayPID its process.
+	Relay    string `json:"relay_namespace,omitempty"`
+	RelayPID int    `json:"relay_pid,omitempty"`
 }
 
 // Node is a namespace of the LAN that is not a managed host.
@@ -144,6 +148,9 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 		if h.Role != Empty {
 			host.Namespace = prefix + h.Name
 		}
+		if h.Delay > 0 {
+			host.Relay = prefix + h.Name + "-slow"
+		}
 		lan.Hosts = append(lan.Hosts, host)
 	}
 	defer func() {
@@ -186,6 +193,17 @@ func (l *LAN) nodes() []Node {
 	return out
 }
 
+// relays maps the namespace of each slow host to its relay's.
+func (l *LAN) relays() map[string]string {
+	out := map[string]string{}
+	for _, h := range l.Hosts {
+		if h.Relay != "" && h.Namespace != "" {
+			out[h.Namespace] = h.Relay
+		}
+	}
+	return out
+}
+
 // build creates the namespaces, links and addresses: one ip -batch in the
 // caller's namespace that creates every namespace and creates each link
 // directly inside its namespaces, then one ip -batch per namespace.
@@ -196,12 +214,33 @@ func (l *LAN) build(ctx context.Context) error {
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "netns add %s\n", n.Namespace)
 	}
+	relays := l.relays()
+	for _, r := range relays {
+		fmt.Fprintf(&b, "netns add %s\n", r)
+	}
 	fmt.Fprintf(&b, "link add br0 netns %s type bridge forward_delay 0\n", l.Bridge)
 	for i, n := range nodes {
+		if r := relays[n.Namespace]; r != "" {
+			// A slow host: its link ends in the relay's namespace,
+			// and the relay's other link on the bridge.
+			fmt.Fprintf(&b, "link add eth0 netns %s address %s type veth peer name host0 netns %s\n", n.Namespace, n.MAC, r)
+			fmt.Fprintf(&b, "link add lan0 netns %s type veth peer name p%d netns %s\n", r, i, l.Bridge)
+			continue
+		}
 		fmt.Fprintf(&b, "link add eth0 netns %s address %s type veth peer name p%d netns %s\n", n.Namespace, n.MAC, i, l.Bridge)
 	}
 	if err := ipBatch(ctx, "", b.String()); err != nil {
 		return err
+	}
+	for _, r := range relays {
+		// The relay's namespace only forwards: no address, and no IPv6
+		// of its own to announce.
+		if err := run(ctx, nil, "ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+			return err
+		}
+		if err := ipBatch(ctx, r, "link set lo up\nlink set host0 up\nlink set lan0 up\n"); err != nil {
+			return err
+		}
 	}
 
 	b.Reset()

@@ -34,6 +34,19 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 	}
 	for i := range l.Hosts {
 		h := &l.Hosts[i]
+		if h.Relay == "" {
+			continue
+		}
+		// Half the round trip each way.
+		args := []string{helperRelay, "host0", "lan0", (h.Delay / 2).String()}
+		cmd, err := l.spawn(h.Relay, l.relayLogFile(h), opts.Helper, args, nil)
+		if err != nil {
+			return err
+		}
+		h.RelayPID = l.reap(cmd)
+	}
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
 		var args []string
 		switch h.Role {
 		case Agent, WrongKey:
@@ -114,21 +127,11 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 		if err := os.WriteFile(l.machineIDFile(h), []byte(h.MachineID+"\n"), 0o644); err != nil {
 			return err
 		}
-		cmd, err := l.spawn(h, opts.Helper, args)
+		cmd, err := l.spawn(h.Namespace, l.logFile(h), opts.Helper, args, []string{envHostname + "=" + h.Name, envMachineID + "=" + l.machineIDFile(h)})
 		if err != nil {
 			return err
 		}
-		h.PID = cmd.Process.Pid
-		if l.procs == nil {
-			l.procs = map[int]*proc{}
-		}
-		pr := &proc{exited: make(chan struct{})}
-		l.procs[h.PID] = pr
-		go func() {
-			cmd.Wait()
-			pr.state = cmd.ProcessState
-			close(pr.exited)
-		}()
+		h.PID = l.reap(cmd)
 	}
 	if err := l.save(); err != nil {
 		return err
@@ -175,24 +178,43 @@ func writeAgentConfig(path string, labels map[string]string) error {
 
 func (l *LAN) logFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".log") }
 
+func (l *LAN) relayLogFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".relay.log") }
+
+// reap records a started process and reaps it when it exits; it returns
+// its PID.
+func (l *LAN) reap(cmd *exec.Cmd) int {
+	if l.procs == nil {
+		l.procs = map[int]*proc{}
+	}
+	pr := &proc{exited: make(chan struct{})}
+	l.procs[cmd.Process.Pid] = pr
+	go func() {
+		cmd.Wait()
+		pr.state = cmd.ProcessState
+		close(pr.exited)
+	}()
+	return cmd.Process.Pid
+}
+
 func (l *LAN) machineIDFile(h *Host) string { return filepath.Join(l.Dir, h.Name+".machine-id") }
 
-// spawn starts args in h's namespaces through the helper, which sets the
-// hostname and then execs args (so the PID is the service's own).
-func (l *LAN) spawn(h *Host, helper string, args []string) (*exec.Cmd, error) {
-	logf, err := os.OpenFile(l.logFile(h), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+// spawn starts args in namespace ns through the helper, which sets up
+// what env asks for (hostname, machine-id) and then execs args (so the
+// PID is the service's own), or serves itself.
+func (l *LAN) spawn(ns, logFile, helper string, args, env []string) (*exec.Cmd, error) {
+	logf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", h.Namespace, helper}, args...)...)
-	cmd.Env = append(os.Environ(), envHelper+"="+helperExec, envHostname+"="+h.Name, envMachineID+"="+l.machineIDFile(h))
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, helper}, args...)...)
+	cmd.Env = append(append(os.Environ(), envHelper+"="+helperExec), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A session of its own keeps a terminal's Ctrl-C from the services;
 	// a UTS namespace of its own gives it the host's name.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWUTS}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("testnet: starting %s on %s: %w", args[0], h.Name, err)
+		return nil, fmt.Errorf("testnet: starting %s in %s: %w", args[0], ns, err)
 	}
 	return cmd, nil
 }
@@ -202,17 +224,25 @@ func (l *LAN) spawn(h *Host, helper string, args []string) (*exec.Cmd, error) {
 func (l *LAN) waitReady(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	waiting := map[int]*Host{}
+	type service struct {
+		what, log string
+		pid       int
+	}
+	waiting := map[int]service{}
 	for i := range l.Hosts {
-		if l.Hosts[i].PID != 0 {
-			waiting[i] = &l.Hosts[i]
+		h := &l.Hosts[i]
+		if h.PID != 0 {
+			waiting[2*i] = service{fmt.Sprintf("%s (%s)", h.Name, h.Role), l.logFile(h), h.PID}
+		}
+		if h.RelayPID != 0 {
+			waiting[2*i+1] = service{h.Name + "'s relay", l.relayLogFile(h), h.RelayPID}
 		}
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for len(waiting) > 0 {
 		for i, h := range waiting {
-			b, _ := os.ReadFile(l.logFile(h))
+			b, _ := os.ReadFile(h.log)
 			if bytes.Contains(b, []byte(`"event":"listening"`)) {
 				delete(waiting, i)
 				continue
@@ -220,10 +250,10 @@ func (l *LAN) waitReady(ctx context.Context, timeout time.Duration) error {
 			// Told by the reaper, not by /proc: while a multithreaded
 			// process execs from another thread than its first, /proc
 			// briefly shows its PID as a zombie.
-			if pr := l.procs[h.PID]; pr != nil {
+			if pr := l.procs[h.pid]; pr != nil {
 				select {
 				case <-pr.exited:
-					return fmt.Errorf("testnet: %s (%s) exited during start (%v):\n%s", h.Name, h.Role, pr.state, lastLines(b, 10))
+					return fmt.Errorf("testnet: %s exited during start (%v):\n%s", h.what, pr.state, lastLines(b, 10))
 				default:
 				}
 			}
@@ -234,7 +264,7 @@ func (l *LAN) waitReady(ctx context.Context, timeout time.Duration) error {
 		select {
 		case <-ctx.Done():
 			for _, h := range waiting {
-				return fmt.Errorf("testnet: %s (%s) not listening after %v: %w", h.Name, h.Role, timeout, ctx.Err())
+				return fmt.Errorf("testnet: %s not listening after %v: %w", h.what, timeout, ctx.Err())
 			}
 		case <-tick.C:
 		}

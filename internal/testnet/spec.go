@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"regexp"
+	"time"
 
 	"github.com/ifl-project/ifl/proto"
 )
@@ -55,6 +56,10 @@ type HostSpec struct {
 	// DropUDP makes the host's firewall drop the agent port on UDP
 	// silently: an agent there answers no discovery query.
 	DropUDP bool `json:"drop_udp,omitempty" yaml:"drop_udp,omitempty"`
+	// Delay is the round trip the host's link adds: its frames go through
+	// a relay that holds each for half of it, each way, as a distant or
+	// sleepy host's would be (this kernel has no netem).
+	Delay time.Duration `json:"delay,omitempty" yaml:"delay,omitempty"`
 	// Churn makes a Hostile host use a new identity key for every
 	// connection, as an agent that wants to flood an inventory would.
 	Churn bool `json:"churn,omitempty" yaml:"churn,omitempty"`
@@ -126,6 +131,9 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 		}
 		if h.Loss < 0 || h.Loss > 100 {
 			return router, controller, fmt.Errorf("testnet: host %d: loss %d%%: want 0-100", i, h.Loss)
+		}
+		if h.Delay < 0 || h.Delay > 2*time.Second || (h.Delay > 0 && h.Role == Empty) {
+			return router, controller, fmt.Errorf("testnet: host %d: delay %v: want 0 to 2s, on a host that is there", i, h.Delay)
 		}
 		if h.Name == "" {
 			h.Name = fmt.Sprintf("h%03d", i+1)

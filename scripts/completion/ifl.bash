@@ -50,6 +50,7 @@ _ifl() {
 	arp-scan)
 		case $prev in
 		--rate) COMPREPLY=(); return ;;
+		--min-rate) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
 		--min-retries) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
@@ -58,7 +59,7 @@ _ifl() {
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--rate --retries --min-retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--rate --min-rate --retries --min-retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=($(compgen -W "$(command ls /sys/class/net 2>/dev/null)" -- "$cur"))
