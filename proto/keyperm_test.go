@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -84,6 +85,17 @@ func TestLoadIdentityRefusesExposedFile(t *testing.T) {
 func TestLoadKeyRefusesADirectory(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := LoadNetworkKey(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLoadKeyRefusesAFIFO: a FIFO is refused at once, not waited on.
+func TestLoadKeyRefusesAFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "network.key")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	if _, err := LoadNetworkKey(path); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -147,6 +147,10 @@ type textKey interface{ UnmarshalText([]byte) error }
 const maxKeyFile = 4096
 
 func loadKey(path string, k textKey, hint string) error {
+	// Refused before it is opened: opening a FIFO waits for a writer.
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("key file %s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("key file %s does not exist (create one with: %s)", path, hint)

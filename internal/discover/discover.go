@@ -132,7 +132,9 @@ type datagram struct {
 
 // Run sends the queries to dests and sends each address that answers
 // well on out, once, as it arrives. It returns when the last query's wait
-// is over or ctx is done; it does not close out.
+// is over and every address that answered by then is on out, or when ctx
+// is done; it does not close out. A slow reader of out delays nothing:
+// answers are verified as they come and queued for it.
 func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<- Answer) (Stats, error) {
 	var st Stats
 	floor, ceiling := d.Floor, d.Ceiling
@@ -161,7 +163,11 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 	in := make(chan datagram, 256)
 	var conns []*net.UDPConn
 	readers := make(chan struct{}, 2)
+	// The readers stop with the run, not only with ctx: one blocked on a
+	// full queue would wait for ctx for ever.
+	rctx, stop := context.WithCancel(ctx)
 	defer func() {
+		stop()
 		for _, c := range conns {
 			c.Close()
 		}
@@ -193,7 +199,7 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 				}
 				select {
 				case in <- datagram{buf[:n], src, time.Now()}:
-				case <-ctx.Done():
+				case <-rctx.Done():
 					return
 				}
 			}
@@ -214,6 +220,23 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 	seen := map[netip.Addr]bool{}
 	var srtt time.Duration
 	var sendErr error
+	// pending holds the verified addresses not yet taken from out.
+	var pending []Answer
+	// take verifies a datagram and queues a new address; it returns the
+	// round trip of a good answer.
+	take := func(dg datagram) (time.Duration, bool) {
+		a, rtt, ok := d.check(&dk, dg, sent)
+		if !ok {
+			st.Dropped++
+			return 0, false
+		}
+		if !seen[a.Addr] {
+			seen[a.Addr] = true
+			st.Answers++
+			pending = append(pending, a)
+		}
+		return rtt, true
+	}
 	for try := 0; try <= retries; try++ {
 		start := time.Now()
 		ok := 0
@@ -244,16 +267,22 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		timer := time.NewTimer(floor)
 	wait:
 		for {
+			var outCh chan<- Answer
+			var next Answer
+			if len(pending) > 0 {
+				outCh, next = out, pending[0]
+			}
 			select {
 			case <-ctx.Done():
 				timer.Stop()
 				return st, ctx.Err()
 			case <-timer.C:
 				break wait
+			case outCh <- next:
+				pending = pending[1:]
 			case dg := <-in:
-				a, rtt, ok := d.check(&dk, dg, sent)
+				rtt, ok := take(dg)
 				if !ok {
-					st.Dropped++
 					continue
 				}
 				if srtt == 0 {
@@ -268,18 +297,24 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 					end = e
 					timer.Reset(time.Until(end))
 				}
-				if seen[a.Addr] {
-					continue
-				}
-				seen[a.Addr] = true
-				st.Answers++
-				select {
-				case out <- a:
-				case <-ctx.Done():
-					timer.Stop()
-					return st, ctx.Err()
-				}
 			}
+		}
+	}
+	// What arrived before the last wait ended counts: verify what is
+	// queued, then hand every address on.
+	for drained := false; !drained; {
+		select {
+		case dg := <-in:
+			take(dg)
+		default:
+			drained = true
+		}
+	}
+	for _, a := range pending {
+		select {
+		case out <- a:
+		case <-ctx.Done():
+			return st, ctx.Err()
 		}
 	}
 	return st, nil

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -130,5 +131,39 @@ func TestRunBothFamilies(t *testing.T) {
 	got, _ := collect(t, &Discoverer{Key: key, Retries: -1}, dests)
 	if len(got) != 2 || got[0].Identity != id || got[1].Identity != id {
 		t.Errorf("answers %+v, want 127.0.0.1 and ::1, both %s", got, id)
+	}
+}
+
+// TestRunSlowReader: more answers than the receive queue holds, read from
+// out slowly (a prober that dials each), are all handed on, and Run
+// returns when its waits are over, not when its context ends.
+func TestRunSlowReader(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	first, _ := serve(t, key, netip.MustParseAddrPort("127.0.1.1:0"))
+	dests := []netip.AddrPort{first}
+	for i := 2; i <= 200; i++ {
+		a, _ := serve(t, key, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, byte(1 + i/250), byte(i % 250)}), first.Port()))
+		dests = append(dests, a)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out := make(chan Answer)
+	got := map[netip.Addr]bool{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for a := range out {
+			got[a.Addr] = true
+			time.Sleep(time.Millisecond) // a dial's worth of work, not synchronisation
+		}
+	}()
+	st, err := (&Discoverer{Key: key, Port: 7440}).Run(ctx, dests, out)
+	close(out)
+	<-done
+	if err != nil {
+		t.Fatalf("Run: %v (answers %d)", err, st.Answers)
+	}
+	if len(got) != len(dests) || st.Answers != len(dests) {
+		t.Errorf("%d addresses handed on, %d answers counted; want %d", len(got), st.Answers, len(dests))
 	}
 }

@@ -96,7 +96,10 @@ func Load(path string) (*State, error) {
 
 // openNoFollow opens path unless its last component is a symbolic link.
 func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|unix.O_NOFOLLOW, perm)
+	// O_NONBLOCK: opening a FIFO for reading would wait for a writer,
+	// before the caller could see that it is no regular file; on a
+	// regular file it changes nothing.
+	f, err := os.OpenFile(path, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK, perm)
 	if errors.Is(err, unix.ELOOP) {
 		return nil, fmt.Errorf("inventory: %s is a symbolic link: refused (point --state at the file itself)", path)
 	}

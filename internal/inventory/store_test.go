@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -86,5 +87,17 @@ func TestGroupReadableState(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFIFOStateIsRefused: a FIFO at the state's path is refused at once,
+// not waited on.
+func TestFIFOStateIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inventory.json")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("err = %v", err)
 	}
 }
