@@ -106,7 +106,7 @@ func (s summary) String() string {
 	if s.Method == methodRaw {
 		// An address that no sweep covered is neither swept nor live:
 		// say how many went on without one.
-		out = fmt.Sprintf("%s; %s (%d swept with ARP, %d live; %d routed), %d with the port open, %d probed, in %.2fs",
+		out = fmt.Sprintf("%s; %s (%d swept with ARP, %d live; %d not swept), %d with the port open, %d probed, in %.2fs",
 			strings.Join(parts, ", "), plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, s.Open, s.Probed, s.Seconds)
 	}
 	if s.Method == "broadcast" {

@@ -299,7 +299,7 @@ func (s scanSummary) String() string {
 		if s.Connections > 0 {
 			sent += fmt.Sprintf(" and %s with connect() (IPv6)", plural(s.Connections, "connection"))
 		}
-		out += fmt.Sprintf("; %s (%d swept with ARP, %d live; %d routed), %s, in %.2fs",
+		out += fmt.Sprintf("; %s (%d swept with ARP, %d live; %d not swept), %s, in %.2fs",
 			plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, sent, s.Seconds)
 	} else {
 		out += fmt.Sprintf("; %s, %s with connect(), in %.2fs", plural(s.Addresses, "address"), plural(s.Connections, "connection"), s.Seconds)

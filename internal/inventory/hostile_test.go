@@ -563,3 +563,38 @@ func TestChangesCarryNames(t *testing.T) {
 		t.Errorf("names (-want +got):\n%s", diff)
 	}
 }
+
+// TestBadLabelsWarnOnce: a host that keeps sending the same bad labels is
+// warned about when they appear and when they change, not at every probe.
+func TestBadLabelsWarnOnce(t *testing.T) {
+	s := New()
+	obs := func(labels map[string]string) []Observation {
+		return []Observation{{Identity: "0123456789abcdef0123456789abcdef", Addr: netip.MustParseAddr("198.18.0.9"), Port: 7440,
+			Facts: &proto.Facts{Hostname: "web", Labels: labels}}}
+	}
+	count := func(ch Changes) int {
+		n := 0
+		for _, w := range ch.Warnings {
+			if w.Kind == KindLabels {
+				n++
+			}
+		}
+		return n
+	}
+	bad := map[string]string{"role": "web", "bad key": "x", "ifl": "all"}
+	for i, tc := range []struct {
+		labels map[string]string
+		want   int
+	}{
+		{bad, 1},
+		{bad, 0},
+		{bad, 0},
+		{map[string]string{"role": "web", "bad key": "x"}, 1}, // changed
+		{map[string]string{"role": "web"}, 0},                 // clean
+		{bad, 1},                                              // back
+	} {
+		if got := count(s.Apply(t0.Add(time.Duration(i)*time.Minute), obs(tc.labels), all, true)); got != tc.want {
+			t.Errorf("probe %d: %d label warnings, want %d", i, got, tc.want)
+		}
+	}
+}

@@ -51,10 +51,14 @@ type Host struct {
 	AgentVersion string            `json:"agent_version"`
 	Gateway      string            `json:"gateway,omitempty"`
 	Labels       map[string]string `json:"labels,omitempty"` // the valid ones only (labels.go)
-	FirstSeen    time.Time         `json:"first_seen"`
-	LastSeen     time.Time         `json:"last_seen"`
-	Probes       int               `json:"probes,omitempty"`  // probes it answered; 0 in a state written before they were counted
-	History      []Move            `json:"history,omitempty"` // address changes, oldest first
+	// Dropped are the keys of the labels dropped at the last probe, so
+	// that a host that keeps sending the same bad labels is warned about
+	// once, not at every probe.
+	Dropped   []string  `json:"dropped_labels,omitempty"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Probes    int       `json:"probes,omitempty"`  // probes it answered; 0 in a state written before they were counted
+	History   []Move    `json:"history,omitempty"` // address changes, oldest first
 }
 
 // Bounds on what one host or one address adds to the state.
@@ -241,8 +245,16 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 		h.Gateway = f.Gateway()
 		var dropped []DroppedLabel
 		h.Labels, dropped = checkLabels(f.Labels)
-		if len(dropped) > 0 {
+		keys := make([]string, 0, len(dropped))
+		for _, d := range dropped {
+			keys = append(keys, d.Key)
+		}
+		if len(dropped) > 0 && !slices.Equal(keys, h.Dropped) {
 			warns = append(warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: ip, dropped: dropped})
+		}
+		h.Dropped = keys
+		if len(keys) == 0 {
+			h.Dropped = nil
 		}
 		h.LastSeen = now
 		h.Probes++
