@@ -113,11 +113,20 @@ type Config struct {
 	// Patience is the least an address is waited for after its first
 	// request (DefaultPatience; at most Timeout).
 	Patience time.Duration
+
+	// minWait, when set, replaces timeoutFloor. Tests of sweeps that
+	// must see no loss raise it: on a loaded machine (the race detector,
+	// packages tested side by side) a goroutine of the fake LAN can be
+	// late by more than timeoutFloor, which is then loss.
+	minWait time.Duration
 }
 
 func (c *Config) withDefaults() Config {
-	out := Config{Rate: DefaultRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout, Patience: DefaultPatience}
+	out := Config{Rate: DefaultRate, Retries: DefaultRetries, MinRetries: DefaultMinRetries, Timeout: DefaultTimeout, Patience: DefaultPatience, minWait: timeoutFloor}
 	if c != nil {
+		if c.minWait > 0 {
+			out.minWait = c.minWait
+		}
 		if c.Rate > 0 {
 			out.Rate = c.Rate
 		}
@@ -383,7 +392,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	wctx, stopWriters := context.WithCancel(ctx)
 	snd := &sender{s: s, sw: sw, c: c, order: order, st: &st,
 		bcast: pace.New(c.Rate), uni: pace.New(c.Rate * confirmRate), timer: time.NewTimer(0),
-		win: pace.NewWindow(c.Rate, c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(timeoutFloor, c.Timeout)}),
+		win: pace.NewWindow(c.Rate, c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(c.minWait, c.Timeout)}),
 		w: s.startWriters(wctx)}
 	st.MinRate = c.Rate
 	err := snd.run(ctx)

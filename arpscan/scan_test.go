@@ -178,6 +178,10 @@ func pairs(rs []Result) []pair {
 // fastConfig makes a sweep on a fakeLAN quick.
 var fastConfig = &Config{Rate: 100000, Timeout: 5 * time.Millisecond}
 
+// steadyConfig is fastConfig for sweeps that must see no loss: waits
+// long enough that a late goroutine of the fake LAN is not a lost reply.
+var steadyConfig = &Config{Rate: 100000, Timeout: 500 * time.Millisecond, minWait: 200 * time.Millisecond}
+
 func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	lan := newFakeLAN()
 	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
@@ -233,7 +237,7 @@ func TestScanSeesLoss(t *testing.T) {
 			// .9 misses the tries an address gets without loss.
 			lan.drop[netip.MustParseAddr("198.18.0.9")] = []int{1, 2, 3}
 			s := testScanner(t, lan)
-			res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
+			res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), steadyConfig, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -274,7 +278,7 @@ func TestScanRetryCounts(t *testing.T) {
 			lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
 			s := testScanner(t, lan)
 			cfg := tt.cfg
-			cfg.Rate, cfg.Timeout = fastConfig.Rate, fastConfig.Timeout
+			cfg.Rate, cfg.Timeout, cfg.minWait = steadyConfig.Rate, steadyConfig.Timeout, steadyConfig.minWait
 			_, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), &cfg, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -458,9 +462,9 @@ func TestScanKeepsItsRateWithoutLoss(t *testing.T) {
 	lan := newFakeLAN()
 	lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
 	s := testScanner(t, lan)
-	_, st, err := s.Scan(context.Background(), span("198.18.0.1", 40), fastConfig, nil)
-	if err != nil || st.RateCuts != 0 || st.MinRate != fastConfig.Rate {
-		t.Errorf("%d cuts, lowest rate %d, %v; want none, %d, nil", st.RateCuts, st.MinRate, err, fastConfig.Rate)
+	_, st, err := s.Scan(context.Background(), span("198.18.0.1", 40), steadyConfig, nil)
+	if err != nil || st.RateCuts != 0 || st.MinRate != steadyConfig.Rate {
+		t.Errorf("%d cuts, lowest rate %d, %v; want none, %d, nil", st.RateCuts, st.MinRate, err, steadyConfig.Rate)
 	}
 }
 
@@ -476,7 +480,7 @@ func TestScanRetriesWhatWentOutAsTheRateWasCut(t *testing.T) {
 		lan.drop[netip.MustParseAddr("198.18.0.9")] = []int{1, 2}
 		lan.enobufs = refusals
 		s := testScanner(t, lan)
-		res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, nil)
+		res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), steadyConfig, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
