@@ -15,7 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/agenttest"
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/proto"
 )
@@ -49,32 +49,12 @@ func hostileFacts() *proto.Facts {
 // startHostileAgent serves a real agent that answers pings with facts.
 func startHostileAgent(t *testing.T, facts *proto.Facts) (keyFile string, port int) {
 	t.Helper()
-	key, err := proto.NewNetworkKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := proto.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id,
-		Facts: func(string, map[string]string) (*proto.Facts, error) { return facts, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
+	a := agenttest.StartWith(t, agenttest.Options{Facts: facts})
 	keyFile = filepath.Join(t.TempDir(), "network.key")
-	if err := proto.WriteKeyFile(keyFile, key, false); err != nil {
+	if err := proto.WriteKeyFile(keyFile, a.Key, false); err != nil {
 		t.Fatal(err)
 	}
-	return keyFile, ln.Addr().(*net.TCPAddr).Port
+	return keyFile, a.Port
 }
 
 // startErrorAgent completes the handshake and answers every request with
