@@ -105,6 +105,17 @@ func TestSlowHosts(t *testing.T) {
 		for _, h := range rep.Hosts {
 			got[h.IP] = h.MAC
 		}
+		// The sweep covers the 300 ms hosts too, and finds them in some
+		// runs (a sweep whose rate was cut lasts long enough): such a
+		// find must be right, but is not required yet.
+		for _, h := range full.Hosts {
+			if h.Delay > 30*time.Millisecond {
+				if mac, ok := got[h.Addr.String()]; ok && mac != h.MAC {
+					t.Errorf("%v, 300 ms away: MAC %s, want %s", h.Addr, mac, h.MAC)
+				}
+				delete(got, h.Addr.String())
+			}
+		}
 		if diff := cmp.Diff(arpTruth(lan), got); diff != "" {
 			t.Errorf("(IP, MAC) pairs (-want +got):\n%s", diff)
 		}
