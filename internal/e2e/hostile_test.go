@@ -18,20 +18,6 @@ import (
 	"github.com/ifl-project/ifl/proto"
 )
 
-// requireAnsible skips without Ansible, and fails instead where the
-// network tests must run (CI installs ansible-core).
-func requireAnsible(t *testing.T) {
-	t.Helper()
-	for _, bin := range []string{"ansible", "ansible-inventory"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv(testnet.EnvRequired) == "1" {
-				t.Fatalf("%s not found (apt-get install ansible-core)", bin)
-			}
-			t.Skipf("%s not found (apt-get install ansible-core)", bin)
-		}
-	}
-}
-
 // ansibleRun runs an Ansible command on this machine (the control node)
 // against inventory inv, with a fresh home and temporary directory.
 func ansibleRun(t *testing.T, lan *testnet.LAN, state, bin string, args ...string) (stdout, stderr string, err error) {
@@ -69,7 +55,7 @@ func rawControl(s string) (string, bool) {
 // literally and run none of them.
 func TestHostileAgents(t *testing.T) {
 	testnet.Require(t, true)
-	requireAnsible(t)
+	testnet.RequireCommands(t, "ansible-core", "ansible", "ansible-inventory")
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "pwned")
 	pipe := func(n int) string { return fmt.Sprintf("{{ lookup('pipe', 'touch %s%d') }}", marker, n) }

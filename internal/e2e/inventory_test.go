@@ -49,12 +49,7 @@ type ansibleList struct {
 
 func TestAnsibleInventoryFollowsMoves(t *testing.T) {
 	testnet.Require(t, true)
-	if _, err := exec.LookPath("ansible-inventory"); err != nil {
-		if os.Getenv(testnet.EnvRequired) == "1" {
-			t.Fatal("ansible-inventory not found (apt-get install ansible-core)")
-		}
-		t.Skip("ansible-inventory not found (apt-get install ansible-core)")
-	}
+	testnet.RequireCommands(t, "ansible-core", "ansible-inventory")
 	spec := mixedSpec("e2eansi")
 	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
 	state := filepath.Join(t.TempDir(), "inventory.json")

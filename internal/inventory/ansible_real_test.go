@@ -22,14 +22,7 @@ import (
 // every test to run.
 func requireAnsible(t *testing.T) {
 	t.Helper()
-	for _, bin := range []string{"ansible", "ansible-inventory"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv(testnet.EnvRequired) == "1" {
-				t.Fatalf("%s not found (apt-get install ansible-core; %s=1 requires it)", bin, testnet.EnvRequired)
-			}
-			t.Skipf("%s not found (apt-get install ansible-core)", bin)
-		}
-	}
+	testnet.RequireCommands(t, "ansible-core", "ansible", "ansible-inventory")
 }
 
 // hostileState writes a state that hostile agents would make: Jinja in

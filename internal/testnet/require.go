@@ -41,6 +41,21 @@ func Require(t testing.TB, needNft bool) {
 	t.Skipf("network test skipped: %s (set %s=1 to make this a failure)", reason, EnvRequired)
 }
 
+// RequireCommands skips the test unless every program in names is on
+// PATH, or fails it when EnvRequired is set (CI installs them); pkg is the
+// Debian package that brings them, for the message.
+func RequireCommands(t testing.TB, pkg string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err != nil {
+			if os.Getenv(EnvRequired) == "1" {
+				t.Fatalf("%s not found (apt-get install %s; %s=1 requires it)", name, pkg, EnvRequired)
+			}
+			t.Skipf("%s not found (apt-get install %s)", name, pkg)
+		}
+	}
+}
+
 // Start brings a LAN up for the test and tears it down when the test ends.
 func Start(t testing.TB, spec Spec, ifl string) *LAN {
 	t.Helper()
