@@ -1,19 +1,13 @@
 // Package rtt estimates round-trip times as TCP does (RFC 6298: a
 // smoothed round trip and its mean deviation) and turns them into the
-// time a probe waits for its answer, within a floor and a ceiling; and
-// keeps such estimates per host, with the segment's as the fallback for
-// a host not measured yet.
+// time a probe waits for its answer, within a floor and a ceiling.
 //
 //	seg := rtt.New(rtt.Limits{Initial: 100 * time.Millisecond, Floor: time.Millisecond})
 //	seg.Observe(400 * time.Microsecond)
 //	wait := seg.Timeout() // a few round trips, not the initial 100 ms
 package rtt
 
-import (
-	"net/netip"
-	"sync"
-	"time"
-)
+import "time"
 
 // Limits bound an estimator's timeouts.
 type Limits struct {
@@ -87,66 +81,4 @@ func (e *Estimator) Backoff(try int) time.Duration {
 
 func clamp(d, lo, hi time.Duration) time.Duration {
 	return max(lo, min(d, hi))
-}
-
-// Table keeps an estimator per host and one for the segment they share,
-// which every sample feeds too. It is safe for concurrent use.
-type Table struct {
-	mu    sync.Mutex
-	lim   Limits
-	seg   *Estimator
-	hosts map[netip.Addr]*Estimator
-}
-
-// NewTable returns an empty table.
-func NewTable(lim Limits) *Table {
-	return &Table{lim: lim, seg: New(lim), hosts: map[netip.Addr]*Estimator{}}
-}
-
-// Observe adds a round trip measured to a.
-func (t *Table) Observe(a netip.Addr, d time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h := t.hosts[a]
-	if h == nil {
-		h = New(t.lim)
-		t.hosts[a] = h
-	}
-	h.Observe(d)
-	t.seg.Observe(d)
-}
-
-// Timeout is the wait for an answer from a: from a's own round trips if
-// any were measured, else from the segment's (else Initial).
-func (t *Table) Timeout(a netip.Addr) time.Duration {
-	return t.Backoff(a, 0)
-}
-
-// Backoff is a's timeout for its try-th try (see Estimator.Backoff).
-func (t *Table) Backoff(a netip.Addr, try int) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if h := t.hosts[a]; h != nil {
-		return h.Backoff(try)
-	}
-	return t.seg.Backoff(try)
-}
-
-// Known reports whether a's own round trip was measured, and returns
-// its smoothed value.
-func (t *Table) Known(a netip.Addr) (time.Duration, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if h := t.hosts[a]; h != nil {
-		return h.srtt, true
-	}
-	return 0, false
-}
-
-// Segment returns the timeout from every sample: the wait for a host
-// not measured yet.
-func (t *Table) Segment() time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.seg.Timeout()
 }

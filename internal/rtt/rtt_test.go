@@ -1,7 +1,6 @@
 package rtt
 
 import (
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -43,33 +42,5 @@ func TestBackoff(t *testing.T) {
 		if got := e.Backoff(try); got != want*time.Millisecond {
 			t.Errorf("Backoff(%d) = %v, want %v", try, got, want*time.Millisecond)
 		}
-	}
-}
-
-func TestTableFallsBackToTheSegment(t *testing.T) {
-	tab := NewTable(Limits{Initial: time.Second, Floor: time.Millisecond})
-	fast, slow, unknown := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")
-	if got := tab.Timeout(unknown); got != time.Second {
-		t.Errorf("empty table: %v, want the initial 1s", got)
-	}
-	for range 8 {
-		tab.Observe(fast, 200*time.Microsecond)
-	}
-	tab.Observe(slow, 300*time.Millisecond)
-	// Its own round trip, not the segment's: 300 ms + 4 * 150 ms.
-	if got := tab.Timeout(slow); got != 900*time.Millisecond {
-		t.Errorf("slow host: %v, want 900ms", got)
-	}
-	if got := tab.Timeout(fast); got != time.Millisecond {
-		t.Errorf("fast host: %v, want the 1ms floor", got)
-	}
-	if got, seg := tab.Timeout(unknown), tab.Segment(); got != seg || got >= time.Second {
-		t.Errorf("unmeasured host: %v, want the segment's %v, below the initial value", got, seg)
-	}
-	if _, ok := tab.Known(unknown); ok {
-		t.Error("Known(unmeasured) = true")
-	}
-	if d, ok := tab.Known(slow); !ok || d != 300*time.Millisecond {
-		t.Errorf("Known(slow) = %v, %v", d, ok)
 	}
 }
