@@ -1,16 +1,16 @@
 package arpscan
 
 import (
-	"bufio"
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"os"
-	"regexp"
-	"sort"
-	"strings"
+	"slices"
+	"strconv"
 	"sync"
 )
 
@@ -38,33 +38,85 @@ var systemTable = sync.OnceValue(func() []byte {
 	return parseIEEE(f)
 })
 
-// ieeeLine is the line of IEEE's oui.txt that names a prefix's owner:
+// base16 marks the line of IEEE's oui.txt that names a prefix's owner:
 // "002272     (base 16)\t\tAmerican Micro-Fuel Device Corp."
-var ieeeLine = regexp.MustCompile(`^([0-9A-Fa-f]{6})\s+\(base 16\)\s+(.*\S)`)
+var base16 = []byte("(base 16)")
 
 // parseIEEE turns IEEE's oui.txt into the embedded table's form: sorted
 // "prefix<TAB>organisation" lines, the first name winning for a prefix
 // registered twice. A file it cannot read gives what it read so far.
 func parseIEEE(r io.Reader) []byte {
-	var lines []string
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		m := ieeeLine.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		lines = append(lines, strings.ToLower(m[1])+"\t"+strings.Join(strings.Fields(m[2]), " "))
+	data, _ := io.ReadAll(r)
+	// From one "(base 16)" to the next, not line by line: the registry
+	// has 35,000 entries in 5 MB and 150,000 lines, and a sweep waits
+	// for it.
+	// prefix as a number, and n (the entry's place in the file) so that
+	// an unstable sort keeps the first of a prefix registered twice.
+	type entry struct {
+		prefix uint32
+		n      int
+		org    []byte
 	}
-	sort.SliceStable(lines, func(i, j int) bool { return lines[i][:6] < lines[j][:6] })
-	var b bytes.Buffer
-	for i, l := range lines {
-		if i > 0 && l[:6] == lines[i-1][:6] {
+	var entries []entry
+	for off := 0; ; {
+		i := bytes.Index(data[off:], base16)
+		if i < 0 {
+			break
+		}
+		i += off
+		start := bytes.LastIndexByte(data[:i], '\n') + 1
+		end := bytes.IndexByte(data[i:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += i
+		}
+		off = end
+		l := data[start:end]
+		if !isHex6(l) || len(bytes.TrimSpace(data[start+6:i])) != 0 {
 			continue
 		}
-		b.WriteString(l)
+		org := bytes.TrimSpace(data[i+len(base16) : end])
+		if len(org) == 0 {
+			continue
+		}
+		p, _ := strconv.ParseUint(string(l[:6]), 16, 32)
+		entries = append(entries, entry{uint32(p), len(entries), org})
+	}
+	slices.SortFunc(entries, func(a, b entry) int {
+		return cmp.Or(cmp.Compare(a.prefix, b.prefix), cmp.Compare(a.n, b.n))
+	})
+	var b bytes.Buffer
+	b.Grow(len(entries) * 32)
+	for i, e := range entries {
+		if i > 0 && e.prefix == entries[i-1].prefix {
+			continue
+		}
+		fmt.Fprintf(&b, "%06x", e.prefix)
+		b.WriteByte('\t')
+		// Runs of spaces and tabs inside a name become one space.
+		for j, f := range bytes.Fields(e.org) {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			b.Write(f)
+		}
 		b.WriteByte('\n')
 	}
 	return b.Bytes()
+}
+
+// isHex6 reports whether l starts with six hex digits.
+func isHex6(l []byte) bool {
+	if len(l) < 6 {
+		return false
+	}
+	for _, c := range l[:6] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // lookupOUI returns the organisation registered for exactly prefix (lower
@@ -100,6 +152,11 @@ func lookupOUI(table []byte, prefix string) (string, bool) {
 // longest registered prefix; "(locally administered)" for addresses that
 // no vendor assigned, and "" for unknown ones.
 func Vendor(mac net.HardwareAddr) string {
+	// The registry assigns no prefix with the local bit set: a virtual
+	// LAN's MACs need not wait for the system's table to be read.
+	if len(mac) >= 6 && mac[0]&0x02 != 0 {
+		return "(locally administered)"
+	}
 	return vendor(mac, systemTable())
 }
 

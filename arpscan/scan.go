@@ -384,6 +384,9 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	}
 	st := Stats{Targets: len(order)}
 	start := time.Now()
+	// The results name vendors: read the system's registry (30 ms) while
+	// the sweep waits for replies, not after it.
+	go systemTable()
 
 	readErr := make(chan error, 1)
 	stopRead := make(chan struct{})
@@ -986,7 +989,9 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		case sw.changed <- struct{}{}:
 		default:
 		}
-		return Result{IP: ip, MAC: t.mac, RTT: t.rtt, Vendor: Vendor(t.mac)}, true
+		// No vendor here: the first lookup reads the system's registry,
+		// and the reader must not stop reading for it.
+		return Result{IP: ip, MAC: t.mac, RTT: t.rtt}, true
 	}
 	if macEqual(t.mac, mac) {
 		t.echoes++
