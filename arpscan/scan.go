@@ -86,7 +86,7 @@ const (
 
 // ErrPermission is returned by Dial when the process may not open a raw
 // socket (it lacks CAP_NET_RAW).
-var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NET_RAW: run with sudo, or: sudo setcap cap_net_raw+ep $(command -v ifl))")
+var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NET_RAW)")
 
 // Config tunes a sweep. Zero values mean the defaults.
 type Config struct {

@@ -103,7 +103,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	s, err := arpscan.Dial(c.Interface)
 	if err != nil {
-		return fmt.Errorf("arp-scan: %w", err)
+		return fmt.Errorf("arp-scan: %w", rawHint(err))
 	}
 	defer s.Close()
 	// The sockets are open: nothing that follows needs a capability.

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/ifl-project/ifl/internal/discover"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
@@ -98,14 +98,12 @@ func (c *ProbeCmd) broadcastPlan(addrs []netip.Addr) (*broadcastPlan, error) {
 			return targets[a] || (a.Is6() && (!a.IsLinkLocalUnicast() || a.Zone() == ifname))
 		}}, nil
 	}
-	onLink, _ := probe.Plan(addrs)
-	names := make([]string, 0, len(onLink))
-	for n := range onLink {
-		names = append(names, n)
+	links, err := engine.Links()
+	if err != nil {
+		return nil, fmt.Errorf("listing interfaces: %w", err)
 	}
-	sort.Strings(names)
 	var dests []netip.AddrPort
-	for _, n := range names {
+	for _, n := range engine.NewPlan(addrs, links).LinkNames() {
 		d, err := discover.Destinations(n, c.Port, false)
 		if err != nil {
 			return nil, err

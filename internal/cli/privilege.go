@@ -4,8 +4,22 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/caps"
+	"github.com/ifl-project/ifl/synscan"
 )
+
+// grantHint is how an operator gives ifl the fast path.
+const grantHint = "run ifl with sudo, or grant it once: sudo setcap cap_net_raw+ep $(command -v ifl)"
+
+// rawHint adds to a raw socket's permission error how to grant the
+// capability: the libraries say what failed, the command says what to do.
+func rawHint(err error) error {
+	if errors.Is(err, synscan.ErrPermission) || errors.Is(err, arpscan.ErrPermission) {
+		return fmt.Errorf("%w: %s", err, grantHint)
+	}
+	return err
+}
 
 // rawAllowed reports whether the fast path may run: the process holds
 // CAP_NET_RAW and the user did not ask for connect(). Without the

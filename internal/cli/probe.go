@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/internal/caps"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
@@ -125,32 +126,42 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
 	if c.Fast {
 		if ok, _ := caps.Has(caps.NetRaw); !ok {
-			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: run ifl with sudo, or grant it once: sudo setcap cap_net_raw+ep $(command -v ifl) (plain 'ifl probe' uses connect() instead)")
+			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
 		}
 	}
 	if err := r.planBroadcast(env); err != nil {
 		return err
 	}
-	if !c.Broadcast && rawAllowed(env, "probe", c.Connect) {
-		if n := countIPv6(addrs); n > 0 {
-			fmt.Fprintf(env.Stderr, "probe: %s: no ARP sweep or raw SYN for them (IPv4 only); each gets connect() and the handshake\n", plural(n, "IPv6 address"))
-		}
+	if c.Broadcast {
+		// Broadcast rounds need no engine.
+	} else if rawAllowed(env, "probe", c.Connect) {
 		// Every raw socket is opened once, up front; then the process
 		// holds no capability at all, for every round of --watch too.
 		if err := keepOnlyNetRaw(env, "probe"); err != nil {
 			return err
 		}
-		syn, err := synscan.NewRaw(nil)
+		links, err := engine.Links()
 		if err != nil {
-			return fmt.Errorf("probe: %w", err)
+			return fmt.Errorf("probe: listing interfaces: %w", err)
 		}
-		defer syn.Close()
-		r.syn = syn
-		r.sweepers = probe.OpenSweepers(addrs)
-		defer r.sweepers.Close()
+		e, err := engine.OpenRaw(addrs, links, engine.Config{})
+		if err != nil {
+			return fmt.Errorf("probe: %w", rawHint(err))
+		}
+		defer e.Close()
 		if err := dropAllCaps(env, "probe"); err != nil {
 			return err
 		}
+		if n := countIPv6(addrs); n > 0 {
+			fmt.Fprintf(env.Stderr, "probe: %s: no ARP sweep or raw SYN for them (IPv4 only); each gets connect() and the handshake\n", plural(n, "IPv6 address"))
+			e.ProbeIPv6With(synscan.NewConnect(nil))
+		}
+		for _, n := range e.Notes() {
+			fmt.Fprintf(env.Stderr, "probe: %v\n", n)
+		}
+		r.engine = e
+	} else {
+		r.engine = engine.Connect(addrs, engine.Config{})
 	}
 	if c.Watch > 0 {
 		return r.watch(ctx)
@@ -177,8 +188,7 @@ type prober struct {
 	addrs     []netip.Addr
 	env       *Env
 	statePath string
-	syn       *synscan.Raw // nil: the connect() path
-	sweepers  probe.Sweepers
+	engine    *engine.Engine // nil with --broadcast
 	bcast     *broadcastPlan // nil: no broadcast rounds
 }
 
@@ -199,15 +209,11 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 	done := make(chan error, 1)
 	var settled atomic.Int64
 	s := summary{Addresses: len(r.addrs), Method: methodConnect}
-	var pst probe.PipelineStats
+	var est engine.Stats
+	r.engine.Settled = func(n int) { settled.Add(int64(n)) }
 	go func() {
 		var err error
-		if r.syn != nil {
-			pl := &probe.Pipeline{Prober: r.p, Sweepers: r.sweepers, SYN: r.syn, Settled: func(n int) { settled.Add(int64(n)) }, All: r.cmd.All}
-			pst, err = pl.Run(ctx, r.addrs, results)
-		} else {
-			err = r.p.Run(ctx, r.addrs, results)
-		}
+		est, err = r.engine.Probe(ctx, r.p, results)
 		done <- err
 		close(results)
 	}()
@@ -215,12 +221,8 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 	bar.Width = r.env.Width
 	var found []probe.Result
 	var obs []inventory.Observation
-	openIPv6 := 0
 	for res := range results {
 		s.add(res)
-		if res.Dialled && res.Status.Open() && !res.Addr.Is4() {
-			openIPv6++
-		}
 		if res.Status.Open() || r.cmd.All {
 			found = append(found, res)
 		}
@@ -235,15 +237,13 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 	}
 	bar.Done()
 	runErr := <-done
-	if r.syn != nil {
+	if r.engine.Raw() {
 		s.Method = methodRaw
-		s.ARPLive = pst.Live
-		s.ARPSwept = pst.Swept
-		s.Routed = pst.Direct
-		s.SYNSent = pst.SynSent
-		// IPv6 targets skip the SYN probe: their port is open if
-		// their dial found it so.
-		s.Open = pst.SynOpen + openIPv6
+		s.ARPLive = est.Live
+		s.ARPSwept = est.Swept
+		s.Routed = est.Direct
+		s.SYNSent = est.SYNSent
+		s.Open = est.Open
 	} else {
 		s.Open = s.Agents + s.Rejected + s.NotAgents
 	}

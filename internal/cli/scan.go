@@ -3,12 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/progress"
 	"github.com/ifl-project/ifl/synscan"
 )
@@ -96,168 +94,78 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	var v4, v6 []netip.Addr
-	for _, a := range addrs {
-		if a.Is4() {
-			v4 = append(v4, a)
-		} else {
-			v6 = append(v6, a)
-		}
-	}
-	cfg := &synscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}
-	var s synscan.Scanner
-	method := methodConnect
-	// The raw path is IPv4 only: IPv6 addresses get connect(), beside it.
-	var s6 synscan.Scanner
-	if len(v4) > 0 && rawAllowed(env, "scan", c.Connect) {
-		if len(v6) > 0 {
-			fmt.Fprintf(env.Stderr, "scan: %s: no ARP sweep or raw SYN for them (IPv4 only); connect() instead\n", plural(len(v6), "IPv6 address"))
-			s6 = synscan.NewConnect(cfg)
-			defer s6.Close()
-		}
+	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}}
+	var e *engine.Engine
+	if rawAllowed(env, "scan", c.Connect) {
 		if err := keepOnlyNetRaw(env, "scan"); err != nil {
 			return err
 		}
-		raw, err := synscan.NewRaw(cfg)
+		links, err := engine.Links()
 		if err != nil {
-			return fmt.Errorf("scan: %w", err)
+			return fmt.Errorf("scan: listing interfaces: %w", err)
 		}
-		s, method = raw, methodRaw
-	} else {
-		s = synscan.NewConnect(cfg)
-	}
-	defer s.Close()
-
-	// As nmap does, on-link addresses that do not answer ARP are down:
-	// their ports are not probed (with the kernel resolving each of them,
-	// a sweep of an empty subnet would take seconds per address).
-	var live <-chan netip.Addr
-	discovered := func() probe.DiscoverStats { return probe.DiscoverStats{} }
-	// The ports of down addresses are results too, with --all, so that
-	// both paths list the same rows: the connect() path finds a host down
-	// when the kernel's own ARP probes go unanswered.
-	var downMu sync.Mutex
-	var down []netip.Addr
-	if method == methodRaw {
-		sweepers := probe.OpenSweepers(v4)
-		defer sweepers.Close()
+		if e, err = engine.OpenRaw(addrs, links, cfg); err != nil {
+			return fmt.Errorf("scan: %w", rawHint(err))
+		}
+		defer e.Close()
+		// The sockets are open: nothing that follows needs a capability.
 		if err := dropAllCaps(env, "scan"); err != nil {
 			return err
 		}
-		live, discovered = probe.Discover(ctx, v4, sweepers, nil, func(silent []netip.Addr) {
-			downMu.Lock()
-			down = append(down, silent...)
-			downMu.Unlock()
-		})
+		if n := countIPv6(addrs); n > 0 {
+			fmt.Fprintf(env.Stderr, "scan: %s: no ARP sweep or raw SYN for them (IPv4 only); connect() instead\n", plural(n, "IPv6 address"))
+			e.ProbeIPv6With(synscan.NewConnect(cfg.SYN))
+		}
+		for _, n := range e.Notes() {
+			fmt.Fprintf(env.Stderr, "scan: %v\n", n)
+		}
 	} else {
-		ch := make(chan netip.Addr)
-		go func() {
-			defer close(ch)
-			for _, a := range addrs {
-				select {
-				case ch <- a:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-		live = ch
+		e = engine.Connect(addrs, cfg)
+		defer e.Close()
 	}
-	in := make(chan synscan.Target)
+
 	out := make(chan synscan.Result, 64)
-	go func() {
-		defer close(in)
-		for a := range live {
-			for _, p := range ports {
-				select {
-				case in <- synscan.Target{Addr: a, Port: p}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	in6 := make(chan synscan.Target)
-	go func() {
-		defer close(in6)
-		if s6 == nil {
-			return
-		}
-		for _, a := range v6 {
-			for _, p := range ports {
-				select {
-				case in6 <- synscan.Target{Addr: a, Port: p}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
 	type done struct {
-		st, st6 synscan.Stats
-		err     error
+		st  engine.Stats
+		err error
 	}
 	fin := make(chan done, 1)
 	start := time.Now()
 	go func() {
-		var d done
-		var err6 error
-		var wg sync.WaitGroup
-		if s6 != nil {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d.st6, err6 = s6.Stream(ctx, in6, out)
-			}()
-		}
-		d.st, d.err = s.Stream(ctx, in, out)
-		wg.Wait()
+		st, err := e.Scan(ctx, ports, out)
 		close(out)
-		if d.err == nil {
-			d.err = err6
-		}
-		fin <- d
+		fin <- done{st, err}
 	}()
 	bar := progress.New(env.Stderr, len(addrs)*len(ports), "probes", env.Terminal)
 	bar.Width = env.Width
 	var res []synscan.Result
-	counts := map[synscan.State]int{}
-	downAt := map[netip.Addr]bool{}
+	n, open := 0, 0
 	for r := range out {
-		counts[r.State]++
-		if r.State == synscan.Down {
-			downAt[r.Addr] = true
+		n++
+		if r.State == synscan.Open {
+			open++
 		}
 		if r.State == synscan.Open || c.All {
 			res = append(res, r)
 		}
-		bar.Set(counts[synscan.Open]+counts[synscan.Closed]+counts[synscan.Filtered]+counts[synscan.Down], fmt.Sprintf("%d open", counts[synscan.Open]))
+		bar.Set(n, fmt.Sprintf("%d open", open))
 	}
 	bar.Done()
 	d := <-fin
-	disc := discovered()
-	for _, a := range down {
-		downAt[a] = true
-		if c.All {
-			for _, p := range ports {
-				res = append(res, synscan.Result{Target: synscan.Target{Addr: a, Port: p}, State: synscan.Down})
-			}
-		}
-	}
 	synscan.Sort(res)
+	method := methodConnect
+	if e.Raw() {
+		method = methodRaw
+	}
 
+	st := d.st
 	rep := scanReport{SchemaVersion: SchemaVersion, Ports: make([]scanRow, 0, len(res)), Summary: scanSummary{
 		Method: method, Addresses: len(addrs), Ports: len(ports),
-		ARPSwept: disc.Swept, ARPLive: disc.Live, Routed: disc.Direct, Down: len(downAt),
-		Open: counts[synscan.Open], Closed: counts[synscan.Closed], Filtered: counts[synscan.Filtered],
+		ARPSwept: st.Swept, ARPLive: st.Live, Routed: st.Direct, Down: st.Down,
+		Open: st.Open, Closed: st.Closed, Filtered: st.Filtered,
+		SYNSent: st.SYNSent, Connections: st.Connections,
 		Seconds: time.Since(start).Seconds(), Complete: d.err == nil,
 	}}
-	if method == methodRaw {
-		rep.Summary.SYNSent = d.st.Sent
-		rep.Summary.Connections = d.st6.Sent
-	} else {
-		rep.Summary.Connections = d.st.Sent
-	}
 	for _, r := range res {
 		rep.Ports = append(rep.Ports, scanRow{Address: r.Addr.String(), Port: r.Port, Status: r.State.String(), RTTMS: msOrNil(r.RTT)})
 	}

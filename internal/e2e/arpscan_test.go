@@ -132,7 +132,7 @@ func TestArpScanErrors(t *testing.T) {
 		{"no IPv4", []string{"arp-scan", "spare0"}, []string{"ip", "link", "set", "spare0", "up"}, "ifl: arp-scan: spare0: no IPv4 address"},
 		{"bad prefix", []string{"arp-scan", "eth0", "198.18.9.0/40"}, nil, `ifl: arp-scan: "198.18.9.0/40": bad CIDR prefix`},
 		{"too large", []string{"arp-scan", "eth0", "198.18.0.0/15"}, nil, "ifl: arp-scan: too many addresses: 131070 addresses, more than the limit of 65536 (--force allows up to 16777216)"},
-		{"no CAP_NET_RAW", []string{"arp-scan", "eth0"}, nil, "ifl: arp-scan: eth0: no permission to open a raw socket (needs CAP_NET_RAW: run with sudo, or: sudo setcap cap_net_raw+ep $(command -v ifl))"},
+		{"no CAP_NET_RAW", []string{"arp-scan", "eth0"}, nil, "ifl: arp-scan: eth0: no permission to open a raw socket (needs CAP_NET_RAW): run ifl with sudo, or grant it once: sudo setcap cap_net_raw+ep $(command -v ifl)"},
 		{"no CAP_NET_RAW for probe --fast", []string{"probe", "--fast"}, nil, "ifl: probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: run ifl with sudo, or grant it once: sudo setcap cap_net_raw+ep $(command -v ifl) (plain 'ifl probe' uses connect() instead)\n"},
 	}
 	for _, tt := range tests {

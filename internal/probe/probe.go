@@ -2,9 +2,9 @@
 // connection to the agent port, and where one opens, runs the handshake
 // and a ping on that same connection. Results stream as they come.
 //
-// Prober alone is the connect() path, which needs no privilege; Pipeline
-// puts an ARP sweep and SYN probes before it, so that only the hosts with
-// the agent port open are dialled.
+// Prober alone is the connect() path, which needs no privilege;
+// internal/engine puts an ARP sweep and SYN probes before it, so that
+// only the hosts with the agent port open are dialled.
 package probe
 
 import (
@@ -64,7 +64,7 @@ type Result struct {
 	// Reason is why, in one word for scripts: "" for Agent, else one of
 	// the Reason constants.
 	Reason string
-	// Dialled is false for the results a Pipeline with All sends for the
+	// Dialled is false for the results internal/engine sends for the
 	// addresses its sweep or SYN probes ruled out.
 	Dialled bool
 	// Also are the other addresses where the same agent (by identity)
@@ -170,6 +170,29 @@ func (p *Prober) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result)
 // while later ones are still arriving, so a sweep can feed it live hosts
 // as it finds them. It does not close out.
 func (p *Prober) Stream(ctx context.Context, in <-chan netip.Addr, out chan<- Result) error {
+	targets := make(chan Target)
+	go func() {
+		defer close(targets)
+		for a := range in {
+			select {
+			case targets <- Target{Addr: a}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return p.StreamTargets(ctx, targets, out)
+}
+
+// Target is an address to probe, with the round trip a SYN probe or an
+// ARP reply already measured to it (0: none).
+type Target struct {
+	Addr netip.Addr
+	RTT  time.Duration
+}
+
+// StreamTargets is Stream for targets whose round trip may be known.
+func (p *Prober) StreamTargets(ctx context.Context, in <-chan Target, out chan<- Result) error {
 	n := p.Concurrency
 	if n <= 0 {
 		n = DefaultConcurrency
@@ -178,8 +201,8 @@ func (p *Prober) Stream(ctx context.Context, in <-chan netip.Addr, out chan<- Re
 	if rate == 0 {
 		rate = DefaultRate
 	}
-	pace.Each(ctx, in, rate, n, func(ctx context.Context, a netip.Addr) {
-		r := p.Probe(ctx, a)
+	pace.Each(ctx, in, rate, n, func(ctx context.Context, t Target) {
+		r := p.probe(ctx, t)
 		if ctx.Err() != nil && r.Status != Agent {
 			return // cut short: not a finding
 		}
@@ -196,29 +219,114 @@ func (p *Prober) Stream(ctx context.Context, in <-chan netip.Addr, out chan<- Re
 // packets can outlast TCP's retransmissions), is tried again Retries times
 // on a new connection.
 func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
-	r := Result{Addr: a, Port: p.Port, Dialled: true}
+	return p.probe(ctx, Target{Addr: a})
+}
+
+func (p *Prober) probe(ctx context.Context, t Target) Result {
+	if t.RTT > 0 {
+		return p.hedged(ctx, t)
+	}
+	for try := 0; ; try++ {
+		r, again := p.attempt(ctx, t.Addr)
+		if !again || try >= p.retries() || ctx.Err() != nil {
+			return r
+		}
+	}
+}
+
+// Hedging: where a host's round trip is known, a verification that has
+// not finished long after it should have lost a packet, and TCP would
+// wait out its retransmission (1 s for a SYN, 200 ms for data) where a
+// second connection takes a few round trips. hedgeFloor covers what the
+// round trip does not show: the key agreement on both ends and the
+// agent's facts, on a busy machine.
+const (
+	hedgeRTTs  = 8
+	hedgeFloor = 60 * time.Millisecond
+)
+
+// hedgeAfter is how long an attempt runs before a second one starts: a
+// few round trips, at least hedgeFloor, at most half the timeout.
+func (p *Prober) hedgeAfter(rtt time.Duration) time.Duration {
+	return min(max(hedgeRTTs*rtt, hedgeFloor), p.timeout()/2)
+}
+
+// hedged probes t with attempts on new connections that overlap: the
+// first starts at once, each next one when the last has run hedgeAfter
+// (doubled each time) or has timed out. The first attempt with an
+// answer wins and the others are closed. Attempts are 2 + Retries in
+// all: the hedge, and the retries an attempt that times out would have.
+func (p *Prober) hedged(ctx context.Context, t Target) Result {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // closes the attempts that lost
+	type outcome struct {
+		r     Result
+		again bool
+	}
+	attempts := 2 + p.retries()
+	results := make(chan outcome, attempts)
+	wait := p.hedgeAfter(t.RTT)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	launched, running := 0, 0
+	var last Result
+	for {
+		select {
+		case <-ctx.Done():
+			if running > 0 {
+				// An attempt that verified as ctx ended is still a
+				// finding; the rest say why they stopped.
+				o := <-results
+				return o.r
+			}
+			return Result{Addr: t.Addr, Port: p.Port, Dialled: true, Status: Failed, Reason: ReasonError, Err: ctx.Err()}
+		case <-timer.C:
+			launched++
+			running++
+			go func() {
+				r, again := p.attempt(ctx, t.Addr)
+				results <- outcome{r, again}
+			}()
+			if launched < attempts {
+				timer.Reset(wait)
+				wait *= 2
+			}
+		case o := <-results:
+			running--
+			if !o.again {
+				return o.r
+			}
+			last = o.r
+			if running == 0 {
+				if launched == attempts {
+					return last
+				}
+				// Timed out with nothing else running: the next
+				// attempt starts now, not at its hedge time.
+				timer.Reset(0)
+			}
+		}
+	}
+}
+
+// attempt dials a once and verifies what answers; again reports a
+// result that a new connection might change (a timeout).
+func (p *Prober) attempt(ctx context.Context, a netip.Addr) (r Result, again bool) {
+	r = Result{Addr: a, Port: p.Port, Dialled: true}
 	dial := p.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	target := netip.AddrPortFrom(a, uint16(p.Port)).String()
-	for try := 0; ; try++ {
-		start := time.Now()
-		dctx, cancel := context.WithTimeout(ctx, p.timeout())
-		c, err := dial(dctx, "tcp", target)
-		cancel()
-		if err == nil {
-			v := p.verify(ctx, c, r, start)
-			if v.Status == Agent || !timedOut(v.Err) || try >= p.retries() || ctx.Err() != nil {
-				return v
-			}
-			continue
-		}
-		r.Status, r.Reason, r.Err = classifyDial(err, p.timeout())
-		if r.Status != Filtered || try >= p.retries() || ctx.Err() != nil {
-			return r
-		}
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(ctx, p.timeout())
+	c, err := dial(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.Port)).String())
+	cancel()
+	if err == nil {
+		v := p.verify(ctx, c, r, start)
+		return v, v.Status != Agent && timedOut(v.Err)
 	}
+	r.Status, r.Reason, r.Err = classifyDial(err, p.timeout())
+	return r, r.Status == Filtered
 }
 
 func (p *Prober) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {

@@ -175,3 +175,79 @@ func TestProbeRetriesATimedOutHandshake(t *testing.T) {
 		t.Fatalf("status %v (%v) after %d dials, want agent after 2", r.Status, r.Err, dials)
 	}
 }
+
+// TestHedgedVerification: with the host's round trip known, a dial that
+// hangs (its SYN lost, the kernel waiting out its 1 s retransmission) is
+// overtaken by a second connection, and the one that lost is closed.
+func TestHedgedVerification(t *testing.T) {
+	a := agenttest.Start(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	var mu sync.Mutex
+	dials := 0
+	abandoned := make(chan error, 1)
+	p := &Prober{Key: a.Key, Port: a.Port, Timeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dials++
+		n := dials
+		mu.Unlock()
+		if n == 1 {
+			<-ctx.Done() // lost: nothing comes back until it is given up
+			abandoned <- ctx.Err()
+			return nil, ctx.Err()
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	r := p.probe(context.Background(), Target{Addr: lo, RTT: 100 * time.Microsecond})
+	if r.Status != Agent {
+		t.Fatalf("status %v (%v), want agent", r.Status, r.Err)
+	}
+	select {
+	case err := <-abandoned:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the lost dial ended with %v, want it cancelled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the lost dial was never closed")
+	}
+	if dials != 2 {
+		t.Errorf("%d dials, want the hedge only", dials)
+	}
+}
+
+// TestHedgeAnswers: an attempt that gets an answer (here: refused) ends
+// the probe; timeouts start the next attempt at once, and after 2 +
+// Retries attempts the last timeout is the result.
+func TestHedgeAnswers(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	var mu sync.Mutex
+	dials := 0
+	p := &Prober{Port: 1, Timeout: time.Second, Retries: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dials++
+		mu.Unlock()
+		return nil, context.DeadlineExceeded
+	}}
+	r := p.probe(context.Background(), Target{Addr: lo, RTT: time.Millisecond})
+	if r.Status != Filtered || dials != 3 {
+		t.Errorf("status %v after %d dials, want filtered after 3", r.Status, dials)
+	}
+	dials = 0
+	p.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dials++
+		mu.Unlock()
+		return nil, syscall.ECONNREFUSED
+	}
+	if r := p.probe(context.Background(), Target{Addr: lo, RTT: time.Millisecond}); r.Status != Closed || dials != 1 {
+		t.Errorf("status %v after %d dials, want closed after 1", r.Status, dials)
+	}
+	if d := p.hedgeAfter(100 * time.Microsecond); d != hedgeFloor {
+		t.Errorf("hedgeAfter(100µs) = %v, want the floor %v", d, hedgeFloor)
+	}
+	if d := p.hedgeAfter(30 * time.Millisecond); d != 8*30*time.Millisecond {
+		t.Errorf("hedgeAfter(30ms) = %v, want 8 round trips", d)
+	}
+	if d := p.hedgeAfter(100 * time.Millisecond); d != p.timeout()/2 {
+		t.Errorf("hedgeAfter(100ms) = %v, want half the timeout", d)
+	}
+}

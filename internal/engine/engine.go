@@ -1,0 +1,471 @@
+// Package engine runs ifl's discovery stages, for ifl scan and ifl probe
+// alike: on the fast path an ARP sweep of the on-link targets, port
+// probes (raw SYN) of the hosts that answer and of the unswept targets,
+// and for a probe the handshake with every open port; on the connect()
+// path every target is dialled. The stages stream into each other: the
+// first agent's handshake runs while the sweep goes on.
+//
+//	links, _ := engine.Links()
+//	e, err := engine.OpenRaw(addrs, links, engine.Config{})
+//	if err != nil { ... }
+//	defer e.Close()
+//	// The sockets are open: the process can drop CAP_NET_RAW here.
+//	st, err := e.Probe(ctx, prober, results)
+//
+// An engine is planned once, from the interface list it is given, and
+// runs as often as asked (ifl probe --watch). Every stage's failure comes
+// back from Scan or Probe, with the stats of what was done.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ifl-project/ifl/arpscan"
+	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/synscan"
+)
+
+// Sweeper sweeps one link with ARP: an *arpscan.Scanner, or a fake.
+type Sweeper interface {
+	Scan(ctx context.Context, targets []netip.Addr, cfg *arpscan.Config, out chan<- arpscan.Result) ([]arpscan.Result, arpscan.Stats, error)
+	Close() error
+}
+
+// Config tunes the stages; nil members mean their packages' defaults.
+type Config struct {
+	ARP *arpscan.Config
+	SYN *synscan.Config
+}
+
+// Engine is a planned set of targets and the sockets that probe them.
+type Engine struct {
+	addrs    []netip.Addr
+	plan     Plan
+	sweepers map[string]Sweeper
+	ports    synscan.Scanner
+	raw      bool // ports sends SYNs: sweep first, then hand open ports to the handshake
+	arp      *arpscan.Config
+	// ports6, if set, probes the IPv6 targets instead of ports.
+	ports6 synscan.Scanner
+	// notes say what the plan could not do as planned (a link that
+	// could not be opened for a sweep): its addresses go on unswept.
+	notes []error
+
+	// Settled, if set, is called with how many addresses a run ruled
+	// out without a handshake (silent to ARP, or the port closed or
+	// filtered), for progress. It may be called from several goroutines.
+	Settled func(n int)
+}
+
+// OpenRaw plans addrs over links and opens what the fast path needs: a
+// raw SYN socket and an ARP sweeper on each link with targets. It needs
+// CAP_NET_RAW; once it has returned, the process needs it no more. A link
+// that cannot be opened is no failure: its addresses go on unswept, and
+// Notes says so.
+func OpenRaw(addrs []netip.Addr, links []Link, cfg Config) (*Engine, error) {
+	raw, err := synscan.NewRaw(cfg.SYN)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{addrs: addrs, plan: NewPlan(addrs, links), sweepers: map[string]Sweeper{}, ports: raw, raw: true, arp: cfg.ARP}
+	for _, name := range e.plan.LinkNames() {
+		s, err := arpscan.Dial(name)
+		if err != nil {
+			e.notes = append(e.notes, fmt.Errorf("ARP sweep on %s: %w; its %d addresses go on unswept", name, err, len(e.plan.OnLink[name])))
+			continue
+		}
+		e.sweepers[name] = s
+	}
+	return e, nil
+}
+
+// Connect returns the engine of the path without privilege: every
+// address is dialled with connect(), no sweep.
+func Connect(addrs []netip.Addr, cfg Config) *Engine {
+	return New(addrs, Plan{Direct: addrs}, nil, synscan.NewConnect(cfg.SYN), false, cfg)
+}
+
+// New assembles an engine from its parts, for tests and callers that
+// open their own sockets: sweepers by link name (a link of the plan
+// without one goes on unswept), the port scanner, and whether that
+// scanner sends raw SYNs (then open ports go on to the handshake) or
+// dials (then the dial is the probe).
+func New(addrs []netip.Addr, plan Plan, sweepers map[string]Sweeper, ports synscan.Scanner, raw bool, cfg Config) *Engine {
+	if sweepers == nil {
+		sweepers = map[string]Sweeper{}
+	}
+	return &Engine{addrs: addrs, plan: plan, sweepers: sweepers, ports: ports, raw: raw, arp: cfg.ARP}
+}
+
+// ProbeIPv6With makes s probe the IPv6 targets, for a port scanner that
+// speaks IPv4 only.
+func (e *Engine) ProbeIPv6With(s synscan.Scanner) { e.ports6 = s }
+
+// Raw reports whether the engine is on the fast path.
+func (e *Engine) Raw() bool { return e.raw }
+
+// Notes says what the plan could not do as planned.
+func (e *Engine) Notes() []error { return e.notes }
+
+// Close closes the sockets.
+func (e *Engine) Close() error {
+	for _, s := range e.sweepers {
+		s.Close()
+	}
+	if e.ports6 != nil {
+		e.ports6.Close()
+	}
+	return e.ports.Close()
+}
+
+// Stats count what one run did. One value for both commands: the
+// fields a path does not use stay 0.
+type Stats struct {
+	Addresses int // targets
+	Swept     int // ARP-swept
+	Live      int // of which answered
+	Direct    int // went on unswept: routed, IPv6, the host's own, or a link that could not be swept
+	Down      int // addresses silent to the sweep, or unreachable to connect()
+	// Port probes' results, one per address and port.
+	Open, Closed, Filtered int
+	SYNSent                int // raw SYN probes, retries included
+	Connections            int // connect() attempts by the port probes, retries included
+}
+
+// Errors of the results Probe sends for the addresses it ruled out.
+var (
+	errNoARP       = errors.New("no ARP reply (host down)")
+	errSynClosed   = errors.New("connection refused (RST to a SYN: no agent listening on that port)")
+	errSynFiltered = errors.New("no answer to SYN probes (the port is filtered)")
+)
+
+// Scan probes every port of every target and sends one result per
+// address and port on out: Down for the addresses silent to the sweep.
+// It does not close out.
+func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Result) (Stats, error) {
+	r := e.start(ctx)
+	defer r.cancel()
+	livec := r.discover(func(a netip.Addr) bool {
+		for _, p := range ports {
+			if !send(r, out, synscan.Result{Target: synscan.Target{Addr: a, Port: p}, State: synscan.Down}) {
+				return false
+			}
+		}
+		return true
+	})
+	results := make(chan synscan.Result, 64)
+	r.wg.Go(func() { r.probePorts(livec, ports, results) })
+	for res := range results {
+		send(r, out, res)
+	}
+	return r.finish()
+}
+
+// Probe finds the agents among the targets with p: on the fast path the
+// hosts that answer the sweep get a SYN to p.Port and the open ones the
+// handshake; on the connect() path every target is dialled and verified.
+// It sends a result for every target on out: those ruled out by the
+// sweep or the SYN probes with Dialled false. It does not close out.
+func (e *Engine) Probe(ctx context.Context, p *probe.Prober, out chan<- probe.Result) (Stats, error) {
+	r := e.start(ctx)
+	defer r.cancel()
+	if !e.raw {
+		err := p.Run(r.ctx, e.addrs, out)
+		r.fail(err)
+		return r.finish()
+	}
+	port := uint16(p.Port)
+	ruledOut := func(res probe.Result) bool {
+		if e.Settled != nil {
+			e.Settled(1)
+		}
+		return send(r, out, res)
+	}
+	livec := r.discover(func(a netip.Addr) bool {
+		return ruledOut(probe.Result{Addr: a, Port: p.Port, Status: probe.Down, Reason: probe.ReasonNoARP, Err: errNoARP})
+	})
+	results := make(chan synscan.Result, 64)
+	r.wg.Go(func() { r.probePorts(livec, []uint16{port}, results) })
+	open := make(chan probe.Target)
+	r.wg.Go(func() {
+		defer close(open)
+		for res := range results {
+			var pr probe.Result
+			switch res.State {
+			case synscan.Open:
+				// The SYN-ACK's round trip tells the handshake what
+				// to expect.
+				send(r, open, probe.Target{Addr: res.Addr, RTT: res.RTT})
+				continue
+			case synscan.Closed:
+				pr = probe.Result{Addr: res.Addr, Port: p.Port, Status: probe.Closed, Reason: probe.ReasonRefused, Err: errSynClosed}
+			case synscan.Down:
+				pr = probe.Result{Addr: res.Addr, Port: p.Port, Status: probe.Down, Reason: probe.ReasonUnreach, Err: errNoARP}
+			default:
+				pr = probe.Result{Addr: res.Addr, Port: p.Port, Status: probe.Filtered, Reason: probe.ReasonTimeout, Err: errSynFiltered}
+			}
+			ruledOut(pr)
+		}
+	})
+	r.fail(p.StreamTargets(r.ctx, open, out))
+	// finish waits for every stage: none sends on out after Probe
+	// returns.
+	return r.finish()
+}
+
+// run is one Scan or Probe.
+type run struct {
+	e      *Engine
+	ctx    context.Context
+	cancel context.CancelFunc
+	parent context.Context
+	wg     sync.WaitGroup // the stages' goroutines
+
+	mu   sync.Mutex
+	st   Stats
+	errs []error
+	down map[netip.Addr]bool // counted in st.Down
+}
+
+func (e *Engine) start(ctx context.Context) *run {
+	r := &run{e: e, parent: ctx, down: map[netip.Addr]bool{}}
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.st.Addresses = len(e.addrs)
+	return r
+}
+
+// fail records a stage's error and stops the run: a run that lost a
+// stage is not a complete run. Errors of a cancelled run are not the
+// stage's.
+func (r *run) fail(err error) {
+	if err == nil || r.ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return
+	}
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+	r.cancel()
+}
+
+// note records an error that does not stop the run.
+func (r *run) note(err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+}
+
+// send sends v on ch unless the run stops first; it reports whether it
+// sent.
+func send[T any](r *run, ch chan<- T, v T) bool {
+	select {
+	case ch <- v:
+		return true
+	case <-r.ctx.Done():
+		return false
+	}
+}
+
+func (r *run) finish() (Stats, error) {
+	r.cancel()
+	r.wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	errs := r.errs
+	if err := r.parent.Err(); err != nil {
+		errs = append([]error{err}, errs...)
+	}
+	return r.st, errors.Join(errs...)
+}
+
+// markDown counts a down address once, with the run locked.
+func (r *run) markDown(a netip.Addr) {
+	if !r.down[a] {
+		r.down[a] = true
+		r.st.Down++
+	}
+}
+
+func (r *run) count(f func(st *Stats)) {
+	r.mu.Lock()
+	f(&r.st)
+	r.mu.Unlock()
+}
+
+// live is a host worth a port probe, with the round trip its ARP reply
+// took (0: not swept).
+type live struct {
+	addr netip.Addr
+	rtt  time.Duration
+}
+
+// discover passes on the hosts worth probing as they are known: the
+// on-link ones that answer their link's sweep, and the direct ones. down
+// is called for each address a sweep found silent; it reports false when
+// the run has stopped. A sweep that breaks off passes on its addresses
+// that have not answered (the port probes find them) and is recorded as
+// an error of the run. The channel is closed when discovery is done.
+func (r *run) discover(down func(netip.Addr) bool) <-chan live {
+	out := make(chan live)
+	send := func(l live) bool {
+		select {
+		case out <- l:
+			return true
+		case <-r.ctx.Done():
+			return false
+		}
+	}
+	var wg sync.WaitGroup
+	direct := r.e.plan.Direct
+	for _, name := range r.e.plan.LinkNames() {
+		group := r.e.plan.OnLink[name]
+		s := r.e.sweepers[name]
+		if s == nil {
+			direct = append(direct[:len(direct):len(direct)], group...)
+			continue
+		}
+		wg.Go(func() { r.sweep(name, s, group, send, down) })
+	}
+	r.count(func(st *Stats) { st.Direct += len(direct) })
+	wg.Go(func() {
+		for _, a := range direct {
+			if !send(live{addr: a}) {
+				return
+			}
+		}
+	})
+	r.wg.Go(func() {
+		wg.Wait()
+		close(out)
+	})
+	return out
+}
+
+func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) bool, down func(netip.Addr) bool) {
+	found := make(chan arpscan.Result)
+	forwarded := make(chan struct{})
+	answered := make(map[netip.Addr]bool, len(group))
+	go func() {
+		defer close(forwarded)
+		for res := range found {
+			answered[res.IP] = true
+			if !send(live{addr: res.IP, rtt: res.RTT}) {
+				// Keep reading: the sweep sends until it sees the
+				// run stopped.
+				for range found {
+				}
+				return
+			}
+		}
+	}()
+	_, _, err := s.Scan(r.ctx, group, r.e.arp, found)
+	close(found)
+	<-forwarded
+	r.count(func(st *Stats) { st.Swept += len(group); st.Live += len(answered) })
+	if r.ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		r.note(fmt.Errorf("ARP sweep on %s: %w", name, err))
+		n := 0
+		for _, a := range group {
+			if !answered[a] {
+				n++
+				if !send(live{addr: a}) {
+					break
+				}
+			}
+		}
+		r.count(func(st *Stats) { st.Direct += n })
+		return
+	}
+	for _, a := range group {
+		if !answered[a] {
+			r.count(func(st *Stats) { r.markDown(a) })
+			if !down(a) {
+				return
+			}
+		}
+	}
+}
+
+// probePorts probes ports on every host from in and sends each result on
+// results, which it closes when done. A scanner that fails stops the run.
+func (r *run) probePorts(in <-chan live, ports []uint16, results chan<- synscan.Result) {
+	defer close(results)
+	targets := make(chan synscan.Target)
+	var targets6 chan synscan.Target
+	if r.e.ports6 != nil {
+		targets6 = make(chan synscan.Target)
+	}
+	go func() {
+		defer close(targets)
+		if targets6 != nil {
+			defer close(targets6)
+		}
+		for l := range in {
+			ch := targets
+			if targets6 != nil && !l.addr.Is4() {
+				ch = targets6
+			}
+			for _, p := range ports {
+				select {
+				case ch <- synscan.Target{Addr: l.addr, Port: p}:
+				case <-r.ctx.Done():
+					// Drain, so that discovery never blocks.
+					for range in {
+					}
+					return
+				}
+			}
+		}
+	}()
+	raw := make(chan synscan.Result, 64)
+	var scanners sync.WaitGroup
+	stream := func(s synscan.Scanner, in chan synscan.Target, sent *int) {
+		st, err := s.Stream(r.ctx, in, raw)
+		r.fail(err)
+		// A scanner that stopped early leaves the feeder sending: the
+		// run is cancelled, and this lets it see so.
+		for range in {
+		}
+		r.count(func(s *Stats) { *sent += st.Sent })
+	}
+	scanners.Go(func() {
+		sent := &r.st.SYNSent
+		if !r.e.raw {
+			sent = &r.st.Connections
+		}
+		stream(r.e.ports, targets, sent)
+	})
+	if targets6 != nil {
+		scanners.Go(func() { stream(r.e.ports6, targets6, &r.st.Connections) })
+	}
+	go func() {
+		scanners.Wait()
+		close(raw)
+	}()
+	for res := range raw {
+		r.count(func(st *Stats) {
+			switch res.State {
+			case synscan.Open:
+				st.Open++
+			case synscan.Closed:
+				st.Closed++
+			case synscan.Down:
+				r.markDown(res.Addr)
+			default:
+				st.Filtered++
+			}
+		})
+		if !send(r, results, res) {
+			for range raw {
+			}
+			return
+		}
+	}
+}
