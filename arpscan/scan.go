@@ -18,6 +18,7 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/ifl-project/ifl/internal/pace"
 	"github.com/ifl-project/ifl/internal/rtt"
@@ -62,9 +63,10 @@ const (
 
 // timeoutFloor is the least a try waits before its retry: the jitter of
 // a loaded machine's scheduler, which a few fast samples do not show. At
-// 2 ms, sweeps of a /22 on a busy two-core machine sent retries for
-// answers that were only 3 ms late, and took them for loss.
-const timeoutFloor = 5 * time.Millisecond
+// 2 ms, and still at 5, sweeps of a /22 on a busy two-core machine sent
+// retries for answers that were only late, took them for loss and slowed
+// down. It costs a sweep little: retries wait while first tries go out.
+const timeoutFloor = 20 * time.Millisecond
 
 // How a sweep sees loss: the first hosts that answer are asked again, by
 // unicast, a few dozen times each. A host that misses lossMisses of its
@@ -73,15 +75,17 @@ const timeoutFloor = 5 * time.Millisecond
 // get all their retries; the odd request dropped by a busy segment or a
 // loaded machine does not count. Unicast requests reach one host and cost
 // the segment next to nothing, where each retry of a silent address is a
-// broadcast, so they go out at confirmRate times the rate. 48 of them
-// catch a host that drops a fifth of its requests 99 times in 100; a
-// segment that drops one request in 200 sets this off about once in 150
-// sweeps.
+// broadcast, so they go out at confirmRate times the rate; but each
+// answer is a frame for the sweep's reader, and a reader that falls
+// behind drops replies and sees loss of its own making, so they are few.
+// 24 of them catch a host that drops a fifth of its requests 88 times in
+// 100 (and one of several such hosts nearly always); a segment that
+// drops one request in 200 sets this off about once in 120 sweeps.
 const (
-	confirmHosts = 64
-	confirmTries = 48
-	lossMisses   = 4
-	confirmRate  = 4
+	confirmHosts = 32
+	confirmTries = 24
+	lossMisses   = 3
+	confirmRate  = 2
 )
 
 // ErrPermission is returned by Dial when the process may not open a raw
@@ -238,6 +242,16 @@ func Dial(name string) (*Scanner, error) {
 	pc, err := listen(replies)
 	if err != nil {
 		return nil, err
+	}
+	// Replies come as fast as requests go out, confirmations at several
+	// times the rate: a socket of the default size (208 KiB, 270 frames)
+	// overflows while the reader waits for a CPU, and the sweep takes its
+	// own dropped replies for loss on the segment. The kernel caps this
+	// at net.core.rmem_max.
+	if rc, err := pc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+		})
 	}
 	s, err := New(ifi, pc)
 	if err != nil {
@@ -455,11 +469,16 @@ type sender struct {
 	// Tries sent before suspectUntil went out into queues the sweep's
 	// own rate was filling: they are owed again.
 	suspectUntil time.Time
-	// retryAnswers count the first answers to a retry since the last cut.
-	retryAnswers int
-	// The host whose missed confirmation began the loss episode, and
+	// Since the last cut: requests found lost (first answers that came
+	// only to a retry, confirmations missed) and answered (first answers
+	// to a first try, confirmations echoed). The rate is cut when the
+	// lost are a lossShare of them: one late answer on a busy machine
+	// is jitter, not a full queue.
+	lostSinceCut, okSinceCut int
+	// The host whose missed confirmation began the loss episode, when,
 	// whether others missed in it too.
 	episodeHost   *target
+	episodeAt     time.Time
 	episodeShared bool
 
 	bcast, uni *pace.Pacer
@@ -509,6 +528,7 @@ func (sn *sender) run(ctx context.Context) error {
 		if len(sn.sw.echoRTTs) > 0 || len(fresh) > 0 {
 			sn.win.Ack(now)
 		}
+		sn.okSinceCut += len(sn.sw.echoRTTs)
 		for _, d := range sn.sw.echoRTTs {
 			sn.est.Observe(d)
 		}
@@ -519,6 +539,7 @@ func (sn *sender) run(ctx context.Context) error {
 			// and is no proof of loss either.
 			if t.firstTry == 1 {
 				sn.est.Observe(t.rtt)
+				sn.okSinceCut++
 				continue
 			}
 			// An answer much nearer its retry than its first request
@@ -529,9 +550,7 @@ func (sn *sender) run(ctx context.Context) error {
 			// One such answer may be one host's hiccup; a second
 			// since the last cut is the queues.
 			if gap := t.lastSent.Sub(t.firstSent); 2*t.rtt < gap {
-				if sn.retryAnswers++; sn.retryAnswers >= 2 {
-					sn.cut(t.firstSent, now)
-				}
+				sn.lost(t.firstSent, now)
 			}
 		}
 		// Confirmations past their timeout: each must have been answered.
@@ -546,8 +565,9 @@ func (sn *sender) run(ctx context.Context) error {
 			// alone.
 			if ck.host.echoes+ck.host.missed < ck.echoes {
 				ck.host.missed++
-				if sn.cut(ck.sent, now) || sn.episodeHost == nil {
-					sn.episodeHost, sn.episodeShared = ck.host, false
+				sn.lost(ck.sent, now)
+				if sn.episodeHost == nil || now.Sub(sn.episodeAt) > 2*sn.checkWait(0) {
+					sn.episodeHost, sn.episodeAt, sn.episodeShared = ck.host, now, false
 				} else if sn.episodeHost != ck.host {
 					sn.episodeShared = true
 				}
@@ -615,7 +635,7 @@ func (sn *sender) run(ctx context.Context) error {
 			// Every request is sent and every confirmation settled: wait
 			// for the last replies, as long as the round trips say, and
 			// for the last address first tried as long as patience says.
-			end := sn.lastSend.Add(sn.est.Backoff(1))
+			end := sn.lastSend.Add(sn.est.Timeout())
 			if p := sn.lastFirst.Add(c.Patience); p.After(end) {
 				end = p
 			}
@@ -680,22 +700,23 @@ func (sn *sender) sawLoss() {
 // sweep's own rate filled the queues (the kernel's backlogs, a switch's
 // buffers) from before the lost request until after the cut takes
 // effect: the silent addresses tried in that
-// span are owed a try each. That is not loss to a host, which the
+// span are owed a try (one: a try owed for a try owed would make one
+// congested moment cost a sweep's worth of broadcasts). That is not loss
+// to a host, which the
 // confirmations tell apart: a sweep that slows down loses little after,
 // where a lossy host goes on losing at any rate.
 func (sn *sender) cut(sent, now time.Time) bool {
 	if !sn.win.Loss(sent, now) {
 		return false
 	}
-	sn.retryAnswers = 0
-	// Two rounds either side: a round is how long an answer takes to be
-	// missed, not how long the queues took to fill or take to drain.
+	sn.lostSinceCut, sn.okSinceCut = 0, 0
+	// A round either side: how long an answer takes to be missed.
 	round := sn.checkWait(0)
-	from := sent.Add(-2 * round)
-	sn.suspectUntil = now.Add(2 * round)
+	from := sent.Add(-round)
+	sn.suspectUntil = now.Add(round)
 	owed := false
 	for _, t := range sn.order[:sn.next] {
-		if t.mac == nil && !t.lastSent.Before(from) && t.extra < sn.c.Retries-sn.c.MinRetries {
+		if t.mac == nil && !t.lastSent.Before(from) && t.extra < sn.maxExtra() {
 			t.extra++
 			owed = true
 		}
@@ -706,10 +727,29 @@ func (sn *sender) cut(sent, now time.Time) bool {
 	return true
 }
 
+// lost records a request sent at sent found lost at now, and cuts the
+// rate if enough of the requests since the last cut were. It reports
+// whether it cut.
+func (sn *sender) lost(sent, now time.Time) bool {
+	sn.lostSinceCut++
+	if sn.lostSinceCut < 2 || sn.lostSinceCut*lossShare < sn.lostSinceCut+sn.okSinceCut {
+		return false
+	}
+	return sn.cut(sent, now)
+}
+
+// lossShare: the rate is cut when one request in lossShare is lost. A
+// queue that overflows loses far more; a loaded machine's late answers
+// and a lossy host among many, far fewer.
+const lossShare = 32
+
 // congestedCuts: a sweep whose rate was cut this often runs at what the
 // network takes, where loss comes and goes unseen between the cuts: every
 // silent address gets a try more than MinRetries.
 const congestedCuts = 3
+
+// maxExtra is the most tries an address is owed for congestion.
+func (sn *sender) maxExtra() int { return min(1, sn.c.Retries-sn.c.MinRetries) }
 
 // retries is how many extra tries t gets now.
 func (sn *sender) retries(t *target) int {
@@ -750,7 +790,7 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 	if t.tries == 1 {
 		t.firstSent = now
 	}
-	if now.Before(sn.suspectUntil) && t.extra < sn.c.Retries-sn.c.MinRetries {
+	if now.Before(sn.suspectUntil) && t.extra < sn.maxExtra() {
 		t.extra++
 	}
 	owed := t.tries <= sn.retries(t)
@@ -799,12 +839,12 @@ func (sn *sender) confirmOne(ctx context.Context) error {
 }
 
 // checkWait is how long a confirmation of a host whose first answer took
-// hostRTT is given to be answered: a few of the segment's round trips,
-// at least 5 ms, so that a loaded machine's jitter is not taken for loss;
+// hostRTT is given to be answered: twice a try's wait (at least
+// timeoutFloor), so that a loaded machine's jitter is not taken for loss;
 // and for a slow host twice its own round trip, even past the ceiling,
 // as a slow host is not a lossy one.
 func (sn *sender) checkWait(hostRTT time.Duration) time.Duration {
-	return max(min(sn.c.Timeout, max(4*sn.est.Timeout(), 5*time.Millisecond)), 2*hostRTT)
+	return max(min(sn.c.Timeout, 2*sn.est.Timeout()), 2*hostRTT)
 }
 
 // wait sleeps until the given time, a new answer, or ctx's end.

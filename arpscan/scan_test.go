@@ -225,9 +225,9 @@ func TestScanSeesLoss(t *testing.T) {
 		drop []int // of .5's requests: the first is a broadcast, the rest confirmations
 		loss bool
 	}{
-		{"four confirmations lost", []int{3, 7, 8, 9}, true},
-		{"the first broadcast and three confirmations lost", []int{1, 3, 4, 5}, true},
-		{"three requests lost", []int{1, 5, 6}, false},
+		{"three confirmations lost", []int{3, 7, 8}, true},
+		{"the first broadcast and two confirmations lost", []int{1, 3, 4}, true},
+		{"two requests lost", []int{1, 5}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			lan := newFakeLAN()

@@ -131,8 +131,8 @@ func Each[T any](ctx context.Context, in <-chan T, rate, limit int, fn func(cont
 // cut from the rate, or the first cuts do nothing), at most once a
 // round, since what went out in the round after a cut was sent into a
 // queue the cut has not drained yet. Until the first loss it doubles
-// every round with answers (slow start); after, it grows by a 256th of
-// the ceiling a round (congestion avoidance), and only while the sender
+// every round with answers (slow start); after, it grows by a
+// growthDivisor-th of the ceiling a round (congestion avoidance), and only while the sender
 // uses it (RFC 7661), so that it hovers just under what the network
 // takes instead of falling back into the loss it left. It is not safe for
 // concurrent use.
@@ -188,9 +188,13 @@ func (w *Window) Loss(sent, now time.Time) bool {
 	if !w.cutAt.IsZero() && sent.Before(w.cutAt.Add(w.round)) {
 		return false
 	}
+	// From what was really sent, but never below a quarter of the
+	// rate in one cut: a round measured while the sender waited (for
+	// its retries to fall due) sent little, and says nothing of what
+	// the network takes.
 	base := w.rate
 	if w.measured > 0 {
-		base = min(base, w.measured)
+		base = max(min(base, w.measured), w.rate/2)
 	}
 	w.rate = max(w.floor, base/2)
 	w.cutAt, w.grewAt = now, now
@@ -212,9 +216,15 @@ func (w *Window) Ack(now time.Time) {
 	case w.cuts == 0:
 		w.rate = min(w.ceiling, 2*w.rate)
 	case w.measured == 0 || w.measured >= w.rate*3/4:
-		w.rate = min(w.ceiling, w.rate+w.ceiling/256)
+		w.rate = min(w.ceiling, w.rate+w.ceiling/growthDivisor)
 	}
 }
+
+// growthDivisor sets how fast the rate grows back after loss: a sweep
+// lasts a few hundred rounds at most, and one that crawls back from a
+// cut for all of them spends most of its time below what the network
+// took before the loss.
+const growthDivisor = 32
 
 // SetRate changes the pacer's rate; congestion seen so far is forgotten.
 func (p *Pacer) SetRate(rate int) {

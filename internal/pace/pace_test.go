@@ -126,7 +126,7 @@ func TestWindow(t *testing.T) {
 	}
 	t0 := time.Unix(1000, 0)
 	// The sender reaches only 4,000/s: a cut halves that, not the rate
-	// it never reached.
+	// it never reached, but falls no lower than a quarter of the rate.
 	for i := range 41 {
 		w.Sent(t0.Add(time.Duration(i) * 250 * time.Microsecond))
 	}
@@ -134,18 +134,18 @@ func TestWindow(t *testing.T) {
 		t.Fatalf("measured %d/s, want 4000", m)
 	}
 	now := t0.Add(10 * time.Millisecond)
-	if !w.Loss(now.Add(-time.Millisecond), now) || w.Rate() != 2000 {
-		t.Fatalf("after a loss: %d, want 2000, half of what was sent", w.Rate())
+	if !w.Loss(now.Add(-time.Millisecond), now) || w.Rate() != 2500 {
+		t.Fatalf("after a loss: %d, want 2500, a quarter of the rate", w.Rate())
 	}
 	// Losses of what went out before the cut, or within a round after
 	// it, are the same episode.
-	if w.Loss(now.Add(-time.Millisecond), now.Add(time.Millisecond)) || w.Loss(now.Add(9*time.Millisecond), now.Add(12*time.Millisecond)) || w.Rate() != 2000 {
+	if w.Loss(now.Add(-time.Millisecond), now.Add(time.Millisecond)) || w.Loss(now.Add(9*time.Millisecond), now.Add(12*time.Millisecond)) || w.Rate() != 2500 {
 		t.Errorf("a second loss of the same episode cut again: %d", w.Rate())
 	}
 	// A loss a round after the cut is a new episode.
 	later := now.Add(30 * time.Millisecond)
-	if !w.Loss(now.Add(11*time.Millisecond), later) || w.Rate() != 1000 {
-		t.Errorf("a loss a round after the cut: %d, want 1000", w.Rate())
+	if !w.Loss(now.Add(11*time.Millisecond), later) || w.Rate() != 1250 {
+		t.Errorf("a loss a round after the cut: %d, want 1250", w.Rate())
 	}
 	for i := range 64 {
 		at := later.Add(time.Duration(i+1) * 20 * time.Millisecond)
@@ -154,22 +154,22 @@ func TestWindow(t *testing.T) {
 	if w.Rate() != 500 || w.Cuts() < 3 {
 		t.Errorf("after many losses: %d (%d cuts), want the floor 500", w.Rate(), w.Cuts())
 	}
-	// After loss the rate grows by a 256th of the ceiling a round, not
+	// After loss the rate grows by a 32nd of the ceiling a round, not
 	// more however many answers come in a round.
 	at := later.Add(2 * time.Second)
 	for i := range 100 {
 		w.Ack(at.Add(time.Duration(i) * time.Microsecond))
 	}
 	w.Ack(at.Add(10 * time.Millisecond))
-	if w.Rate() != 500+2*10000/256 && w.Rate() != 500+10000/256 {
-		t.Errorf("after a round of answers: %d, want 539 or 578", w.Rate())
+	if w.Rate() != 500+2*10000/growthDivisor && w.Rate() != 500+10000/growthDivisor {
+		t.Errorf("after a round of answers: %d, want 812 or 1125", w.Rate())
 	}
 	for i := range 2000 {
 		w.Ack(at.Add(time.Duration(i+2) * 10 * time.Millisecond))
 	}
 	// The last rate measured was 4,000/s: a window the sender does not
 	// fill does not grow far past it.
-	if w.Rate() > 4000*4/3+10000/256 {
+	if w.Rate() > 4000*4/3+10000/growthDivisor {
 		t.Errorf("grew to %d, unused, past 4/3 of the 4000/s sent", w.Rate())
 	}
 	at = at.Add(time.Minute)
