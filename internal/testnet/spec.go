@@ -176,6 +176,10 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 		if names[h.Name] {
 			return router, controller, fmt.Errorf("testnet: host name %q used twice", h.Name)
 		}
+		if h.Name == "network" || h.Name == "wrong" {
+			// Its key file would be the LAN's key of that name.
+			return router, controller, fmt.Errorf("testnet: host name %q is the name of one of the LAN's key files", h.Name)
+		}
 		names[h.Name] = true
 		h.IPv6 = h.IPv6 || h.NoIPv4 || h.Addr6.IsValid()
 		if h.IPv6 && !s.Prefix6.IsValid() {

@@ -46,6 +46,7 @@ func TestResolveErrors(t *testing.T) {
 		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: "router"}}}, `role "router"`},
 		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: Agent, Addr: netip.MustParseAddr("198.18.0.2")}}}, "outside 198.18.0.0/29 or taken"},
 		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: Agent, Name: "a"}, {Role: Agent, Name: "a"}}}, `"a" used twice`},
+		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: WrongKey, Name: "wrong"}}}, `host name "wrong" is the name of one of the LAN's key files`},
 	}
 	for _, tt := range tests {
 		if _, _, err := tt.spec.resolve(); err == nil || !strings.Contains(err.Error(), tt.want) {
