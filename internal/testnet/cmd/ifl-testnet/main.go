@@ -37,7 +37,7 @@ type upCmd struct {
 	Lossy     int          `default:"0" help:"How many agent hosts have --loss."`
 	DropUDP   int          `name:"drop-udp" default:"0" placeholder:"N" help:"How many agent hosts have a firewall that drops the agent port on UDP: found by a sweep, never by --broadcast."`
 	Prefix6   netip.Prefix `name:"prefix6" placeholder:"PREFIX" help:"The LAN's IPv6 prefix: a /64 inside 2001:db8::/32 (documentation addresses), e.g. 2001:db8:48::/64. The router is ::1, the controller ::2, and a host's IPv6 address is its IPv4 address's offset in --prefix (198.18.0.5 of a /24 is 2001:db8:48::5). Without it, hosts have link-local IPv6 addresses only."`
-	DualStack int          `name:"dual-stack" default:"-1" placeholder:"N" help:"With --prefix6: how many hosts also have an IPv6 address, -1 for all (the IPv6-only ones aside)."`
+	DualStack int          `name:"dual-stack" default:"-1" placeholder:"N" help:"With --prefix6: how many hosts also have an IPv6 address; -1, the default, for all (the IPv6-only ones aside)."`
 	V6Only    int          `name:"v6-only" default:"0" placeholder:"N" help:"With --prefix6: how many hosts have an IPv6 address and no IPv4 address at all."`
 	Seed      uint64       `default:"1" help:"Seed for the order of roles over the prefix."`
 	Spec      string       `type:"existingfile" help:"A YAML spec (name, prefix, prefix6, port, hosts: [{role, name, addr, addr6, ipv6, no_ipv4, drop_udp, loss, labels}]) instead of the counts."`
