@@ -23,6 +23,7 @@ type InventoryCmd struct {
 	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root; else ~/.local/state/ifl/inventory.json, or the controller's /var/lib/ifl/inventory.json when the first does not exist)."`
 	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
 	Prune      string `placeholder:"AGE" help:"Remove the hosts not seen for longer than AGE (e.g. 30d), then show what is left."`
+	Prefer     string `enum:"ipv4,ipv6" default:"ipv4" env:"IFL_PREFER" placeholder:"FAMILY" help:"ansible_host (and the address shown) for a host verified on IPv4 and IPv6: ipv4 or ipv6; a host with one family uses it."`
 }
 
 // Help is shown by 'ifl inventory --help'.
@@ -39,8 +40,16 @@ state file if it is not in the default place.)
 
 Agents are untrusted input: every string an agent chose (hostname, OS,
 kernel, version, gateway, MACs, addresses, label values) reaches Ansible
-marked unsafe, never templated; ansible_host is the address that last
-answered and, like the other values ifl computes, is plain.
+marked unsafe, never templated. ansible_host is an address where the host
+proved its identity with the handshake, never one it only reported, and,
+like the other values ifl computes, is plain; ifl_verified_addresses
+lists every such address (IPv4, IPv6, link-local with the controller's
+interface).
+
+Addresses: a host verified on both families gets its IPv4 address as
+ansible_host, or its IPv6 one with --prefer ipv6 (IFL_PREFER=ipv6 for
+the inventory script); a global address before a link-local one, the
+most recently verified first. A host with one family uses it.
 
 Names: a host is named by its hostname when that is a valid DNS host
 name, not reserved (localhost, localhost.*, *.localhost, all, ungrouped,
@@ -64,6 +73,7 @@ ANSIBLE_INVENTORY_UNPARSED_FAILED=true to make that an error.
 Examples:
   ifl inventory                          # a table for people
   ifl inventory -o yaml > hosts.yaml     # a static inventory file
+  ifl inventory --prefer ipv6 --list     # reach dual-stack hosts over IPv6
   ifl inventory --prune 30d`
 }
 
@@ -119,9 +129,13 @@ func (c *InventoryCmd) Run(env *Env) error {
 			return err
 		}
 	}
-	inv := st.BuildAnsible(now, stale)
+	prefer, err := inventory.ParsePrefer(c.Prefer)
+	if err != nil {
+		return fmt.Errorf("--prefer %w", err)
+	}
+	inv := st.BuildAnsible(now, stale, prefer)
 	if c.Output == formatTSV && c.Host == "" && !c.List {
-		err := writeInventoryTSV(env.Stdout, c.NoHeader, st, inv, now)
+		err := writeInventoryTSV(env.Stdout, c.NoHeader, st, inv, now, prefer)
 		fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
 		return err
 	}
@@ -165,7 +179,7 @@ func (c *InventoryCmd) Run(env *Env) error {
 		name := h.Name
 		groups := groupsOf[name]
 		sortStrings(groups)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", untrusted.Cell(name, 0), untrusted.Cell(h.IP, 0), h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), untrusted.Text(dash(strings.Join(groups, ","))))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", untrusted.Cell(name, 0), untrusted.Cell(h.Address(prefer), 0), h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), untrusted.Text(dash(strings.Join(groups, ","))))
 	}
 	tw.Flush()
 	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)

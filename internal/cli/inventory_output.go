@@ -26,13 +26,14 @@ func (c *InventoryCmd) checkOutput() error {
 }
 
 // writeInventoryTSV writes one row per host, as the table shows them:
-// name, address, full identity, when it was last seen (RFC 3339, UTC),
-// how many times it moved, and its groups but ifl_all, comma-separated.
-func writeInventoryTSV(w io.Writer, noHeader bool, st *inventory.State, inv *inventory.Ansible, now time.Time) error {
+// name, address (ansible_host, by prefer), full identity, when it was
+// last seen (RFC 3339, UTC), how many times it moved, and its groups but
+// ifl_all, comma-separated.
+func writeInventoryTSV(w io.Writer, noHeader bool, st *inventory.State, inv *inventory.Ansible, now time.Time, prefer inventory.Prefer) error {
 	t := newTSV(w, noHeader, "name", "address", "identity", "last_seen", "moves", "groups")
 	groups := groupsByHost(inv)
 	for _, h := range st.Sorted() {
-		t.row(tsvText(h.Name), tsvText(h.IP), h.Identity, h.LastSeen.UTC().Format(time.RFC3339), strconv.Itoa(len(h.History)), tsvList(groups[h.Name]))
+		t.row(tsvText(h.Name), tsvText(h.Address(prefer)), h.Identity, h.LastSeen.UTC().Format(time.RFC3339), strconv.Itoa(len(h.History)), tsvList(groups[h.Name]))
 	}
 	return t.Flush()
 }

@@ -44,11 +44,14 @@ type Ansible struct {
 // BuildAnsible renders the state. A host is in ifl_all, in a group
 // <key>_<value> for each of its labels (GroupName), and in ifl_stale if
 // it was last seen more than staleAfter before now. Its inventory name is
-// the one ifl gave it (names.go). The ansible_* variables and those ifl
-// computed (identity, machine-id hash, port, times, stale) are plain;
-// every string an agent chose is Unsafe, label keys excepted: they are
-// checked (labels.go) and cannot hold a template.
-func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration) *Ansible {
+// the one ifl gave it (names.go). Its ansible_host is a verified address,
+// of the family prefer names if it has one (Host.Address), never one it
+// only reported; ifl_verified_addresses lists them all. The ansible_*
+// variables and those ifl computed (identity, machine-id hash, verified
+// addresses, port, times, stale) are plain; every string an agent chose
+// is Unsafe, label keys excepted: they are checked (labels.go) and cannot
+// hold a template.
+func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration, prefer Prefer) *Ansible {
 	inv := &Ansible{Groups: map[string][]string{"ifl_all": {}, "ifl_stale": {}}, HostVars: map[string]map[string]any{}}
 	for name, h := range s.Names() {
 		stale := now.Sub(h.LastSeen) > staleAfter
@@ -59,22 +62,27 @@ func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration) *Ansible {
 		for k, v := range lbl {
 			labels[k] = Unsafe(v)
 		}
+		verified := []string{}
+		for _, v := range sortVerified(slices.Clone(h.verified())) {
+			verified = append(verified, v.Addr)
+		}
 		vars := map[string]any{
-			"ansible_host":        h.IP,
-			"ifl_identity":        h.Identity,
-			"ifl_hostname":        Unsafe(h.Hostname),
-			"ifl_machine_id_hash": h.MachineIDHash(),
-			"ifl_addresses":       unsafeList(h.Addresses),
-			"ifl_macs":            unsafeList(h.MACs),
-			"ifl_os":              Unsafe(h.OS),
-			"ifl_kernel":          Unsafe(h.Kernel),
-			"ifl_agent_version":   Unsafe(h.AgentVersion),
-			"ifl_gateway":         Unsafe(h.Gateway),
-			"ifl_labels":          labels,
-			"ifl_port":            h.Port,
-			"ifl_first_seen":      h.FirstSeen.UTC().Format(time.RFC3339),
-			"ifl_last_seen":       h.LastSeen.UTC().Format(time.RFC3339),
-			"ifl_stale":           stale,
+			"ansible_host":           h.Address(prefer),
+			"ifl_verified_addresses": verified,
+			"ifl_identity":           h.Identity,
+			"ifl_hostname":           Unsafe(h.Hostname),
+			"ifl_machine_id_hash":    h.MachineIDHash(),
+			"ifl_addresses":          unsafeList(h.Addresses),
+			"ifl_macs":               unsafeList(h.MACs),
+			"ifl_os":                 Unsafe(h.OS),
+			"ifl_kernel":             Unsafe(h.Kernel),
+			"ifl_agent_version":      Unsafe(h.AgentVersion),
+			"ifl_gateway":            Unsafe(h.Gateway),
+			"ifl_labels":             labels,
+			"ifl_port":               h.Port,
+			"ifl_first_seen":         h.FirstSeen.UTC().Format(time.RFC3339),
+			"ifl_last_seen":          h.LastSeen.UTC().Format(time.RFC3339),
+			"ifl_stale":              stale,
 		}
 		inv.HostVars[name] = vars
 		inv.Groups["ifl_all"] = append(inv.Groups["ifl_all"], name)
@@ -147,6 +155,12 @@ func (a *Ansible) YAML() ([]byte, error) {
 			n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
 			for _, s := range v {
 				n.Content = append(n.Content, unsafe(s))
+			}
+			return n
+		case []string:
+			n := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+			for _, s := range v {
+				n.Content = append(n.Content, str(s))
 			}
 			return n
 		case map[string]Unsafe:

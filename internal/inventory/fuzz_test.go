@@ -55,7 +55,7 @@ func checkAnsible(t *testing.T, host1, host2, os, key, value string) {
 		o("bbbbbbbb00000000000000000000000b", "198.18.0.2", host2),
 		o("cccccccc00000000000000000000000c", "198.18.0.3", host2),
 	}, all, true)
-	inv := s.BuildAnsible(t0, time.Hour)
+	inv := s.BuildAnsible(t0, time.Hour, PreferIPv4)
 	list, hv := decodedList(t, inv)
 	if len(hv) != 3 {
 		t.Fatalf("%d hosts: %v", len(hv), hv)

@@ -53,7 +53,7 @@ func decodedList(t testing.TB, inv *Ansible) (map[string]any, map[string]map[str
 // what an agent chose and must be marked unsafe throughout.
 var plainVars = map[string]bool{
 	"ansible_host": true, "ifl_identity": true, "ifl_machine_id_hash": true, "ifl_port": true,
-	"ifl_first_seen": true, "ifl_last_seen": true, "ifl_stale": true,
+	"ifl_first_seen": true, "ifl_last_seen": true, "ifl_stale": true, "ifl_verified_addresses": true,
 }
 
 // checkWrapped fails unless every string in v is inside an
@@ -108,7 +108,7 @@ func TestAgentStringsAreUnsafe(t *testing.T) {
 	s := New()
 	s.Apply(t0, []Observation{{Identity: "0123456789abcdef0123456789abcdef", Addr: netip.MustParseAddr("198.18.0.9"), Port: 7440,
 		Facts: hostileFacts("web", payload, map[string]string{"role": payload})}}, all, true)
-	inv := s.BuildAnsible(t0, time.Hour)
+	inv := s.BuildAnsible(t0, time.Hour, PreferIPv4)
 	_, hv := decodedList(t, inv)
 	vars := hv["web"]
 	if vars == nil {
@@ -258,7 +258,7 @@ func TestReservedNames(t *testing.T) {
 		if got := named(s)[id]; got != want {
 			t.Errorf("hostname %q: name %q, want %q", hostname, got, want)
 		}
-		for name := range s.BuildAnsible(t0, time.Hour).HostVars {
+		for name := range s.BuildAnsible(t0, time.Hour, PreferIPv4).HostVars {
 			if reservedName(name) {
 				t.Errorf("hostname %q: reserved name %q", hostname, name)
 			}
@@ -420,7 +420,7 @@ func TestLabelGroups(t *testing.T) {
 		}}},
 		{Identity: "cccc", Addr: netip.MustParseAddr("198.18.0.3"), Facts: &proto.Facts{Hostname: "c", Labels: many}},
 	}, all, true)
-	inv := s.BuildAnsible(t0, time.Hour)
+	inv := s.BuildAnsible(t0, time.Hour, PreferIPv4)
 	got := map[string][]string{}
 	for g, hs := range inv.Groups {
 		if !strings.HasPrefix(g, "k") {
@@ -468,7 +468,7 @@ func TestLabelGroups(t *testing.T) {
 	}
 	// A state from before labels were checked renders without them.
 	s.Hosts["aaaa"].Labels["ifl"] = "stale"
-	if inv := s.BuildAnsible(t0, time.Hour); inv.Groups["ifl_stale"] == nil || len(inv.Groups["ifl_stale"]) != 0 {
+	if inv := s.BuildAnsible(t0, time.Hour, PreferIPv4); inv.Groups["ifl_stale"] == nil || len(inv.Groups["ifl_stale"]) != 0 {
 		t.Errorf("an old label joined ifl_stale: %v", inv.Groups["ifl_stale"])
 	}
 }

@@ -104,7 +104,7 @@ func TestAnsible(t *testing.T) {
 	s.Apply(t0, []Observation{o1}, all, true)
 	s.Apply(t0.Add(time.Minute), []Observation{o1, o2}, all, true)
 
-	inv := s.BuildAnsible(t0.Add(48*time.Hour), 24*time.Hour)
+	inv := s.BuildAnsible(t0.Add(48*time.Hour), 24*time.Hour, PreferIPv4)
 	wantGroups := map[string][]string{
 		"ifl_all":         {"web", "web-bbbb2222"},
 		"ifl_stale":       {"web", "web-bbbb2222"},

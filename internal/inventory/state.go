@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ifl-project/ifl/proto"
@@ -41,10 +42,11 @@ type Host struct {
 	Identity     string            `json:"identity"`
 	Name         string            `json:"name,omitempty"` // inventory name, given by ifl (names.go); kept while the hostname stays
 	Hostname     string            `json:"hostname"`
-	MachineID    string            `json:"machine_id"` // raw: stays in the state; inventories carry its hash
-	IP           string            `json:"ip"`         // the address that answered last
+	MachineID    string            `json:"machine_id"`         // raw: stays in the state; inventories carry its hash
+	IP           string            `json:"ip"`                 // the first of Verified: an IPv4 address if it has one
+	Verified     []Verified        `json:"verified,omitempty"` // where it proved its identity (addrs.go)
 	Port         int               `json:"port"`
-	Addresses    []string          `json:"addresses"` // every global address the host reported
+	Addresses    []string          `json:"addresses"` // every global address the host reported: claims
 	MACs         []string          `json:"macs"`
 	OS           string            `json:"os"`
 	Kernel       string            `json:"kernel"`
@@ -66,7 +68,8 @@ const (
 	// MaxPerAddress is how many identities the state keeps whose last
 	// address is one address.
 	MaxPerAddress = 3
-	// MaxAddresses bounds the addresses and the MACs kept per host.
+	// MaxAddresses bounds the addresses (verified or reported) and the
+	// MACs kept per host.
 	MaxAddresses = 64
 	// MaxHistory bounds the moves kept per host, the latest ones.
 	MaxHistory = 64
@@ -93,7 +96,9 @@ func New() *State {
 	return &State{Format: Format, Version: Version, Hosts: map[string]*Host{}}
 }
 
-// Observation is one verified agent from a probe.
+// Observation is one verified agent from a probe. An agent verified at
+// several addresses in one probe (IPv4 and IPv6, say) is one observation
+// per address.
 type Observation struct {
 	Identity string
 	Addr     netip.Addr // the address that answered
@@ -142,10 +147,18 @@ func (e event) change() HostChange {
 }
 
 // Apply records a probe's observations at now. covered says whether an
-// address was among the probe's targets: a known host whose address was
-// covered and that did not answer is reported unseen; one elsewhere is
-// not (the probe did not look there). If complete is false (the probe was
-// interrupted) nothing is reported unseen.
+// address was among the probe's targets: a known host one of whose
+// verified addresses was covered and that did not answer is reported
+// unseen; one elsewhere is not (the probe did not look there). If
+// complete is false (the probe was interrupted) nothing is reported
+// unseen.
+//
+// Observations of one identity at several addresses are one host with
+// those addresses when their facts agree (oneHost: a dual-stack host
+// swept on both families); otherwise the key is on two machines, and
+// only the first address counts, with a warning. A host's IP is the
+// first of its verified addresses (an IPv4 one if it has one), and a move
+// is a change of it.
 //
 // What one address can add is bounded: a new identity answering at an
 // address whose last host answered in one probe only, and not in this
@@ -161,13 +174,6 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 		s.Hosts = map[string]*Host{}
 	}
 	s.assignNames()
-	obs = slices.Clone(obs)
-	sort.SliceStable(obs, func(i, j int) bool {
-		if obs[i].Addr != obs[j].Addr {
-			return obs[i].Addr.Less(obs[j].Addr)
-		}
-		return obs[i].Identity < obs[j].Identity
-	})
 	present := map[string]bool{}
 	for _, o := range obs {
 		present[o.Identity] = true
@@ -185,19 +191,29 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 	}
 	var news, moves, renames []event
 	var warns []*warning
-	seen := map[string]netip.Addr{}
-	for _, o := range obs {
-		if prev, dup := seen[o.Identity]; dup {
-			warns = append(warns, &warning{kind: KindCopiedKey, identity: o.Identity, addr: prev.String(), otherAddr: o.Addr.String()})
-			continue
+	groups := groupObservations(obs)
+	// Who answered where in this probe: an address another identity
+	// answered at is no longer this one's.
+	holder := map[netip.Addr]string{}
+	for _, g := range groups {
+		for _, a := range g.addrs {
+			holder[a] = g.o.Identity
 		}
-		seen[o.Identity] = o.Addr
+	}
+	seen := map[string]bool{}
+	for _, g := range groups {
+		o := g.o
+		for _, c := range g.copies {
+			warns = append(warns, &warning{kind: KindCopiedKey, identity: o.Identity, addr: o.Addr.String(), otherAddr: c.String()})
+		}
+		seen[o.Identity] = true
 		f := o.Facts
 		if f == nil {
 			f = &proto.Facts{}
 		}
 		ip := o.Addr.String()
 		h := s.Hosts[o.Identity]
+		taken := func(a netip.Addr) bool { return holder[a] != "" && holder[a] != o.Identity }
 		if h == nil {
 			if f.MachineID != "" {
 				for _, other := range byMachine[f.MachineID] {
@@ -212,19 +228,22 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 					warns = append(warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
 				}
 			}
-			h = &Host{Identity: o.Identity, FirstSeen: now, IP: ip, Hostname: f.Hostname}
+			h = &Host{Identity: o.Identity, FirstSeen: now, Hostname: f.Hostname}
+			h.Verified = updateVerified(nil, g.addrs, now, covered, taken)
+			h.IP = h.Verified[0].Addr
 			s.Hosts[o.Identity] = h
-			byAddr[ip] = append(byAddr[ip], h)
-			news = append(news, event{h: h, hostname: f.Hostname, to: ip})
+			byAddr[h.IP] = append(byAddr[h.IP], h)
+			news = append(news, event{h: h, hostname: f.Hostname, to: h.IP})
 		} else {
-			if ip != h.IP {
-				moves = append(moves, event{h: h, hostname: f.Hostname, from: h.IP, to: ip})
-				h.History = append(h.History, Move{At: now, From: h.IP, To: ip})
+			h.Verified = updateVerified(h.verified(), g.addrs, now, covered, taken)
+			if to := h.Verified[0].Addr; to != h.IP {
+				moves = append(moves, event{h: h, hostname: f.Hostname, from: h.IP, to: to})
+				h.History = append(h.History, Move{At: now, From: h.IP, To: to})
 				if len(h.History) > MaxHistory {
 					h.History = slices.Delete(h.History, 0, len(h.History)-MaxHistory)
 				}
-				h.IP = ip
-				byAddr[ip] = append(byAddr[ip], h)
+				h.IP = to
+				byAddr[to] = append(byAddr[to], h)
 			}
 			if f.Hostname != h.Hostname {
 				// The name follows the hostname: it is given anew below,
@@ -250,7 +269,7 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 			keys = append(keys, d.Key)
 		}
 		if len(dropped) > 0 && !slices.Equal(keys, h.Dropped) {
-			warns = append(warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: ip, dropped: dropped})
+			warns = append(warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: h.IP, dropped: dropped})
 		}
 		h.Dropped = keys
 		if len(keys) == 0 {
@@ -279,11 +298,14 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 	s.assignNames()
 	if complete {
 		for _, h := range s.Sorted() {
-			if _, ok := seen[h.Identity]; ok {
+			if seen[h.Identity] {
 				continue
 			}
-			if ip, err := netip.ParseAddr(h.IP); err == nil && covered(ip) {
-				ch.Unseen = append(ch.Unseen, HostChange{Identity: h.Identity, Name: h.Name, Hostname: h.Hostname, From: h.IP, Unseen: now.Sub(h.LastSeen)})
+			for _, v := range h.verified() {
+				if a, err := netip.ParseAddr(v.Addr); err == nil && covered(a) {
+					ch.Unseen = append(ch.Unseen, HostChange{Identity: h.Identity, Name: h.Name, Hostname: h.Hostname, From: h.IP, Unseen: now.Sub(h.LastSeen)})
+					break
+				}
 			}
 		}
 	}
@@ -307,6 +329,50 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 	}
 	s.Updated = now
 	return ch
+}
+
+// observed is one identity's observations in a probe: the first, by
+// kind of address, then address; the addresses of the same host
+// (including the first's); and those of copies of its key.
+type observed struct {
+	o      Observation
+	addrs  []netip.Addr
+	copies []netip.Addr
+}
+
+// groupObservations groups observations by identity, in the order of
+// their first addresses.
+func groupObservations(obs []Observation) []*observed {
+	obs = slices.Clone(obs)
+	slices.SortStableFunc(obs, func(a, b Observation) int {
+		if c := kind(a.Addr) - kind(b.Addr); c != 0 {
+			return c
+		}
+		return a.Addr.Compare(b.Addr)
+	})
+	var out []*observed
+	byID := map[string]*observed{}
+	for _, o := range obs {
+		g := byID[o.Identity]
+		switch {
+		case g == nil:
+			g = &observed{o: o, addrs: []netip.Addr{o.Addr}}
+			byID[o.Identity] = g
+			out = append(out, g)
+		case slices.Contains(g.addrs, o.Addr) || slices.Contains(g.copies, o.Addr):
+		case oneHost(g.o, o):
+			g.addrs = append(g.addrs, o.Addr)
+		default:
+			g.copies = append(g.copies, o.Addr)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *observed) int {
+		if c := a.o.Addr.Compare(b.o.Addr); c != 0 {
+			return c
+		}
+		return strings.Compare(a.o.Identity, b.o.Identity)
+	})
+	return out
 }
 
 // evict keeps at most MaxPerAddress identities per last address,

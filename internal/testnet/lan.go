@@ -4,9 +4,11 @@
 // A LAN is a bridge in its own namespace, a router (the default gateway), a
 // controller namespace where the scanner under test runs, and one
 // namespace per host, each with its role on the agent port (see Role).
-// Addresses come from 198.18.0.0/15 only and exist only inside the LAN's
-// namespaces: nothing is added to the caller's namespace, and every
-// process started is recorded by PID and stopped by PID.
+// Addresses come from 198.18.0.0/15, and IPv6 ones from 2001:db8::/32, only,
+// and exist only inside the LAN's namespaces: nothing is added to the
+// caller's namespace, and every process started is recorded by PID and
+// stopped by PID. Every IPv6 address, link-local ones included, is usable
+// as soon as Up returns: none waits for duplicate address detection.
 //
 // From Go:
 //
@@ -57,6 +59,9 @@ type Host struct {
 	HostSpec
 	MAC       string `json:"mac"`
 	Namespace string `json:"namespace,omitempty"` // empty for Empty
+	// LinkLocal is the host's IPv6 link-local address (EUI-64 of MAC),
+	// for hosts that are there.
+	LinkLocal netip.Addr `json:"link_local,omitzero"`
 	// Identity is the agent's fingerprint, for Agent, WrongKey and
 	// Hostile hosts (a churning Hostile host answers with others).
 	Identity string `json:"identity,omitempty"`
@@ -73,7 +78,9 @@ type Host struct {
 // Node is a namespace of the LAN that is not a managed host.
 type Node struct {
 	Namespace string     `json:"namespace"`
-	Addr      netip.Addr `json:"addr"`
+	Addr      netip.Addr `json:"addr,omitzero"`
+	Addr6     netip.Addr `json:"addr6,omitzero"`
+	LinkLocal netip.Addr `json:"link_local,omitzero"`
 	MAC       string     `json:"mac"`
 }
 
@@ -140,13 +147,25 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 		Router:     Node{Namespace: prefix + "gw", Addr: routerAddr, MAC: mac(routerAddr)},
 		Controller: Node{Namespace: prefix + "ctl", Addr: ctlAddr, MAC: mac(ctlAddr)},
 	}
+	for _, n := range []*Node{&lan.Router, &lan.Controller} {
+		n.LinkLocal = linkLocal(n.MAC)
+		if spec.Prefix6.IsValid() {
+			n.Addr6 = spec.addr6(n.Addr)
+		}
+	}
 	for _, h := range spec.Hosts {
-		host := Host{HostSpec: h, MAC: mac(h.Addr)}
+		host := Host{HostSpec: h}
+		if h.NoIPv4 {
+			host.MAC = mac(h.Addr6)
+		} else {
+			host.MAC = mac(h.Addr)
+		}
 		if h.Duplicate {
-			host.MAC = "02:19" + host.MAC[5:] // the address's owner has 02:18…
+			host.MAC = host.MAC[:3] + "19" + host.MAC[5:] // the address's owner has 02:18… (02:20…)
 		}
 		if h.Role != Empty {
 			host.Namespace = prefix + h.Name
+			host.LinkLocal = linkLocal(host.MAC)
 		}
 		if h.Delay > 0 {
 			host.Relay = prefix + h.Name + "-slow"
@@ -187,7 +206,7 @@ func (l *LAN) nodes() []Node {
 	out := []Node{l.Router, l.Controller}
 	for _, h := range l.Hosts {
 		if h.Namespace != "" {
-			out = append(out, Node{Namespace: h.Namespace, Addr: h.Addr, MAC: h.MAC})
+			out = append(out, Node{Namespace: h.Namespace, Addr: h.Addr, Addr6: h.Addr6, LinkLocal: h.LinkLocal, MAC: h.MAC})
 		}
 	}
 	return out
@@ -252,40 +271,76 @@ func (l *LAN) build(ctx context.Context) error {
 		return err
 	}
 
-	bits := l.Prefix.Bits()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, n := range nodes {
-		g.Go(func() error {
-			cmds := fmt.Sprintf("link set lo up\naddr add %s/%d dev eth0\nlink set eth0 up\n", n.Addr, bits)
-			// The kernel's neighbour table (1,024 entries by default) is
-			// shared by every namespace of this machine, and a host
-			// answers an ARP request only if it can add the asker to it.
-			// A controller that fills the table, as a connect() sweep of a
-			// /22 does, would silence the hosts, which cannot happen
-			// between separate machines; so every node knows the
-			// controller beforehand, in an entry the table never has to
-			// make room for.
-			if n.Namespace != l.Controller.Namespace {
-				cmds += fmt.Sprintf("neigh replace %s lladdr %s nud permanent dev eth0\n", l.Controller.Addr, l.Controller.MAC)
-			}
-			if n.Namespace != l.Router.Namespace {
-				cmds += fmt.Sprintf("route add default via %s\n", l.Router.Addr)
-			} else {
-				// The router's other side: an address on its loopback, so
-				// that it routes like a gateway without reaching anything.
-				cmds += fmt.Sprintf("addr add %s/32 dev lo\n", l.uplinkAddr())
-			}
-			return ipBatch(gctx, n.Namespace, cmds)
-		})
+		g.Go(func() error { return ipBatch(gctx, n.Namespace, l.nodeCommands(n)) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	if err := run(ctx, nil, "ip", "netns", "exec", l.Router.Namespace, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+	forward := []string{"net.ipv4.ip_forward=1"}
+	if l.Prefix6.IsValid() {
+		forward = append(forward, "net.ipv6.conf.all.forwarding=1")
+	}
+	if err := run(ctx, nil, "ip", append([]string{"netns", "exec", l.Router.Namespace, "sysctl", "-qw"}, forward...)...); err != nil {
 		return err
 	}
 	return l.firewall(ctx)
+}
+
+// nodeCommands are the ip -batch commands that give a node its addresses
+// and routes.
+//
+// No address waits for duplicate address detection, which would leave it
+// unusable (tentative) for a second or two after the link comes up: the
+// kernel makes no link-local address of its own (addrgenmode none), and
+// every IPv6 address, the link-local one made here as the kernel would
+// (EUI-64), is added with nodad. Addresses on these links are unique by
+// construction, and a test never has to wait for them.
+func (l *LAN) nodeCommands(n Node) string {
+	var b strings.Builder
+	b.WriteString("link set lo up\nlink set eth0 addrgenmode none\n")
+	fmt.Fprintf(&b, "addr add %s/64 dev eth0 nodad\n", n.LinkLocal)
+	if n.Addr.IsValid() {
+		fmt.Fprintf(&b, "addr add %s/%d dev eth0\n", n.Addr, l.Prefix.Bits())
+	}
+	if n.Addr6.IsValid() {
+		fmt.Fprintf(&b, "addr add %s/%d dev eth0 nodad\n", n.Addr6, l.Prefix6.Bits())
+	}
+	b.WriteString("link set eth0 up\n")
+	// The kernel's neighbour tables (1,024 entries each by default) are
+	// shared by every namespace of this machine, and a host answers an
+	// ARP request or a neighbour solicitation only if it can add the
+	// asker to its table. A controller that fills the table, as a
+	// connect() sweep of a /22 does, would silence the hosts, which
+	// cannot happen between separate machines; so every node knows the
+	// controller beforehand, in an entry the table never has to make
+	// room for.
+	if n.Namespace != l.Controller.Namespace {
+		if n.Addr.IsValid() {
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s nud permanent dev eth0\n", l.Controller.Addr, l.Controller.MAC)
+		}
+		if n.Addr6.IsValid() {
+			fmt.Fprintf(&b, "neigh replace %s lladdr %s nud permanent dev eth0\n", l.Controller.Addr6, l.Controller.MAC)
+		}
+	}
+	if n.Namespace == l.Router.Namespace {
+		// The router's other side: an address on its loopback, so
+		// that it routes like a gateway without reaching anything.
+		fmt.Fprintf(&b, "addr add %s/32 dev lo\n", l.uplinkAddr())
+		if l.Prefix6.IsValid() {
+			fmt.Fprintf(&b, "addr add %s/128 dev lo\n", l.uplinkAddr6())
+		}
+		return b.String()
+	}
+	if n.Addr.IsValid() {
+		fmt.Fprintf(&b, "route add default via %s\n", l.Router.Addr)
+	}
+	if n.Addr6.IsValid() {
+		fmt.Fprintf(&b, "route add default via %s\n", l.Router.Addr6)
+	}
+	return b.String()
 }
 
 // uplinkAddr is the router's address beyond the LAN: in the test
@@ -299,34 +354,53 @@ func (l *LAN) uplinkAddr() netip.Addr {
 	return netip.MustParseAddr("198.19.255.254") // unreachable: a /15 LAN is refused
 }
 
+// uplinkAddr6 is the router's IPv6 address beyond the LAN: in the
+// documentation range, outside the LAN's /64.
+func (l *LAN) uplinkAddr6() netip.Addr {
+	for _, a := range []netip.Addr{netip.MustParseAddr("2001:db8:ffff:ffff::1"), netip.MustParseAddr("2001:db8:ffff:fffe::1")} {
+		if !l.Prefix6.Contains(a) {
+			return a
+		}
+	}
+	return netip.MustParseAddr("2001:db8:ffff:ffff::1") // unreachable: one /64 holds only one of them
+}
+
 // firewall installs the nftables rules of Dropped hosts, hosts that drop
 // UDP and hosts with loss, inside their own namespaces.
 func (l *LAN) firewall(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, h := range l.Hosts {
-		var rules strings.Builder
-		if h.Role == Dropped {
-			fmt.Fprintf(&rules, "table inet ifltest {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport %d drop\n }\n}\n", l.Port)
-		}
-		if h.DropUDP && h.Namespace != "" {
-			fmt.Fprintf(&rules, "table inet ifltestudp {\n chain input {\n  type filter hook input priority 0; policy accept;\n  udp dport %d drop\n }\n}\n", l.Port)
-		}
-		if h.Loss > 0 && h.Namespace != "" {
-			fmt.Fprintf(&rules, "table inet ifltestloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta l4proto tcp numgen random mod 100 < %d drop\n }\n}\n", h.Loss)
-			fmt.Fprintf(&rules, "table arp ifltestloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  numgen random mod 100 < %d drop\n }\n}\n", h.Loss)
-		}
-		if rules.Len() == 0 {
+		rules := firewallRules(h.HostSpec, h.Namespace != "", l.Port)
+		if rules == "" {
 			continue
 		}
 		if _, err := exec.LookPath("nft"); err != nil {
 			return errors.New("testnet: nft not found: dropped hosts and packet loss need nftables (apt-get install nftables)")
 		}
 		g.Go(func() error {
-			return run(gctx, strings.NewReader(rules.String()), "ip", "netns", "exec", h.Namespace, "nft", "-f", "-")
+			return run(gctx, strings.NewReader(rules), "ip", "netns", "exec", h.Namespace, "nft", "-f", "-")
 		})
 	}
 	return g.Wait()
+}
+
+// firewallRules returns the nftables rules of a host, for both families:
+// inet tables hook IPv4 and IPv6 alike, and a lossy host loses neighbour
+// solicitations as it loses ARP requests.
+func firewallRules(h HostSpec, there bool, port int) string {
+	var rules strings.Builder
+	if h.Role == Dropped {
+		fmt.Fprintf(&rules, "table inet ifltest {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport %d drop\n }\n}\n", port)
+	}
+	if h.DropUDP && there {
+		fmt.Fprintf(&rules, "table inet ifltestudp {\n chain input {\n  type filter hook input priority 0; policy accept;\n  udp dport %d drop\n }\n}\n", port)
+	}
+	if h.Loss > 0 && there {
+		fmt.Fprintf(&rules, "table inet ifltestloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta l4proto tcp numgen random mod 100 < %d drop\n  icmpv6 type nd-neighbor-solicit numgen random mod 100 < %d drop\n }\n}\n", h.Loss, h.Loss)
+		fmt.Fprintf(&rules, "table arp ifltestloss {\n chain input {\n  type filter hook input priority 0; policy accept;\n  numgen random mod 100 < %d drop\n }\n}\n", h.Loss)
+	}
+	return rules.String()
 }
 
 func (l *LAN) save() error {
@@ -376,13 +450,18 @@ func run(ctx context.Context, stdin *strings.Reader, name string, args ...string
 }
 
 // Move gives the host called name a new address on the LAN, as a DHCP
-// server would, and keeps its MAC, processes and identity.
+// server would, and keeps its MAC, processes and identity: an IPv4
+// address replaces its IPv4 address, an IPv6 one its IPv6 address.
 func (l *LAN) Move(ctx context.Context, name string, to netip.Addr) error {
-	if !l.Prefix.Contains(to) || to == l.Router.Addr || to == l.Controller.Addr {
-		return fmt.Errorf("testnet: move %s: %v is outside %v or taken", name, to, l.Prefix)
+	prefix, router, ctl := l.Prefix, l.Router.Addr, l.Controller.Addr
+	if to.Is6() {
+		prefix, router, ctl = l.Prefix6, l.Router.Addr6, l.Controller.Addr6
+	}
+	if !prefix.IsValid() || !prefix.Contains(to) || to == router || to == ctl || to == prefix.Addr() {
+		return fmt.Errorf("testnet: move %s: %v is outside %v or taken", name, to, prefix)
 	}
 	for i := range l.Hosts {
-		if l.Hosts[i].Addr == to {
+		if l.Hosts[i].Addr == to || l.Hosts[i].Addr6 == to {
 			return fmt.Errorf("testnet: move %s: %v is taken by %s", name, to, l.Hosts[i].Name)
 		}
 	}
@@ -394,11 +473,20 @@ func (l *LAN) Move(ctx context.Context, name string, to netip.Addr) error {
 		if h.Namespace == "" {
 			return fmt.Errorf("testnet: move %s: an empty address has no host to move", name)
 		}
-		cmds := fmt.Sprintf("addr flush dev eth0\naddr add %s/%d dev eth0\nroute add default via %s\n", to, l.Prefix.Bits(), l.Router.Addr)
+		from, nodad := &h.Addr, ""
+		if to.Is6() {
+			from, nodad = &h.Addr6, " nodad"
+		}
+		if !from.IsValid() {
+			return fmt.Errorf("testnet: move %s: the host has no address of %v's family to move", name, to)
+		}
+		// Only the address that moves goes: the other family's, and
+		// the link-local one, stay.
+		cmds := fmt.Sprintf("addr del %s/%d dev eth0\naddr add %s/%d dev eth0%s\nroute replace default via %s\n", *from, prefix.Bits(), to, prefix.Bits(), nodad, router)
 		if err := ipBatch(ctx, h.Namespace, cmds); err != nil {
 			return err
 		}
-		h.Addr = to
+		*from = to
 		return l.save()
 	}
 	return fmt.Errorf("testnet: move: no host %q", name)

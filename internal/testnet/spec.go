@@ -1,8 +1,10 @@
 package testnet
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"regexp"
 	"time"
@@ -32,6 +34,10 @@ var roles = []Role{Agent, WrongKey, Impostor, Closed, Dropped, Empty, Hostile}
 // TestRange is the only address range a test LAN may use: 198.18.0.0/15,
 // reserved for benchmarking (RFC 2544).
 var TestRange = netip.MustParsePrefix("198.18.0.0/15")
+
+// TestRange6 is the only IPv6 range a test LAN may use: 2001:db8::/32,
+// reserved for documentation (RFC 3849), which no network routes.
+var TestRange6 = netip.MustParsePrefix("2001:db8::/32")
 
 // HostSpec describes one host.
 type HostSpec struct {
@@ -63,6 +69,16 @@ type HostSpec struct {
 	// Churn makes a Hostile host use a new identity key for every
 	// connection, as an agent that wants to flood an inventory would.
 	Churn bool `json:"churn,omitempty" yaml:"churn,omitempty"`
+	// IPv6 gives the host an address on the LAN's Prefix6 as well:
+	// Addr6, by default the host's offset in Prefix put in Prefix6
+	// (198.18.48.5 of a /24 is 2001:db8:48::5 of 2001:db8:48::/64).
+	IPv6 bool `json:"ipv6,omitempty" yaml:"ipv6,omitempty"`
+	// Addr6 is the host's IPv6 address; setting it implies IPv6.
+	Addr6 netip.Addr `json:"addr6,omitzero" yaml:"addr6,omitempty"`
+	// NoIPv4 makes an IPv6-only host (IPv6 implied): Addr stays unset,
+	// and the host has no IPv4 address at all, only the IPv6 one and its
+	// link-local address.
+	NoIPv4 bool `json:"no_ipv4,omitempty" yaml:"no_ipv4,omitempty"`
 }
 
 // Spec describes a LAN.
@@ -71,8 +87,12 @@ type Spec struct {
 	// ifl-<name>-<host>, and a LAN is torn down by its name.
 	Name   string       `json:"name" yaml:"name"`
 	Prefix netip.Prefix `json:"prefix" yaml:"prefix"`
-	Port   int          `json:"port" yaml:"port"` // the agent port
-	Hosts  []HostSpec   `json:"hosts" yaml:"hosts"`
+	// Prefix6, if set, is the LAN's IPv6 prefix: a /64 inside
+	// TestRange6. The router and the controller get addresses on it
+	// (::1 and ::2), and so do the hosts that ask for IPv6.
+	Prefix6 netip.Prefix `json:"prefix6,omitzero" yaml:"prefix6,omitempty"`
+	Port    int          `json:"port" yaml:"port"` // the agent port
+	Hosts   []HostSpec   `json:"hosts" yaml:"hosts"`
 }
 
 // Mix returns n hosts of each role in counts, in a fixed pseudo-random
@@ -93,7 +113,10 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 
 // resolve checks the spec and fills in names and addresses. The router takes
 // the first usable address and the controller the second; hosts without
-// an address are spread evenly over the rest.
+// an address are spread evenly over the rest. With Prefix6, a host's IPv6
+// address is by default its IPv4 address's offset put in Prefix6; an
+// IPv6-only host takes a slot of the spread all the same, for that offset,
+// and then gives its IPv4 address up.
 func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 	if !nameRE.MatchString(s.Name) {
 		return router, controller, fmt.Errorf("testnet: name %q: want 1 to 8 of [a-z0-9]", s.Name)
@@ -102,6 +125,12 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 		return router, controller, fmt.Errorf("testnet: prefix %v: want an IPv4 prefix from /15 to /29 inside %v", s.Prefix, TestRange)
 	}
 	s.Prefix = s.Prefix.Masked()
+	if s.Prefix6 != (netip.Prefix{}) {
+		if !s.Prefix6.IsValid() || !s.Prefix6.Addr().Is6() || s.Prefix6.Addr().Is4In6() || s.Prefix6.Bits() != 64 || !TestRange6.Contains(s.Prefix6.Addr()) {
+			return router, controller, fmt.Errorf("testnet: prefix6 %v: want a /64 inside %v (documentation addresses, which nothing routes)", s.Prefix6, TestRange6)
+		}
+		s.Prefix6 = s.Prefix6.Masked()
+	}
 	if s.Port < 1024 || s.Port > 65535 {
 		return router, controller, fmt.Errorf("testnet: port %d: want 1024-65535", s.Port)
 	}
@@ -119,6 +148,12 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 	first := s.Prefix.Addr().Next()
 	router, controller = first, first.Next()
 	taken := map[netip.Addr]bool{router: true, controller: true}
+	taken6 := map[netip.Addr]bool{}
+	if s.Prefix6.IsValid() {
+		taken6[s.Prefix6.Addr()] = true // the subnet-router anycast address
+		taken6[s.addr6(router)] = true
+		taken6[s.addr6(controller)] = true
+	}
 	names := map[string]bool{}
 	for i := range s.Hosts {
 		h := &s.Hosts[i]
@@ -141,12 +176,29 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 		if names[h.Name] {
 			return router, controller, fmt.Errorf("testnet: host name %q used twice", h.Name)
 		}
+		if h.Name == "network" || h.Name == "wrong" {
+			// Its key file would be the LAN's key of that name.
+			return router, controller, fmt.Errorf("testnet: host name %q is the name of one of the LAN's key files", h.Name)
+		}
 		names[h.Name] = true
+		h.IPv6 = h.IPv6 || h.NoIPv4 || h.Addr6.IsValid()
+		if h.IPv6 && !s.Prefix6.IsValid() {
+			return router, controller, fmt.Errorf("testnet: host %s: IPv6 needs the LAN's prefix6", h.Name)
+		}
+		if h.NoIPv4 && h.Addr.IsValid() {
+			return router, controller, fmt.Errorf("testnet: host %s: address %v on an IPv6-only host (no_ipv4)", h.Name, h.Addr)
+		}
 		if h.Addr.IsValid() {
 			if !s.Prefix.Contains(h.Addr) || (taken[h.Addr] && !h.Duplicate) {
 				return router, controller, fmt.Errorf("testnet: host %s: address %v is outside %v or taken", h.Name, h.Addr, s.Prefix)
 			}
 			taken[h.Addr] = true
+		}
+		if h.Addr6.IsValid() {
+			if !s.Prefix6.Contains(h.Addr6) || h.Addr6.Zone() != "" || (taken6[h.Addr6] && !h.Duplicate) {
+				return router, controller, fmt.Errorf("testnet: host %s: IPv6 address %v is outside %v or taken", h.Name, h.Addr6, s.Prefix6)
+			}
+			taken6[h.Addr6] = true
 		}
 	}
 	// Spread: host i of n gets the middle of the i-th of n equal slices of
@@ -168,14 +220,39 @@ func (s *Spec) resolve() (router, controller netip.Addr, err error) {
 		h.Addr = a
 		taken[a] = true
 	}
+	for i := range s.Hosts {
+		h := &s.Hosts[i]
+		if h.IPv6 && !h.Addr6.IsValid() {
+			a := s.addr6(h.Addr)
+			if taken6[a] && !h.Duplicate {
+				return router, controller, fmt.Errorf("testnet: host %s: IPv6 address %v, from its IPv4 address, is taken: give it addr6", h.Name, a)
+			}
+			h.Addr6 = a
+			taken6[a] = true
+		}
+		if h.NoIPv4 {
+			h.Addr = netip.Addr{}
+		}
+	}
 	return router, controller, nil
 }
 
-func nth(a netip.Addr, n int) netip.Addr {
+// addr6 returns the address of Prefix6 at a's offset in Prefix.
+func (s *Spec) addr6(a netip.Addr) netip.Addr {
+	b := s.Prefix6.Addr().As16()
+	binary.BigEndian.PutUint32(b[12:], u32(a)-u32(s.Prefix.Addr()))
+	return netip.AddrFrom16(b)
+}
+
+func u32(a netip.Addr) uint32 {
 	b := a.As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v += uint32(n)
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return binary.BigEndian.Uint32(b[:])
+}
+
+func nth(a netip.Addr, n int) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], u32(a)+uint32(n))
+	return netip.AddrFrom4(b)
 }
 
 func last(p netip.Prefix) netip.Addr {
@@ -183,8 +260,25 @@ func last(p netip.Prefix) netip.Addr {
 }
 
 // mac returns the MAC address of the host at a: 02:18 followed by the four
-// bytes of the address, so a MAC names its IP in every capture.
+// bytes of the address, so a MAC names its IP in every capture; for an
+// IPv6 address, 02:20 followed by its last four bytes.
 func mac(a netip.Addr) string {
+	if a.Is6() {
+		b := a.As16()
+		return fmt.Sprintf("02:20:%02x:%02x:%02x:%02x", b[12], b[13], b[14], b[15])
+	}
 	b := a.As4()
 	return fmt.Sprintf("02:18:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+// linkLocal returns the link-local address the kernel makes from a MAC
+// with EUI-64 (RFC 4291 appendix A), the mode the LAN's links are set to.
+func linkLocal(mac string) netip.Addr {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return netip.Addr{}
+	}
+	b := [16]byte{0: 0xfe, 1: 0x80}
+	copy(b[8:], []byte{hw[0] ^ 0x02, hw[1], hw[2], 0xff, 0xfe, hw[3], hw[4], hw[5]})
+	return netip.AddrFrom16(b)
 }

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -45,10 +46,105 @@ func TestResolveErrors(t *testing.T) {
 		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: "router"}}}, `role "router"`},
 		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: Agent, Addr: netip.MustParseAddr("198.18.0.2")}}}, "outside 198.18.0.0/29 or taken"},
 		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: Agent, Name: "a"}, {Role: Agent, Name: "a"}}}, `"a" used twice`},
+		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: WrongKey, Name: "wrong"}}}, `host name "wrong" is the name of one of the LAN's key files`},
 	}
 	for _, tt := range tests {
 		if _, _, err := tt.spec.resolve(); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: got %v, want %q", tt.spec, err, tt.want)
+		}
+	}
+}
+
+func TestResolveIPv6(t *testing.T) {
+	s := Spec{Name: "t", Prefix: netip.MustParsePrefix("198.18.48.0/24"), Prefix6: netip.MustParsePrefix("2001:db8:48::/64"), Port: 7440,
+		Hosts: []HostSpec{
+			{Role: Agent, Name: "v4", Addr: netip.MustParseAddr("198.18.48.5")},
+			{Role: Agent, Name: "dual", Addr: netip.MustParseAddr("198.18.48.6"), IPv6: true},
+			{Role: Agent, Name: "only6", NoIPv4: true},
+			{Role: Closed, Name: "own6", Addr6: netip.MustParseAddr("2001:db8:48::beef")},
+		}}
+	router, ctl, err := s.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.addr6(router).String() + " " + s.addr6(ctl).String(); got != "2001:db8:48::1 2001:db8:48::2" {
+		t.Errorf("router and controller: %s", got)
+	}
+	var got []string
+	for _, h := range s.Hosts {
+		got = append(got, fmt.Sprintf("%s=%v,%v,%v", h.Name, h.Addr, h.Addr6, h.IPv6))
+	}
+	// The IPv6-only host takes the slot it would have had (the third of
+	// four slices, .160), for its IPv6 address (::a0), and no IPv4
+	// address.
+	want := "v4=198.18.48.5,invalid IP,false dual=198.18.48.6,2001:db8:48::6,true only6=invalid IP,2001:db8:48::a0,true own6=198.18.48.223,2001:db8:48::beef,true"
+	if strings.Join(got, " ") != want {
+		t.Errorf("addresses\n got %s\nwant %s", strings.Join(got, " "), want)
+	}
+	if m := mac(netip.MustParseAddr("2001:db8:48::81")); m != "02:20:00:00:00:81" {
+		t.Errorf("mac %s", m)
+	}
+	if ll := linkLocal("02:18:c6:12:30:05"); ll != netip.MustParseAddr("fe80::18:c6ff:fe12:3005") {
+		t.Errorf("link-local %v", ll)
+	}
+}
+
+func TestResolveIPv6Errors(t *testing.T) {
+	p := netip.MustParsePrefix("198.18.48.0/24")
+	p6 := netip.MustParsePrefix("2001:db8:48::/64")
+	a6 := netip.MustParseAddr
+	tests := []struct {
+		prefix6 string
+		hosts   []HostSpec
+		want    string
+	}{
+		// Nothing routable, nothing but a /64 of the documentation range.
+		{"2001:db9::/64", nil, "prefix6 2001:db9::/64: want a /64 inside 2001:db8::/32"},
+		{"2001:4860::/64", nil, "prefix6 2001:4860::/64: want a /64 inside 2001:db8::/32"},
+		{"fd00::/64", nil, "prefix6 fd00::/64: want a /64 inside 2001:db8::/32"},
+		{"2001:db8::/32", nil, "prefix6 2001:db8::/32: want a /64"},
+		{"2001:db8:48::/120", nil, "prefix6 2001:db8:48::/120: want a /64"},
+		{"::ffff:198.18.48.0/120", nil, "want a /64 inside 2001:db8::/32"},
+		{"198.18.48.0/24", nil, "want a /64 inside 2001:db8::/32"},
+		{"", []HostSpec{{Role: Agent, IPv6: true}}, "host h001: IPv6 needs the LAN's prefix6"},
+		{"", []HostSpec{{Role: Agent, NoIPv4: true}}, "host h001: IPv6 needs the LAN's prefix6"},
+		{"", []HostSpec{{Role: Agent, Addr6: a6("2001:db8:48::9")}}, "host h001: IPv6 needs the LAN's prefix6"},
+		{p6.String(), []HostSpec{{Role: Agent, NoIPv4: true, Addr: a6("198.18.48.9")}}, "address 198.18.48.9 on an IPv6-only host"},
+		{p6.String(), []HostSpec{{Role: Agent, Addr6: a6("2001:db8:49::9")}}, "IPv6 address 2001:db8:49::9 is outside 2001:db8:48::/64 or taken"},
+		{p6.String(), []HostSpec{{Role: Agent, Addr6: a6("2001:db8:48::2")}}, "IPv6 address 2001:db8:48::2 is outside 2001:db8:48::/64 or taken"},
+		{p6.String(), []HostSpec{{Role: Agent, Addr6: a6("2001:db8:48::")}}, "is outside 2001:db8:48::/64 or taken"},
+		{p6.String(), []HostSpec{{Role: Agent, Name: "a", Addr6: a6("2001:db8:48::9")}, {Role: Agent, Name: "b", Addr6: a6("2001:db8:48::9")}}, "host b: IPv6 address 2001:db8:48::9 is outside"},
+		{p6.String(), []HostSpec{{Role: Agent, Name: "a", Addr6: a6("2001:db8:48::9")}, {Role: Agent, Name: "b", Addr: a6("198.18.48.9"), IPv6: true}}, "host b: IPv6 address 2001:db8:48::9, from its IPv4 address, is taken: give it addr6"},
+	}
+	for _, tt := range tests {
+		s := Spec{Name: "t", Prefix: p, Port: 7440, Hosts: tt.hosts}
+		if tt.prefix6 != "" {
+			s.Prefix6 = netip.MustParsePrefix(tt.prefix6)
+		}
+		if _, _, err := s.resolve(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("prefix6 %q, hosts %+v: got %v, want %q", tt.prefix6, tt.hosts, err, tt.want)
+		}
+	}
+}
+
+func TestFirewallRulesCoverIPv6(t *testing.T) {
+	for _, tt := range []struct {
+		h    HostSpec
+		want []string
+	}{
+		{HostSpec{Role: Dropped}, []string{"table inet ifltest ", "tcp dport 7440 drop"}},
+		{HostSpec{Role: Agent, DropUDP: true}, []string{"table inet ifltestudp ", "udp dport 7440 drop"}},
+		{HostSpec{Role: Agent, Loss: 20}, []string{"table inet ifltestloss ", "meta l4proto tcp numgen random mod 100 < 20 drop",
+			"icmpv6 type nd-neighbor-solicit numgen random mod 100 < 20 drop", "table arp ifltestloss "}},
+	} {
+		got := firewallRules(tt.h, true, 7440)
+		for _, w := range tt.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%+v: no %q in\n%s", tt.h, w, got)
+			}
+		}
+		if strings.Contains(got, "table ip ") || strings.Contains(got, "table ip6 ") {
+			t.Errorf("%+v: a table of one family only:\n%s", tt.h, got)
 		}
 	}
 }

@@ -100,9 +100,10 @@ _ifl() {
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--stale-after) COMPREPLY=(); return ;;
 		--prune) COMPREPLY=(); return ;;
+		--prefer) COMPREPLY=($(compgen -W "ipv4 ipv6" -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--list --host --output -o --no-header --state --stale-after --prune --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--list --host --output -o --no-header --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()

@@ -1,0 +1,173 @@
+package inventory
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/ifl-project/ifl/proto"
+)
+
+// Prefer is the address family ansible_host is taken from when a host
+// has verified addresses of both; the zero value is PreferIPv4.
+type Prefer string
+
+// Preferences.
+const (
+	PreferIPv4 Prefer = "ipv4"
+	PreferIPv6 Prefer = "ipv6"
+)
+
+// ParsePrefer reads a preference as the CLI takes it.
+func ParsePrefer(s string) (Prefer, error) {
+	switch p := Prefer(s); p {
+	case PreferIPv4, PreferIPv6:
+		return p, nil
+	}
+	return "", fmt.Errorf("%q: want ipv4 or ipv6", s)
+}
+
+// Verified is one address where a host proved its identity with the
+// handshake. Only such addresses become ansible_host: the addresses an
+// agent reports in its facts are claims, and a compromised host could
+// claim any other host's.
+type Verified struct {
+	Addr string    `json:"addr"` // with its zone if link-local: the controller's interface
+	At   time.Time `json:"at"`   // the last probe that verified it
+}
+
+// Address kinds, in the order a host's verified addresses are kept and
+// chosen from: IPv4, then IPv6 that is not link-local, then link-local.
+const (
+	kindIPv4 = iota
+	kindIPv6
+	kindLinkLocal
+)
+
+func kind(a netip.Addr) int {
+	switch {
+	case a.Unmap().Is4():
+		return kindIPv4
+	case a.IsLinkLocalUnicast():
+		return kindLinkLocal
+	}
+	return kindIPv6
+}
+
+// verified returns the host's verified addresses; a state written before
+// they were kept has only the address that answered last.
+func (h *Host) verified() []Verified {
+	if len(h.Verified) == 0 && h.IP != "" {
+		return []Verified{{Addr: h.IP, At: h.LastSeen}}
+	}
+	return h.Verified
+}
+
+// Address returns the address Ansible should reach the host at, among
+// those the handshake verified: one of the preferred family if the host
+// has one, else one of the other; a global address before a link-local
+// one, the most recently verified first, then the lowest.
+func (h *Host) Address(prefer Prefer) string {
+	vs := sortVerified(slices.Clone(h.verified()))
+	want6 := prefer == PreferIPv6
+	for _, v := range vs {
+		if a, err := netip.ParseAddr(v.Addr); err == nil && (kind(a) != kindIPv4) == want6 {
+			return v.Addr
+		}
+	}
+	if len(vs) > 0 {
+		return vs[0].Addr
+	}
+	return h.IP
+}
+
+// sortVerified orders addresses by kind, then the most recent first, then
+// by address.
+func sortVerified(vs []Verified) []Verified {
+	slices.SortStableFunc(vs, func(x, y Verified) int {
+		a, errA := netip.ParseAddr(x.Addr)
+		b, errB := netip.ParseAddr(y.Addr)
+		if errA != nil || errB != nil {
+			return boolCmp(errA != nil, errB != nil)
+		}
+		if c := kind(a) - kind(b); c != 0 {
+			return c
+		}
+		if c := y.At.Compare(x.At); c != 0 {
+			return c
+		}
+		return a.Compare(b)
+	})
+	return vs
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// updateVerified returns the host's verified addresses after a probe at
+// now that verified it at answered. An address the host had before is
+// dropped when the probe looked there and the host did not answer
+// (covered), when another identity answered there (taken), or when the
+// host answered at another address of the same kind and not there: the
+// address it had is then one it left, as after a DHCP move, even where
+// the probe did not look (a broadcast round looks nowhere in particular).
+func updateVerified(old []Verified, answered []netip.Addr, now time.Time, covered func(netip.Addr) bool, taken func(netip.Addr) bool) []Verified {
+	out := make([]Verified, 0, len(old)+len(answered))
+	answeredKind := map[int]bool{}
+	here := map[netip.Addr]bool{}
+	for _, a := range answered {
+		out = append(out, Verified{Addr: a.String(), At: now})
+		answeredKind[kind(a)] = true
+		here[a] = true
+	}
+	for _, v := range old {
+		a, err := netip.ParseAddr(v.Addr)
+		if err != nil || here[a] || answeredKind[kind(a)] || covered(a) || taken(a) {
+			continue
+		}
+		out = append(out, v)
+	}
+	out = sortVerified(out)
+	if len(out) > MaxAddresses {
+		out = out[:MaxAddresses]
+	}
+	return out
+}
+
+// oneHost reports whether two verified addresses of one identity, seen in
+// the same probe, are one machine's (two addresses of a dual-stack host)
+// rather than a key copied to another machine: both answers carry the
+// same machine-id, and each lists both addresses on its interfaces. Facts
+// are claims, but both addresses proved the key either way; the facts
+// only decide between one host and a warning.
+func oneHost(a, b Observation) bool {
+	if a.Facts == nil || b.Facts == nil || a.Facts.MachineID != b.Facts.MachineID {
+		return false
+	}
+	for _, f := range []*proto.Facts{a.Facts, b.Facts} {
+		if !hasAddr(f, a.Addr) || !hasAddr(f, b.Addr) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasAddr(f *proto.Facts, a netip.Addr) bool {
+	a = a.WithZone("").Unmap()
+	for _, ifc := range f.Interfaces {
+		for _, s := range ifc.Addrs {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().WithZone("").Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
