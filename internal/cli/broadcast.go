@@ -163,10 +163,18 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 		found = slices.DeleteFunc(found, func(res probe.Result) bool { return !res.Status.Open() })
 	}
 	s.Agents = 0
-	var obs []inventory.Observation
 	for _, res := range found {
 		if res.Status == probe.Agent {
 			s.Agents++
+		}
+	}
+	// Every verified address is an observation, not only the one a host
+	// is listed at: the inventory learns a dual-stack host's IPv4 and
+	// IPv6 addresses from one round, each with the facts its own
+	// handshake returned.
+	var obs []inventory.Observation
+	for _, res := range all {
+		if res.Status == probe.Agent {
 			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
 	}
