@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -124,5 +125,36 @@ func TestOnceBroadcastRecordsEveryAddress(t *testing.T) {
 	}
 	if h.IP != "127.0.0.1" {
 		t.Errorf("IP %s, want 127.0.0.1", h.IP)
+	}
+}
+
+// TestBroadcastTargetsUnlisted: with --broadcast, targets of any size are
+// kept as a set to test answers against, never listed.
+func TestBroadcastTargetsUnlisted(t *testing.T) {
+	tf := &TargetFlags{Exclude: []string{"2001:db8:48::/65"}, unlisted: true}
+	addrs, err := expandTargets(context.Background(), "probe", []string{"2001:db8:48::/64", "198.18.0.0/15"}, tf)
+	if err != nil || addrs != nil {
+		t.Fatalf("got %d addresses, %v; want none listed, no error", len(addrs), err)
+	}
+	for a, want := range map[string]bool{"2001:db8:48:0:8000::5": true, "2001:db8:48::5": false, "2001:db8:49::5": false, "198.19.255.254": true, "198.20.0.1": false} {
+		if got := tf.set.Contains(netip.MustParseAddr(a)); got != want {
+			t.Errorf("%s in the targets: %v, want %v", a, got, want)
+		}
+	}
+}
+
+// TestBroadcastNoLink: a /64 with --broadcast is not refused for its
+// size; on no attached link, it is refused for that, without suggesting
+// a sweep of it.
+func TestBroadcastNoLink(t *testing.T) {
+	keyFile, _, _ := startAgent(t)
+	code, stdout, stderr := run(t, "probe", "--broadcast", "--no-state", "--network-key", keyFile, "2001:db8:ffff:fffd::/64")
+	want := "ifl: probe --broadcast: no target is on a directly attached link with an IPv4 broadcast address or IPv6, and a query reaches no other (give a prefix of an attached link, or few enough addresses to probe each without --broadcast)\n"
+	if code != 2 || stdout != "" || stderr != want {
+		t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and %q", code, stdout, stderr, want)
+	}
+	code, _, stderr = run(t, "probe", "--broadcast", "--no-state", "--network-key", keyFile, "2001:db8:ffff:fffd::5")
+	if want := "(probe without --broadcast to try every address)\n"; code != 2 || !strings.HasSuffix(stderr, want) {
+		t.Errorf("one address: exit %d, stderr %q; want exit 2 and ...%q", code, stderr, want)
 	}
 }

@@ -86,12 +86,49 @@ func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: no such interface (try: ip link)", ifname)
 	}
-	addrs, err := ifi.Addrs()
+	out, err := destinations(ifi, port, func(p netip.Prefix) bool { return p.Addr().Is4() || ipv6 })
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ifname, err)
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no IPv4 subnet with a broadcast address, and no IPv6: nowhere to send a query (give targets to sweep instead)", ifname)
+	}
+	return out, nil
+}
+
+// LinkDestinations returns where to send queries to reach the subnets
+// that want accepts, on every link that is up but loopback: the
+// broadcast address of each such IPv4 subnet (of /30 or shorter), and the
+// all-nodes address on each link with such an IPv6 prefix (link-local
+// fe80::/64 included). want gets each prefix masked (198.18.0.0/24).
+func LinkDestinations(port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
+	ifis, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("listing interfaces: %w", err)
 	}
 	var out []netip.AddrPort
-	has6 := false
+	for _, ifi := range ifis {
+		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		d, err := destinations(&ifi, port, want)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d...)
+	}
+	return out, nil
+}
+
+// destinations returns the destinations on one interface of the prefixes
+// that want accepts.
+func destinations(ifi *net.Interface, port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
+	}
+	var out []netip.AddrPort
+	want6 := false
 	for _, a := range addrs {
 		ipn, ok := a.(*net.IPNet)
 		if !ok {
@@ -99,19 +136,17 @@ func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) 
 		}
 		ip, _ := netip.AddrFromSlice(ipn.IP)
 		ones, _ := ipn.Mask.Size()
-		ip = ip.Unmap()
+		p := netip.PrefixFrom(ip.Unmap(), ones).Masked()
 		switch {
-		case ip.Is4() && ifi.Flags&net.FlagBroadcast != 0 && ones <= 30:
-			out = append(out, netip.AddrPortFrom(Broadcast(netip.PrefixFrom(ip, ones)), uint16(port)))
-		case ip.Is6():
-			has6 = true
+		case !p.IsValid() || !want(p):
+		case p.Addr().Is4() && ifi.Flags&net.FlagBroadcast != 0 && ones <= 30:
+			out = append(out, netip.AddrPortFrom(Broadcast(p), uint16(port)))
+		case p.Addr().Is6():
+			want6 = true
 		}
 	}
-	if ipv6 && has6 && ifi.Flags&net.FlagMulticast != 0 {
-		out = append(out, netip.AddrPortFrom(AllNodes.WithZone(ifname), uint16(port)))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no IPv4 subnet with a broadcast address, and no IPv6: nowhere to send a query (give targets to sweep instead)", ifname)
+	if want6 && ifi.Flags&net.FlagMulticast != 0 {
+		out = append(out, netip.AddrPortFrom(AllNodes.WithZone(ifi.Name), uint16(port)))
 	}
 	return out, nil
 }

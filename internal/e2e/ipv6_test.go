@@ -96,7 +96,7 @@ func TestDualStack(t *testing.T) {
 
 	t.Run("a /64 is not swept", func(t *testing.T) {
 		stdout, stderr, code := iflWithoutNetRaw(t, lan, "probe", "--connect", "2001:db8:48::/64")
-		want := "ifl: probe: too many addresses: 18446744073709551616 addresses, more than the limit of 65536 (--force allows up to 16777216)\n"
+		want := "ifl: probe: too many addresses: 18446744073709551616 addresses, more than the limit of 65536 (--broadcast finds the agents there without sweeping)\n"
 		if code != 2 || stderr != want || stdout != "" {
 			t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and %q", code, stdout, stderr, want)
 		}
@@ -154,6 +154,25 @@ func TestDualStack(t *testing.T) {
 		}
 		if rep.Summary.Method != "broadcast" || rep.Summary.Agents != len(want) {
 			t.Errorf("summary %+v, want %d agents by broadcast", rep.Summary, len(want))
+		}
+	})
+
+	t.Run("broadcast to IPv4 targets", func(t *testing.T) {
+		rep := probeJSON(t, lan, "probe", "--broadcast", "-o", "json", "--no-state", lan.Prefix.String())
+		got := map[string]string{}
+		for _, h := range rep.Hosts {
+			got[h.Identity] = h.Status + " " + h.Address + " also " + strings.Join(h.AlsoAt, ",")
+		}
+		// IPv4 targets: the link's IPv4 broadcast address only, no
+		// ff02::1, so each agent at its IPv4 address alone.
+		want := map[string]string{}
+		for _, name := range agents {
+			if h := byName[name]; !h.DropUDP && h.Addr.IsValid() {
+				want[h.Identity] = "agent " + h.Addr.String() + " also "
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("found by identity (-want +got):\n%s", diff)
 		}
 	})
 
