@@ -30,10 +30,13 @@ the default route's interface without targets, or the directly attached
 links whose subnets overlap the targets (ff02::1 only where they hold IPv6
 targets). Targets are never swept, so a prefix of any size will do
 (2001:db8:48::/64), and answers from outside them are dropped, IPv6 ones
-included. Agents holding the network key answer; each
+included. The ff02::1 query goes from the link's link-local address and
+again from each of its global IPv6 addresses, so that agents answer at
+their global addresses too. Agents holding the network key answer; each
 address that answers then gets the full handshake and ping, and only that
-makes it an agent. An agent answering on IPv4 and IPv6 is one host, listed
-at its IPv4 address with the other under also_at. It takes a fraction of a
+makes it an agent. An agent answering at several addresses is one host,
+listed at its IPv4 address (else a global IPv6 one) with the others under
+also_at, and the inventory keeps them all. It takes a fraction of a
 second and no capability, but it can miss agents: those whose firewall
 drops the UDP port, those bound to one address, routed targets, and
 segments that filter broadcast or multicast. A probe without --broadcast
