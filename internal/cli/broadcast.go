@@ -3,33 +3,40 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go4.org/netipx"
 
 	"github.com/ifl-project/ifl/internal/discover"
-	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/targets"
 )
 
 // BroadcastFlags are ifl probe's flags for discovery by broadcast.
 type BroadcastFlags struct {
-	Broadcast      bool          `help:"Find agents with one authenticated UDP query to the broadcast (IPv4) and all-nodes (IPv6) addresses of the targets' links, and verify each address that answers with the handshake; needs no privilege. Misses agents whose firewall drops the UDP port and segments that filter broadcast."`
+	Broadcast      bool          `help:"Find agents with one authenticated UDP query to the broadcast (IPv4) and all-nodes (IPv6) addresses of the targets' links, sweeping none of them (a prefix of any size will do), and verify each address that answers with the handshake; needs no privilege. Misses agents whose firewall drops the UDP port and segments that filter broadcast."`
 	BroadcastEvery time.Duration `name:"broadcast-every" default:"30s" placeholder:"INTERVAL" help:"With --watch: a broadcast round this often between full probes, so that a moved agent shows up within INTERVAL; 0 for none."`
 }
 
 const broadcastHelp = `--broadcast: one query (and one repeat, for loss) goes to each IPv4 subnet
 broadcast address and to the IPv6 all-nodes address (ff02::1) of the links:
 the default route's interface without targets, or the directly attached
-links that hold the targets (then answers from outside the targets are
-dropped, IPv6 ones included). Agents holding the network key answer; each
+links whose subnets overlap the targets (ff02::1 only where they hold IPv6
+targets). Targets are never swept, so a prefix of any size will do
+(2001:db8:48::/64), and answers from outside them are dropped, IPv6 ones
+included. The ff02::1 query goes from the link's link-local address and
+again from each of its global IPv6 addresses, so that agents answer at
+their global addresses too. Agents holding the network key answer; each
 address that answers then gets the full handshake and ping, and only that
-makes it an agent. An agent answering on IPv4 and IPv6 is one host, listed
-at its IPv4 address with the other under also_at. It takes a fraction of a
+makes it an agent. An agent answering at several addresses is one host,
+listed at its IPv4 address (else a global IPv6 one) with the others under
+also_at, and the inventory keeps them all. It takes a fraction of a
 second and no capability, but it can miss agents: those whose firewall
 drops the UDP port, those bound to one address, routed targets, and
 segments that filter broadcast or multicast. A probe without --broadcast
@@ -45,6 +52,9 @@ broadcast round.`
 type broadcastPlan struct {
 	dests  []netip.AddrPort
 	accept func(netip.Addr) bool
+	// size is how many addresses the targets hold, as many as an int
+	// holds if more.
+	size int
 }
 
 func (c *ProbeCmd) checkBroadcast() error {
@@ -56,6 +66,10 @@ func (c *ProbeCmd) checkBroadcast() error {
 	case c.BroadcastEvery < 0 || (c.BroadcastEvery > 0 && c.BroadcastEvery < time.Second):
 		return fmt.Errorf("--broadcast-every %v: want an interval of a second or more, such as 30s, or 0 for none", c.BroadcastEvery)
 	}
+	// A broadcast sweeps no target: it queries the links that hold them
+	// and drops the answers from elsewhere, so they are kept as a set,
+	// of any size, and never listed.
+	c.TargetFlags.unlisted = c.Broadcast
 	return nil
 }
 
@@ -67,7 +81,7 @@ func (r *prober) planBroadcast(env *Env) error {
 	if !c.Broadcast && (c.Watch == 0 || c.BroadcastEvery == 0 || c.BroadcastEvery >= c.Watch) {
 		return nil
 	}
-	plan, err := c.broadcastPlan(r.addrs)
+	plan, err := c.broadcastPlan()
 	switch {
 	case err == nil:
 		r.bcast = plan
@@ -79,10 +93,15 @@ func (r *prober) planBroadcast(env *Env) error {
 	return nil
 }
 
-func (c *ProbeCmd) broadcastPlan(addrs []netip.Addr) (*broadcastPlan, error) {
-	targets := make(map[netip.Addr]bool, len(addrs))
-	for _, a := range addrs {
-		targets[a] = true
+// broadcastPlan plans for the targets expandTargets kept.
+func (c *ProbeCmd) broadcastPlan() (*broadcastPlan, error) {
+	set := c.TargetFlags.set
+	if set == nil {
+		set = &netipx.IPSet{}
+	}
+	size := math.MaxInt
+	if n := targets.Count(set); n.IsInt64() && n.Int64() <= math.MaxInt {
+		size = int(n.Int64())
 	}
 	if len(c.Targets) == 0 && c.InputList == "" {
 		// The default targets: the default route's link, IPv6 too.
@@ -94,26 +113,24 @@ func (c *ProbeCmd) broadcastPlan(addrs []netip.Addr) (*broadcastPlan, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &broadcastPlan{dests: dests, accept: func(a netip.Addr) bool {
-			return targets[a] || (a.Is6() && (!a.IsLinkLocalUnicast() || a.Zone() == ifname))
+		return &broadcastPlan{dests: dests, size: size, accept: func(a netip.Addr) bool {
+			return set.Contains(a) || (a.Is6() && (!a.IsLinkLocalUnicast() || a.Zone() == ifname))
 		}}, nil
 	}
-	links, err := engine.Links()
+	// The links whose subnets overlap the targets. A target keeps no
+	// zone: a link-local one is on every link.
+	dests, err := discover.LinkDestinations(c.Port, set.OverlapsPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("listing interfaces: %w", err)
-	}
-	var dests []netip.AddrPort
-	for _, n := range engine.NewPlan(addrs, links).LinkNames() {
-		d, err := discover.Destinations(n, c.Port, false)
-		if err != nil {
-			return nil, err
-		}
-		dests = append(dests, d...)
+		return nil, err
 	}
 	if len(dests) == 0 {
-		return nil, fmt.Errorf("no target is on a directly attached link with IPv4 broadcast, and a query reaches no other (probe without --broadcast to try every address)")
+		hint := "probe without --broadcast to try every address"
+		if size > maxForced {
+			hint = "give a prefix of an attached link, or few enough addresses to probe each without --broadcast"
+		}
+		return nil, fmt.Errorf("no target is on a directly attached link with an IPv4 broadcast address or IPv6, and a query reaches no other (%s)", hint)
 	}
-	return &broadcastPlan{dests: dests, accept: func(a netip.Addr) bool { return targets[a] }}, nil
+	return &broadcastPlan{dests: dests, size: size, accept: func(a netip.Addr) bool { return set.Contains(a.WithZone("")) }}, nil
 }
 
 // onceBroadcast runs one broadcast round: the query, then the handshake
@@ -154,7 +171,7 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 	if err := <-derr; err != nil && runErr == nil {
 		runErr = err
 	}
-	s := summary{Addresses: len(r.addrs), Method: "broadcast", Queries: dst.Queries, Answers: dst.Answers}
+	s := summary{Addresses: r.bcast.size, Method: "broadcast", Queries: dst.Queries, Answers: dst.Answers}
 	for _, res := range all {
 		s.add(res)
 	}
@@ -163,10 +180,18 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 		found = slices.DeleteFunc(found, func(res probe.Result) bool { return !res.Status.Open() })
 	}
 	s.Agents = 0
-	var obs []inventory.Observation
 	for _, res := range found {
 		if res.Status == probe.Agent {
 			s.Agents++
+		}
+	}
+	// Every verified address is an observation, not only the one a host
+	// is listed at: the inventory learns a dual-stack host's IPv4 and
+	// IPv6 addresses from one round, each with the facts its own
+	// handshake returned.
+	var obs []inventory.Observation
+	for _, res := range all {
+		if res.Status == probe.Agent {
 			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/netip"
 	"os"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"go4.org/netipx"
 	"golang.org/x/term"
 
 	"github.com/ifl-project/ifl/agent"
@@ -193,6 +195,13 @@ type TargetFlags struct {
 	Exclude   []string `placeholder:"TARGET" help:"Leave these out: addresses, prefixes, ranges or host names (repeat the flag, or separate with commas), as nmap's --exclude."`
 	InputList string   `name:"input-list" placeholder:"FILE" help:"Read targets from FILE too ('-' for standard input), as nmap's -iL (which ifl takes too): words separated by blanks, commas or lines; # starts a comment."`
 	Force     bool     `help:"Allow more than 65536 addresses (up to 16777216)."`
+
+	// set is the targets expandTargets read last, less the excluded ones.
+	set *netipx.IPSet
+	// unlisted has expandTargets keep the targets as set only, listing
+	// no address and applying no limit: for probe --broadcast, which
+	// tests answers against them and sweeps none, so that a /64 will do.
+	unlisted bool
 }
 
 // maxForced is the most addresses a command takes with --force.
@@ -229,26 +238,52 @@ func (tf *TargetFlags) words(cmd string, args []string, env *Env) ([]string, err
 }
 
 // expandTargets expands the target words of command cmd less those of
-// --exclude, up to 65536 addresses, or 2^24 with --force.
+// --exclude, up to 65536 addresses, or 2^24 with --force; with unlisted,
+// it keeps them in set and returns no address.
 func expandTargets(ctx context.Context, cmd string, words []string, tf *TargetFlags) ([]netip.Addr, error) {
-	max := targets.DefaultMax
-	if tf.Force {
-		max = maxForced
-	}
-	addrs, err := targets.ExpandExcept(ctx, words, tf.Exclude, max, nil)
-	if errors.Is(err, targets.ErrTooMany) && !tf.Force {
-		return nil, fmt.Errorf("%s: %w (--force allows up to %d)", cmd, err, maxForced)
-	}
+	set, err := targets.Set(ctx, words, tf.Exclude, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
-	if len(addrs) == 0 {
+	n := targets.Count(set)
+	if n.Sign() == 0 {
 		if len(tf.Exclude) > 0 {
 			return nil, fmt.Errorf("%s: no addresses left once --exclude is applied", cmd)
 		}
 		return nil, fmt.Errorf("%s: no addresses", cmd)
 	}
-	return addrs, nil
+	tf.set = set
+	if tf.unlisted {
+		return nil, nil
+	}
+	max := targets.DefaultMax
+	if tf.Force {
+		max = maxForced
+	}
+	if n.Cmp(big.NewInt(int64(max))) > 0 {
+		return nil, fmt.Errorf("%s: %w: %s addresses, more than the limit of %d%s", cmd, targets.ErrTooMany, n, max, tooManyHint(cmd, n, tf.Force))
+	}
+	return targets.List(set), nil
+}
+
+// tooManyHint says what else to do with n target addresses, over the
+// limit: --force where it is enough, and a broadcast, which finds agents
+// in targets of any size because it sweeps none.
+func tooManyHint(cmd string, n *big.Int, force bool) string {
+	var hints []string
+	if !force && n.Cmp(big.NewInt(maxForced)) <= 0 {
+		hints = append(hints, fmt.Sprintf("--force allows up to %d", maxForced))
+	}
+	switch cmd {
+	case "probe":
+		hints = append(hints, "--broadcast finds the agents there without sweeping")
+	case "scan":
+		hints = append(hints, "ifl probe --broadcast finds the agents there without sweeping")
+	}
+	if len(hints) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(hints, "; ") + ")"
 }
 
 // outputFormat reconciles --json with -o: --json is -o json, and asking

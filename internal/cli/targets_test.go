@@ -22,8 +22,12 @@ func TestTargetErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"probe", "127.0.0.256"}, "ifl: probe: \"127.0.0.256\": not an IP address (want an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name)\n"},
-		{[]string{"probe", "198.18.0.0/15"}, "ifl: probe: too many addresses: 131070 addresses, more than the limit of 65536 (--force allows up to 16777216)\n"},
-		{[]string{"probe", "--force", "0.0.0.0/0"}, "ifl: probe: too many addresses: 4294967294 addresses, more than the limit of 16777216\n"},
+		{[]string{"probe", "198.18.0.0/15"}, "ifl: probe: too many addresses: 131070 addresses, more than the limit of 65536 (--force allows up to 16777216; --broadcast finds the agents there without sweeping)\n"},
+		{[]string{"probe", "--force", "0.0.0.0/0"}, "ifl: probe: too many addresses: 4294967294 addresses, more than the limit of 16777216 (--broadcast finds the agents there without sweeping)\n"},
+		{[]string{"probe", "2001:db8:48::/64"}, "ifl: probe: too many addresses: 18446744073709551616 addresses, more than the limit of 65536 (--broadcast finds the agents there without sweeping)\n"},
+		{[]string{"probe", "--connect", "2001:db8:48::/104", "--exclude", "2001:db8:48::/105"}, "ifl: probe: too many addresses: 8388608 addresses, more than the limit of 65536 (--force allows up to 16777216; --broadcast finds the agents there without sweeping)\n"},
+		{[]string{"scan", "2001:db8:48::/64"}, "ifl: scan: too many addresses: 18446744073709551616 addresses, more than the limit of 65536 (ifl probe --broadcast finds the agents there without sweeping)\n"},
+		{[]string{"probe", "--broadcast", "2001:db8:48::/64", "--exclude", "2001:db8:48::/64"}, "ifl: probe: no addresses left once --exclude is applied\n"},
 		{[]string{"scan", "198.18.0.0/30", "--exclude", "198.18.0.0/29"}, "ifl: scan: no addresses left once --exclude is applied\n"},
 		{[]string{"scan", "198.18.0.1", "--exclude", "198.18.0.0/33"}, "ifl: scan: exclude: \"198.18.0.0/33\": bad CIDR prefix (want an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name)\n"},
 		{[]string{"scan"}, "ifl: scan: no targets: give addresses, prefixes, ranges or host names, or --input-list FILE\n"},

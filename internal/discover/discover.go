@@ -6,6 +6,11 @@
 // An answer is a hint, not a proof: callers verify each address with the
 // handshake (package probe), and only that makes it an agent.
 //
+// A query to the all-nodes address of a link leaves from the link's
+// link-local address and again from each of its global IPv6 addresses:
+// an agent answers from the address its kernel picks to reach the query's
+// source, so its global address answers only a query from a global one.
+//
 //	dests, _ := discover.Destinations("eth0", 7440, true)
 //	d := &discover.Discoverer{Key: key}
 //	stats, err := d.Run(ctx, dests, out)
@@ -18,6 +23,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"golang.org/x/net/ipv6"
 
 	"github.com/ifl-project/ifl/proto"
 )
@@ -86,12 +93,49 @@ func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: no such interface (try: ip link)", ifname)
 	}
-	addrs, err := ifi.Addrs()
+	out, err := destinations(ifi, port, func(p netip.Prefix) bool { return p.Addr().Is4() || ipv6 })
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ifname, err)
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no IPv4 subnet with a broadcast address, and no IPv6: nowhere to send a query (give targets to sweep instead)", ifname)
+	}
+	return out, nil
+}
+
+// LinkDestinations returns where to send queries to reach the subnets
+// that want accepts, on every link that is up but loopback: the
+// broadcast address of each such IPv4 subnet (of /30 or shorter), and the
+// all-nodes address on each link with such an IPv6 prefix (link-local
+// fe80::/64 included). want gets each prefix masked (198.18.0.0/24).
+func LinkDestinations(port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
+	ifis, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("listing interfaces: %w", err)
 	}
 	var out []netip.AddrPort
-	has6 := false
+	for _, ifi := range ifis {
+		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		d, err := destinations(&ifi, port, want)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d...)
+	}
+	return out, nil
+}
+
+// destinations returns the destinations on one interface of the prefixes
+// that want accepts.
+func destinations(ifi *net.Interface, port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
+	}
+	var out []netip.AddrPort
+	want6 := false
 	for _, a := range addrs {
 		ipn, ok := a.(*net.IPNet)
 		if !ok {
@@ -99,19 +143,17 @@ func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) 
 		}
 		ip, _ := netip.AddrFromSlice(ipn.IP)
 		ones, _ := ipn.Mask.Size()
-		ip = ip.Unmap()
+		p := netip.PrefixFrom(ip.Unmap(), ones).Masked()
 		switch {
-		case ip.Is4() && ifi.Flags&net.FlagBroadcast != 0 && ones <= 30:
-			out = append(out, netip.AddrPortFrom(Broadcast(netip.PrefixFrom(ip, ones)), uint16(port)))
-		case ip.Is6():
-			has6 = true
+		case !p.IsValid() || !want(p):
+		case p.Addr().Is4() && ifi.Flags&net.FlagBroadcast != 0 && ones <= 30:
+			out = append(out, netip.AddrPortFrom(Broadcast(p), uint16(port)))
+		case p.Addr().Is6():
+			want6 = true
 		}
 	}
-	if ipv6 && has6 && ifi.Flags&net.FlagMulticast != 0 {
-		out = append(out, netip.AddrPortFrom(AllNodes.WithZone(ifname), uint16(port)))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no IPv4 subnet with a broadcast address, and no IPv6: nowhere to send a query (give targets to sweep instead)", ifname)
+	if want6 && ifi.Flags&net.FlagMulticast != 0 {
+		out = append(out, netip.AddrPortFrom(AllNodes.WithZone(ifi.Name), uint16(port)))
 	}
 	return out, nil
 }
@@ -215,6 +257,11 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		return st, err
 	}
 
+	sends, err := withSources(dests)
+	if err != nil {
+		return st, err
+	}
+
 	dk := d.Key.DiscoveryKey()
 	sent := map[[16]byte]time.Time{}
 	seen := map[netip.Addr]bool{}
@@ -240,21 +287,18 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 	for try := 0; try <= retries; try++ {
 		start := time.Now()
 		ok := 0
-		for _, dst := range dests {
+		for _, snd := range sends {
 			// A nonce of its own for each datagram: an agent that hears
-			// two (IPv4 and IPv6) takes the second for a replay.
+			// two (IPv4 and IPv6, or from two sources) takes the second
+			// for a replay.
 			q, err := proto.NewQuery(&dk, time.Now())
 			if err != nil {
 				return st, err
 			}
 			b, _ := q.MarshalBinary()
 			sent[q.Nonce] = time.Now()
-			c := c4
-			if !dst.Addr().Is4() {
-				c = c6
-			}
-			if _, err := c.WriteToUDPAddrPort(b, dst); err != nil {
-				sendErr = fmt.Errorf("discover: query to %v: %w", dst, err)
+			if err := snd.write(c4, c6, b); err != nil {
+				sendErr = err
 				continue
 			}
 			ok++
@@ -318,6 +362,76 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		}
 	}
 	return st, nil
+}
+
+// send is one datagram of a round: to dst, from src, or from the
+// kernel's choice if src is not valid.
+type send struct {
+	dst netip.AddrPort
+	src netip.Addr
+}
+
+func (snd send) write(c4, c6 *net.UDPConn, b []byte) error {
+	var err error
+	switch {
+	case snd.dst.Addr().Is4():
+		_, err = c4.WriteToUDPAddrPort(b, snd.dst)
+	case snd.src.IsValid():
+		oob := (&ipv6.ControlMessage{Src: snd.src.AsSlice()}).Marshal()
+		_, _, err = c6.WriteMsgUDPAddrPort(b, oob, snd.dst)
+	default:
+		_, err = c6.WriteToUDPAddrPort(b, snd.dst)
+	}
+	if err != nil {
+		if snd.src.IsValid() {
+			return fmt.Errorf("discover: query to %v from %v: %w", snd.dst, snd.src, err)
+		}
+		return fmt.Errorf("discover: query to %v: %w", snd.dst, err)
+	}
+	return nil
+}
+
+// withSources returns the datagrams a round sends to dests: one to each,
+// and to a link's all-nodes address one more from each global IPv6
+// address of the link.
+func withSources(dests []netip.AddrPort) ([]send, error) {
+	out := make([]send, 0, len(dests))
+	for _, dst := range dests {
+		out = append(out, send{dst: dst})
+		a := dst.Addr()
+		if !a.Is6() || !a.IsLinkLocalMulticast() || a.Zone() == "" {
+			continue
+		}
+		ifi, err := net.InterfaceByName(a.Zone())
+		if err != nil {
+			return nil, fmt.Errorf("discover: %s: no such interface (try: ip link)", a.Zone())
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("discover: %s: %w", ifi.Name, err)
+		}
+		for _, src := range globalIPv6(addrs) {
+			out = append(out, send{dst: dst, src: src})
+		}
+	}
+	return out, nil
+}
+
+// globalIPv6 returns the unicast IPv6 addresses among addrs that are not
+// link-local, loopback or IPv4-mapped.
+func globalIPv6(addrs []net.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if ok && ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() {
+			out = append(out, ip)
+		}
+	}
+	return out
 }
 
 // check verifies one datagram as an answer to one of the queries sent.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,5 +166,68 @@ func TestRunSlowReader(t *testing.T) {
 	}
 	if len(got) != len(dests) || st.Answers != len(dests) {
 		t.Errorf("%d addresses handed on, %d answers counted; want %d", len(got), st.Answers, len(dests))
+	}
+}
+
+// TestGlobalIPv6: the extra sources of a query to all nodes are a link's
+// global IPv6 addresses, unique local ones included; not its link-local,
+// loopback, IPv4 or IPv4-mapped ones.
+func TestGlobalIPv6(t *testing.T) {
+	var addrs []net.Addr
+	for _, s := range []string{"198.18.48.2/24", "fe80::1/64", "2001:db8:48::2/64", "::1/128", "::ffff:198.18.48.2/120", "fd00::2/64"} {
+		ip, ipn, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ipn.IP = ip
+		addrs = append(addrs, ipn)
+	}
+	addrs = append(addrs, &net.IPAddr{IP: net.ParseIP("2001:db8:48::3")})
+	got := globalIPv6(addrs)
+	want := []netip.Addr{netip.MustParseAddr("2001:db8:48::2"), netip.MustParseAddr("fd00::2")}
+	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestWithSources: only a query to all nodes on a link gets more sources;
+// one to a unicast address or a broadcast address goes once.
+func TestWithSources(t *testing.T) {
+	dests := []netip.AddrPort{netip.MustParseAddrPort("198.18.48.255:7440"), netip.MustParseAddrPort("[::1]:7440")}
+	got, err := withSources(dests)
+	if err != nil || len(got) != 2 || got[0].dst != dests[0] || got[1].dst != dests[1] || got[0].src.IsValid() || got[1].src.IsValid() {
+		t.Errorf("got %+v, %v; want each destination once, from the kernel's choice", got, err)
+	}
+	if _, err := withSources([]netip.AddrPort{netip.AddrPortFrom(AllNodes.WithZone("no-such-link0"), 7440)}); err == nil {
+		t.Error("all nodes on a link that is not there: no error")
+	}
+}
+
+// TestWriteFromSource: a query sent from a given source leaves from it,
+// and one from an address that is not this host's fails, naming both.
+func TestWriteFromSource(t *testing.T) {
+	srv, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	defer srv.Close()
+	c6, err := net.ListenUDP("udp6", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	dst := srv.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := (send{dst: dst, src: netip.IPv6Loopback()}).write(nil, c6, []byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var buf [8]byte
+	n, from, err := srv.ReadFromUDPAddrPort(buf[:])
+	if err != nil || string(buf[:n]) != "q" || from.Addr() != netip.IPv6Loopback() || from.Port() != c6.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
+		t.Errorf("read %q from %v, %v; want q from [::1] at the sending socket's port", buf[:n], from, err)
+	}
+	err = (send{dst: dst, src: netip.MustParseAddr("2001:db8:ffff:fffd::1")}).write(nil, c6, []byte("q"))
+	if err == nil || !strings.HasPrefix(err.Error(), "discover: query to "+dst.String()+" from 2001:db8:ffff:fffd::1: ") {
+		t.Errorf("from an address not ours: %v", err)
 	}
 }

@@ -81,9 +81,11 @@ func probeJSON(t *testing.T, lan *testnet.LAN, args ...string) v6Report {
 // TestDualStack: on a LAN of both families, IPv6 prefixes are swept only
 // when small, a sweep of IPv6 finds exactly the agents reachable over
 // IPv6, a broadcast finds every agent whose UDP port is open once, with
-// both its addresses, a sweep the others, ping takes an IPv6 address with
-// its port, and the inventory gives each host a verified address of the
-// family preferred.
+// all its addresses (IPv4, global IPv6, link-local), and the inventory
+// keeps them all from that one round; a broadcast to a /64 sweeps none of
+// it and finds the agents there; a sweep finds the others, ping takes an
+// IPv6 address with its port, and the inventory gives each host a
+// verified address of the family preferred.
 func TestDualStack(t *testing.T) {
 	testnet.Require(t, true)
 	lan := testnet.Start(t, dualStackSpec(), testnet.BuildIFL(t))
@@ -96,7 +98,7 @@ func TestDualStack(t *testing.T) {
 
 	t.Run("a /64 is not swept", func(t *testing.T) {
 		stdout, stderr, code := iflWithoutNetRaw(t, lan, "probe", "--connect", "2001:db8:48::/64")
-		want := "ifl: probe: too many addresses: 18446744073709551616 addresses, more than the limit of 65536 (--force allows up to 16777216)\n"
+		want := "ifl: probe: too many addresses: 18446744073709551616 addresses, more than the limit of 65536 (--broadcast finds the agents there without sweeping)\n"
 		if code != 2 || stderr != want || stdout != "" {
 			t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and %q", code, stdout, stderr, want)
 		}
@@ -125,8 +127,10 @@ func TestDualStack(t *testing.T) {
 		}
 	})
 
-	t.Run("broadcast", func(t *testing.T) {
-		rep := probeJSON(t, lan, "probe", "--broadcast", "-o", "json", "--no-state")
+	// byIdentity reads a broadcast's report: each host's status, address
+	// and other addresses, by identity, each listed once.
+	byIdentity := func(t *testing.T, rep v6Report) map[string]string {
+		t.Helper()
 		got := map[string]string{}
 		for _, h := range rep.Hosts {
 			if _, dup := got[h.Identity]; dup {
@@ -134,26 +138,86 @@ func TestDualStack(t *testing.T) {
 			}
 			got[h.Identity] = h.Status + " " + h.Address + " also " + strings.Join(h.AlsoAt, ",")
 		}
-		// Each agent at its IPv4 address and its link-local one (the
-		// query to ff02::1 goes from the controller's link-local
-		// address, and the answer comes from the agent's), or at the
-		// link-local one only without IPv4; not the agents that drop UDP.
-		want := map[string]string{}
+		return got
+	}
+
+	broadcastState := filepath.Join(t.TempDir(), "inventory.json")
+	t.Run("broadcast", func(t *testing.T) {
+		rep := probeJSON(t, lan, "probe", "--broadcast", "-o", "json", "--state", broadcastState)
+		got := byIdentity(t, rep)
+		// Each agent at every address it has: the query to ff02::1 goes
+		// from the controller's link-local address, answered from the
+		// agent's, and from its global one, answered from the agent's
+		// global address; listed at its IPv4 address, else its global
+		// IPv6 one. Not the agents that drop UDP.
+		want, wantVerified := map[string]string{}, map[string]string{}
 		for _, name := range agents {
 			h := byName[name]
-			switch {
-			case h.DropUDP:
-			case h.Addr.IsValid():
-				want[h.Identity] = "agent " + h.Addr.String() + " also " + ll(h)
-			default:
-				want[h.Identity] = "agent " + ll(h) + " also "
+			if h.DropUDP {
+				continue
 			}
+			var addrs []string
+			for _, a := range []netip.Addr{h.Addr, h.Addr6} {
+				if a.IsValid() {
+					addrs = append(addrs, a.String())
+				}
+			}
+			addrs = append(addrs, ll(h))
+			want[h.Identity] = "agent " + addrs[0] + " also " + strings.Join(addrs[1:], ",")
+			wantVerified[name] = strings.Join(addrs, ",")
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("found by identity (-want +got):\n%s", diff)
 		}
 		if rep.Summary.Method != "broadcast" || rep.Summary.Agents != len(want) {
 			t.Errorf("summary %+v, want %d agents by broadcast", rep.Summary, len(want))
+		}
+		// The inventory keeps every address verified in that one round,
+		// of one host each, with no warning of a copied key.
+		if rep.Changes == nil || len(rep.Changes.Warnings) != 0 {
+			t.Errorf("changes: %+v", rep.Changes)
+		}
+		stdout, stderr, code := ifl(t, lan, "inventory", "--state", broadcastState, "--list")
+		if code != 0 {
+			t.Fatalf("inventory: exit %d: %s", code, stderr)
+		}
+		_, verified := hostVars(t, stdout)
+		if diff := cmp.Diff(wantVerified, verified); diff != "" {
+			t.Errorf("ifl_verified_addresses (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("broadcast to a /64", func(t *testing.T) {
+		rep := probeJSON(t, lan, "probe", "--broadcast", "-o", "json", "--no-state", "--exclude", "2001:db8:48::5", "2001:db8:48::/64")
+		// No sweep of the /64, no IPv4 broadcast: each agent with an
+		// address in it, less the one excluded, at that address only.
+		want := map[string]string{}
+		for _, name := range agents {
+			if h := byName[name]; !h.DropUDP && h.Addr6.IsValid() && name != "dual1" {
+				want[h.Identity] = "agent " + h.Addr6.String() + " also "
+			}
+		}
+		if diff := cmp.Diff(want, byIdentity(t, rep)); diff != "" {
+			t.Errorf("found by identity (-want +got):\n%s", diff)
+		}
+		if rep.Summary.Method != "broadcast" || rep.Summary.Agents != len(want) {
+			t.Errorf("summary %+v, want %d agents by broadcast", rep.Summary, len(want))
+		}
+	})
+
+	t.Run("broadcast to IPv4 targets", func(t *testing.T) {
+		rep := probeJSON(t, lan, "probe", "--broadcast", "-o", "json", "--no-state", lan.Prefix.String())
+		got := byIdentity(t, rep)
+		// IPv4 targets: the link's IPv4 broadcast address only, no
+		// ff02::1, so each agent at its IPv4 address alone.
+		want := map[string]string{}
+		for _, name := range agents {
+			if h := byName[name]; !h.DropUDP && h.Addr.IsValid() {
+				want[h.Identity] = "agent " + h.Addr.String() + " also "
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("found by identity (-want +got):\n%s", diff)
 		}
 	})
 

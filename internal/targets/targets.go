@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -56,50 +55,14 @@ func ExpandExcept(ctx context.Context, words, exclude []string, max int, r Resol
 	if max <= 0 {
 		max = DefaultMax
 	}
-	if r == nil {
-		r = net.DefaultResolver
-	}
-	var b netipx.IPSetBuilder
-	for _, w := range words {
-		rs, err := parse(ctx, w, r, true)
-		if err != nil {
-			return nil, err
-		}
-		for _, rg := range rs {
-			b.AddRange(rg)
-		}
-	}
-	for _, w := range exclude {
-		rs, err := parse(ctx, w, r, false)
-		if err != nil {
-			return nil, fmt.Errorf("exclude: %w", err)
-		}
-		for _, rg := range rs {
-			b.RemoveRange(rg)
-		}
-	}
-	set, err := b.IPSet()
+	set, err := Set(ctx, words, exclude, r)
 	if err != nil {
 		return nil, err
 	}
-	ranges := set.Ranges()
-	total := new(big.Int)
-	for _, rg := range ranges {
-		total.Add(total, count(rg.From(), rg.To()))
-	}
-	if total.Cmp(big.NewInt(int64(max))) > 0 {
+	if total := Count(set); total.Cmp(big.NewInt(int64(max))) > 0 {
 		return nil, fmt.Errorf("%w: %s addresses, more than the limit of %d", ErrTooMany, total, max)
 	}
-	out := make([]netip.Addr, 0, total.Int64())
-	for _, rg := range ranges {
-		for a := rg.From(); ; a = a.Next() {
-			out = append(out, a)
-			if a == rg.To() {
-				break
-			}
-		}
-	}
-	return out, nil
+	return List(set), nil
 }
 
 const allowed = "an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name"
