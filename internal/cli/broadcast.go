@@ -66,10 +66,6 @@ func (c *ProbeCmd) checkBroadcast() error {
 	case c.BroadcastEvery < 0 || (c.BroadcastEvery > 0 && c.BroadcastEvery < time.Second):
 		return fmt.Errorf("--broadcast-every %v: want an interval of a second or more, such as 30s, or 0 for none", c.BroadcastEvery)
 	}
-	// A broadcast sweeps no target: it queries the links that hold them
-	// and drops the answers from elsewhere, so they are kept as a set,
-	// of any size, and never listed.
-	c.TargetFlags.unlisted = c.Broadcast
 	return nil
 }
 

@@ -101,6 +101,10 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.checkBroadcast(); err != nil {
 		return err
 	}
+	// A broadcast sweeps no target: it queries the links that hold them
+	// and drops the answers from elsewhere, so they are kept as a set,
+	// of any size, and never listed.
+	c.TargetFlags.unlisted = c.Broadcast
 	addrs, err := c.expand(ctx, env)
 	if err != nil {
 		return err
@@ -269,7 +273,11 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 // one event.
 func (r *prober) watch(ctx context.Context) error {
 	log := newLogger(r.env, "auto")
-	log.Info().Str("event", "watch").Dur("interval", r.cmd.Watch).Int("addresses", len(r.addrs)).Str("state", r.statePath).Msg("watching")
+	ev := log.Info().Str("event", "watch").Dur("interval", r.cmd.Watch).Str("state", r.statePath)
+	if !r.cmd.Broadcast {
+		ev = ev.Int("addresses", len(r.addrs)) // a broadcast's targets are a set, never listed
+	}
+	ev.Msg("watching")
 	for {
 		res, err := r.once(ctx, false)
 		if ctx.Err() != nil {
