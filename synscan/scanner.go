@@ -2,9 +2,14 @@ package synscan
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 )
+
+// ErrPermission is returned by NewRaw when the process may not open raw
+// sockets.
+var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NET_RAW)")
 
 // State is a port's state.
 type State uint8
@@ -38,9 +43,22 @@ func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 type Target struct {
 	Addr netip.Addr
 	Port uint16
+	// RTT is a round trip already measured to Addr (its ARP reply's, say);
+	// 0: unknown. Two targets that differ only in RTT are the same
+	// target.
+	RTT time.Duration
 }
 
-// Result is what a scan found for one target.
+// key is what tells targets apart.
+type key struct {
+	addr netip.Addr
+	port uint16
+}
+
+func (t Target) key() key { return key{t.Addr, t.Port} }
+
+// Result is what a scan found for one target: Target as it was given,
+// its RTT the hint; RTT the round trip this scan measured.
 type Result struct {
 	Target
 	State State
@@ -115,7 +133,7 @@ func Scan(ctx context.Context, s Scanner, addrs []netip.Addr, ports []uint16) ([
 		for _, a := range addrs {
 			for _, p := range ports {
 				select {
-				case in <- Target{a, p}:
+				case in <- Target{Addr: a, Port: p}:
 				case <-ctx.Done():
 					return
 				}
