@@ -48,58 +48,74 @@ func streamFake(t *testing.T, ctx context.Context, n *fakeNet, cfg *Config, targ
 	return res, st, err
 }
 
-// noScanLeft fails if a goroutine of a Raw is still running: Stream
-// waits for its reader, so none may be left once it has returned.
+// noScanLeft fails if a goroutine of a Raw is still running a second
+// after Stream returned: Stream waits for its reader, which may only be
+// on its way out.
 func noScanLeft(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("synscan.(*Raw)")) || bytes.Contains(g, []byte("synscan.(*scan)")) {
-			t.Errorf("a goroutine is left:\n%s", g)
+	var left []byte
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		left = nil
+		for _, g := range bytes.Split(buf, []byte("\n\n")) {
+			if bytes.Contains(g, []byte("synscan.(*Raw)")) || bytes.Contains(g, []byte("synscan.(*scan)")) {
+				left = append(left, g...)
+			}
+		}
+		if left == nil {
+			return
 		}
 	}
+	t.Errorf("goroutines left:\n%s", left)
 }
 
-// kinds is a network with a host of every kind, and the results a scan of
-// its ports 22 and 7440 must give.
-func kinds(n *fakeNet) ([]Target, []Result) {
-	open := n.add("198.18.40.10", &fakeHost{open: []uint16{7440}})
-	closed := n.add("198.18.40.11", &fakeHost{})
-	filtered := n.add("198.18.40.12", &fakeHost{filtered: true})
-	// Drops every first SYN to a port.
-	lossy := n.add("198.18.40.13", &fakeHost{open: []uint16{7440}, lose: func(try int) bool { return try == 1 }})
-	slow := n.add("198.18.40.14", &fakeHost{open: []uint16{22}, delay: 30 * time.Millisecond})
-	unreachable := n.add("198.18.40.15", &fakeHost{unreachable: true})
+// kinds is a network with a host of every kind, the targets of a scan of
+// their ports 22 and 7440 (with the round trip of the host as a hint,
+// where it has one), the results it must give, and how many SYNs each
+// port of a host must get (-1: any).
+func kinds(n *fakeNet) ([]Target, []Result, map[netip.Addr]int) {
+	const slowRTT = 30 * time.Millisecond
+	type kind struct {
+		h        *fakeHost
+		hint     time.Duration
+		s22, s74 State
+		syns     int
+	}
+	hosts := []kind{
+		{&fakeHost{open: []uint16{7440}}, 0, Closed, Open, 1},
+		{&fakeHost{}, 0, Closed, Closed, 1},
+		{&fakeHost{filtered: true}, 0, Filtered, Filtered, 3},
+		{&fakeHost{filtered: true}, 300 * time.Microsecond, Filtered, Filtered, 3},
+		// Drops every first SYN to a port.
+		{&fakeHost{open: []uint16{7440}, lose: func(try int) bool { return try == 1 }}, 0, Closed, Open, 2},
+		{&fakeHost{open: []uint16{22}, delay: slowRTT}, slowRTT, Open, Closed, 1},
+		// Unknown, and slower than the others: retried, not lost.
+		{&fakeHost{open: []uint16{22}, delay: slowRTT}, 0, Open, Closed, -1},
+		{&fakeHost{unreachable: true}, 0, Filtered, Filtered, 0},
+	}
 	var targets []Target
 	var want []Result
-	for _, h := range []struct {
-		a        netip.Addr
-		s22, s74 State
-	}{
-		{open, Closed, Open},
-		{closed, Closed, Closed},
-		{filtered, Filtered, Filtered},
-		{lossy, Closed, Open},
-		{slow, Open, Closed},
-		{unreachable, Filtered, Filtered},
-	} {
+	syns := map[netip.Addr]int{}
+	for i, k := range hosts {
+		a := n.add(netip.AddrFrom4([4]byte{198, 18, 40, byte(10 + i)}).String(), k.h)
+		syns[a] = k.syns
 		for _, p := range []struct {
 			port  uint16
 			state State
-		}{{22, h.s22}, {7440, h.s74}} {
-			tg := Target{Addr: h.a, Port: p.port}
+		}{{22, k.s22}, {7440, k.s74}} {
+			tg := Target{Addr: a, Port: p.port, RTT: k.hint}
 			targets = append(targets, tg)
 			want = append(want, Result{Target: tg, State: p.state})
 		}
 	}
-	return targets, want
+	return targets, want, syns
 }
 
 func TestRawFindsEveryKindOfHost(t *testing.T) {
 	n := newFakeNet()
-	targets, want := kinds(n)
-	cfg := &Config{Timeout: 200 * time.Millisecond, Retries: 2}
+	targets, want, wantSYNs := kinds(n)
+	cfg := &Config{Timeout: 200 * time.Millisecond, Retries: 2, minWait: 20 * time.Millisecond}
 	got, st, err := streamFake(t, context.Background(), n, cfg, targets)
 	if err != nil {
 		t.Fatal(err)
@@ -110,19 +126,16 @@ func TestRawFindsEveryKindOfHost(t *testing.T) {
 	if diff := cmp.Diff(want, got, addrs); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)
 	}
-	// Every try of the filtered host, two of the lossy one's, one of the
-	// others'; none to the unreachable host.
-	wantSYNs := map[string]int{"198.18.40.10": 1, "198.18.40.11": 1, "198.18.40.12": 3, "198.18.40.13": 2, "198.18.40.14": 1, "198.18.40.15": 0}
 	sent := 0
 	for _, tg := range targets {
 		k := len(n.syns(tg))
 		sent += k
-		if k != wantSYNs[tg.Addr.String()] {
-			t.Errorf("%v:%d: %d SYNs, want %d", tg.Addr, tg.Port, k, wantSYNs[tg.Addr.String()])
+		if w := wantSYNs[tg.Addr]; w >= 0 && k != w {
+			t.Errorf("%v:%d: %d SYNs, want %d", tg.Addr, tg.Port, k, w)
 		}
 	}
-	if st.Targets != len(targets) || st.Sent != sent {
-		t.Errorf("stats %+v, want %d targets, %d sent", st, len(targets), sent)
+	if st.Targets != len(targets) || st.Sent != sent || st.Retries != sent-(len(targets)-2) {
+		t.Errorf("stats %+v, want %d targets, %d sent, %d retries", st, len(targets), sent, sent-(len(targets)-2))
 	}
 	if n.badSums != 0 {
 		t.Errorf("%d SYNs with a bad checksum", n.badSums)
@@ -148,9 +161,9 @@ func TestRawOneResultPerTargetWhateverItsHint(t *testing.T) {
 
 func TestRawSendsAgainWhenTheKernelHasNoRoom(t *testing.T) {
 	n := newFakeNet()
-	targets, want := kinds(n)
+	targets, want, _ := kinds(n)
 	n.enobufs = 3
-	got, _, err := streamFake(t, context.Background(), n, &Config{Timeout: 200 * time.Millisecond, Retries: 3}, targets)
+	got, st, err := streamFake(t, context.Background(), n, &Config{Timeout: 200 * time.Millisecond}, targets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +172,9 @@ func TestRawSendsAgainWhenTheKernelHasNoRoom(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got, addrs); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if st.Refused != 3 || st.RateCuts == 0 || st.MinRate >= DefaultRate {
+		t.Errorf("stats %+v: want 3 refused, the rate cut", st)
 	}
 }
 
@@ -179,7 +195,7 @@ func within(t *testing.T, d time.Duration, f func()) {
 
 func TestRawReturnsASendError(t *testing.T) {
 	n := newFakeNet()
-	targets, _ := kinds(n)
+	targets, _, _ := kinds(n)
 	// A long wait: the error must end the scan, not the waits.
 	n.sendErr = syscall.EPERM // an nftables reject on output
 	within(t, 2*time.Second, func() {

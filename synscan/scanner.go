@@ -67,52 +67,105 @@ type Result struct {
 
 // Defaults for the zero values of Config.
 const (
-	DefaultRate    = 10000
-	DefaultRetries = 2
-	// DefaultTimeout is how long a probe waits for an answer before it is
-	// sent again, and how long the scan waits after the last probe: ample
-	// on a LAN, where a port answers within a millisecond; raise it for
-	// distant networks.
+	// DefaultRate is the most probes per second, where the sending rate
+	// starts; it falls when probes get lost (see Config.Rate).
+	DefaultRate = 10000
+	// DefaultMinRateDivisor sets the least the rate falls to when
+	// Config.MinRate is 0: a 16th of Rate.
+	DefaultMinRateDivisor = 16
+	DefaultRetries        = 2
+	// DefaultTimeout is how long a probe waits for its answer before
+	// anything is measured, and the most a wait follows a measurement:
+	// ample on a LAN, where a port answers within a millisecond; raise it
+	// for distant networks.
 	DefaultTimeout = 100 * time.Millisecond
 	// DefaultConcurrency bounds connect-mode dials in flight.
 	DefaultConcurrency = 256
 )
 
+// timeoutFloor is the least a probe waits before it is sent again: the
+// jitter of a loaded machine's scheduler, which a few fast samples do not
+// show (arpscan's sweeps on a busy two-core machine took answers 3 ms
+// late for loss with 2 ms).
+const timeoutFloor = 5 * time.Millisecond
+
 // Config tunes a scan. Zero values mean the defaults.
 type Config struct {
-	Rate        int           // probes per second
-	Retries     int           // extra probes for a target that did not answer; negative: none
-	Timeout     time.Duration // see DefaultTimeout
-	Concurrency int           // connect mode only
+	// Rate is the most probes (raw) or dials (connect) per second. The
+	// raw sending rate starts there, falls when the kernel
+	// has no room for a probe or answers come only to retries, and grows
+	// back while answers keep up.
+	Rate int
+	// MinRate is the least the raw sending rate falls to; 0: Rate
+	// divided by DefaultMinRateDivisor.
+	MinRate int
+	// Retries are the extra probes for a target that did not answer;
+	// negative: none.
+	Retries int
+	// Timeout is how long a probe waits for its answer when nothing is
+	// known of its host's round trip, and the most a wait computed from
+	// a round trip may be. Waits follow each host's round trip (a
+	// Target's RTT, then its answers), or the round trip of the hosts
+	// that came without one; a host whose round trip is known waits
+	// twice that, even past Timeout, for a slow host is not a lost one.
+	Timeout time.Duration
+	// Concurrency bounds connect-mode dials in flight.
+	Concurrency int
+
+	// minWait, when set, replaces timeoutFloor: tests that must see no
+	// retry raise it, as a loaded machine (the race detector, packages
+	// tested side by side) can make a goroutine of the fake network later
+	// than timeoutFloor.
+	minWait time.Duration
 }
 
 func (c *Config) withDefaults() Config {
-	out := Config{Rate: DefaultRate, Retries: DefaultRetries, Timeout: DefaultTimeout, Concurrency: DefaultConcurrency}
-	if c == nil {
-		return out
+	out := Config{Rate: DefaultRate, Retries: DefaultRetries, Timeout: DefaultTimeout, Concurrency: DefaultConcurrency, minWait: timeoutFloor}
+	if c != nil {
+		if c.Rate > 0 {
+			out.Rate = c.Rate
+		}
+		if c.MinRate > 0 {
+			out.MinRate = c.MinRate
+		}
+		switch {
+		case c.Retries < 0:
+			out.Retries = 0
+		case c.Retries > 0:
+			out.Retries = c.Retries
+		}
+		if c.Timeout > 0 {
+			out.Timeout = c.Timeout
+		}
+		if c.Concurrency > 0 {
+			out.Concurrency = c.Concurrency
+		}
+		if c.minWait > 0 {
+			out.minWait = c.minWait
+		}
 	}
-	if c.Rate > 0 {
-		out.Rate = c.Rate
+	if out.MinRate == 0 {
+		out.MinRate = max(1, out.Rate/DefaultMinRateDivisor)
 	}
-	switch {
-	case c.Retries < 0:
-		out.Retries = 0
-	case c.Retries > 0:
-		out.Retries = c.Retries
-	}
-	if c.Timeout > 0 {
-		out.Timeout = c.Timeout
-	}
-	if c.Concurrency > 0 {
-		out.Concurrency = c.Concurrency
-	}
+	out.MinRate = min(out.MinRate, out.Rate)
+	out.minWait = min(out.minWait, out.Timeout)
 	return out
 }
 
-// Stats count what a scan sent.
+// Stats count what a scan did.
 type Stats struct {
 	Targets int // targets scanned
 	Sent    int // probes sent, retries included (connect mode: dials)
+	Retries int // of those, the ones sent again to a target
+	// Refused counts the probes the kernel had no room for (ENOBUFS),
+	// sent again after a pause; they are not in Sent.
+	Refused int
+	// RateCuts counts the times loss cut the sending rate; MinRate is the
+	// lowest rate it reached (raw mode).
+	RateCuts int
+	MinRate  int
+	// SRTT is the smoothed round trip of the answers to first probes.
+	SRTT time.Duration
 }
 
 // Scanner scans targets. Stream reads targets until in is closed and sends
