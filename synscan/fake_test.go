@@ -1,11 +1,14 @@
 package synscan
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -22,13 +25,15 @@ type fakeNet struct {
 	first, n   uint16
 	src4, src6 netip.Addr
 
-	mu      sync.Mutex
-	hosts   map[netip.Addr]*fakeHost
-	sent    map[key][]time.Time // SYNs received, by target
-	enobufs int                 // sends to refuse with ENOBUFS first
-	sendErr error               // when set, every send fails with it
-	badSums int                 // SYNs whose checksum did not verify
-	synSeen chan key            // when set, told of every SYN (never blocks)
+	mu    sync.Mutex
+	hosts map[netip.Addr]*fakeHost
+	sent  map[key][]time.Time // SYNs received (connect: dials), by target
+	// timeouts are the times connect dials were given, by target.
+	timeouts map[key][]time.Duration
+	enobufs  int      // sends to refuse with ENOBUFS first
+	sendErr  error    // when set, every send fails with it
+	badSums  int      // SYNs whose checksum did not verify
+	synSeen  chan key // when set, told of every SYN (never blocks)
 
 	segs     chan fakeSeg
 	deadline time.Time
@@ -40,6 +45,7 @@ type fakeNet struct {
 // fakeHost is a host of a fakeNet. The zero value closes every port.
 type fakeHost struct {
 	open     []uint16 // ports that answer SYN-ACK; the others RST
+	dropped  []uint16 // ports whose SYNs it drops
 	filtered bool     // drops every SYN
 	// lose, when set, drops the try-th SYN (from 1) to a port: a lossy
 	// host.
@@ -47,6 +53,11 @@ type fakeHost struct {
 	delay time.Duration // answers this late: a slow host
 	// unreachable: no route to it.
 	unreachable bool
+}
+
+// drops reports whether h drops the try-th SYN to port.
+func (h *fakeHost) drops(port uint16, try int) bool {
+	return h.filtered || slices.Contains(h.dropped, port) || (h.lose != nil && h.lose(try))
 }
 
 type fakeSeg struct {
@@ -57,12 +68,13 @@ type fakeSeg struct {
 func newFakeNet() *fakeNet {
 	return &fakeNet{
 		first: 61000, n: srcPorts,
-		src4:  netip.MustParseAddr("198.18.40.1"),
-		src6:  netip.MustParseAddr("2001:db8:5::1"),
-		hosts: map[netip.Addr]*fakeHost{},
-		sent:  map[key][]time.Time{},
-		segs:  make(chan fakeSeg, 4096),
-		wake:  make(chan struct{}, 1),
+		src4:     netip.MustParseAddr("198.18.40.1"),
+		src6:     netip.MustParseAddr("2001:db8:5::1"),
+		hosts:    map[netip.Addr]*fakeHost{},
+		sent:     map[key][]time.Time{},
+		timeouts: map[key][]time.Duration{},
+		segs:     make(chan fakeSeg, 4096),
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -123,7 +135,7 @@ func (f *fakeNet) WriteTo(seg []byte, src, dst netip.Addr) error {
 		}
 	}
 	h := f.hosts[dst]
-	if h == nil || h.filtered || (h.lose != nil && h.lose(len(f.sent[k]))) {
+	if h == nil || h.drops(k.port, len(f.sent[k])) {
 		return nil
 	}
 	open := false
@@ -252,4 +264,57 @@ func checksumOK(seg []byte, src, dst netip.Addr) bool {
 		sum = sum&0xffff + sum>>16
 	}
 	return sum == 0xffff
+}
+
+// dial is a DialContext over the hosts of f: it records the dial as a SYN
+// (and the time it was given in f.timeouts), and answers as the host
+// would, at once or after its delay; a dial that gets no answer waits for
+// its context, as the kernel's would.
+func (f *fakeNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || network != "tcp" {
+		return nil, fmt.Errorf("fake: dial %s %s", network, addr)
+	}
+	k := key{ap.Addr(), ap.Port()}
+	f.mu.Lock()
+	f.sent[k] = append(f.sent[k], time.Now())
+	if dl, ok := ctx.Deadline(); ok {
+		f.timeouts[k] = append(f.timeouts[k], time.Until(dl))
+	}
+	tries := len(f.sent[k])
+	h := f.hosts[k.addr]
+	if f.synSeen != nil {
+		select {
+		case f.synSeen <- k:
+		default:
+		}
+	}
+	f.mu.Unlock()
+	opErr := func(err error) error {
+		return &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", err)}
+	}
+	switch {
+	case h == nil:
+		return nil, opErr(syscall.EHOSTUNREACH)
+	case h.unreachable:
+		return nil, opErr(syscall.ENETUNREACH)
+	case h.drops(k.port, tries):
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if h.delay > 0 {
+		t := time.NewTimer(h.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if slices.Contains(h.open, k.port) {
+		c, s := net.Pipe()
+		s.Close()
+		return c, nil
+	}
+	return nil, opErr(syscall.ECONNREFUSED)
 }

@@ -53,21 +53,30 @@ func streamFake(t *testing.T, ctx context.Context, n *fakeNet, cfg *Config, targ
 // on its way out.
 func noScanLeft(t *testing.T) {
 	t.Helper()
-	var left []byte
+	var left string
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		left = nil
-		for _, g := range bytes.Split(buf, []byte("\n\n")) {
-			if bytes.Contains(g, []byte("synscan.(*Raw)")) || bytes.Contains(g, []byte("synscan.(*scan)")) {
-				left = append(left, g...)
-			}
-		}
-		if left == nil {
+		if left = goroutinesIn("synscan.(*Raw)", "synscan.(*scan)"); left == "" {
 			return
 		}
 	}
 	t.Errorf("goroutines left:\n%s", left)
+}
+
+// goroutinesIn returns the stacks of the goroutines in the functions
+// named.
+func goroutinesIn(funcs ...string) string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var left []byte
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		for _, f := range funcs {
+			if bytes.Contains(g, []byte(f)) {
+				left = append(append(left, g...), "\n\n"...)
+				break
+			}
+		}
+	}
+	return string(left)
 }
 
 // kinds is a network with a host of every kind, the targets of a scan of
@@ -145,9 +154,10 @@ func TestRawFindsEveryKindOfHost(t *testing.T) {
 func TestRawOneResultPerTargetWhateverItsHint(t *testing.T) {
 	n := newFakeNet()
 	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	// The same target twice, with two hints, while the first is in flight.
-	targets := []Target{{Addr: a, Port: 80, RTT: time.Millisecond}, {Addr: a, Port: 80, RTT: 2 * time.Millisecond}}
-	got, st, err := streamFake(t, context.Background(), n, &Config{Timeout: 50 * time.Millisecond, Retries: -1}, targets)
+	// The same target twice, with two hints, while the first is in flight
+	// (for 300 ms: its hint says 150 ms away).
+	targets := []Target{{Addr: a, Port: 80, RTT: 150 * time.Millisecond}, {Addr: a, Port: 80, RTT: time.Millisecond}}
+	got, st, err := streamFake(t, context.Background(), n, &Config{Retries: -1}, targets)
 	if err != nil {
 		t.Fatal(err)
 	}

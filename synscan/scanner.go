@@ -91,10 +91,12 @@ const timeoutFloor = 5 * time.Millisecond
 
 // Config tunes a scan. Zero values mean the defaults.
 type Config struct {
-	// Rate is the most probes (raw) or dials (connect) per second. The
-	// raw sending rate starts there, falls when the kernel
-	// has no room for a probe or answers come only to retries, and grows
-	// back while answers keep up.
+	// Rate is the most probes per second (raw), or dials to hosts that
+	// have not answered yet (connect: once a port of a host answered, its
+	// other ports are dialled as fast as Concurrency allows). The raw
+	// sending rate starts there, falls when the kernel has no room for a
+	// probe or answers come only to retries, and grows back while
+	// answers keep up.
 	Rate int
 	// MinRate is the least the raw sending rate falls to; 0: Rate
 	// divided by DefaultMinRateDivisor.
@@ -102,9 +104,9 @@ type Config struct {
 	// Retries are the extra probes for a target that did not answer;
 	// negative: none.
 	Retries int
-	// Timeout is how long a probe waits for its answer when nothing is
-	// known of its host's round trip, and the most a wait computed from
-	// a round trip may be. Waits follow each host's round trip (a
+	// Timeout is how long a probe (or dial) waits for its answer when
+	// nothing is known of its host's round trip, and the most a wait
+	// computed from a round trip may be. Waits follow each host's round trip (a
 	// Target's RTT, then its answers), or the round trip of the hosts
 	// that came without one; a host whose round trip is known waits
 	// twice that, even past Timeout, for a slow host is not a lost one.
