@@ -2,9 +2,11 @@
 // need them: quickly, and without a connection per closed port.
 //
 // Raw mode (NewRaw, needs CAP_NET_RAW) sends SYN segments built with
-// gopacket on raw IP sockets at a paced rate, while one reader, behind a
-// kernel filter that passes only TCP to our source ports, matches replies
-// statelessly: each probe's sequence number is a keyed hash of its
+// gopacket on raw IPv4 and IPv6 sockets at a paced rate (the IPv4 header
+// is ours, the IPv6 header the kernel's, from the source address given
+// with each segment; the TCP checksum is computed here over the
+// pseudo-header of either), while one reader, behind kernel filters that
+// pass only TCP to our source ports, matches replies statelessly: each probe's sequence number is a keyed hash of its
 // 4-tuple, so a SYN-ACK or RST is accepted only if its acknowledgement
 // number proves it answers our probe. SYN-ACK means open, RST closed, and
 // nothing after the retries filtered. The kernel, which knows of no

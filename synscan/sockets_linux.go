@@ -4,14 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/net/bpf"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,20 +38,47 @@ func NewRaw(cfg *Config) (*Raw, error) {
 	return r, nil
 }
 
-// sockets is the PacketIO of NewRaw.
+// sockets is the PacketIO of NewRaw: per family, a raw socket to send
+// on, one that reads TCP to the scan's ports, and a UDP socket that finds
+// the source address of a target. ReadFrom waits on an epoll set of both
+// reading sockets, through the runtime's poller, so that one goroutine
+// reads both families with deadlines.
 type sockets struct {
 	first, n uint16
-	send4    int      // IPPROTO_RAW: we write the IP header
-	recv4    *os.File // IPPROTO_TCP: a copy of every TCP packet the kernel receives
-	route4   int      // a UDP socket, connected to a target to learn the source address
-	framer   *ipv4Framer
+	// IPv4: send4 is IPPROTO_RAW, we write the IP header.
+	send4, route4 int
+	// IPv6 (-1 where the kernel has none): send6 is IPPROTO_TCP, the
+	// kernel writes the IP header from the source given with each
+	// segment, and reads nothing.
+	send6, route6 int
+	recv4, recv6  int      // non-blocking; -1: none
+	poll          *os.File // epoll over recv4 and recv6
+	rc            syscall.RawConn
+
+	// Used by the sender only.
+	framer *ipv4Framer
+	oob6   []byte     // IPV6_PKTINFO with oobSrc, oobIf
+	oobSrc netip.Addr // of oob6
+	oobIf  int
+	zones  map[string]int
+
 	// Used by ReadFrom only.
-	rbuf []byte
-	ip4  layers.IPv4
+	rbuf  []byte
+	roob  []byte
+	ip4   layers.IPv4
+	cm6   ipv6.ControlMessage
+	turn  bool
+	names map[int]string
+
+	// mu keeps Close from closing the reading sockets under a read.
+	mu     sync.Mutex
+	closed bool
 }
 
 func openSockets(first, n uint16) (_ *sockets, err error) {
-	s := &sockets{first: first, n: n, send4: -1, route4: -1, framer: newIPv4Framer(), rbuf: make([]byte, 2048)}
+	s := &sockets{first: first, n: n, send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1,
+		framer: newIPv4Framer(), zones: map[string]int{},
+		rbuf: make([]byte, 2048), roob: make([]byte, 128), names: map[int]string{}}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -56,20 +87,86 @@ func openSockets(first, n uint16) (_ *sockets, err error) {
 	if s.send4, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
 		return nil, wrapSocketErr(err)
 	}
-	recvFD, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
-	if err != nil {
+	if s.recv4, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP); err != nil {
 		return nil, wrapSocketErr(err)
 	}
 	// A raw IPv4 socket reads the IP header too: X = its length.
-	if err := attachPortFilter(recvFD, first, n, bpf.LoadMemShift{Off: 0}); err != nil {
-		unix.Close(recvFD)
+	if err := attachPortFilter(s.recv4, first, n, bpf.LoadMemShift{Off: 0}); err != nil {
 		return nil, err
 	}
-	s.recv4 = os.NewFile(uintptr(recvFD), "synscan-recv4")
 	if s.route4, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("synscan: %w", err)
 	}
+	if err := s.open6(first, n); err != nil {
+		return nil, err
+	}
+	if err := s.openPoll(); err != nil {
+		return nil, fmt.Errorf("synscan: %w", err)
+	}
 	return s, nil
+}
+
+// open6 opens the IPv6 sockets, unless the kernel has no IPv6.
+func (s *sockets) open6(first, n uint16) (err error) {
+	s.recv6, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
+	if errors.Is(err, unix.EAFNOSUPPORT) {
+		s.recv6 = -1
+		return nil
+	}
+	if err != nil {
+		return wrapSocketErr(err)
+	}
+	// A raw IPv6 socket reads from the TCP header on: X = 0.
+	if err := attachPortFilter(s.recv6, first, n, bpf.LoadConstant{Dst: bpf.RegX, Val: 0}); err != nil {
+		return err
+	}
+	// The address a segment was sent to, for its cookie.
+	if err := unix.SetsockoptInt(s.recv6, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+		return fmt.Errorf("synscan: IPV6_RECVPKTINFO: %w", err)
+	}
+	if s.send6, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP); err != nil {
+		return wrapSocketErr(err)
+	}
+	// It would read a copy of every TCP segment: none.
+	nothing, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if err == nil {
+		err = attachFilter(s.send6, nothing)
+	}
+	if err != nil {
+		return fmt.Errorf("synscan: attaching the socket filter: %w", err)
+	}
+	drain(s.send6)
+	if s.route6, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		return fmt.Errorf("synscan: %w", err)
+	}
+	return nil
+}
+
+// openPoll puts the reading sockets in an epoll set, itself pollable:
+// the runtime's poller wakes ReadFrom when either has a segment.
+func (s *sockets) openPoll() error {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	for _, fd := range []int{s.recv4, s.recv6} {
+		if fd < 0 {
+			continue
+		}
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			unix.Close(ep)
+			return err
+		}
+	}
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return err
+	}
+	s.poll = os.NewFile(uintptr(ep), "synscan-recv")
+	if s.rc, err = s.poll.SyscallConn(); err != nil {
+		return err
+	}
+	return nil
 }
 
 // attachPortFilter makes fd read only TCP to the ports n from first:
@@ -85,11 +182,7 @@ func attachPortFilter(fd int, first, n uint16, hdr bpf.Instruction) error {
 		bpf.RetConstant{Val: 0},
 	})
 	if err == nil {
-		filter := make([]unix.SockFilter, len(prog))
-		for i, ins := range prog {
-			filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
-		}
-		err = unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]})
+		err = attachFilter(fd, prog)
 	}
 	if err != nil {
 		return fmt.Errorf("synscan: attaching the socket filter: %w", err)
@@ -98,6 +191,14 @@ func attachPortFilter(fd int, first, n uint16, hdr bpf.Instruction) error {
 	// A burst of answers must not overflow the socket.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	return nil
+}
+
+func attachFilter(fd int, prog []bpf.RawInstruction) error {
+	filter := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]})
 }
 
 func wrapSocketErr(err error) error {
@@ -142,67 +243,207 @@ func sourcePortBase() uint16 {
 // Ports implements PacketIO.
 func (s *sockets) Ports() (first, n uint16) { return s.first, s.n }
 
-// Close closes the sockets; it may be called more than once.
+// Close closes the sockets; it may be called more than once, and while
+// ReadFrom waits, which then returns net.ErrClosed.
 func (s *sockets) Close() error {
-	if s.send4 >= 0 {
-		unix.Close(s.send4)
-		s.send4 = -1
+	if s.poll != nil {
+		s.poll.Close()
 	}
-	if s.route4 >= 0 {
-		unix.Close(s.route4)
-		s.route4 = -1
-	}
-	if s.recv4 != nil {
-		s.recv4.Close()
-		s.recv4 = nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, fd := range []*int{&s.send4, &s.route4, &s.recv4, &s.send6, &s.route6, &s.recv6} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
 	}
 	return nil
 }
 
+// errNoIPv6 is Source's error for an IPv6 target on a kernel without IPv6.
+var errNoIPv6 = errors.New("this kernel has no IPv6")
+
 // Source implements PacketIO: the address the kernel would send from to
 // reach dst.
 func (s *sockets) Source(dst netip.Addr) (netip.Addr, error) {
-	if !dst.Is4() {
-		return netip.Addr{}, fmt.Errorf("%v: raw SYN probes are IPv4 only", dst)
+	var sa unix.Sockaddr
+	fd := s.route4
+	if dst.Is4() {
+		sa = &unix.SockaddrInet4{Addr: dst.As4(), Port: 9}
+	} else {
+		if s.route6 < 0 {
+			return netip.Addr{}, fmt.Errorf("%v: %w", dst, errNoIPv6)
+		}
+		idx, err := s.zoneIndex(dst.Zone())
+		if err != nil {
+			return netip.Addr{}, err
+		}
+		sa, fd = &unix.SockaddrInet6{Addr: dst.As16(), Port: 9, ZoneId: uint32(idx)}, s.route6
 	}
-	if err := unix.Connect(s.route4, &unix.SockaddrInet4{Addr: dst.As4(), Port: 9}); err != nil {
+	if err := unix.Connect(fd, sa); err != nil {
 		return netip.Addr{}, fmt.Errorf("no route to %v: %w", dst, err)
 	}
-	sa, err := unix.Getsockname(s.route4)
+	local, err := unix.Getsockname(fd)
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	in4, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return netip.Addr{}, fmt.Errorf("no IPv4 source for %v", dst)
+	switch la := local.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(la.Addr), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(la.Addr), nil
 	}
-	return netip.AddrFrom4(in4.Addr), nil
+	return netip.Addr{}, fmt.Errorf("no source address for %v", dst)
+}
+
+// zoneIndex returns the index of the interface a zone names (0 for
+// none), as a scope ID. Names are looked up in the sockets' network
+// namespace, which need not be the calling thread's.
+func (s *sockets) zoneIndex(zone string) (int, error) {
+	if zone == "" {
+		return 0, nil
+	}
+	if idx, ok := s.zones[zone]; ok {
+		return idx, nil
+	}
+	idx, err := strconv.Atoi(zone)
+	if err != nil {
+		ifr, err := unix.NewIfreq(zone)
+		if err == nil {
+			err = unix.IoctlIfreq(s.route6, unix.SIOCGIFINDEX, ifr)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("interface %q: %w", zone, err)
+		}
+		idx = int(ifr.Uint32())
+	}
+	s.zones[zone] = idx
+	return idx, nil
 }
 
 // WriteTo implements PacketIO.
 func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
-	pkt, err := s.framer.frame(seg, src, dst)
+	if dst.Is4() {
+		pkt, err := s.framer.frame(seg, src, dst)
+		if err != nil {
+			return err
+		}
+		return unix.Sendto(s.send4, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+	}
+	if s.send6 < 0 {
+		return errNoIPv6
+	}
+	idx, err := s.zoneIndex(dst.Zone())
 	if err != nil {
 		return err
 	}
-	return unix.Sendto(s.send4, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+	// The source goes with the segment, so that the kernel sends from the
+	// address the checksum and the cookie were computed with.
+	if src != s.oobSrc || idx != s.oobIf || s.oob6 == nil {
+		s.oob6 = (&ipv6.ControlMessage{Src: src.AsSlice(), IfIndex: idx}).Marshal()
+		s.oobSrc, s.oobIf = src, idx
+	}
+	_, err = unix.SendmsgN(s.send6, seg, s.oob6, &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(idx)}, 0)
+	return err
 }
 
 // ReadFrom implements PacketIO. What is not a whole IPv4 packet carrying
-// TCP is skipped.
-func (s *sockets) ReadFrom(b []byte) (int, netip.Addr, netip.Addr, error) {
+// TCP, or an IPv6 segment with its destination, is skipped.
+func (s *sockets) ReadFrom(b []byte) (n int, src, dst netip.Addr, err error) {
+	rerr := s.rc.Read(func(uintptr) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			err = net.ErrClosed
+			return true
+		}
+		// Each socket in turn; the runtime's poller is edge-triggered, so
+		// both are read until empty before it is waited on.
+		for range 2 {
+			s.turn = !s.turn
+			var ok bool
+			if s.turn {
+				n, src, dst, ok, err = s.read4(b)
+			} else {
+				n, src, dst, ok, err = s.read6(b)
+			}
+			if ok || err != nil {
+				return true
+			}
+		}
+		return false
+	})
+	if rerr != nil {
+		s.mu.Lock()
+		if s.closed {
+			rerr = net.ErrClosed
+		}
+		s.mu.Unlock()
+		return 0, src, dst, rerr
+	}
+	return n, src, dst, err
+}
+
+// read4 reads the next IPv4 segment; ok is false when none is left.
+func (s *sockets) read4(b []byte) (n int, src, dst netip.Addr, ok bool, err error) {
 	for {
-		k, err := s.recv4.Read(s.rbuf)
+		k, _, err := unix.Recvfrom(s.recv4, s.rbuf, unix.MSG_DONTWAIT)
 		if err != nil {
-			return 0, netip.Addr{}, netip.Addr{}, err
+			return 0, src, dst, false, recvErr(err)
 		}
 		seg, src, dst, ok := ipv4Segment(&s.ip4, s.rbuf[:k])
-		if !ok {
-			continue
+		if ok {
+			return copy(b, seg), src, dst, true, nil
 		}
-		return copy(b, seg), src, dst, nil
 	}
 }
 
+// read6 reads the next IPv6 segment; ok is false when none is left.
+func (s *sockets) read6(b []byte) (n int, src, dst netip.Addr, ok bool, err error) {
+	if s.recv6 < 0 {
+		return 0, src, dst, false, nil
+	}
+	for {
+		k, oobn, _, from, err := unix.Recvmsg(s.recv6, b, s.roob, unix.MSG_DONTWAIT)
+		if err != nil {
+			return 0, src, dst, false, recvErr(err)
+		}
+		sa, ok := from.(*unix.SockaddrInet6)
+		if !ok || s.cm6.Parse(s.roob[:oobn]) != nil || len(s.cm6.Dst) != net.IPv6len {
+			continue
+		}
+		src = netip.AddrFrom16(sa.Addr)
+		if src.IsLinkLocalUnicast() && sa.ZoneId != 0 {
+			src = src.WithZone(s.zoneName(int(sa.ZoneId)))
+		}
+		return k, src, netip.AddrFrom16([16]byte(s.cm6.Dst)), true, nil
+	}
+}
+
+// zoneName names the interface of a scope ID, as a target's zone would.
+func (s *sockets) zoneName(idx int) string {
+	if name, ok := s.names[idx]; ok {
+		return name
+	}
+	name := strconv.Itoa(idx)
+	if ifr, err := unix.NewIfreq(""); err == nil {
+		ifr.SetUint32(uint32(idx))
+		if unix.IoctlIfreq(s.route6, unix.SIOCGIFNAME, ifr) == nil {
+			name = ifr.Name()
+		}
+	}
+	s.names[idx] = name
+	return name
+}
+
+// recvErr maps an empty socket to no error.
+func recvErr(err error) error {
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return nil
+	}
+	return err
+}
+
 // SetReadDeadline implements PacketIO.
-func (s *sockets) SetReadDeadline(t time.Time) error { return s.recv4.SetReadDeadline(t) }
+func (s *sockets) SetReadDeadline(t time.Time) error { return s.poll.SetReadDeadline(t) }

@@ -170,6 +170,132 @@ func FuzzReply(f *testing.F) {
 	})
 }
 
+var (
+	us6   = netip.MustParseAddr("2001:db8:5::1")
+	them6 = Target{Addr: netip.MustParseAddr("2001:db8:5::9"), Port: 7440}
+)
+
+// replySegment builds the TCP segment a target's kernel would send back to
+// a probe from to:sport, acknowledging ack, as a raw IPv6 socket reads it
+// (no IP header: the addresses come beside it).
+func replySegment(t testing.TB, from Target, to netip.Addr, sport uint16, ack uint32, syn, rst bool) []byte {
+	t.Helper()
+	// The options of a Linux SYN-ACK: mss, sackOK, timestamps, nop, wscale.
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(from.Port), DstPort: layers.TCPPort(sport), Seq: 12345, Ack: ack, ACK: true, SYN: syn, RST: rst, Window: 65535}
+	if syn {
+		tcp.Options = []layers.TCPOption{
+			{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xa0}},
+			{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+			{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: make([]byte, 8)},
+			{OptionType: layers.TCPOptionKindNop, OptionLength: 1},
+			{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}},
+		}
+	}
+	b, err := serializeTCP(tcp, from.Addr, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Cookies cover IPv6 4-tuples as IPv4 ones: a reply matches only from the
+// target, to the address and port the probe left from.
+func TestMatch6(t *testing.T) {
+	ck := newCookies(61000, srcPorts)
+	sport := ck.sport(them6)
+	seq := ck.seq(us6, sport, them6)
+	otherUs := netip.MustParseAddr("2001:db8:5::3")
+	// The same bits as them6's last 4 bytes, as IPv4.
+	mapped := Target{Addr: netip.AddrFrom4([4]byte{0, 0, 0, 9}), Port: 7440}
+	tests := []struct {
+		name     string
+		from     Target
+		to       netip.Addr
+		sport    uint16
+		ack      uint32
+		syn, rst bool
+		state    State
+		ok       bool
+	}{
+		{"syn-ack", them6, us6, sport, seq + 1, true, false, Open, true},
+		{"rst", them6, us6, sport, seq + 1, false, true, Closed, true},
+		{"wrong ack", them6, us6, sport, seq + 2, true, false, 0, false},
+		{"to another of our addresses", them6, otherUs, sport, seq + 1, true, false, 0, false},
+		{"from another host", Target{Addr: netip.MustParseAddr("2001:db8:5::a"), Port: 7440}, us6, sport, seq + 1, true, false, 0, false},
+		{"from an IPv4 host", mapped, netip.AddrFrom4([4]byte{198, 18, 0, 2}), sport, seq + 1, true, false, 0, false},
+		{"to another of our ports", them6, us6, sport + 1, seq + 1, true, false, 0, false},
+	}
+	var p replyParser
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, ok := p.parse(replySegment(t, tt.from, tt.to, tt.sport, tt.ack, tt.syn, tt.rst), tt.from.Addr, tt.to)
+			if !ok {
+				t.Fatal("did not parse")
+			}
+			got, state, ok := ck.match(r)
+			if ok != tt.ok || state != tt.state || (ok && got != them6) {
+				t.Errorf("match = %v, %v, %v; want %v, %v, %v", got, state, ok, them6, tt.state, tt.ok)
+			}
+		})
+	}
+}
+
+func TestBuildSYN6(t *testing.T) {
+	seg, err := newSynBuilder().build(us6, 61001, them6, 0xdeadbeef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, _ := gopacket.NewPacket(seg, layers.LayerTypeTCP, gopacket.Default).Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if tcp == nil || !tcp.SYN || tcp.ACK || tcp.Seq != 0xdeadbeef || tcp.SrcPort != 61001 || tcp.DstPort != 7440 {
+		t.Fatalf("TCP header %+v", tcp)
+	}
+	if !checksumOK(seg, us6, them6.Addr) {
+		t.Errorf("checksum %#x does not verify over the IPv6 pseudo-header", tcp.Checksum)
+	}
+	// A builder switches families without carrying the other's
+	// pseudo-header along.
+	b := newSynBuilder()
+	for _, to := range []Target{them, them6, them} {
+		from := us
+		if to.Addr.Is6() {
+			from = us6
+		}
+		seg, err := b.build(from, 61001, to, 1)
+		if err != nil || !checksumOK(seg, from, to.Addr) {
+			t.Errorf("to %v: %v, or a bad checksum", to.Addr, err)
+		}
+	}
+}
+
+func FuzzReply6(f *testing.F) {
+	// Seeds: replies as a Linux kernel sends them (built here with the same
+	// fields and options), and truncated segments.
+	t := &testing.T{}
+	ck := newCookies(61000, srcPorts)
+	sport := ck.sport(them6)
+	seq := ck.seq(us6, sport, them6)
+	f.Add(replySegment(t, them6, us6, sport, seq+1, true, false))
+	f.Add(replySegment(t, them6, us6, sport, seq+1, false, true))
+	f.Add(replySegment(t, them6, us6, sport, seq+1, true, false)[:24])
+	f.Add([]byte{0x1d, 0x10})
+	f.Fuzz(func(t *testing.T, seg []byte) {
+		var p replyParser
+		r, ok := p.parse(seg, them6.Addr, us6)
+		if !ok {
+			return
+		}
+		if len(seg) < 20 || r.src != them6.Addr || r.dst != us6 {
+			t.Fatalf("parsed %d bytes as %+v", len(seg), r)
+		}
+		if tg, state, ok := ck.match(r); ok {
+			// Only a reply carrying the cookie may match.
+			if tg.Addr != them6.Addr || r.ack != ck.seq(us6, r.dport, tg)+1 || (state != Open && state != Closed) {
+				t.Fatalf("matched %+v as %v", r, state)
+			}
+		}
+	})
+}
+
 func TestConnectScanner(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
