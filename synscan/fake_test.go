@@ -63,6 +63,7 @@ func (h *fakeHost) drops(port uint16, try int) bool {
 type fakeSeg struct {
 	b        []byte
 	src, dst netip.Addr
+	at       time.Time // delivered, as a kernel's receive timestamp
 }
 
 func newFakeNet() *fakeNet {
@@ -166,25 +167,26 @@ func (f *fakeNet) deliverLocked(s fakeSeg) {
 	if f.closed {
 		return
 	}
+	s.at = time.Now()
 	select {
 	case f.segs <- s:
 	default: // a full socket drops it
 	}
 }
 
-func (f *fakeNet) ReadFrom(b []byte) (int, netip.Addr, netip.Addr, error) {
+func (f *fakeNet) ReadFrom(b []byte) (int, Arrival, error) {
 	for {
 		f.mu.Lock()
 		dl, closed := f.deadline, f.closed
 		f.mu.Unlock()
 		if closed {
-			return 0, netip.Addr{}, netip.Addr{}, net.ErrClosed
+			return 0, Arrival{}, net.ErrClosed
 		}
 		var timeout <-chan time.Time
 		if !dl.IsZero() {
 			d := time.Until(dl)
 			if d <= 0 {
-				return 0, netip.Addr{}, netip.Addr{}, os.ErrDeadlineExceeded
+				return 0, Arrival{}, os.ErrDeadlineExceeded
 			}
 			t := time.NewTimer(d)
 			defer t.Stop()
@@ -192,9 +194,9 @@ func (f *fakeNet) ReadFrom(b []byte) (int, netip.Addr, netip.Addr, error) {
 		}
 		select {
 		case s := <-f.segs:
-			return copy(b, s.b), s.src, s.dst, nil
+			return copy(b, s.b), Arrival{From: s.src, To: s.dst, At: s.at}, nil
 		case <-timeout:
-			return 0, netip.Addr{}, netip.Addr{}, os.ErrDeadlineExceeded
+			return 0, Arrival{}, os.ErrDeadlineExceeded
 		case <-f.wake: // the deadline changed, or it closed
 		}
 	}

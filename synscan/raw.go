@@ -27,13 +27,23 @@ type PacketIO interface {
 	// room for it: it was not sent, and may be sent again.
 	WriteTo(seg []byte, src, dst netip.Addr) error
 	// ReadFrom reads the next TCP segment into b and returns its length
-	// and the addresses it came from and went to.
-	ReadFrom(b []byte) (n int, src, dst netip.Addr, err error)
+	// and how it came.
+	ReadFrom(b []byte) (n int, arr Arrival, err error)
 	// SetReadDeadline makes ReadFrom, waiting or to come, return an
 	// error wrapping os.ErrDeadlineExceeded once t has passed; the zero
 	// time, never.
 	SetReadDeadline(t time.Time) error
 	Close() error
+}
+
+// Arrival is how a segment came.
+type Arrival struct {
+	From, To netip.Addr
+	// At is when the kernel received it; the zero time: unknown, and the
+	// time it is read stands for it. A reader that falls behind must not
+	// make round trips seem longer, nor answers seem to come after the
+	// retries they came before.
+	At time.Time
 }
 
 // Raw is the raw-socket SYN scanner. Create it with NewRaw, or New over
@@ -96,7 +106,7 @@ func (r *Raw) read(answers chan<- answer, stop <-chan struct{}) error {
 	var p replyParser
 	buf := make([]byte, 2048)
 	for {
-		n, src, dst, err := r.io.ReadFrom(buf)
+		n, arr, err := r.io.ReadFrom(buf)
 		if err != nil {
 			select {
 			case <-stop:
@@ -111,8 +121,10 @@ func (r *Raw) read(answers chan<- answer, stop <-chan struct{}) error {
 			}
 			return fmt.Errorf("synscan: reading replies: %w", err)
 		}
-		now := time.Now()
-		rep, ok := p.parse(buf[:n], src, dst)
+		if arr.At.IsZero() {
+			arr.At = time.Now()
+		}
+		rep, ok := p.parse(buf[:n], arr.From, arr.To)
 		if !ok {
 			continue
 		}
@@ -121,7 +133,7 @@ func (r *Raw) read(answers chan<- answer, stop <-chan struct{}) error {
 			continue
 		}
 		select {
-		case answers <- answer{t: t, state: state, at: now}:
+		case answers <- answer{t: t, state: state, at: arr.At}:
 		case <-stop:
 			return nil
 		}

@@ -19,7 +19,6 @@ import (
 type flight struct {
 	t         Target
 	h         *host
-	src       netip.Addr
 	sport     uint16
 	tries     int // probes sent (not those the kernel refused)
 	firstSent time.Time
@@ -30,6 +29,7 @@ type flight struct {
 
 // host is what a scan knows of an address.
 type host struct {
+	src netip.Addr // where probes to it leave from
 	// est is its round trip, from its hint and its answers to first
 	// probes; nil: nothing is known.
 	est *rtt.Estimator
@@ -112,6 +112,11 @@ func (s *scan) run(ctx context.Context, in <-chan Target, answers <-chan answer,
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// What was read first: a flight whose wait ended while its answer
+		// waited here is not sent again.
+		if err := s.answered(ctx, answers); err != nil {
+			return err
+		}
 		now := time.Now()
 		if err := s.expire(ctx, now); err != nil {
 			return err
@@ -130,6 +135,17 @@ func (s *scan) run(ctx context.Context, in <-chan Target, answers <-chan answer,
 	}
 }
 
+// answered handles the answers queued, as many as there were when it
+// was called, so that a reader that keeps up does not hold the sender.
+func (s *scan) answered(ctx context.Context, answers <-chan answer) error {
+	for range len(answers) {
+		if err := s.answer(ctx, <-answers); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // admit takes a target from in: a duplicate of one in flight is
 // dropped, one that cannot be reached from here is filtered, the others
 // are sent their first probe.
@@ -139,42 +155,47 @@ func (s *scan) admit(ctx context.Context, t Target, now time.Time) error {
 	if _, dup := s.flights[t.key()]; dup {
 		return nil
 	}
-	src, err := s.r.io.Source(t.Addr)
+	h, err := s.host(t)
 	if err != nil {
 		// Nothing will answer.
 		return s.emit(ctx, Result{Target: t, State: Filtered})
 	}
-	f := &flight{t: t, h: s.host(t), src: src, sport: s.r.ck.sport(t), index: -1}
-	f.h.flights++
+	f := &flight{t: t, h: h, sport: s.r.ck.sport(t), index: -1}
+	h.flights++
 	s.flights[t.key()] = f
 	return s.send(f, now)
 }
 
 // host returns t's host, its round trip seeded from t's hint if nothing
-// was known.
-func (s *scan) host(t Target) *host {
+// was known; an error if t cannot be reached from here.
+func (s *scan) host(t Target) (*host, error) {
 	h := s.hosts[t.Addr]
 	if h == nil {
-		h = &host{}
+		src, err := s.r.io.Source(t.Addr)
+		if err != nil {
+			return nil, err
+		}
+		h = &host{src: src}
 		s.hosts[t.Addr] = h
 	}
 	if h.est == nil && t.RTT > 0 {
 		h.est = rtt.New(s.lim)
 		h.est.Observe(t.RTT)
 	}
-	return h
+	return h, nil
 }
 
 // send sends f's next probe, sent at now, and puts f in line for its
 // answer.
 func (s *scan) send(f *flight, now time.Time) error {
-	seg, err := s.b.build(f.src, f.sport, f.t, s.r.ck.seq(f.src, f.sport, f.t))
+	src := f.h.src
+	seg, err := s.b.build(src, f.sport, f.t, s.r.ck.seq(src, f.sport, f.t))
 	if err != nil {
 		return err
 	}
 	// now was taken before the write, so that no answer seems to come
 	// before its probe; the answer is read after send returns.
-	if err := s.r.io.WriteTo(seg, f.src, f.t.Addr); err != nil {
+	if err := s.r.io.WriteTo(seg, src, f.t.Addr); err != nil {
 		if errors.Is(err, syscall.ENOBUFS) {
 			return s.refuse(f, now, err)
 		}
@@ -237,41 +258,59 @@ func (s *scan) answer(ctx context.Context, a answer) error {
 	if f == nil {
 		return nil
 	}
-	d := a.at.Sub(f.lastSent)
-	s.learn(f, d, a.at)
+	s.learn(f, a.at)
 	s.settle(f)
+	d := a.at.Sub(f.lastSent)
+	if d < 0 {
+		d = a.at.Sub(f.firstSent) // it came before the last probe left
+	}
 	return s.emit(ctx, Result{Target: f.t, State: a.state, RTT: d})
 }
 
-// learn takes what an answer that came d after f's last probe, at at,
-// tells of round trips and loss.
-func (s *scan) learn(f *flight, d time.Duration, at time.Time) {
+// learn takes what an answer to f that came at at tells of round trips
+// and loss.
+func (s *scan) learn(f *flight, at time.Time) {
 	s.win.Ack(at)
-	if f.tries == 1 {
-		f.h.backoff = 0
-		if f.h.est == nil {
-			f.h.est = rtt.New(s.lim)
+	switch {
+	case f.tries == 1:
+		s.measure(f, at.Sub(f.lastSent))
+	case at.Before(f.lastSent):
+		// It came before the last probe left, which was sent for
+		// nothing: the answer waited to be read, or the host is slower
+		// than its wait. Nothing was lost; and with one probe before, its
+		// round trip is known.
+		if f.tries == 2 {
+			s.measure(f, at.Sub(f.firstSent))
 		}
-		f.h.est.Observe(d)
-		s.seg.Observe(d)
-		if f.t.RTT == 0 {
-			s.blind.Observe(d)
+	default:
+		// As Karn's algorithm: an answer after a retry may answer an
+		// earlier probe, so it measures nothing, and the host keeps its
+		// backed-off wait. But one much nearer the retry than the first
+		// probe answers the retry: the first was lost (a slow host's
+		// answer comes its round trip after the first). One such answer
+		// may be one host's loss; a second since the last cut is the
+		// queues.
+		f.h.backoff = min(f.h.backoff+f.tries-1, maxBackoff)
+		if gap := f.lastSent.Sub(f.firstSent); 2*at.Sub(f.lastSent) < gap {
+			if s.retryAnswers++; s.retryAnswers >= 2 {
+				s.cut(f.firstSent, at)
+			}
 		}
-		s.win.SetRound(s.seg.Timeout())
-		return
 	}
-	// As Karn's algorithm: an answer after a retry may answer an earlier
-	// probe, so it measures nothing. But one much nearer the retry than
-	// the first probe answers the retry: the first was lost (a slow
-	// host's answer comes its round trip after the first). One such
-	// answer may be one host's loss; a second since the last cut is the
-	// queues.
-	f.h.backoff = min(f.h.backoff+f.tries-1, maxBackoff)
-	if gap := f.lastSent.Sub(f.firstSent); 2*d < gap {
-		if s.retryAnswers++; s.retryAnswers >= 2 {
-			s.cut(f.firstSent, at)
-		}
+}
+
+// measure takes d as a round trip to f's host.
+func (s *scan) measure(f *flight, d time.Duration) {
+	f.h.backoff = 0
+	if f.h.est == nil {
+		f.h.est = rtt.New(s.lim)
 	}
+	f.h.est.Observe(d)
+	s.seg.Observe(d)
+	if f.t.RTT == 0 {
+		s.blind.Observe(d)
+	}
+	s.win.SetRound(s.seg.Timeout())
 }
 
 // cut reports a probe sent at sent lost, at now: the rate falls, at

@@ -62,7 +62,9 @@ func (t Target) key() key { return key{t.Addr, t.Port} }
 type Result struct {
 	Target
 	State State
-	RTT   time.Duration // from the last probe to the answer; 0 for Filtered
+	// RTT runs from the last probe sent before the answer came (raw; the
+	// dial, connect) to the answer; 0 for Filtered and Down.
+	RTT time.Duration
 }
 
 // Defaults for the zero values of Config.

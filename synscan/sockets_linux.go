@@ -1,6 +1,7 @@
 package synscan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -66,7 +67,6 @@ type sockets struct {
 	rbuf  []byte
 	roob  []byte
 	ip4   layers.IPv4
-	cm6   ipv6.ControlMessage
 	turn  bool
 	names map[int]string
 
@@ -94,6 +94,7 @@ func openSockets(first, n uint16) (_ *sockets, err error) {
 	if err := attachPortFilter(s.recv4, first, n, bpf.LoadMemShift{Off: 0}); err != nil {
 		return nil, err
 	}
+	timestamp(s.recv4)
 	if s.route4, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 		return nil, fmt.Errorf("synscan: %w", err)
 	}
@@ -124,6 +125,7 @@ func (s *sockets) open6(first, n uint16) (err error) {
 	if err := unix.SetsockoptInt(s.recv6, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
 		return fmt.Errorf("synscan: IPV6_RECVPKTINFO: %w", err)
 	}
+	timestamp(s.recv6)
 	if s.send6, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP); err != nil {
 		return wrapSocketErr(err)
 	}
@@ -191,6 +193,13 @@ func attachPortFilter(fd int, first, n uint16, hdr bpf.Instruction) error {
 	// A burst of answers must not overflow the socket.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	return nil
+}
+
+// timestamp asks the kernel for the time each segment was received:
+// without it, a reader that falls behind lengthens round trips. It is
+// asked for, not required.
+func timestamp(fd int) {
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 }
 
 func attachFilter(fd int, prog []bpf.RawInstruction) error {
@@ -350,7 +359,7 @@ func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
 
 // ReadFrom implements PacketIO. What is not a whole IPv4 packet carrying
 // TCP, or an IPv6 segment with its destination, is skipped.
-func (s *sockets) ReadFrom(b []byte) (n int, src, dst netip.Addr, err error) {
+func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
 	rerr := s.rc.Read(func(uintptr) bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -364,9 +373,9 @@ func (s *sockets) ReadFrom(b []byte) (n int, src, dst netip.Addr, err error) {
 			s.turn = !s.turn
 			var ok bool
 			if s.turn {
-				n, src, dst, ok, err = s.read4(b)
+				n, arr, ok, err = s.read4(b)
 			} else {
-				n, src, dst, ok, err = s.read6(b)
+				n, arr, ok, err = s.read6(b)
 			}
 			if ok || err != nil {
 				return true
@@ -380,45 +389,90 @@ func (s *sockets) ReadFrom(b []byte) (n int, src, dst netip.Addr, err error) {
 			rerr = net.ErrClosed
 		}
 		s.mu.Unlock()
-		return 0, src, dst, rerr
+		return 0, arr, rerr
 	}
-	return n, src, dst, err
+	return n, arr, err
 }
 
 // read4 reads the next IPv4 segment; ok is false when none is left.
-func (s *sockets) read4(b []byte) (n int, src, dst netip.Addr, ok bool, err error) {
+func (s *sockets) read4(b []byte) (n int, arr Arrival, ok bool, err error) {
 	for {
-		k, _, err := unix.Recvfrom(s.recv4, s.rbuf, unix.MSG_DONTWAIT)
+		k, oobn, _, _, err := unix.Recvmsg(s.recv4, s.rbuf, s.roob, unix.MSG_DONTWAIT)
 		if err != nil {
-			return 0, src, dst, false, recvErr(err)
+			return 0, arr, false, recvErr(err)
 		}
 		seg, src, dst, ok := ipv4Segment(&s.ip4, s.rbuf[:k])
-		if ok {
-			return copy(b, seg), src, dst, true, nil
+		if !ok {
+			continue
 		}
+		at, _ := parseControl(s.roob[:oobn])
+		return copy(b, seg), Arrival{From: src, To: dst, At: at}, true, nil
 	}
 }
 
 // read6 reads the next IPv6 segment; ok is false when none is left.
-func (s *sockets) read6(b []byte) (n int, src, dst netip.Addr, ok bool, err error) {
+func (s *sockets) read6(b []byte) (n int, arr Arrival, ok bool, err error) {
 	if s.recv6 < 0 {
-		return 0, src, dst, false, nil
+		return 0, arr, false, nil
 	}
 	for {
 		k, oobn, _, from, err := unix.Recvmsg(s.recv6, b, s.roob, unix.MSG_DONTWAIT)
 		if err != nil {
-			return 0, src, dst, false, recvErr(err)
+			return 0, arr, false, recvErr(err)
 		}
 		sa, ok := from.(*unix.SockaddrInet6)
-		if !ok || s.cm6.Parse(s.roob[:oobn]) != nil || len(s.cm6.Dst) != net.IPv6len {
+		at, dst := parseControl(s.roob[:oobn])
+		if !ok || !dst.IsValid() {
 			continue
 		}
-		src = netip.AddrFrom16(sa.Addr)
+		src := netip.AddrFrom16(sa.Addr)
 		if src.IsLinkLocalUnicast() && sa.ZoneId != 0 {
 			src = src.WithZone(s.zoneName(int(sa.ZoneId)))
 		}
-		return k, src, netip.AddrFrom16([16]byte(s.cm6.Dst)), true, nil
+		return k, Arrival{From: src, To: dst, At: at}, true, nil
 	}
+}
+
+// parseControl returns what the control messages of a read say: when the
+// kernel received the segment (SO_TIMESTAMPNS), as the monotonic clock
+// counts, and the IPv6 address it was sent to (IPV6_PKTINFO); zero values
+// for what they do not say.
+func parseControl(oob []byte) (at time.Time, dst netip.Addr) {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		oob = rest
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS:
+			at = received(data)
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			dst = netip.AddrFrom16([16]byte(data[:16]))
+		}
+	}
+	return at, dst
+}
+
+// received turns a struct timespec of the wall clock into a time on the
+// monotonic clock, which a probe's send time is on; the zero time if it
+// is not one, or the wall clock has stepped since.
+func received(ts []byte) time.Time {
+	var sec, nsec int64
+	switch len(ts) {
+	case 16:
+		sec, nsec = int64(binary.NativeEndian.Uint64(ts)), int64(binary.NativeEndian.Uint64(ts[8:]))
+	case 8:
+		sec, nsec = int64(int32(binary.NativeEndian.Uint32(ts))), int64(int32(binary.NativeEndian.Uint32(ts[4:])))
+	default:
+		return time.Time{}
+	}
+	now := time.Now()
+	age := now.Sub(time.Unix(sec, nsec)) // on the wall clock: time.Unix has no monotonic reading
+	if age < 0 || age > time.Second {
+		return time.Time{}
+	}
+	return now.Add(-age)
 }
 
 // zoneName names the interface of a scope ID, as a target's zone would.

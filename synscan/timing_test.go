@@ -281,3 +281,42 @@ func TestBackoffKeptUntilMeasured(t *testing.T) {
 		t.Errorf("first wait once measured %v, want 5ms", w)
 	}
 }
+
+// An answer the kernel received before the retry left answers the first
+// probe, however late it was read: a round trip of its own, no loss.
+func TestAnswerBeforeTheRetry(t *testing.T) {
+	const ms = time.Millisecond
+	n := newFakeNet()
+	a := n.add("198.18.40.12", &fakeHost{filtered: true})
+	r, err := New(&Config{Rate: 1e6}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan Result, 8)
+	s := newScan(r, out)
+	ctx := context.Background()
+	t0 := time.Now()
+	for port := uint16(1); port <= 2; port++ {
+		tg := Target{Addr: a, Port: port, RTT: ms}
+		if err := s.admit(ctx, tg, t0); err != nil {
+			t.Fatal(err)
+		}
+		// The wait (5 ms) ends before the answer is read, and the
+		// probe goes again.
+		s.expire(ctx, t0.Add(5*ms))
+		s.retry(t0.Add(5 * ms))
+		if err := s.answer(ctx, answer{t: tg, state: Closed, at: t0.Add(4 * ms)}); err != nil {
+			t.Fatal(err)
+		}
+		if res := <-out; res.RTT != 4*ms {
+			t.Errorf("RTT %v, want 4ms", res.RTT)
+		}
+	}
+	if s.st.RateCuts != 0 || s.retryAnswers != 0 || s.hosts[a].backoff != 0 {
+		t.Errorf("taken for loss: %+v, %d answers to retries, backoff %d", s.st, s.retryAnswers, s.hosts[a].backoff)
+	}
+	// RFC 6298: 1 ms, then 4 ms twice: srtt 1 + 3/8 = 1.375, then + (4 - 1.375)/8.
+	if got, want := s.hosts[a].est.SRTT(), 1375*time.Microsecond+(4*ms-1375*time.Microsecond)/8; got != want {
+		t.Errorf("host's round trip %v, want %v", got, want)
+	}
+}
