@@ -141,7 +141,7 @@ func TestConnectGivesUpADroppedPortSoon(t *testing.T) {
 	wantTimeouts(t, n, dropped, 5, 10, 20)
 
 	n = newFakeNet()
-	a = n.add("198.18.40.12", &fakeHost{filtered: true})
+	n.add("198.18.40.12", &fakeHost{filtered: true})
 	if _, _, err := connectFake(t, context.Background(), n, nil, []Target{dropped}); err != nil {
 		t.Fatal(err)
 	}

@@ -239,8 +239,8 @@ func (s *scan) refuse(f *flight, now time.Time, err error) error {
 }
 
 // timeout is how long f's last probe waits for its answer: the backed-off
-// timeout of its host's round trip, or if none is known of the round trip
-// of the hosts that came without a hint.
+// timeout of its host's round trip or, while none is known, of the round
+// trip of the hosts that came without a hint.
 func (s *scan) timeout(f *flight) time.Duration {
 	try := f.tries - 1 + f.h.backoff
 	if f.h.est == nil {
@@ -252,10 +252,11 @@ func (s *scan) timeout(f *flight) time.Duration {
 }
 
 // answer settles the flight an answer is for; a late or repeated one is
-// ignored.
+// ignored, as is one to a flight whose probe has not left yet (it
+// answers an earlier flight to the same target).
 func (s *scan) answer(ctx context.Context, a answer) error {
 	f := s.flights[a.t.key()]
-	if f == nil {
+	if f == nil || f.tries == 0 {
 		return nil
 	}
 	s.learn(f, a.at)
