@@ -46,6 +46,9 @@ type Arrival struct {
 	At time.Time
 }
 
+// srcPorts is how many source ports NewRaw spreads probes over.
+const srcPorts = 1024
+
 // Raw is the raw-socket SYN scanner. Create it with NewRaw, or New over
 // any PacketIO. A Raw runs one Stream at a time.
 type Raw struct {
