@@ -48,13 +48,19 @@ func (c cookies) inRange(port uint16) bool {
 	return port >= c.portBase && port-c.portBase < c.portN
 }
 
-// synBuilder builds SYN packets (IPv4 header included) into one reused
-// buffer.
+// synBuilder builds SYN segments into one reused buffer, each with the
+// checksum of the pseudo-header of the addresses it goes between: the IO
+// adds the IP header.
 type synBuilder struct {
 	buf  gopacket.SerializeBuffer
 	opts gopacket.SerializeOptions
-	ip   layers.IPv4
-	tcp  layers.TCP
+	// Pseudo-headers only, over addresses kept here so that setting them
+	// allocates nothing.
+	ip4        layers.IPv4
+	ip6        layers.IPv6
+	src, dst   [16]byte
+	tcp        layers.TCP
+	checksumOn gopacket.NetworkLayer
 }
 
 func newSynBuilder() *synBuilder {
@@ -62,7 +68,6 @@ func newSynBuilder() *synBuilder {
 		buf:  gopacket.NewSerializeBuffer(),
 		opts: gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
 	}
-	b.ip = layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment}
 	// The options Linux sends without timestamps, in its order (mss, nop,
 	// nop, sackOK, nop, wscale: 12 bytes, no padding), so that the probe
 	// looks like any client's first packet.
@@ -77,22 +82,89 @@ func newSynBuilder() *synBuilder {
 	return b
 }
 
-// build returns the packet, valid until the next call.
+// build returns the SYN segment from src:sport to t, valid until the next
+// call. src and t.Addr are of one family.
 func (b *synBuilder) build(src netip.Addr, sport uint16, t Target, seq uint32) ([]byte, error) {
-	b.ip.SrcIP, b.ip.DstIP = src.AsSlice(), t.Addr.AsSlice()
-	b.ip.Id = uint16(rand.Uint32())
+	var nl gopacket.NetworkLayer
+	if src.Is4() {
+		s4, d4 := src.As4(), t.Addr.As4()
+		copy(b.src[:], s4[:])
+		copy(b.dst[:], d4[:])
+		b.ip4.SrcIP, b.ip4.DstIP = b.src[:4], b.dst[:4]
+		nl = &b.ip4
+	} else {
+		b.src, b.dst = src.As16(), t.Addr.As16()
+		b.ip6.SrcIP, b.ip6.DstIP = b.src[:], b.dst[:]
+		nl = &b.ip6
+	}
 	b.tcp.SrcPort, b.tcp.DstPort = layers.TCPPort(sport), layers.TCPPort(t.Port)
 	b.tcp.Seq = seq
-	if err := b.tcp.SetNetworkLayerForChecksum(&b.ip); err != nil {
-		return nil, err
+	if nl != b.checksumOn {
+		if err := b.tcp.SetNetworkLayerForChecksum(nl); err != nil {
+			return nil, err
+		}
+		b.checksumOn = nl
 	}
-	if err := gopacket.SerializeLayers(b.buf, b.opts, &b.ip, &b.tcp); err != nil {
+	if err := gopacket.SerializeLayers(b.buf, b.opts, &b.tcp); err != nil {
 		return nil, err
 	}
 	return b.buf.Bytes(), nil
 }
 
-// reply is the part of a TCP packet a scan looks at.
+// ipv4Framer puts an IPv4 header in front of a segment, for a raw socket
+// that sends the header it is given (IPPROTO_RAW).
+type ipv4Framer struct {
+	buf      gopacket.SerializeBuffer
+	ip       layers.IPv4
+	src, dst [4]byte
+}
+
+func newIPv4Framer() *ipv4Framer {
+	return &ipv4Framer{
+		buf: gopacket.NewSerializeBuffer(),
+		ip:  layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment},
+	}
+}
+
+// frame returns the IPv4 packet that carries seg from src to dst, valid
+// until the next call.
+func (f *ipv4Framer) frame(seg []byte, src, dst netip.Addr) ([]byte, error) {
+	f.src, f.dst = src.As4(), dst.As4()
+	f.ip.SrcIP, f.ip.DstIP = f.src[:], f.dst[:]
+	f.ip.Id = uint16(rand.Uint32())
+	if err := f.buf.Clear(); err != nil {
+		return nil, err
+	}
+	b, err := f.buf.AppendBytes(len(seg))
+	if err != nil {
+		return nil, err
+	}
+	copy(b, seg)
+	if err := f.ip.SerializeTo(f.buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}); err != nil {
+		return nil, err
+	}
+	return f.buf.Bytes(), nil
+}
+
+// ipv4Segment returns the TCP segment an IPv4 packet carries, as a raw
+// IPv4 socket reads it, with its addresses; ok is false for anything but
+// a whole (unfragmented) IPv4 packet carrying TCP. It allocates nothing.
+func ipv4Segment(ip *layers.IPv4, b []byte) (seg []byte, src, dst netip.Addr, ok bool) {
+	if err := ip.DecodeFromBytes(b, gopacket.NilDecodeFeedback); err != nil {
+		return nil, src, dst, false
+	}
+	if ip.Protocol != layers.IPProtocolTCP || ip.FragOffset != 0 || ip.Flags&layers.IPv4MoreFragments != 0 {
+		return nil, src, dst, false
+	}
+	src, ok1 := netip.AddrFromSlice(ip.SrcIP)
+	dst, ok2 := netip.AddrFromSlice(ip.DstIP)
+	if !ok1 || !ok2 {
+		return nil, src, dst, false
+	}
+	return ip.Payload, src, dst, true
+}
+
+// reply is the part of a TCP segment a scan looks at.
 type reply struct {
 	src, dst     netip.Addr
 	sport, dport uint16
@@ -101,33 +173,15 @@ type reply struct {
 	hasAck       bool
 }
 
-// replyParser decodes IPv4+TCP packets without allocating.
+// replyParser decodes TCP segments without allocating.
 type replyParser struct {
-	parser  *gopacket.DecodingLayerParser
-	ip      layers.IPv4
-	tcp     layers.TCP
-	decoded []gopacket.LayerType
+	tcp layers.TCP
 }
 
-func newReplyParser() *replyParser {
-	p := &replyParser{decoded: make([]gopacket.LayerType, 0, 2)}
-	p.parser = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv4, &p.ip, &p.tcp)
-	p.parser.IgnoreUnsupported = true
-	return p
-}
-
-// parse decodes b, an IPv4 packet as a raw socket returns it; ok is false
-// for anything but a well-formed IPv4 TCP packet.
-func (p *replyParser) parse(b []byte) (r reply, ok bool) {
-	if err := p.parser.DecodeLayers(b, &p.decoded); err != nil {
-		return r, false
-	}
-	if len(p.decoded) != 2 || p.decoded[1] != layers.LayerTypeTCP {
-		return r, false
-	}
-	src, ok1 := netip.AddrFromSlice(p.ip.SrcIP)
-	dst, ok2 := netip.AddrFromSlice(p.ip.DstIP)
-	if !ok1 || !ok2 {
+// parse decodes seg, a TCP segment from src to dst; ok is false for
+// anything but a well-formed TCP header.
+func (p *replyParser) parse(seg []byte, src, dst netip.Addr) (r reply, ok bool) {
+	if err := p.tcp.DecodeFromBytes(seg, gopacket.NilDecodeFeedback); err != nil {
 		return r, false
 	}
 	return reply{

@@ -2,9 +2,14 @@ package synscan
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 )
+
+// ErrPermission is returned by NewRaw when the process may not open raw
+// sockets.
+var ErrPermission = errors.New("no permission to open a raw socket (needs CAP_NET_RAW)")
 
 // State is a port's state.
 type State uint8
@@ -38,63 +43,133 @@ func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 type Target struct {
 	Addr netip.Addr
 	Port uint16
+	// RTT is a round trip already measured to Addr (its ARP reply's, say);
+	// 0: unknown. Two targets that differ only in RTT are the same
+	// target.
+	RTT time.Duration
 }
 
-// Result is what a scan found for one target.
+// key is what tells targets apart.
+type key struct {
+	addr netip.Addr
+	port uint16
+}
+
+func (t Target) key() key { return key{t.Addr, t.Port} }
+
+// Result is what a scan found for one target: Target as it was given,
+// its RTT the hint; RTT the round trip this scan measured.
 type Result struct {
 	Target
 	State State
-	RTT   time.Duration // from the last probe to the answer; 0 for Filtered
+	// RTT runs from the last probe sent before the answer came (raw; the
+	// dial, connect) to the answer; 0 for Filtered and Down.
+	RTT time.Duration
 }
 
 // Defaults for the zero values of Config.
 const (
-	DefaultRate    = 10000
-	DefaultRetries = 2
-	// DefaultTimeout is how long a probe waits for an answer before it is
-	// sent again, and how long the scan waits after the last probe: ample
-	// on a LAN, where a port answers within a millisecond; raise it for
-	// distant networks.
+	// DefaultRate is the most probes per second, where the sending rate
+	// starts; it falls when probes get lost (see Config.Rate).
+	DefaultRate = 10000
+	// DefaultMinRateDivisor sets the least the rate falls to when
+	// Config.MinRate is 0: a 16th of Rate.
+	DefaultMinRateDivisor = 16
+	DefaultRetries        = 2
+	// DefaultTimeout is how long a probe waits for its answer before
+	// anything is measured, and the most a wait follows a measurement:
+	// ample on a LAN, where a port answers within a millisecond; raise it
+	// for distant networks.
 	DefaultTimeout = 100 * time.Millisecond
 	// DefaultConcurrency bounds connect-mode dials in flight.
 	DefaultConcurrency = 256
 )
 
+// timeoutFloor is the least a probe waits before it is sent again: the
+// jitter of a loaded machine's scheduler, which a few fast samples do not
+// show (arpscan's sweeps on a busy two-core machine took answers 3 ms
+// late for loss with 2 ms).
+const timeoutFloor = 5 * time.Millisecond
+
 // Config tunes a scan. Zero values mean the defaults.
 type Config struct {
-	Rate        int           // probes per second
-	Retries     int           // extra probes for a target that did not answer; negative: none
-	Timeout     time.Duration // see DefaultTimeout
-	Concurrency int           // connect mode only
+	// Rate is the most probes per second (raw), or dials to hosts that
+	// have not answered yet (connect: once a port of a host answered, its
+	// other ports are dialled as fast as Concurrency allows). The raw
+	// sending rate starts there, falls when the kernel has no room for a
+	// probe or answers come only to retries, and grows back while
+	// answers keep up.
+	Rate int
+	// MinRate is the least the raw sending rate falls to; 0: Rate
+	// divided by DefaultMinRateDivisor.
+	MinRate int
+	// Retries are the extra probes for a target that did not answer;
+	// negative: none.
+	Retries int
+	// Timeout is how long a probe (or dial) waits for its answer when
+	// nothing is known of its host's round trip, and the most a wait
+	// computed from a round trip may be. Waits follow each host's round trip (a
+	// Target's RTT, then its answers), or the round trip of the hosts
+	// that came without one; a host whose round trip is known waits
+	// twice that, even past Timeout, for a slow host is not a lost one.
+	Timeout time.Duration
+	// Concurrency bounds connect-mode dials in flight.
+	Concurrency int
+
+	// minWait, when set, replaces timeoutFloor: tests that must see no
+	// retry raise it, as a loaded machine (the race detector, packages
+	// tested side by side) can make a goroutine of the fake network later
+	// than timeoutFloor.
+	minWait time.Duration
 }
 
 func (c *Config) withDefaults() Config {
-	out := Config{Rate: DefaultRate, Retries: DefaultRetries, Timeout: DefaultTimeout, Concurrency: DefaultConcurrency}
-	if c == nil {
-		return out
+	out := Config{Rate: DefaultRate, Retries: DefaultRetries, Timeout: DefaultTimeout, Concurrency: DefaultConcurrency, minWait: timeoutFloor}
+	if c != nil {
+		if c.Rate > 0 {
+			out.Rate = c.Rate
+		}
+		if c.MinRate > 0 {
+			out.MinRate = c.MinRate
+		}
+		switch {
+		case c.Retries < 0:
+			out.Retries = 0
+		case c.Retries > 0:
+			out.Retries = c.Retries
+		}
+		if c.Timeout > 0 {
+			out.Timeout = c.Timeout
+		}
+		if c.Concurrency > 0 {
+			out.Concurrency = c.Concurrency
+		}
+		if c.minWait > 0 {
+			out.minWait = c.minWait
+		}
 	}
-	if c.Rate > 0 {
-		out.Rate = c.Rate
+	if out.MinRate == 0 {
+		out.MinRate = max(1, out.Rate/DefaultMinRateDivisor)
 	}
-	switch {
-	case c.Retries < 0:
-		out.Retries = 0
-	case c.Retries > 0:
-		out.Retries = c.Retries
-	}
-	if c.Timeout > 0 {
-		out.Timeout = c.Timeout
-	}
-	if c.Concurrency > 0 {
-		out.Concurrency = c.Concurrency
-	}
+	out.MinRate = min(out.MinRate, out.Rate)
+	out.minWait = min(out.minWait, out.Timeout)
 	return out
 }
 
-// Stats count what a scan sent.
+// Stats count what a scan did.
 type Stats struct {
 	Targets int // targets scanned
 	Sent    int // probes sent, retries included (connect mode: dials)
+	Retries int // of those, the ones sent again to a target
+	// Refused counts the probes the kernel had no room for (ENOBUFS),
+	// sent again after a pause; they are not in Sent.
+	Refused int
+	// RateCuts counts the times loss cut the sending rate; MinRate is the
+	// lowest rate it reached (raw mode).
+	RateCuts int
+	MinRate  int
+	// SRTT is the smoothed round trip of the answers to first probes.
+	SRTT time.Duration
 }
 
 // Scanner scans targets. Stream reads targets until in is closed and sends
@@ -115,7 +190,7 @@ func Scan(ctx context.Context, s Scanner, addrs []netip.Addr, ports []uint16) ([
 		for _, a := range addrs {
 			for _, p := range ports {
 				select {
-				case in <- Target{a, p}:
+				case in <- Target{Addr: a, Port: p}:
 				case <-ctx.Done():
 					return
 				}

@@ -1,0 +1,154 @@
+package synscan
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ReadFrom implements PacketIO. What is not a whole IPv4 packet carrying
+// TCP, or an IPv6 segment with its destination, is skipped.
+func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
+	rerr := s.rc.Read(func(uintptr) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			err = net.ErrClosed
+			return true
+		}
+		// Each socket in turn; the runtime's poller is edge-triggered, so
+		// both are read until empty before it is waited on.
+		for range 2 {
+			s.turn = !s.turn
+			var ok bool
+			if s.turn {
+				n, arr, ok, err = s.read4(b)
+			} else {
+				n, arr, ok, err = s.read6(b)
+			}
+			if ok || err != nil {
+				return true
+			}
+		}
+		return false
+	})
+	if rerr != nil {
+		s.mu.Lock()
+		if s.closed {
+			rerr = net.ErrClosed
+		}
+		s.mu.Unlock()
+		return 0, arr, rerr
+	}
+	return n, arr, err
+}
+
+// read4 reads the next IPv4 segment; ok is false when none is left.
+func (s *sockets) read4(b []byte) (n int, arr Arrival, ok bool, err error) {
+	for {
+		k, oobn, _, _, err := unix.Recvmsg(s.recv4, s.rbuf, s.roob, unix.MSG_DONTWAIT)
+		if err != nil {
+			return 0, arr, false, recvErr(err)
+		}
+		seg, src, dst, ok := ipv4Segment(&s.ip4, s.rbuf[:k])
+		if !ok {
+			continue
+		}
+		at, _ := parseControl(s.roob[:oobn])
+		return copy(b, seg), Arrival{From: src, To: dst, At: at}, true, nil
+	}
+}
+
+// read6 reads the next IPv6 segment; ok is false when none is left.
+func (s *sockets) read6(b []byte) (n int, arr Arrival, ok bool, err error) {
+	if s.recv6 < 0 {
+		return 0, arr, false, nil
+	}
+	for {
+		k, oobn, _, from, err := unix.Recvmsg(s.recv6, b, s.roob, unix.MSG_DONTWAIT)
+		if err != nil {
+			return 0, arr, false, recvErr(err)
+		}
+		sa, ok := from.(*unix.SockaddrInet6)
+		at, dst := parseControl(s.roob[:oobn])
+		if !ok || !dst.IsValid() {
+			continue
+		}
+		src := netip.AddrFrom16(sa.Addr)
+		if src.IsLinkLocalUnicast() && sa.ZoneId != 0 {
+			src = src.WithZone(s.zoneName(int(sa.ZoneId)))
+		}
+		return k, Arrival{From: src, To: dst, At: at}, true, nil
+	}
+}
+
+// parseControl returns what the control messages of a read say: when the
+// kernel received the segment (SO_TIMESTAMPNS), as the monotonic clock
+// counts, and the IPv6 address it was sent to (IPV6_PKTINFO); zero values
+// for what they do not say.
+func parseControl(oob []byte) (at time.Time, dst netip.Addr) {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		oob = rest
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS:
+			at = received(data)
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			dst = netip.AddrFrom16([16]byte(data[:16]))
+		}
+	}
+	return at, dst
+}
+
+// received turns a struct timespec of the wall clock into a time on the
+// monotonic clock, which a probe's send time is on; the zero time if it
+// is not one, or the wall clock has stepped since.
+func received(ts []byte) time.Time {
+	var sec, nsec int64
+	switch len(ts) {
+	case 16:
+		sec, nsec = int64(binary.NativeEndian.Uint64(ts)), int64(binary.NativeEndian.Uint64(ts[8:]))
+	case 8:
+		sec, nsec = int64(int32(binary.NativeEndian.Uint32(ts))), int64(int32(binary.NativeEndian.Uint32(ts[4:])))
+	default:
+		return time.Time{}
+	}
+	now := time.Now()
+	age := now.Sub(time.Unix(sec, nsec)) // on the wall clock: time.Unix has no monotonic reading
+	if age < 0 || age > time.Second {
+		return time.Time{}
+	}
+	return now.Add(-age)
+}
+
+// zoneName names the interface of a scope ID, as a target's zone would.
+func (s *sockets) zoneName(idx int) string {
+	if name, ok := s.names[idx]; ok {
+		return name
+	}
+	name := strconv.Itoa(idx)
+	if ifr, err := unix.NewIfreq(""); err == nil {
+		ifr.SetUint32(uint32(idx))
+		if unix.IoctlIfreq(s.route6, unix.SIOCGIFNAME, ifr) == nil {
+			name = ifr.Name()
+		}
+	}
+	s.names[idx] = name
+	return name
+}
+
+// recvErr maps an empty socket to no error.
+func recvErr(err error) error {
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return nil
+	}
+	return err
+}
