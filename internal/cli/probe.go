@@ -15,7 +15,6 @@ import (
 	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/progress"
 	"github.com/ifl-project/ifl/proto"
-	"github.com/ifl-project/ifl/synscan"
 )
 
 // ProbeCmd finds agents.
@@ -155,10 +154,6 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		defer e.Close()
 		if err := dropAllCaps(env, "probe"); err != nil {
 			return err
-		}
-		if n := countIPv6(addrs); n > 0 {
-			fmt.Fprintf(env.Stderr, "probe: %s: no ARP sweep or raw SYN for them (IPv4 only); each gets connect() and the handshake\n", plural(n, "IPv6 address"))
-			e.ProbeIPv6With(synscan.NewConnect(nil))
 		}
 		for _, n := range e.Notes() {
 			fmt.Fprintf(env.Stderr, "probe: %v\n", n)
@@ -327,14 +322,4 @@ func (c *ProbeCmd) expand(ctx context.Context, env *Env) ([]netip.Addr, error) {
 		}
 	}
 	return expandTargets(ctx, "probe", words, &c.TargetFlags)
-}
-
-func countIPv6(addrs []netip.Addr) int {
-	n := 0
-	for _, a := range addrs {
-		if !a.Is4() {
-			n++
-		}
-	}
-	return n
 }

@@ -17,9 +17,10 @@ type ScanCmd struct {
 	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
 	All         bool          `help:"Also list closed and filtered ports, and the ports of down hosts, on the SYN and connect() paths alike (default: open only)."`
 	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
-	Rate        int           `default:"${syn_rate}" help:"Probes per second."`
+	Rate        int           `default:"${syn_rate}" help:"Most probes per second: the rate starts there and halves when answers go missing (with connect(): the dials to hosts that have not answered yet; a host that has answered gets its other ports 256 dials at a time)."`
+	MinRate     int           `default:"0" help:"Least probes per second, however much is lost; 0: a 16th of --rate."`
 	Retries     int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
-	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before a retry, and after the last probe."`
+	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before any round trip is measured, and the most a probe waits: waits follow the round trips measured (the host's ARP reply, then its answers), at least twice a slow host's."`
 	OutputFlags `embed:""`
 	TargetFlags `embed:""`
 }
@@ -94,7 +95,10 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, Retries: orNone(c.Retries), Timeout: c.Timeout}}
+	if c.MinRate < 0 || c.MinRate > c.Rate {
+		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, c.Rate)
+	}
+	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}}
 	var e *engine.Engine
 	if rawAllowed(env, "scan", c.Connect) {
 		if err := keepOnlyNetRaw(env, "scan"); err != nil {
@@ -111,10 +115,6 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		// The sockets are open: nothing that follows needs a capability.
 		if err := dropAllCaps(env, "scan"); err != nil {
 			return err
-		}
-		if n := countIPv6(addrs); n > 0 {
-			fmt.Fprintf(env.Stderr, "scan: %s: no ARP sweep or raw SYN for them (IPv4 only); connect() instead\n", plural(n, "IPv6 address"))
-			e.ProbeIPv6With(synscan.NewConnect(cfg.SYN))
 		}
 		for _, n := range e.Notes() {
 			fmt.Fprintf(env.Stderr, "scan: %v\n", n)

@@ -50,8 +50,6 @@ type Engine struct {
 	ports    synscan.Scanner
 	raw      bool // ports sends SYNs: sweep first, then hand open ports to the handshake
 	arp      *arpscan.Config
-	// ports6, if set, probes the IPv6 targets instead of ports.
-	ports6 synscan.Scanner
 	// notes say what the plan could not do as planned (a link that
 	// could not be opened for a sweep): its addresses go on unswept.
 	notes []error
@@ -102,10 +100,6 @@ func New(addrs []netip.Addr, plan Plan, sweepers map[string]Sweeper, ports synsc
 	return &Engine{addrs: addrs, plan: plan, sweepers: sweepers, ports: ports, raw: raw, arp: cfg.ARP}
 }
 
-// ProbeIPv6With makes s probe the IPv6 targets, for a port scanner that
-// speaks IPv4 only.
-func (e *Engine) ProbeIPv6With(s synscan.Scanner) { e.ports6 = s }
-
 // Raw reports whether the engine is on the fast path.
 func (e *Engine) Raw() bool { return e.raw }
 
@@ -116,9 +110,6 @@ func (e *Engine) Notes() []error { return e.notes }
 func (e *Engine) Close() error {
 	for _, s := range e.sweepers {
 		s.Close()
-	}
-	if e.ports6 != nil {
-		e.ports6.Close()
 	}
 	return e.ports.Close()
 }
@@ -394,27 +385,18 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 }
 
 // probePorts probes ports on every host from in and sends each result on
-// results, which it closes when done. A scanner that fails stops the run.
+// results, which it closes when done. A swept host's probes carry the
+// round trip its ARP reply took, which their waits follow. A scanner that
+// fails stops the run.
 func (r *run) probePorts(in <-chan live, ports []uint16, results chan<- synscan.Result) {
 	defer close(results)
 	targets := make(chan synscan.Target)
-	var targets6 chan synscan.Target
-	if r.e.ports6 != nil {
-		targets6 = make(chan synscan.Target)
-	}
 	go func() {
 		defer close(targets)
-		if targets6 != nil {
-			defer close(targets6)
-		}
 		for l := range in {
-			ch := targets
-			if targets6 != nil && !l.addr.Is4() {
-				ch = targets6
-			}
 			for _, p := range ports {
 				select {
-				case ch <- synscan.Target{Addr: l.addr, Port: p}:
+				case targets <- synscan.Target{Addr: l.addr, Port: p, RTT: l.rtt}:
 				case <-r.ctx.Done():
 					// Drain, so that discovery never blocks.
 					for range in {
@@ -425,29 +407,21 @@ func (r *run) probePorts(in <-chan live, ports []uint16, results chan<- synscan.
 		}
 	}()
 	raw := make(chan synscan.Result, 64)
-	var scanners sync.WaitGroup
-	stream := func(s synscan.Scanner, in chan synscan.Target, sent *int) {
-		st, err := s.Stream(r.ctx, in, raw)
+	go func() {
+		defer close(raw)
+		st, err := r.e.ports.Stream(r.ctx, targets, raw)
 		r.fail(err)
 		// A scanner that stopped early leaves the feeder sending: the
 		// run is cancelled, and this lets it see so.
-		for range in {
+		for range targets {
 		}
-		r.count(func(s *Stats) { *sent += st.Sent })
-	}
-	scanners.Go(func() {
-		sent := &r.st.SYNSent
-		if !r.e.raw {
-			sent = &r.st.Connections
-		}
-		stream(r.e.ports, targets, sent)
-	})
-	if targets6 != nil {
-		scanners.Go(func() { stream(r.e.ports6, targets6, &r.st.Connections) })
-	}
-	go func() {
-		scanners.Wait()
-		close(raw)
+		r.count(func(s *Stats) {
+			if r.e.raw {
+				s.SYNSent += st.Sent
+			} else {
+				s.Connections += st.Sent
+			}
+		})
 	}()
 	for res := range raw {
 		r.count(func(st *Stats) {

@@ -207,10 +207,18 @@ func TestScanStages(t *testing.T) {
 	if st != wantSt {
 		t.Errorf("stats %+v\nwant  %+v", st, wantSt)
 	}
-	// Only live and routed hosts are probed.
+	// Only live and routed hosts are probed, the swept ones with the
+	// round trip their ARP reply took, for the probes' waits.
 	for _, g := range ports.got {
 		if g.Addr == addr("198.18.0.5") || g.Addr == addr("198.18.0.6") {
 			t.Errorf("probed %v, which the sweep found down", g.Addr)
+		}
+		want := sw.rtt
+		if g.Addr == addr("198.18.9.9") {
+			want = 0 // routed: nothing measured
+		}
+		if g.RTT != want {
+			t.Errorf("%v:%d probed with the hint %v, want %v", g.Addr, g.Port, g.RTT, want)
 		}
 	}
 }

@@ -68,6 +68,7 @@ _ifl() {
 		case $prev in
 		--ports|-p) COMPREPLY=(); return ;;
 		--rate) COMPREPLY=(); return ;;
+		--min-rate) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
@@ -75,7 +76,7 @@ _ifl() {
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --min-rate --retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
