@@ -38,6 +38,9 @@ var systemTable = sync.OnceValue(func() []byte {
 	return parseIEEE(f)
 })
 
+// warmVendors reads the system's registry in the background, once.
+var warmVendors = sync.OnceFunc(func() { go systemTable() })
+
 // base16 marks the line of IEEE's oui.txt that names a prefix's owner:
 // "002272     (base 16)\t\tAmerican Micro-Fuel Device Corp."
 var base16 = []byte("(base 16)")

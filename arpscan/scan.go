@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifl-project/ifl/internal/kstamp"
 	"github.com/ifl-project/ifl/internal/pace"
 	"github.com/ifl-project/ifl/internal/rtt"
 )
@@ -201,9 +202,10 @@ type Stats struct {
 // safe for concurrent use.
 type Scanner struct {
 	ifi     *net.Interface
-	client  *arp.Client    // reads replies, and sends when writers is empty
-	writers []*arp.Client  // send only
-	srcs    []netip.Prefix // the interface's IPv4 prefixes, for source addresses
+	client  *arp.Client     // reads replies, and sends when writers is empty
+	stamped syscall.RawConn // client's socket, read with the kernel's receive times; nil: read by client
+	writers []*arp.Client   // send only
+	srcs    []netip.Prefix  // the interface's IPv4 prefixes, for source addresses
 }
 
 // Dial opens raw ARP sockets on the named interface: one that reads the
@@ -295,7 +297,7 @@ func newScanner(ifi *net.Interface, pc net.PacketConn, srcs []netip.Prefix) (*Sc
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
 	}
-	return &Scanner{ifi: ifi, client: c, srcs: srcs}, nil
+	return &Scanner{ifi: ifi, client: c, srcs: srcs, stamped: stampedConn(pc)}, nil
 }
 
 // Close closes the sockets, at once: the kernel waits for an RCU grace
@@ -398,9 +400,6 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	}
 	st := Stats{Targets: len(order)}
 	start := time.Now()
-	// The results name vendors: read the system's registry (30 ms) while
-	// the sweep waits for replies, not after it.
-	go systemTable()
 
 	readErr := make(chan error, 1)
 	stopRead := make(chan struct{})
@@ -976,9 +975,9 @@ func (sw *sweep) hasAnswered(t *target) bool {
 
 // read collects replies until stop is closed.
 func (s *Scanner) read(sw *sweep, out chan<- Result, stop <-chan struct{}) error {
+	buf, oob := make([]byte, 128), make([]byte, kstamp.OOBSize)
 	for {
-		p, _, err := s.client.Read()
-		now := time.Now()
+		p, at, err := s.readReply(buf, oob)
 		if err != nil {
 			select {
 			case <-stop:
@@ -986,10 +985,10 @@ func (s *Scanner) read(sw *sweep, out chan<- Result, stop <-chan struct{}) error
 			default:
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
 				return err
 			}
 			continue // a malformed frame: skip it
@@ -997,7 +996,7 @@ func (s *Scanner) read(sw *sweep, out chan<- Result, stop <-chan struct{}) error
 		if p.Operation != arp.OperationReply {
 			continue
 		}
-		r, ok := sw.record(p.SenderIP, p.SenderHardwareAddr, now)
+		r, ok := sw.record(p.SenderIP, p.SenderHardwareAddr, at)
 		if ok && out != nil {
 			select {
 			case out <- r:
@@ -1005,6 +1004,62 @@ func (s *Scanner) read(sw *sweep, out chan<- Result, stop <-chan struct{}) error
 				return nil
 			}
 		}
+	}
+}
+
+// stampedConn returns pc's raw connection with the kernel's receive
+// times turned on, or nil where pc has none (a test's fake).
+func stampedConn(pc net.PacketConn) syscall.RawConn {
+	sc, ok := pc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = kstamp.Enable(int(fd)) }); err != nil || serr != nil {
+		return nil
+	}
+	return rc
+}
+
+// readReply reads the next ARP packet and when it arrived: the kernel's
+// receive time where the socket has one, else now. A round trip timed by
+// the reader includes its wait for a CPU, which on a busy machine is
+// tens of times the round trip, and would set every wait after it.
+func (s *Scanner) readReply(buf, oob []byte) (*arp.Packet, time.Time, error) {
+	if s.stamped == nil {
+		p, _, err := s.client.Read()
+		return p, time.Now(), err
+	}
+	for {
+		var n, oobn int
+		var rerr error
+		err := s.stamped.Read(func(fd uintptr) bool {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		at := kstamp.Parse(oob[:oobn])
+		if at.IsZero() {
+			at = time.Now()
+		}
+		var f ethernet.Frame
+		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != ethernet.EtherTypeARP {
+			continue
+		}
+		var p arp.Packet
+		if err := p.UnmarshalBinary(f.Payload); err != nil {
+			continue
+		}
+		return &p, at, nil
 	}
 }
 
@@ -1021,16 +1076,29 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 	if t.mac == nil {
 		t.mac = append(net.HardwareAddr(nil), mac...)
 		t.rtt = now.Sub(t.lastSent)
+		t.firstTry = t.tries
+		if t.rtt < 0 && t.tries > 1 {
+			// Received before the last try went out (the kernel's
+			// time says so, where the reader was late): it answers an
+			// earlier one, the first if there were two, and was not
+			// lost.
+			t.firstTry = t.tries - 1
+			t.rtt = now.Sub(t.firstSent)
+		}
+		t.rtt = max(t.rtt, 0)
 		sw.slowest = max(sw.slowest, t.rtt)
 		sw.answered++
 		sw.fresh = append(sw.fresh, t)
-		t.firstTry = t.tries
 		select {
 		case sw.changed <- struct{}{}:
 		default:
 		}
-		// No vendor here: the first lookup reads the system's registry,
-		// and the reader must not stop reading for it.
+		// No vendor here: the first lookup reads the system's registry
+		// (30 ms), and the reader must not stop reading for it. It is
+		// read beside the sweep, once a MAC needs it.
+		if mac[0]&0x02 == 0 {
+			warmVendors()
+		}
 		return Result{IP: ip, MAC: t.mac, RTT: t.rtt}, true
 	}
 	if macEqual(t.mac, mac) {

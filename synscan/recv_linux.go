@@ -1,7 +1,6 @@
 package synscan
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ifl-project/ifl/internal/kstamp"
 )
 
 // ReadFrom implements PacketIO. What is not a whole IPv4 packet carrying
@@ -100,33 +101,12 @@ func parseControl(oob []byte) (at time.Time, dst netip.Addr) {
 		oob = rest
 		switch {
 		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS:
-			at = received(data)
+			at = kstamp.Received(data)
 		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
 			dst = netip.AddrFrom16([16]byte(data[:16]))
 		}
 	}
 	return at, dst
-}
-
-// received turns a struct timespec of the wall clock into a time on the
-// monotonic clock, which a probe's send time is on; the zero time if it
-// is not one, or the wall clock has stepped since.
-func received(ts []byte) time.Time {
-	var sec, nsec int64
-	switch len(ts) {
-	case 16:
-		sec, nsec = int64(binary.NativeEndian.Uint64(ts)), int64(binary.NativeEndian.Uint64(ts[8:]))
-	case 8:
-		sec, nsec = int64(int32(binary.NativeEndian.Uint32(ts))), int64(int32(binary.NativeEndian.Uint32(ts[4:])))
-	default:
-		return time.Time{}
-	}
-	now := time.Now()
-	age := now.Sub(time.Unix(sec, nsec)) // on the wall clock: time.Unix has no monotonic reading
-	if age < 0 || age > time.Second {
-		return time.Time{}
-	}
-	return now.Add(-age)
 }
 
 // zoneName names the interface of a scope ID, as a target's zone would.
