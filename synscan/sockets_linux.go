@@ -65,14 +65,18 @@ type sockets struct {
 	turn  bool
 	names map[int]string
 
-	// mu keeps Close from closing the reading sockets under a read.
+	// mu keeps Close from closing the reading sockets under a read, and
+	// guards links and neigh.
 	mu     sync.Mutex
 	closed bool
+	links  map[int]*ethLink // by interface index
+	neigh  map[netip.Addr]neighbour
+	ebuf   []byte // the sender's frame
 }
 
 func openSockets(first, n uint16) (_ *sockets, err error) {
 	s := &sockets{first: first, n: n, send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1,
-		framer: newIPv4Framer(), zones: map[string]int{},
+		framer: newIPv4Framer(), zones: map[string]int{}, links: map[int]*ethLink{}, neigh: map[netip.Addr]neighbour{},
 		rbuf: make([]byte, 2048), roob: make([]byte, 128), names: map[int]string{}}
 	defer func() {
 		if err != nil {
@@ -262,6 +266,11 @@ func (s *sockets) Close() error {
 			*fd = -1
 		}
 	}
+	for i, l := range s.links {
+		unix.Close(l.fd)
+		delete(s.links, i)
+	}
+	clear(s.neigh)
 	return nil
 }
 
@@ -332,6 +341,9 @@ func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
 		pkt, err := s.framer.frame(seg, src, dst)
 		if err != nil {
 			return err
+		}
+		if n, ok := s.neighbourOf(dst); ok {
+			return s.writeFrame(pkt, n)
 		}
 		return unix.Sendto(s.send4, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
 	}

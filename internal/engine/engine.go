@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -50,6 +51,8 @@ type Engine struct {
 	ports    synscan.Scanner
 	raw      bool // ports sends SYNs: sweep first, then hand open ports to the handshake
 	arp      *arpscan.Config
+	// ifindex is each swept link's interface index, for learner.
+	ifindex map[string]int
 	// notes say what the plan could not do as planned (a link that
 	// could not be opened for a sweep): its addresses go on unswept.
 	notes []error
@@ -70,7 +73,7 @@ func OpenRaw(addrs []netip.Addr, links []Link, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{addrs: addrs, plan: NewPlan(addrs, links), sweepers: map[string]Sweeper{}, ports: raw, raw: true, arp: cfg.ARP}
+	e := &Engine{addrs: addrs, plan: NewPlan(addrs, links), sweepers: map[string]Sweeper{}, ports: raw, raw: true, arp: cfg.ARP, ifindex: map[string]int{}}
 	for _, name := range e.plan.LinkNames() {
 		s, err := arpscan.Dial(name)
 		if err != nil {
@@ -78,6 +81,12 @@ func OpenRaw(addrs []netip.Addr, links []Link, cfg Config) (*Engine, error) {
 			continue
 		}
 		e.sweepers[name] = s
+		// The hosts the sweep finds get their SYNs as Ethernet frames
+		// to the MAC that answered: without the link, through the
+		// kernel's own neighbour resolution.
+		if ifi, err := net.InterfaceByName(name); err == nil && raw.AddLink(ifi) == nil {
+			e.ifindex[name] = ifi.Index
+		}
 	}
 	return e, nil
 }
@@ -97,7 +106,7 @@ func New(addrs []netip.Addr, plan Plan, sweepers map[string]Sweeper, ports synsc
 	if sweepers == nil {
 		sweepers = map[string]Sweeper{}
 	}
-	return &Engine{addrs: addrs, plan: plan, sweepers: sweepers, ports: ports, raw: raw, arp: cfg.ARP}
+	return &Engine{addrs: addrs, plan: plan, sweepers: sweepers, ports: ports, raw: raw, arp: cfg.ARP, ifindex: map[string]int{}}
 }
 
 // Raw reports whether the engine is on the fast path.
@@ -287,6 +296,12 @@ func (r *run) count(f func(st *Stats)) {
 	r.mu.Unlock()
 }
 
+// learner is a port scanner that sends to on-link hosts by the MAC their
+// ARP reply came from (synscan.Raw).
+type learner interface {
+	Learn(a netip.Addr, ifindex int, mac net.HardwareAddr)
+}
+
 // live is a host worth a port probe, with the round trip its ARP reply
 // took (0: not swept).
 type live struct {
@@ -340,10 +355,15 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 	found := make(chan arpscan.Result)
 	forwarded := make(chan struct{})
 	answered := make(map[netip.Addr]bool, len(group))
+	learner, _ := r.e.ports.(learner)
+	ifindex, linked := r.e.ifindex[name]
 	go func() {
 		defer close(forwarded)
 		for res := range found {
 			answered[res.IP] = true
+			if learner != nil && linked {
+				learner.Learn(res.IP, ifindex, res.MAC)
+			}
 			if !send(live{addr: res.IP, rtt: res.RTT}) {
 				// Keep reading: the sweep sends until it sees the
 				// run stopped.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -382,5 +383,56 @@ func TestProbeSYNFailure(t *testing.T) {
 	})
 	if !errors.Is(err, errSend) {
 		t.Fatalf("Probe: %v, want the SYN stage's error", err)
+	}
+}
+
+// learningPorts is fakePorts that is told the MACs a sweep learned.
+type learningPorts struct {
+	fakePorts
+	mu      sync.Mutex
+	learned map[netip.Addr]string
+	early   []netip.Addr // probed before their MAC was learned
+}
+
+func (l *learningPorts) Learn(a netip.Addr, ifindex int, mac net.HardwareAddr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.learned[a] = fmt.Sprintf("%d/%v", ifindex, mac)
+}
+
+func (l *learningPorts) Stream(ctx context.Context, in <-chan synscan.Target, out chan<- synscan.Result) (synscan.Stats, error) {
+	check := make(chan synscan.Target)
+	go func() {
+		defer close(check)
+		for t := range in {
+			l.mu.Lock()
+			if _, ok := l.learned[t.Addr]; !ok && t.Addr != addr("198.18.9.9") {
+				l.early = append(l.early, t.Addr)
+			}
+			l.mu.Unlock()
+			check <- t
+		}
+	}()
+	return l.fakePorts.Stream(ctx, check, out)
+}
+
+// TestScanTeachesMACs: each host a sweep finds is learned, with its link
+// and MAC, before its first probe, so that the SYNs go to that MAC.
+func TestScanTeachesMACs(t *testing.T) {
+	targets, plan, sw, ports := lan(22)
+	lp := &learningPorts{fakePorts: *ports, learned: map[netip.Addr]string{}}
+	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, lp, true, Config{})
+	e.ifindex["eth0"] = 7
+	if _, _, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
+		return e.Scan(context.Background(), []uint16{22}, out)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Addr]string{}
+	for a := range sw.live {
+		want[a] = "7/02:00:00:00:00:01"
+	}
+	if fmt.Sprint(lp.learned) != fmt.Sprint(want) || len(lp.early) > 0 {
+		t.Errorf("learned %v (probed before: %v), want %v", lp.learned, lp.early, want)
 	}
 }
