@@ -224,14 +224,26 @@ func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
 
 func (p *Prober) probe(ctx context.Context, t Target) Result {
 	if t.RTT > 0 {
-		return p.hedged(ctx, t)
+		return p.hedged(ctx, t, nil)
 	}
+	// Nothing measured yet: the dial measures the round trip, and the
+	// verification on its connection is hedged by it.
 	for try := 0; ; try++ {
-		r, again := p.attempt(ctx, t.Addr)
+		start := time.Now()
+		c, r, again := p.dial(ctx, t.Addr)
+		if c != nil {
+			return p.hedged(ctx, Target{Addr: t.Addr, RTT: max(time.Since(start), time.Microsecond)}, &dialled{c, start})
+		}
 		if !again || try >= p.retries() || ctx.Err() != nil {
 			return r
 		}
 	}
+}
+
+// dialled is a connection already open, and when its dial began.
+type dialled struct {
+	c     net.Conn
+	start time.Time
 }
 
 // Hedging: where a host's round trip is known, a verification that has
@@ -256,7 +268,7 @@ func (p *Prober) hedgeAfter(rtt time.Duration) time.Duration {
 // (doubled each time) or has timed out. The first attempt with an
 // answer wins and the others are closed. Attempts are 2 + Retries in
 // all: the hedge, and the retries an attempt that times out would have.
-func (p *Prober) hedged(ctx context.Context, t Target) Result {
+func (p *Prober) hedged(ctx context.Context, t Target, first *dialled) Result {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // closes the attempts that lost
 	type outcome struct {
@@ -283,10 +295,18 @@ func (p *Prober) hedged(ctx context.Context, t Target) Result {
 		case <-timer.C:
 			launched++
 			running++
-			go func() {
-				r, again := p.attempt(ctx, t.Addr)
+			go func(first *dialled) {
+				var r Result
+				var again bool
+				if first != nil {
+					r = p.verify(ctx, first.c, Result{Addr: t.Addr, Port: p.Port, Dialled: true}, first.start)
+					again = r.Status != Agent && timedOut(r.Err)
+				} else {
+					r, again = p.attempt(ctx, t.Addr)
+				}
 				results <- outcome{r, again}
-			}()
+			}(first)
+			first = nil
 			if launched < attempts {
 				timer.Reset(wait)
 				wait *= 2
@@ -312,21 +332,31 @@ func (p *Prober) hedged(ctx context.Context, t Target) Result {
 // attempt dials a once and verifies what answers; again reports a
 // result that a new connection might change (a timeout).
 func (p *Prober) attempt(ctx context.Context, a netip.Addr) (r Result, again bool) {
-	r = Result{Addr: a, Port: p.Port, Dialled: true}
+	start := time.Now()
+	c, r, again := p.dial(ctx, a)
+	if c == nil {
+		return r, again
+	}
+	v := p.verify(ctx, c, r, start)
+	return v, v.Status != Agent && timedOut(v.Err)
+}
+
+// dial connects to a's port: the connection, or no connection and why
+// (again: a timeout, which another dial might not have).
+func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool) {
+	r := Result{Addr: a, Port: p.Port, Dialled: true}
 	dial := p.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, p.timeout())
 	c, err := dial(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.Port)).String())
 	cancel()
 	if err == nil {
-		v := p.verify(ctx, c, r, start)
-		return v, v.Status != Agent && timedOut(v.Err)
+		return c, r, false
 	}
 	r.Status, r.Reason, r.Err = classifyDial(err, p.timeout())
-	return r, r.Status == Filtered
+	return nil, r, r.Status == Filtered
 }
 
 func (p *Prober) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {

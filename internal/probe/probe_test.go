@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -249,5 +250,32 @@ func TestHedgeAnswers(t *testing.T) {
 	}
 	if d := p.hedgeAfter(100 * time.Millisecond); d != p.timeout()/2 {
 		t.Errorf("hedgeAfter(100ms) = %v, want half the timeout", d)
+	}
+}
+
+// TestHedgeUnhinted: with no round trip known, the dial measures one, and
+// a verification on that connection that hangs (its hello lost) is
+// overtaken by a second connection.
+func TestHedgeUnhinted(t *testing.T) {
+	a := agenttest.Start(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	var mu sync.Mutex
+	dials := 0
+	p := &Prober{Key: a.Key, Port: a.Port, Timeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dials++
+		n := dials
+		mu.Unlock()
+		if n == 1 {
+			// Connected, but nothing it sends arrives.
+			c1, c2 := net.Pipe()
+			go io.Copy(io.Discard, c2)
+			return c1, nil
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	r := p.Probe(context.Background(), lo)
+	if r.Status != Agent || dials != 2 {
+		t.Errorf("status %v (%v) after %d dials, want agent after 2", r.Status, r.Err, dials)
 	}
 }
