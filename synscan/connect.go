@@ -24,7 +24,11 @@ type Connect struct {
 
 // NewConnect returns a connect-mode scanner.
 func NewConnect(cfg *Config) *Connect {
-	return &Connect{cfg: cfg.withDefaults(), dial: (&net.Dialer{}).DialContext}
+	c := cfg.withDefaults()
+	if cfg == nil || cfg.Rate == 0 {
+		c.Rate = DefaultConnectRate
+	}
+	return &Connect{cfg: c, dial: (&net.Dialer{}).DialContext}
 }
 
 // Close implements Scanner.

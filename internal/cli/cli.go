@@ -110,6 +110,7 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 			"arp_min_retries":   fmt.Sprint(arpscan.DefaultMinRetries),
 			"arp_timeout":       arpscan.DefaultTimeout.String(),
 			"syn_rate":          fmt.Sprint(synscan.DefaultRate),
+			"connect_rate":      fmt.Sprint(synscan.DefaultConnectRate),
 			"syn_retries":       fmt.Sprint(synscan.DefaultRetries),
 			"syn_timeout":       synscan.DefaultTimeout.String(),
 			"probe_concurrency": fmt.Sprint(probe.DefaultConcurrency),

@@ -17,7 +17,7 @@ type ScanCmd struct {
 	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
 	All         bool          `help:"Also list closed and filtered ports, and the ports of down hosts, on the SYN and connect() paths alike (default: open only)."`
 	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
-	Rate        int           `default:"${syn_rate}" help:"Most probes per second: the rate starts there and halves when answers go missing (with connect(): the dials to hosts that have not answered yet; a host that has answered gets its other ports 256 dials at a time)."`
+	Rate        int           `default:"0" help:"Most probes per second: the rate starts there and halves when answers go missing; 0: ${syn_rate} raw SYNs, or ${connect_rate} first dials to hosts with connect() (a host that has answered gets its other ports 256 dials at a time)."`
 	MinRate     int           `default:"0" help:"Least probes per second, however much is lost; 0: a 16th of --rate."`
 	Retries     int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
 	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before any round trip is measured, and the most a probe waits: waits follow the round trips measured (the host's ARP reply, then its answers), at least twice a slow host's."`
@@ -77,7 +77,11 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if _, err := c.format(); err != nil {
 		return err
 	}
-	if err := checkPacing(c.Rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
+	rate := c.Rate
+	if rate == 0 {
+		rate = synscan.DefaultRate
+	}
+	if err := checkPacing(rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
 		return err
 	}
 	ports, err := synscan.ParsePorts(c.Ports)
@@ -95,8 +99,8 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if c.MinRate < 0 || c.MinRate > c.Rate {
-		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, c.Rate)
+	if c.MinRate < 0 || c.MinRate > rate {
+		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, rate)
 	}
 	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}}
 	var e *engine.Engine
