@@ -78,8 +78,11 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	rate := c.Rate
-	if rate == 0 {
+	switch {
+	case rate == 0:
 		rate = synscan.DefaultRate
+	case rate < 0 || rate > 1_000_000:
+		return fmt.Errorf("--rate %d: want 1 to 1000000 probes per second, or 0 for the default", rate)
 	}
 	if err := checkPacing(rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
 		return err
