@@ -673,7 +673,11 @@ func (sn *sender) nextBroadcast(now time.Time) (*target, time.Time) {
 	}
 	var retryAt time.Time
 	if len(sn.retry) > 0 {
-		retryAt = sn.retry[0].lastSent.Add(sn.est.Backoff(sn.retry[0].tries - 1))
+		// Doubled once, not for every try as TCP does: a silent
+		// address is not a congested path (the window is the sweep's
+		// congestion control), and five tries backed off that far
+		// kept a lossy segment's sweep waiting 300 ms for its last.
+		retryAt = sn.retry[0].lastSent.Add(sn.est.Backoff(min(sn.retry[0].tries-1, 1)))
 	}
 	retryDue := len(sn.retry) > 0 && !now.Before(retryAt)
 	switch {
