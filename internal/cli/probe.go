@@ -135,9 +135,10 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if err := r.planBroadcast(env); err != nil {
 		return err
 	}
-	if c.Broadcast {
+	switch {
+	case c.Broadcast:
 		// Broadcast rounds need no engine.
-	} else if rawAllowed(env, "probe", c.Connect) {
+	case rawAllowed(env, "probe", c.Connect):
 		// Every raw socket is opened once, up front; then the process
 		// holds no capability at all, for every round of --watch too.
 		if err := keepOnlyNetRaw(env, "probe"); err != nil {
@@ -159,7 +160,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 			fmt.Fprintf(env.Stderr, "probe: %v\n", n)
 		}
 		r.engine = e
-	} else {
+	default:
 		r.engine = engine.Connect(addrs, engine.Config{})
 	}
 	if c.Watch > 0 {
