@@ -266,10 +266,14 @@ func (s *sockets) Close() error {
 			*fd = -1
 		}
 	}
+	// Packet sockets each wait for an RCU grace period to close: at
+	// once, not one after the other.
+	var wg sync.WaitGroup
 	for i, l := range s.links {
-		unix.Close(l.fd)
+		wg.Go(func() { unix.Close(l.fd) })
 		delete(s.links, i)
 	}
+	wg.Wait()
 	clear(s.neigh)
 	return nil
 }

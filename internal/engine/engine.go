@@ -115,12 +115,17 @@ func (e *Engine) Raw() bool { return e.raw }
 // Notes says what the plan could not do as planned.
 func (e *Engine) Notes() []error { return e.notes }
 
-// Close closes the sockets.
+// Close closes the sockets, all at once: the kernel waits for an RCU
+// grace period (5 to 15 ms here) to release each packet socket, and one
+// after the other they cost a short scan a third of its time.
 func (e *Engine) Close() error {
+	var wg sync.WaitGroup
 	for _, s := range e.sweepers {
-		s.Close()
+		wg.Go(func() { s.Close() })
 	}
-	return e.ports.Close()
+	err := e.ports.Close()
+	wg.Wait()
+	return err
 }
 
 // Stats count what one run did. One value for both commands: the
