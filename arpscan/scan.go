@@ -779,11 +779,13 @@ func (sn *sender) retries(t *target) int {
 	// Where broadcasts are lost (the queues of a crowded segment
 	// overflow, whatever the sweep's own rate), two tries miss a host too
 	// often: with one try in 200 lost, a /21 of 400 hosts would miss one
-	// in 12 sweeps. A try more from there, two from one in 20.
+	// in 12 sweeps. A try more from there; from one in 20, every try
+	// (with four, a virtual /21 that lost one in eight still missed a
+	// host in some 30 sweeps).
 	if sn.firstAnswers >= lossSample {
 		switch p := float64(sn.lateAnswers) / float64(sn.firstAnswers); {
 		case p >= 0.05:
-			extra = max(extra, 2)
+			extra = max(extra, sn.c.Retries)
 		case p >= 0.005:
 			extra = max(extra, 1)
 		}
