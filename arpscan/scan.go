@@ -478,6 +478,9 @@ type sender struct {
 	// a retry. Their ratio is what a broadcast try loses on this
 	// segment, and sets how many tries the silent addresses get.
 	firstAnswers, lateAnswers int
+	// shareExtra are the tries that share owes every silent address; it
+	// only grows, and each time it does the spent addresses are respent.
+	shareExtra int
 	// The host whose missed confirmation began the loss episode, when,
 	// whether others missed in it too.
 	episodeHost   *target
@@ -557,6 +560,10 @@ func (sn *sender) run(ctx context.Context) error {
 				sn.lost(t.firstSent, now)
 			}
 		}
+		if e := sn.lossShareExtra(); e > sn.shareExtra {
+			sn.shareExtra = e
+			sn.respend()
+		}
 		// Confirmations past their timeout: each must have been answered.
 		for len(sn.checking) > 0 && !now.Before(sn.checking[0].due) {
 			ck := sn.checking[0]
@@ -634,14 +641,6 @@ func (sn *sender) run(ctx context.Context) error {
 		}
 		if len(sn.checking) > 0 {
 			due = earliest(due, sn.checking[0].due)
-		}
-		if due.IsZero() && len(sn.spent) > 0 {
-			// The loss measured since they were spent may owe them
-			// tries.
-			sn.respend()
-			if len(sn.retry) > 0 {
-				continue
-			}
 		}
 		if due.IsZero() {
 			// Every request is sent and every confirmation settled: wait
@@ -776,21 +775,28 @@ func (sn *sender) retries(t *target) int {
 	if sn.win.Cuts() >= congestedCuts {
 		extra = max(extra, 1)
 	}
-	// Where broadcasts are lost (the queues of a crowded segment
-	// overflow, whatever the sweep's own rate), two tries miss a host too
-	// often: with one try in 200 lost, a /21 of 400 hosts would miss one
-	// in 12 sweeps. A try more from there; from one in 20, every try
-	// (with four, a virtual /21 that lost one in eight still missed a
-	// host in some 30 sweeps).
-	if sn.firstAnswers >= lossSample {
-		switch p := float64(sn.lateAnswers) / float64(sn.firstAnswers); {
-		case p >= 0.05:
-			extra = max(extra, sn.c.Retries)
-		case p >= 0.005:
-			extra = max(extra, 1)
-		}
-	}
+	extra = max(extra, sn.shareExtra)
 	return min(sn.c.MinRetries+extra, sn.c.Retries)
+}
+
+// lossShareExtra is how many tries more than MinRetries the share of
+// first answers that came only to a retry owes every silent address.
+// Where broadcasts are lost (the queues of a crowded segment overflow,
+// whatever the sweep's own rate), two tries miss a host too often: with
+// one try in 200 lost, a /21 of 400 hosts would miss one in 12 sweeps.
+// A try more from there; from one in 20, every try (with four, a virtual
+// /21 that lost one in eight still missed a host in some 30 sweeps).
+func (sn *sender) lossShareExtra() int {
+	if sn.firstAnswers < lossSample {
+		return 0
+	}
+	switch p := float64(sn.lateAnswers) / float64(sn.firstAnswers); {
+	case p >= 0.05:
+		return sn.c.Retries
+	case p >= 0.005:
+		return 1
+	}
+	return 0
 }
 
 // lossSample is the fewest first answers whose share of late ones says

@@ -490,3 +490,42 @@ func TestScanRetriesWhatWentOutAsTheRateWasCut(t *testing.T) {
 		}
 	}
 }
+
+// TestScanTriesFollowTheLateShare: where first answers come only to a
+// retry (their first request lost), the silent addresses get every try;
+// where they all come to the first, two.
+func TestScanTriesFollowTheLateShare(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		lost      bool
+		wantTries int
+	}{
+		{"first requests answered", false, 1 + DefaultMinRetries},
+		{"first requests lost", true, 1 + DefaultRetries},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lan := newFakeLAN()
+			for _, a := range span("198.18.0.1", lossSample) {
+				lan.hosts[a] = []net.HardwareAddr{mac(byte(a.As4()[3]))}
+				if tt.lost {
+					lan.drop[a] = []int{1}
+				}
+			}
+			s := testScanner(t, lan)
+			res, _, err := s.Scan(context.Background(), span("198.18.0.1", 2*lossSample), steadyConfig, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) != lossSample {
+				t.Fatalf("%d hosts found, want %d", len(res), lossSample)
+			}
+			lan.mu.Lock()
+			defer lan.mu.Unlock()
+			for _, a := range span(netip.AddrFrom4([4]byte{198, 18, 0, byte(lossSample + 1)}).String(), lossSample) {
+				if n := lan.requests[a]; n != tt.wantTries {
+					t.Errorf("%v: %d tries, want %d", a, n, tt.wantTries)
+				}
+			}
+		})
+	}
+}
