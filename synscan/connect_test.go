@@ -18,40 +18,9 @@ func connectFake(t *testing.T, ctx context.Context, n *fakeNet, cfg *Config, tar
 	t.Helper()
 	c := NewConnect(cfg)
 	c.dial = n.dial
-	in := make(chan Target)
-	out := make(chan Result, len(targets)+1)
-	go func() {
-		defer close(in)
-		for _, tg := range targets {
-			select {
-			case in <- tg:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	st, err := c.Stream(ctx, in, out)
-	noDialLeft(t)
-	close(out)
-	var res []Result
-	for r := range out {
-		res = append(res, r)
-	}
-	Sort(res)
+	res, st, err := streamAll(ctx, c, targets)
+	noneLeft(t, "synscan.(*dialer)", "synscan.(*Connect)")
 	return res, st, err
-}
-
-// noDialLeft fails if a dial of a connect scan still runs a second after
-// Stream returned.
-func noDialLeft(t *testing.T) {
-	t.Helper()
-	var left string
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if left = goroutinesIn("synscan.(*dialer)", "synscan.(*Connect)"); left == "" {
-			return
-		}
-	}
-	t.Errorf("goroutines left:\n%s", left)
 }
 
 func TestConnectFindsEveryKindOfHost(t *testing.T) {

@@ -25,6 +25,14 @@ func streamFake(t *testing.T, ctx context.Context, n *fakeNet, cfg *Config, targ
 		t.Fatal(err)
 	}
 	defer r.Close()
+	res, st, err := streamAll(ctx, r, targets)
+	noneLeft(t, "synscan.(*Raw)", "synscan.(*scan)")
+	return res, st, err
+}
+
+// streamAll feeds targets to s's Stream and returns its results, sorted,
+// with what Stream returned.
+func streamAll(ctx context.Context, s Scanner, targets []Target) ([]Result, Stats, error) {
 	in := make(chan Target)
 	out := make(chan Result, len(targets)+1)
 	go func() {
@@ -37,8 +45,7 @@ func streamFake(t *testing.T, ctx context.Context, n *fakeNet, cfg *Config, targ
 			}
 		}
 	}()
-	st, err := r.Stream(ctx, in, out)
-	noScanLeft(t)
+	st, err := s.Stream(ctx, in, out)
 	close(out)
 	var res []Result
 	for r := range out {
@@ -48,14 +55,14 @@ func streamFake(t *testing.T, ctx context.Context, n *fakeNet, cfg *Config, targ
 	return res, st, err
 }
 
-// noScanLeft fails if a goroutine of a Raw is still running a second
-// after Stream returned: Stream waits for its reader, which may only be
-// on its way out.
-func noScanLeft(t *testing.T) {
+// noneLeft fails if a goroutine in one of the functions named is still
+// running a second after Stream returned: Stream may return while one is
+// on its way out (a Raw's reader, a connect scan's dial).
+func noneLeft(t *testing.T, funcs ...string) {
 	t.Helper()
 	var left string
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if left = goroutinesIn("synscan.(*Raw)", "synscan.(*scan)"); left == "" {
+		if left = goroutinesIn(funcs...); left == "" {
 			return
 		}
 	}
