@@ -14,7 +14,9 @@
 // closes the half-open connection on the target. Memory is bounded by the
 // probes in flight (the rate times the time a probe may wait), not by the
 // number of targets. New runs the same scan over any PacketIO, such as a
-// test's network.
+// test's network. An on-link IPv4 host whose MAC a sweep learned (AddLink,
+// Learn) gets its SYNs as Ethernet frames to that MAC, with no neighbour
+// resolution by the kernel in between.
 //
 // # Timing
 //
