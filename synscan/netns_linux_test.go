@@ -119,6 +119,42 @@ func TestRawOnAVethPair(t *testing.T) {
 		}
 		t.Logf("run %d: %+v", run, st)
 	}
+
+	// A learned host's SYNs go as frames to the MAC it was learned at:
+	// at the target's, the port is open; at a MAC nobody has, the frame
+	// reaches no host (the kernel would have resolved the right one).
+	var veth0, veth1 *net.Interface
+	inNetns(t, nsScanner, func() {
+		var err error
+		if veth0, err = net.InterfaceByName("veth0"); err == nil {
+			err = r.AddLink(veth0)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	inNetns(t, nsTarget, func() {
+		var err error
+		if veth1, err = net.InterfaceByName("veth1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, tt := range []struct {
+		mac   net.HardwareAddr
+		state State
+	}{
+		{veth1.HardwareAddr, Open},
+		{net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}, Filtered},
+	} {
+		r.Learn(v4, veth0.Index, tt.mac)
+		got, _, err := Scan(ctx, r, []netip.Addr{v4}, []uint16{7440})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].State != tt.state {
+			t.Errorf("learned at %v: %+v, want %v", tt.mac, got, tt.state)
+		}
+	}
 }
 
 // waitLinkReady waits until the scanner's namespace connects to every
