@@ -3,7 +3,6 @@ package synscan
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -18,8 +17,11 @@ import (
 
 // Connect scans with connect(2): it needs no privilege.
 type Connect struct {
-	cfg  Config
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	cfg Config
+	// dial connects to an address and port and closes the connection:
+	// nil when it was accepted, else why not; it gives up at the deadline
+	// or when ctx is done.
+	dial func(ctx context.Context, ap netip.AddrPort, deadline time.Time) error
 }
 
 // NewConnect returns a connect-mode scanner.
@@ -28,7 +30,7 @@ func NewConnect(cfg *Config) *Connect {
 	if cfg == nil || cfg.Rate == 0 {
 		c.Rate = DefaultConnectRate
 	}
-	return &Connect{cfg: c, dial: (&net.Dialer{}).DialContext}
+	return &Connect{cfg: c, dial: dialTCP}
 }
 
 // Close implements Scanner.
@@ -191,22 +193,19 @@ func (d *dialer) stats() Stats {
 // probe dials t until it answers, it is found down, or its tries are
 // spent.
 func (d *dialer) probe(ctx context.Context, h *dialHost, t Target) Result {
-	addr := netip.AddrPortFrom(t.Addr, t.Port).String()
+	ap := netip.AddrPortFrom(t.Addr, t.Port)
 	for try := 0; ; try++ {
 		if try > 0 {
 			d.retried()
 		}
 		start := time.Now()
-		dctx, cancel := context.WithTimeout(ctx, d.timeout(h, try))
-		conn, err := d.c.dial(dctx, "tcp", addr)
-		cancel()
+		err := d.c.dial(ctx, ap, start.Add(d.timeout(h, try)))
 		took := time.Since(start)
 		timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 		refused := errors.Is(err, syscall.ECONNREFUSED)
 		d.record(h, took, err == nil || refused)
 		switch {
 		case err == nil:
-			conn.Close()
 			return Result{Target: t, State: Open, RTT: took}
 		case refused:
 			return Result{Target: t, State: Closed, RTT: took}

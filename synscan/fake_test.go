@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -268,21 +267,17 @@ func checksumOK(seg []byte, src, dst netip.Addr) bool {
 	return sum == 0xffff
 }
 
-// dial is a DialContext over the hosts of f: it records the dial as a SYN
-// (and the time it was given in f.timeouts), and answers as the host
+// dial is Connect's dial over the hosts of f: it records the dial as a
+// SYN (and the time it was given in f.timeouts), and answers as the host
 // would, at once or after its delay; a dial that gets no answer waits for
-// its context, as the kernel's would.
-func (f *fakeNet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil || network != "tcp" {
-		return nil, fmt.Errorf("fake: dial %s %s", network, addr)
-	}
+// its deadline, as the kernel's would.
+func (f *fakeNet) dial(ctx context.Context, ap netip.AddrPort, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	k := key{ap.Addr(), ap.Port()}
 	f.mu.Lock()
 	f.sent[k] = append(f.sent[k], time.Now())
-	if dl, ok := ctx.Deadline(); ok {
-		f.timeouts[k] = append(f.timeouts[k], time.Until(dl))
-	}
+	f.timeouts[k] = append(f.timeouts[k], time.Until(deadline))
 	tries := len(f.sent[k])
 	h := f.hosts[k.addr]
 	if f.synSeen != nil {
@@ -292,17 +287,15 @@ func (f *fakeNet) dial(ctx context.Context, network, addr string) (net.Conn, err
 		}
 	}
 	f.mu.Unlock()
-	opErr := func(err error) error {
-		return &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", err)}
-	}
+	opErr := func(err error) error { return os.NewSyscallError("connect", err) }
 	switch {
 	case h == nil:
-		return nil, opErr(syscall.EHOSTUNREACH)
+		return opErr(syscall.EHOSTUNREACH)
 	case h.unreachable:
-		return nil, opErr(syscall.ENETUNREACH)
+		return opErr(syscall.ENETUNREACH)
 	case h.drops(k.port, tries):
 		<-ctx.Done()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	if h.delay > 0 {
 		t := time.NewTimer(h.delay)
@@ -310,13 +303,11 @@ func (f *fakeNet) dial(ctx context.Context, network, addr string) (net.Conn, err
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 	if slices.Contains(h.open, k.port) {
-		c, s := net.Pipe()
-		s.Close()
-		return c, nil
+		return nil
 	}
-	return nil, opErr(syscall.ECONNREFUSED)
+	return opErr(syscall.ECONNREFUSED)
 }
