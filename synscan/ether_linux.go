@@ -2,9 +2,12 @@ package synscan
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,8 +37,8 @@ func (s *sockets) addLink(ifi *net.Interface) error {
 	if len(ifi.HardwareAddr) != 6 {
 		return fmt.Errorf("synscan: %s: not an Ethernet link", ifi.Name)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
 	if s.links[ifi.Index] != nil {
 		return nil
 	}
@@ -55,31 +58,166 @@ func (s *sockets) addLink(ifi *net.Interface) error {
 // learn records that a lives on the link with the given index at mac;
 // a link without a packet socket is ignored.
 func (s *sockets) learn(a netip.Addr, ifindex int, mac net.HardwareAddr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
 	if l := s.links[ifindex]; l != nil && a.Is4() && len(mac) == 6 {
 		s.neigh[a] = neighbour{link: l, mac: append(net.HardwareAddr(nil), mac...)}
 	}
 }
 
 func (s *sockets) neighbourOf(a netip.Addr) (neighbour, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
 	n, ok := s.neigh[a]
 	return n, ok
 }
 
-// writeFrame sends an IPv4 packet to n as an Ethernet frame.
+// writeFrame queues an IPv4 packet to n as an Ethernet frame. Frames are
+// sent by a goroutine of their own, a batch at a time: on a virtual link
+// the send carries the whole round trip (the bridge, the host's answer,
+// its way back) in the sender's system call, and the scan's loop meanwhile
+// gets on with the next probes on the other CPU. A frame the kernel
+// refused is found out after it left here: the next write says so
+// (ENOBUFS, itself not sent), and the refused probe counts as lost.
 func (s *sockets) writeFrame(pkt []byte, n neighbour) error {
-	frame := s.ebuf[:0]
-	frame = append(frame, n.mac...)
-	frame = append(frame, n.link.ifi.HardwareAddr...)
-	frame = binary.BigEndian.AppendUint16(frame, unix.ETH_P_IP)
-	frame = append(frame, pkt...)
-	s.ebuf = frame
-	var addr [8]byte
-	copy(addr[:], n.mac)
-	return unix.Sendto(n.link.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: n.link.ifi.Index, Halen: 6, Addr: addr, Protocol: htons(unix.ETH_P_IP)})
+	q := s.frameQueue()
+	if err := q.failed(); err != nil {
+		return err
+	}
+	b := q.batch()
+	off := len(b.buf)
+	b.buf = append(b.buf, n.mac...)
+	b.buf = append(b.buf, n.link.ifi.HardwareAddr...)
+	b.buf = binary.BigEndian.AppendUint16(b.buf, unix.ETH_P_IP)
+	b.buf = append(b.buf, pkt...)
+	f := queuedFrame{fd: n.link.fd, off: off, end: len(b.buf)}
+	f.sa = unix.SockaddrLinklayer{Ifindex: n.link.ifi.Index, Halen: 6, Protocol: htons(unix.ETH_P_IP)}
+	copy(f.sa.Addr[:], n.mac)
+	b.frames = append(b.frames, f)
+	if len(b.frames) == frameBatchLen {
+		q.flush()
+	}
+	return nil
+}
+
+// Flush hands the frames queued to the sender.
+func (s *sockets) Flush() {
+	s.nmu.Lock()
+	q := s.frames
+	s.nmu.Unlock()
+	if q != nil {
+		q.flush()
+	}
+}
+
+func (s *sockets) frameQueue() *frameQueue {
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
+	if s.frames == nil {
+		s.frames = newFrameQueue()
+	}
+	return s.frames
+}
+
+// frameBatchLen is how many frames go to the sender at a time; batches
+// in flight bound the frames queued.
+const (
+	frameBatchLen = 32
+	frameBatches  = 4
+)
+
+// frameQueue carries frames from the scan's loop (writeFrame, Flush) to
+// the goroutine that sends them.
+type frameQueue struct {
+	full, empty chan *frameBatch
+	cur         *frameBatch
+	done        chan struct{}
+	stop        sync.Once
+	refused     atomic.Int64
+	mu          sync.Mutex
+	err         error // the first failure other than ENOBUFS
+}
+
+type frameBatch struct {
+	buf    []byte // frames back to back
+	frames []queuedFrame
+}
+
+type queuedFrame struct {
+	fd       int
+	off, end int // in buf
+	sa       unix.SockaddrLinklayer
+}
+
+func newFrameQueue() *frameQueue {
+	q := &frameQueue{full: make(chan *frameBatch, frameBatches), empty: make(chan *frameBatch, frameBatches), done: make(chan struct{})}
+	for range frameBatches {
+		q.empty <- &frameBatch{buf: make([]byte, 0, frameBatchLen*128), frames: make([]queuedFrame, 0, frameBatchLen)}
+	}
+	go q.send()
+	return q
+}
+
+// batch is the batch being filled; it waits for one to come back from
+// the sender when all are queued, which paces the loop as a blocking
+// send would.
+func (q *frameQueue) batch() *frameBatch {
+	if q.cur == nil {
+		q.cur = <-q.empty
+	}
+	return q.cur
+}
+
+func (q *frameQueue) flush() {
+	if q.cur != nil && len(q.cur.frames) > 0 {
+		q.full <- q.cur
+		q.cur = nil
+	}
+}
+
+// failed is why the frames sent since the last call did not all go: an
+// error wrapping ENOBUFS for refusals, or what else failed.
+func (q *frameQueue) failed() error {
+	q.mu.Lock()
+	err := q.err
+	q.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if k := q.refused.Swap(0); k > 0 {
+		return fmt.Errorf("synscan: %d frames refused: %w", k, unix.ENOBUFS)
+	}
+	return nil
+}
+
+func (q *frameQueue) send() {
+	defer close(q.done)
+	for b := range q.full {
+		for _, f := range b.frames {
+			err := unix.Sendto(f.fd, b.buf[f.off:f.end], 0, &f.sa)
+			switch {
+			case err == nil:
+			case errors.Is(err, unix.ENOBUFS):
+				q.refused.Add(1)
+			default:
+				q.mu.Lock()
+				if q.err == nil {
+					q.err = fmt.Errorf("synscan: sending a frame: %w", err)
+				}
+				q.mu.Unlock()
+			}
+		}
+		b.buf, b.frames = b.buf[:0], b.frames[:0]
+		q.empty <- b
+	}
+}
+
+// close stops the sender once the batches queued are sent.
+func (q *frameQueue) close() {
+	q.stop.Do(func() {
+		close(q.full)
+		<-q.done
+	})
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

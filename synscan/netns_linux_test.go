@@ -2,6 +2,7 @@ package synscan
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -155,6 +156,34 @@ func TestRawOnAVethPair(t *testing.T) {
 			t.Errorf("learned at %v: %+v, want %v", tt.mac, got, tt.state)
 		}
 	}
+	// The connect() path's dial, on the same pair: accepted, reset,
+	// dropped (given up at its deadline, or when its context ends), and
+	// no route.
+	inNetns(t, nsScanner, func() {
+		cancelled, cancel := context.WithCancel(context.Background())
+		cancel()
+		for _, a := range []netip.Addr{v4, v6, linkLocal} {
+			for _, tt := range []struct {
+				ctx  context.Context
+				port uint16
+				want error
+			}{
+				{ctx, 7440, nil},
+				{ctx, 7442, unix.ECONNREFUSED},
+				{ctx, 7441, os.ErrDeadlineExceeded},
+				{cancelled, 7441, context.Canceled},
+			} {
+				ap := netip.AddrPortFrom(a, tt.port)
+				err := dialTCP(tt.ctx, ap, time.Now().Add(50*time.Millisecond))
+				if (tt.want == nil) != (err == nil) || (tt.want != nil && !errors.Is(err, tt.want)) {
+					t.Errorf("dialTCP %v: %v, want %v", ap, err, tt.want)
+				}
+			}
+		}
+		if err := dialTCP(ctx, netip.AddrPortFrom(nowhere, 7440), time.Now().Add(time.Second)); !errors.Is(err, unix.ENETUNREACH) {
+			t.Errorf("dialTCP to %v: %v, want ENETUNREACH", nowhere, err)
+		}
+	})
 }
 
 // waitLinkReady waits until the scanner's namespace connects to every

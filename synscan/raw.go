@@ -36,6 +36,13 @@ type PacketIO interface {
 	Close() error
 }
 
+// flusher is a PacketIO that may queue what it is given to write (the
+// sockets of NewRaw queue Ethernet frames): a scan calls Flush before it
+// waits for anything.
+type flusher interface {
+	Flush()
+}
+
 // Arrival is how a segment came.
 type Arrival struct {
 	From, To netip.Addr

@@ -385,6 +385,10 @@ func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, r
 			admit = s.in
 		}
 	}
+	if f, ok := s.r.io.(flusher); ok && len(answers) == 0 && (admit == nil || len(admit) == 0) {
+		// Nothing is ready: what was queued goes before the wait.
+		f.Flush()
+	}
 	if !wake.IsZero() {
 		// Since Go 1.23 Reset discards a pending tick: no draining.
 		s.timer.Reset(max(wake.Sub(now), time.Microsecond))

@@ -65,13 +65,14 @@ type sockets struct {
 	turn  bool
 	names map[int]string
 
-	// mu keeps Close from closing the reading sockets under a read, and
-	// guards links and neigh.
+	// mu keeps Close from closing the reading sockets under a read.
 	mu     sync.Mutex
 	closed bool
+	// nmu guards what sends frames: links, neigh and frames.
+	nmu    sync.Mutex
 	links  map[int]*ethLink // by interface index
 	neigh  map[netip.Addr]neighbour
-	ebuf   []byte // the sender's frame
+	frames *frameQueue // nil until a frame is sent
 }
 
 func openSockets(first, n uint16) (_ *sockets, err error) {
@@ -265,6 +266,12 @@ func (s *sockets) Close() error {
 			unix.Close(*fd)
 			*fd = -1
 		}
+	}
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
+	if s.frames != nil {
+		s.frames.close()
+		s.frames = nil
 	}
 	// Packet sockets each wait for an RCU grace period to close: at
 	// once, not one after the other.

@@ -415,7 +415,9 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 // fails stops the run.
 func (r *run) probePorts(in <-chan live, ports []uint16, results chan<- synscan.Result) {
 	defer close(results)
-	targets := make(chan synscan.Target)
+	// Buffered, so that the scanner finds its next targets ready and sends
+	// their probes in batches.
+	targets := make(chan synscan.Target, 256)
 	go func() {
 		defer close(targets)
 		for l := range in {
