@@ -69,7 +69,8 @@ func keepOnly(keep []int) error {
 	// The bounding set, while CAP_SETPCAP allows it: then no exec can
 	// win the capabilities back.
 	if data[unix.CAP_SETPCAP/32].Effective&(1<<(unix.CAP_SETPCAP%32)) != 0 {
-		for c := 0; c <= lastCap(); c++ {
+		last := lastCap()
+		for c := 0; c <= last; c++ {
 			if keepSet[c] {
 				continue
 			}
