@@ -537,6 +537,10 @@ func (sn *sender) run(ctx context.Context) error {
 		for _, d := range sn.sw.echoRTTs {
 			sn.est.Observe(d)
 		}
+		// Confirmations answered are requests that were not lost: a
+		// lossy host's misses are a small share of them, where full
+		// queues lose far more.
+		sn.okSinceCut += len(sn.sw.echoRTTs)
 		sn.sw.echoRTTs = sn.sw.echoRTTs[:0]
 		for _, t := range fresh {
 			// As Karn's algorithm: an answer after a retry may be a
@@ -672,11 +676,13 @@ func (sn *sender) nextBroadcast(now time.Time) (*target, time.Time) {
 	}
 	var retryAt time.Time
 	if len(sn.retry) > 0 {
-		// Doubled once, not for every try as TCP does: a silent
-		// address is not a congested path (the window is the sweep's
-		// congestion control), and five tries backed off that far
-		// kept a lossy segment's sweep waiting 300 ms for its last.
-		retryAt = sn.retry[0].lastSent.Add(sn.est.Backoff(min(sn.retry[0].tries-1, 1)))
+		// Not backed off as TCP's retries are: a silent address is not
+		// a congested path (the window is the sweep's congestion
+		// control), a lost request is as likely lost the next round as
+		// after two, and backed-off tries kept a lossy segment's sweep
+		// waiting for its last (doubled once, five tries took 230 ms on
+		// a /24 where one round apart they take 170).
+		retryAt = sn.retry[0].lastSent.Add(sn.est.Timeout())
 	}
 	retryDue := len(sn.retry) > 0 && !now.Before(retryAt)
 	switch {
