@@ -238,17 +238,20 @@ func (s *scan) refuse(f *flight, now time.Time, err error) error {
 	return nil
 }
 
-// timeout is how long f's last probe waits for its answer: the backed-off
-// timeout of its host's round trip or, while none is known, of the round
-// trip of the hosts that came without a hint.
+// timeout is how long f's last probe waits for its answer. While its
+// host's round trip is unknown, the timeout of the round trip of the
+// hosts that came without a hint, backed off for each try as TCP's is.
+// Once it is known, each try waits that host's timeout (backed off only
+// for answers that came after retries): a probe is lost or not whatever
+// the try, the rate window is the congestion control, and a firewalled
+// port's tries backed off kept every sweep waiting for its last.
 func (s *scan) timeout(f *flight) time.Duration {
-	try := f.tries - 1 + f.h.backoff
 	if f.h.est == nil {
-		return s.blind.Backoff(try)
+		return s.blind.Backoff(f.tries - 1 + f.h.backoff)
 	}
 	// A slow host is no lost one: twice its round trip, even past the
 	// ceiling, as its round trip was measured.
-	return max(f.h.est.Backoff(try), 2*f.h.est.SRTT())
+	return max(f.h.est.Backoff(f.h.backoff), 2*f.h.est.SRTT())
 }
 
 // answer settles the flight an answer is for; a late or repeated one is

@@ -57,10 +57,10 @@ func TestWaitsFollowRoundTrips(t *testing.T) {
 		end   time.Duration
 	}{
 		{"nothing known: Timeout", 0, 0, []time.Duration{100 * ms, 100 * ms, 100 * ms}, 300 * ms},
-		{"a firewalled host 0.3 ms away: the floor, backed off", 300 * time.Microsecond, 0, []time.Duration{5 * ms, 10 * ms, 20 * ms}, 35 * ms},
-		{"30 ms away: three round trips, then the ceiling", 30 * ms, 0, []time.Duration{90 * ms, 100 * ms, 100 * ms}, 290 * ms},
+		{"a firewalled host 0.3 ms away: the floor, each try", 300 * time.Microsecond, 0, []time.Duration{5 * ms, 5 * ms, 5 * ms}, 15 * ms},
+		{"30 ms away: three round trips, each try", 30 * ms, 0, []time.Duration{90 * ms, 90 * ms, 90 * ms}, 270 * ms},
 		{"300 ms away: twice its round trip, past the ceiling", 300 * ms, 0, []time.Duration{600 * ms, 600 * ms, 600 * ms}, 1800 * ms},
-		{"its hint wins over the others' round trips", 30 * ms, ms, []time.Duration{90 * ms, 100 * ms, 100 * ms}, 290 * ms},
+		{"its hint wins over the others' round trips", 30 * ms, ms, []time.Duration{90 * ms, 90 * ms, 90 * ms}, 270 * ms},
 		// Retried as fast as the others answer, but given up no sooner
 		// than with nothing measured: it may be farther than they are.
 		{"unknown among fast hosts", 0, ms, []time.Duration{5 * ms, 10 * ms, 100*ms - 15*ms}, 100 * ms},
