@@ -216,8 +216,8 @@ func TestHedgedVerification(t *testing.T) {
 }
 
 // TestHedgeAnswers: an attempt that gets an answer (here: refused) ends
-// the probe; timeouts start the next attempt at once, and after 2 +
-// Retries attempts the last timeout is the result.
+// the probe; timeouts start the next attempt at once, and after
+// hedgeAttempts + Retries attempts the last timeout is the result.
 func TestHedgeAnswers(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	var mu sync.Mutex
@@ -229,8 +229,8 @@ func TestHedgeAnswers(t *testing.T) {
 		return nil, context.DeadlineExceeded
 	}}
 	r := p.probe(context.Background(), Target{Addr: lo, RTT: time.Millisecond})
-	if r.Status != Filtered || dials != 3 {
-		t.Errorf("status %v after %d dials, want filtered after 3", r.Status, dials)
+	if want := hedgeAttempts + 1; r.Status != Filtered || dials != want {
+		t.Errorf("status %v after %d dials, want filtered after %d", r.Status, dials, want)
 	}
 	dials = 0
 	p.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
