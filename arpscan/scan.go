@@ -118,7 +118,9 @@ type Config struct {
 	// measured round trips (smoothed, with their deviation).
 	Timeout time.Duration
 	// Patience is the least an address is waited for after its first
-	// request (DefaultPatience; at most Timeout).
+	// request: DefaultPatience, at most Timeout; one set longer than
+	// Timeout raises Timeout to it, for hosts farther away than that
+	// among fast ones.
 	Patience time.Duration
 
 	// minWait, when set, replaces timeoutFloor. Tests of sweeps that
@@ -154,6 +156,9 @@ func (c *Config) withDefaults() Config {
 		out.MinRate = max(1, out.Rate/DefaultMinRateDivisor)
 	}
 	out.MinRate = min(out.MinRate, out.Rate)
+	if c != nil && c.Patience > out.Timeout {
+		out.Timeout = c.Patience
+	}
 	out.Patience = min(out.Patience, out.Timeout)
 	return out
 }

@@ -529,3 +529,22 @@ func TestScanTriesFollowTheLateShare(t *testing.T) {
 		})
 	}
 }
+
+// A patience longer than the timeout raises the timeout to it; the
+// default patience never does.
+func TestPatienceRaisesTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		in                Config
+		timeout, patience time.Duration
+	}{
+		{Config{}, DefaultTimeout, DefaultPatience},
+		{Config{Patience: 400 * time.Millisecond}, 400 * time.Millisecond, 400 * time.Millisecond},
+		{Config{Timeout: 20 * time.Millisecond}, 20 * time.Millisecond, 20 * time.Millisecond},
+		{Config{Timeout: time.Second, Patience: 400 * time.Millisecond}, time.Second, 400 * time.Millisecond},
+	} {
+		got := tt.in.withDefaults()
+		if got.Timeout != tt.timeout || got.Patience != tt.patience {
+			t.Errorf("%+v: timeout %v, patience %v; want %v, %v", tt.in, got.Timeout, got.Patience, tt.timeout, tt.patience)
+		}
+	}
+}

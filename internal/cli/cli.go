@@ -109,6 +109,7 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 			"arp_min_rate":      "0",
 			"arp_min_retries":   fmt.Sprint(arpscan.DefaultMinRetries),
 			"arp_timeout":       arpscan.DefaultTimeout.String(),
+			"arp_patience":      arpscan.DefaultPatience.String(),
 			"syn_rate":          fmt.Sprint(synscan.DefaultRate),
 			"connect_rate":      fmt.Sprint(synscan.DefaultConnectRate),
 			"syn_retries":       fmt.Sprint(synscan.DefaultRetries),
@@ -311,6 +312,20 @@ func orNone(n int) int {
 
 // checkPacing checks the flags every sending command has: rate (what per
 // second), retries (at most maxRetries) and timeout, with an example.
+// PatienceFlag is how long an ARP sweep waits for an address after its
+// first request, whatever the segment's round trips say.
+type PatienceFlag struct {
+	Patience time.Duration `default:"${arp_patience}" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer: raise it to find hosts farther away than that among fast ones (e.g. 400ms for one behind a satellite link, 300 ms away). A sweep then lasts that much longer."`
+}
+
+// check validates the flag.
+func (f PatienceFlag) check() error {
+	if f.Patience <= 0 || f.Patience > 10*time.Second {
+		return fmt.Errorf("--patience %v: want a duration from 1ms to 10s, such as 400ms", f.Patience)
+	}
+	return nil
+}
+
 func checkPacing(rate int, what string, retries, maxRetries int, timeout time.Duration, example string) error {
 	switch {
 	case rate < 1 || rate > 1_000_000:

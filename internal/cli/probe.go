@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/caps"
 	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
@@ -33,9 +34,10 @@ type ProbeCmd struct {
 	Fast           bool          `help:"Insist on the fast path: ARP sweep, then SYN probes, then handshakes; without CAP_NET_RAW an error rather than the connect() fallback (the fast path is the default with the capability)."`
 	Connect        bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
 	Timeout        time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
-	Retries        int           `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
-	Concurrency    int           `default:"${probe_concurrency}" help:"Hosts probed at once."`
-	Rate           int           `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
+	PatienceFlag   `embed:""`
+	Retries        int `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
+	Concurrency    int `default:"${probe_concurrency}" help:"Hosts probed at once."`
+	Rate           int `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
 	OutputFlags    `embed:""`
 	All            bool `help:"List every target address: closed, filtered and down ones too, on the ARP+SYN and connect() paths alike (default: open ports only)."`
 	TargetFlags    `embed:""`
@@ -101,6 +103,8 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("--rate %d: want a number of addresses per second, or 0 for no limit", c.Rate)
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout %v: want a positive duration such as 1s", c.Timeout)
+	case c.PatienceFlag.check() != nil:
+		return c.PatienceFlag.check()
 	case c.Fast && c.Connect:
 		return fmt.Errorf("probe: --fast and --connect exclude each other")
 	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
@@ -157,7 +161,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		if err != nil {
 			return fmt.Errorf("probe: listing interfaces: %w", err)
 		}
-		e, err := engine.OpenRaw(addrs, links, engine.Config{SYN: &synscan.Config{Retries: probeSYNRetries}})
+		e, err := engine.OpenRaw(addrs, links, engine.Config{SYN: &synscan.Config{Retries: probeSYNRetries}, ARP: &arpscan.Config{Patience: c.Patience}})
 		if err != nil {
 			return fmt.Errorf("probe: %w", rawHint(err))
 		}

@@ -75,11 +75,55 @@ func TestSlowHosts(t *testing.T) {
 	// A host 300 ms away among hosts that answer within a millisecond
 	// answers the sweep's requests long after the segment's round trips
 	// say that a silent address is empty: nothing on the wire tells it
-	// from one before its reply comes, and a sweep that waited 300 ms for
-	// every silent address would be a fixed wait. Until the sweep has a
-	// way to find such a host without that wait, they are checked apart.
-	t.Run("300ms", func(t *testing.T) {
-		t.Skip("a host 300 ms away among fast ones is not found by the default sweep yet: the sweep gives up on an address 40 ms after its first request when the segment answers faster")
+	// from one before its reply comes, and a default sweep that waited
+	// 300 ms for every silent address would be a fixed wait, and slow.
+	// --patience asks for that wait, and every command finds it then.
+	t.Run("300ms with --patience", func(t *testing.T) {
+		const patience = "--patience=400ms"
+		stdout, stderr, code := ifl(t, lan, "arp-scan", "eth0", "--json", patience)
+		if code != 0 {
+			t.Fatalf("arp-scan: exit %d: %s", code, stderr)
+		}
+		var rep arpReport
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		got := map[string]string{}
+		for _, h := range rep.Hosts {
+			got[h.IP] = h.MAC
+		}
+		if diff := cmp.Diff(arpTruth(lan), got); diff != "" {
+			t.Errorf("arp-scan: (IP, MAC) pairs (-want +got):\n%s", diff)
+		}
+
+		want := scanTruth(lan)
+		for _, a := range []netip.Addr{lan.Router.Addr, lan.Controller.Addr} {
+			want[fmt.Sprintf("%s:22", a)] = "closed"
+			want[fmt.Sprintf("%s:%d", a, lan.Port)] = "closed"
+		}
+		stdout, stderr, code = ifl(t, lan, "scan", "-p", fmt.Sprintf("22,%d", lan.Port), "--all", "--json", patience, lan.Prefix.String())
+		if code != 0 {
+			t.Fatalf("scan: exit %d: %s", code, stderr)
+		}
+		var srep scanReport
+		if err := json.Unmarshal([]byte(stdout), &srep); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		sgot := map[string]string{}
+		for _, p := range srep.Ports {
+			if p.Status != "down" {
+				sgot[fmt.Sprintf("%s:%d", p.Address, p.Port)] = p.Status
+			}
+		}
+		if diff := cmp.Diff(want, sgot); diff != "" {
+			t.Errorf("scan: port states (-want +got):\n%s", diff)
+		}
+
+		stdout, stderr, code = ifl(t, lan, "probe", "-o", "json", patience, lan.Prefix.String())
+		if code != 0 {
+			t.Fatalf("probe: exit %d: %s", code, stderr)
+		}
+		checkProbe(t, lan, stdout)
 	})
 	full := lan
 	lan = withoutSlowerThan(lan, 30*time.Millisecond)

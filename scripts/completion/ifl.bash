@@ -30,6 +30,7 @@ _ifl() {
 		case $prev in
 		--port|-p) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
+		--patience) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
 		--concurrency) COMPREPLY=(); return ;;
 		--rate) COMPREPLY=(); return ;;
@@ -42,7 +43,7 @@ _ifl() {
 		--broadcast-every) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --patience --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -54,12 +55,13 @@ _ifl() {
 		--retries) COMPREPLY=(); return ;;
 		--min-retries) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
+		--patience) COMPREPLY=(); return ;;
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--rate --min-rate --retries --min-retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--rate --min-rate --retries --min-retries --timeout --patience --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=($(compgen -W "$(command ls /sys/class/net 2>/dev/null)" -- "$cur"))
@@ -71,12 +73,13 @@ _ifl() {
 		--min-rate) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
+		--patience) COMPREPLY=(); return ;;
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --min-rate --retries --timeout --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --min-rate --retries --timeout --patience --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
