@@ -488,11 +488,10 @@ type sender struct {
 	// shareExtra are the tries that share owes every silent address; it
 	// only grows, and each time it does the spent addresses are respent.
 	shareExtra int
-	// The host whose missed confirmation began the loss episode, when,
-	// whether others missed in it too.
-	episodeHost   *target
-	episodeAt     time.Time
-	episodeShared bool
+	// The loss episode: when its first missed confirmation was found,
+	// and the hosts that have missed one in it.
+	episodeAt    time.Time
+	episodeHosts map[*target]bool
 
 	bcast, uni *pace.Pacer
 	win        *pace.Window   // the broadcast rate, from loss
@@ -581,19 +580,18 @@ func (sn *sender) run(ctx context.Context) error {
 			sn.checking = sn.checking[1:]
 			// The echoes owed are counted from the first confirmation:
 			// those already found missing are not missed again. A miss
-			// counts against the host unless another host missed in the
-			// same episode: that is the sweep's own rate filling the
-			// queues, which spares no host, where a lossy host loses
-			// alone.
+			// counts against the host unless half the hosts asked have
+			// missed in the same episode: that is the sweep's own rate
+			// filling the queues, which spares no host, where lossy
+			// hosts, even several, lose on their own.
 			if ck.host.echoes+ck.host.missed < ck.echoes {
 				ck.host.missed++
 				sn.lost(ck.sent, now)
-				if sn.episodeHost == nil || now.Sub(sn.episodeAt) > 2*sn.checkWait(0) {
-					sn.episodeHost, sn.episodeAt, sn.episodeShared = ck.host, now, false
-				} else if sn.episodeHost != ck.host {
-					sn.episodeShared = true
+				if sn.episodeHosts == nil || now.Sub(sn.episodeAt) > 2*sn.checkWait(0) {
+					sn.episodeAt, sn.episodeHosts = now, map[*target]bool{}
 				}
-				if !sn.episodeShared {
+				sn.episodeHosts[ck.host] = true
+				if len(sn.episodeHosts) < max(2, (sn.picked+1)/2) {
 					ck.host.lost++
 				}
 			}
