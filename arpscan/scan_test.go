@@ -548,3 +548,40 @@ func TestPatienceRaisesTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestLossyHostsAreNotTheQueues: three of eight hosts that each lose
+// every other confirmation, at the same time as one another, are lossy
+// hosts (loss is seen: the silent addresses get every try); all eight
+// missing the same confirmations are the queues (the rate is cut, and no
+// host counts as lossy).
+func TestLossyHostsAreNotTheQueues(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		lossy    int
+		drop     []int
+		lossSeen bool
+	}{
+		{"three lossy hosts", 3, []int{2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24}, true},
+		{"the queues", 8, []int{10, 11}, false},
+	} {
+		lan := newFakeLAN()
+		for i := range 8 {
+			a := netip.AddrFrom4([4]byte{198, 18, 0, byte(2 + i)})
+			lan.hosts[a] = []net.HardwareAddr{mac(byte(2 + i))}
+			if i < tt.lossy {
+				lan.drop[a] = tt.drop
+			}
+		}
+		s := testScanner(t, lan)
+		res, st, err := s.Scan(context.Background(), span("198.18.0.1", 40), &Config{Rate: 100000, MinRate: 1000, Timeout: 50 * time.Millisecond, minWait: 20 * time.Millisecond}, nil)
+		if err != nil || len(res) != 8 {
+			t.Fatalf("%s: %d results, %v; want 8, nil", tt.name, len(res), err)
+		}
+		if st.LossSeen != tt.lossSeen {
+			t.Errorf("%s: loss seen %v, want %v (%+v)", tt.name, st.LossSeen, tt.lossSeen, st)
+		}
+		if !tt.lossSeen && st.RateCuts == 0 {
+			t.Errorf("%s: no cut (%+v)", tt.name, st)
+		}
+	}
+}
