@@ -239,20 +239,29 @@ func (s *scan) refuse(f *flight, now time.Time, err error) error {
 }
 
 // timeout is how long f's last probe waits for its answer. While its
-// host's round trip is unknown, the timeout of the round trip of the
-// hosts that came without a hint, backed off for each try as TCP's is.
-// Once it is known, each try waits that host's timeout (backed off only
-// for answers that came after retries): a probe is lost or not whatever
-// the try, the rate window is the congestion control, and a firewalled
-// port's tries backed off kept every sweep waiting for its last.
+// host's round trip is unknown: the timeout of the round trip of the
+// hosts that came without a hint, doubled for each try before it, as TCP
+// backs off. Once it is known: that host's timeout for each try (the rate
+// window is the congestion control, and a lost probe is as likely lost
+// the next round as after two), and for the last, four times that (an
+// answer that has not come may be late rather than lost, on a segment
+// busier than its round trips showed).
 func (s *scan) timeout(f *flight) time.Duration {
 	if f.h.est == nil {
 		return s.blind.Backoff(f.tries - 1 + f.h.backoff)
 	}
+	try := f.h.backoff
+	if f.tries > s.c.Retries {
+		try += lastTryBackoff
+	}
 	// A slow host is no lost one: twice its round trip, even past the
 	// ceiling, as its round trip was measured.
-	return max(f.h.est.Backoff(f.h.backoff), 2*f.h.est.SRTT())
+	return max(f.h.est.Backoff(try), 2*f.h.est.SRTT())
 }
+
+// lastTryBackoff are the doublings of a known host's timeout that its
+// last try waits.
+const lastTryBackoff = 2
 
 // answer settles the flight an answer is for; a late or repeated one is
 // ignored, as is one to a flight whose probe has not left yet (it

@@ -50,26 +50,28 @@ func tryFiltered(t *testing.T, s *scan, out <-chan Result, tg Target) (waits []t
 func TestWaitsFollowRoundTrips(t *testing.T) {
 	const ms = time.Millisecond
 	tests := []struct {
-		name  string
-		hint  time.Duration
-		blind time.Duration // a round trip of a host without a hint, measured before
-		waits []time.Duration
-		end   time.Duration
+		name    string
+		hint    time.Duration
+		blind   time.Duration // a round trip of a host without a hint, measured before
+		retries int           // 0: the default
+		waits   []time.Duration
+		end     time.Duration
 	}{
-		{"nothing known: Timeout", 0, 0, []time.Duration{100 * ms, 100 * ms, 100 * ms}, 300 * ms},
-		{"a firewalled host 0.3 ms away: the floor, each try", 300 * time.Microsecond, 0, []time.Duration{5 * ms, 5 * ms, 5 * ms}, 15 * ms},
-		{"30 ms away: three round trips, each try", 30 * ms, 0, []time.Duration{90 * ms, 90 * ms, 90 * ms}, 270 * ms},
-		{"300 ms away: twice its round trip, past the ceiling", 300 * ms, 0, []time.Duration{600 * ms, 600 * ms, 600 * ms}, 1800 * ms},
-		{"its hint wins over the others' round trips", 30 * ms, ms, []time.Duration{90 * ms, 90 * ms, 90 * ms}, 270 * ms},
+		{"nothing known: Timeout", 0, 0, 0, []time.Duration{100 * ms, 100 * ms, 100 * ms}, 300 * ms},
+		{"a firewalled host 0.3 ms away: the floor, the last four times", 300 * time.Microsecond, 0, 0, []time.Duration{5 * ms, 5 * ms, 20 * ms}, 30 * ms},
+		{"five tries: the floor, the last four times", 300 * time.Microsecond, 0, 4, []time.Duration{5 * ms, 5 * ms, 5 * ms, 5 * ms, 20 * ms}, 40 * ms},
+		{"30 ms away: three round trips, the last the ceiling", 30 * ms, 0, 0, []time.Duration{90 * ms, 90 * ms, 100 * ms}, 280 * ms},
+		{"300 ms away: twice its round trip, past the ceiling", 300 * ms, 0, 0, []time.Duration{600 * ms, 600 * ms, 600 * ms}, 1800 * ms},
+		{"its hint wins over the others' round trips", 30 * ms, ms, 0, []time.Duration{90 * ms, 90 * ms, 100 * ms}, 280 * ms},
 		// Retried as fast as the others answer, but given up no sooner
 		// than with nothing measured: it may be farther than they are.
-		{"unknown among fast hosts", 0, ms, []time.Duration{5 * ms, 10 * ms, 100*ms - 15*ms}, 100 * ms},
+		{"unknown among fast hosts", 0, ms, 0, []time.Duration{5 * ms, 10 * ms, 100*ms - 15*ms}, 100 * ms},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := newFakeNet()
 			a := n.add("198.18.40.12", &fakeHost{filtered: true})
-			r, err := New(&Config{Rate: 1e6}, n)
+			r, err := New(&Config{Rate: 1e6, Retries: tt.retries}, n)
 			if err != nil {
 				t.Fatal(err)
 			}
