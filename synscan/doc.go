@@ -21,9 +21,10 @@
 // # Timing
 //
 // A probe waits for its answer as long as its host's round trip says
-// (RFC 6298's timeout, the same for each try once the round trip is
-// known, doubled for each while it is not; Karn's rule: answers to
-// retries measure nothing), within a floor of 5 ms and Config.Timeout. A
+// (RFC 6298's timeout: once the round trip is known the same for each
+// try, four times it for the last; doubled for each try while it is not;
+// Karn's rule: answers to retries measure nothing), within a floor of
+// 5 ms and Config.Timeout. A
 // host's round trip comes from a Target's RTT (an ARP reply's, say) and
 // from its answers; a host without either waits as the hosts that came
 // without a hint answer, and Timeout before any has. The sending rate is
