@@ -796,12 +796,15 @@ func (sn *sender) retries(t *target) int {
 // whatever the sweep's own rate), two tries miss a host too often: with
 // one try in 200 lost, a /21 of 400 hosts would miss one in 12 sweeps.
 // A try more from there; from one in 20, every try (with four, a virtual
-// /21 that lost one in eight still missed a host in some 30 sweeps).
+// /21 that lost one in eight still missed a host in some 30 sweeps). The
+// first late answer does not count: alone it is jitter (a reply held in
+// a busy host's queues past its retry looks the same), and on a /22 it
+// made the share one in 200 and cost every silent address a third try.
 func (sn *sender) lossShareExtra() int {
-	if sn.firstAnswers < lossSample {
+	if sn.firstAnswers < lossSample || sn.lateAnswers < 2 {
 		return 0
 	}
-	switch p := float64(sn.lateAnswers) / float64(sn.firstAnswers); {
+	switch p := float64(sn.lateAnswers-1) / float64(sn.firstAnswers); {
 	case p >= 0.05:
 		return sn.c.Retries
 	case p >= 0.005:

@@ -493,35 +493,41 @@ func TestScanRetriesWhatWentOutAsTheRateWasCut(t *testing.T) {
 
 // TestScanTriesFollowTheLateShare: where first answers come only to a
 // retry (their first request lost), the silent addresses get every try;
-// where they all come to the first, two.
+// where they all come to the first, two; where one in 200 does, two (one
+// late answer is jitter), and where two in 200 do, three.
 func TestScanTriesFollowTheLateShare(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
-		lost      bool
+		hosts     int
+		lost      int // hosts whose first request is lost
 		wantTries int
 	}{
-		{"first requests answered", false, 1 + DefaultMinRetries},
-		{"first requests lost", true, 1 + DefaultRetries},
+		{"first requests answered", lossSample, 0, 1 + DefaultMinRetries},
+		{"first requests lost", lossSample, lossSample, 1 + DefaultRetries},
+		{"one lost in 200", 200, 1, 1 + DefaultMinRetries},
+		{"two lost in 200", 200, 2, 2 + DefaultMinRetries},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			lan := newFakeLAN()
-			for _, a := range span("198.18.0.1", lossSample) {
-				lan.hosts[a] = []net.HardwareAddr{mac(byte(a.As4()[3]))}
-				if tt.lost {
+			hosts := span("198.18.0.1", tt.hosts)
+			for i, a := range hosts {
+				lan.hosts[a] = []net.HardwareAddr{{2, 0x18, 0, 0, a.As4()[2], a.As4()[3]}}
+				if i < tt.lost {
 					lan.drop[a] = []int{1}
 				}
 			}
 			s := testScanner(t, lan)
-			res, _, err := s.Scan(context.Background(), span("198.18.0.1", 2*lossSample), steadyConfig, nil)
+			targets := span("198.18.0.1", tt.hosts+lossSample)
+			res, _, err := s.Scan(context.Background(), targets, steadyConfig, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res) != lossSample {
-				t.Fatalf("%d hosts found, want %d", len(res), lossSample)
+			if len(res) != tt.hosts {
+				t.Fatalf("%d hosts found, want %d", len(res), tt.hosts)
 			}
 			lan.mu.Lock()
 			defer lan.mu.Unlock()
-			for _, a := range span(netip.AddrFrom4([4]byte{198, 18, 0, byte(lossSample + 1)}).String(), lossSample) {
+			for _, a := range targets[tt.hosts:] {
 				if n := lan.requests[a]; n != tt.wantTries {
 					t.Errorf("%v: %d tries, want %d", a, n, tt.wantTries)
 				}
