@@ -79,18 +79,24 @@ func (s *sockets) neighbourOf(a netip.Addr) (neighbour, bool) {
 // gets on with the next probes on the other CPU. A frame the kernel
 // refused is found out after it left here: the next write says so
 // (ENOBUFS, itself not sent), and the refused probe counts as lost.
-func (s *sockets) writeFrame(pkt []byte, n neighbour) error {
+func (s *sockets) writeFrame(pkt []byte, dst netip.Addr, n neighbour) error {
 	q := s.frameQueue()
+	if q == nil {
+		return net.ErrClosed
+	}
 	if err := q.failed(); err != nil {
 		return err
 	}
 	b := q.batch()
+	if b == nil {
+		return net.ErrClosed
+	}
 	off := len(b.buf)
 	b.buf = append(b.buf, n.mac...)
 	b.buf = append(b.buf, n.link.ifi.HardwareAddr...)
 	b.buf = binary.BigEndian.AppendUint16(b.buf, unix.ETH_P_IP)
 	b.buf = append(b.buf, pkt...)
-	f := queuedFrame{fd: n.link.fd, off: off, end: len(b.buf)}
+	f := queuedFrame{fd: n.link.fd, off: off, end: len(b.buf), dst: dst}
 	f.sa = unix.SockaddrLinklayer{Ifindex: n.link.ifi.Index, Halen: 6, Protocol: htons(unix.ETH_P_IP)}
 	copy(f.sa.Addr[:], n.mac)
 	b.frames = append(b.frames, f)
@@ -110,9 +116,14 @@ func (s *sockets) Flush() {
 	}
 }
 
+// frameQueue returns the queue, started at the first frame; nil once the
+// sockets are closed.
 func (s *sockets) frameQueue() *frameQueue {
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
+	if s.framesClosed {
+		return nil
+	}
 	if s.frames == nil {
 		s.frames = newFrameQueue()
 	}
@@ -127,15 +138,17 @@ const (
 )
 
 // frameQueue carries frames from the scan's loop (writeFrame, Flush) to
-// the goroutine that sends them.
+// the goroutine that sends them. Once quit is closed the loop's side
+// hands over nothing more, and never blocks; the sender sends what was
+// handed over and stops.
 type frameQueue struct {
 	full, empty chan *frameBatch
 	cur         *frameBatch
-	done        chan struct{}
+	quit, done  chan struct{}
 	stop        sync.Once
 	refused     atomic.Int64
 	mu          sync.Mutex
-	err         error // the first failure other than ENOBUFS
+	err         error // a failure other than ENOBUFS, until reported
 }
 
 type frameBatch struct {
@@ -147,10 +160,11 @@ type queuedFrame struct {
 	fd       int
 	off, end int // in buf
 	sa       unix.SockaddrLinklayer
+	dst      netip.Addr
 }
 
 func newFrameQueue() *frameQueue {
-	q := &frameQueue{full: make(chan *frameBatch, frameBatches), empty: make(chan *frameBatch, frameBatches), done: make(chan struct{})}
+	q := &frameQueue{full: make(chan *frameBatch, frameBatches), empty: make(chan *frameBatch, frameBatches), quit: make(chan struct{}), done: make(chan struct{})}
 	for range frameBatches {
 		q.empty <- &frameBatch{buf: make([]byte, 0, frameBatchLen*128), frames: make([]queuedFrame, 0, frameBatchLen)}
 	}
@@ -160,26 +174,34 @@ func newFrameQueue() *frameQueue {
 
 // batch is the batch being filled; it waits for one to come back from
 // the sender when all are queued, which paces the loop as a blocking
-// send would.
+// send would. It is nil once the queue is closed.
 func (q *frameQueue) batch() *frameBatch {
 	if q.cur == nil {
-		q.cur = <-q.empty
+		select {
+		case q.cur = <-q.empty:
+		case <-q.quit:
+		}
 	}
 	return q.cur
 }
 
 func (q *frameQueue) flush() {
 	if q.cur != nil && len(q.cur.frames) > 0 {
-		q.full <- q.cur
+		select {
+		case q.full <- q.cur:
+		case <-q.quit:
+		}
 		q.cur = nil
 	}
 }
 
 // failed is why the frames sent since the last call did not all go: an
-// error wrapping ENOBUFS for refusals, or what else failed.
+// error wrapping ENOBUFS for refusals, or what else failed (once: a link
+// that was down for a moment does not fail every scan after).
 func (q *frameQueue) failed() error {
 	q.mu.Lock()
 	err := q.err
+	q.err = nil
 	q.mu.Unlock()
 	if err != nil {
 		return err
@@ -192,30 +214,47 @@ func (q *frameQueue) failed() error {
 
 func (q *frameQueue) send() {
 	defer close(q.done)
-	for b := range q.full {
-		for _, f := range b.frames {
-			err := unix.Sendto(f.fd, b.buf[f.off:f.end], 0, &f.sa)
-			switch {
-			case err == nil:
-			case errors.Is(err, unix.ENOBUFS):
-				q.refused.Add(1)
-			default:
-				q.mu.Lock()
-				if q.err == nil {
-					q.err = fmt.Errorf("synscan: sending a frame: %w", err)
+	for {
+		select {
+		case b := <-q.full:
+			q.sendBatch(b)
+		case <-q.quit:
+			for {
+				select {
+				case b := <-q.full:
+					q.sendBatch(b)
+				default:
+					return
 				}
-				q.mu.Unlock()
 			}
 		}
-		b.buf, b.frames = b.buf[:0], b.frames[:0]
-		q.empty <- b
 	}
 }
 
-// close stops the sender once the batches queued are sent.
+func (q *frameQueue) sendBatch(b *frameBatch) {
+	for _, f := range b.frames {
+		err := unix.Sendto(f.fd, b.buf[f.off:f.end], 0, &f.sa)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.ENOBUFS):
+			q.refused.Add(1)
+		default:
+			q.mu.Lock()
+			if q.err == nil {
+				q.err = fmt.Errorf("synscan: sending a frame to %v: %w", f.dst, err)
+			}
+			q.mu.Unlock()
+		}
+	}
+	b.buf, b.frames = b.buf[:0], b.frames[:0]
+	q.empty <- b
+}
+
+// close stops the sender once the batches handed over are sent; a batch
+// being filled is dropped.
 func (q *frameQueue) close() {
 	q.stop.Do(func() {
-		close(q.full)
+		close(q.quit)
 		<-q.done
 	})
 }

@@ -3,32 +3,45 @@ package synscan
 import (
 	"errors"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// A frame that fails to go out is reported by the next write, and a
-// frame queued is sent even when the queue is closed before its batch
-// was full.
+// A frame that fails to go out is reported by the next write, once, with
+// where it was going; refusals are reported as ENOBUFS, once; after
+// Close, nothing is queued.
 func TestFrameQueueReportsFailures(t *testing.T) {
-	s := &sockets{}
+	// No sockets of its own: Close must close no descriptor.
+	s := &sockets{send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1}
 	bad := neighbour{link: &ethLink{fd: -1, ifi: &net.Interface{Index: 1, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}, mac: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
-	if err := s.writeFrame(make([]byte, 40), bad); err != nil {
+	dst := netip.MustParseAddr("198.18.0.2")
+	if err := s.writeFrame(make([]byte, 40), dst, bad); err != nil {
 		t.Fatalf("first write: %v, want it queued", err)
 	}
 	q := s.frames
+	t.Cleanup(q.close)
 	s.Flush()
-	q.close() // waits for the batch to be sent
-	if err := q.failed(); !errors.Is(err, unix.EBADF) {
-		t.Errorf("after a frame to a closed socket: %v, want EBADF", err)
+	q.close() // waits for the batch handed over to be sent
+	err := q.failed()
+	if !errors.Is(err, unix.EBADF) || !strings.Contains(err.Error(), dst.String()) {
+		t.Errorf("after a frame to a closed socket: %v, want EBADF and %v", err, dst)
+	}
+	if err := q.failed(); err != nil {
+		t.Errorf("a failure reported twice: %v", err)
 	}
 	q.refused.Add(2)
-	q.err = nil
 	if err := q.failed(); !errors.Is(err, unix.ENOBUFS) {
 		t.Errorf("after refusals: %v, want ENOBUFS", err)
 	}
 	if err := q.failed(); err != nil {
 		t.Errorf("refusals reported twice: %v", err)
 	}
+	s.Close()
+	if err := s.writeFrame(make([]byte, 40), dst, bad); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("a write after Close: %v, want net.ErrClosed", err)
+	}
+	s.Flush() // nothing to hand over, and no panic
 }

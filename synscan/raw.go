@@ -24,7 +24,8 @@ type PacketIO interface {
 	Source(dst netip.Addr) (netip.Addr, error)
 	// WriteTo sends seg, a TCP segment with its checksum, from src to
 	// dst. An error that wraps syscall.ENOBUFS means the kernel had no
-	// room for it: it was not sent, and may be sent again.
+	// room for it, or for a segment queued before it (a queue's sender
+	// found out late): seg was not sent, and may be sent again.
 	WriteTo(seg []byte, src, dst netip.Addr) error
 	// ReadFrom reads the next TCP segment into b and returns its length
 	// and how it came.

@@ -73,6 +73,8 @@ type sockets struct {
 	links  map[int]*ethLink // by interface index
 	neigh  map[netip.Addr]neighbour
 	frames *frameQueue // nil until a frame is sent
+	// framesClosed: the sockets are closed, and no frame goes out.
+	framesClosed bool
 }
 
 func openSockets(first, n uint16) (_ *sockets, err error) {
@@ -269,9 +271,9 @@ func (s *sockets) Close() error {
 	}
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
+	s.framesClosed = true
 	if s.frames != nil {
 		s.frames.close()
-		s.frames = nil
 	}
 	// Packet sockets each wait for an RCU grace period to close: at
 	// once, not one after the other.
@@ -354,7 +356,7 @@ func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
 			return err
 		}
 		if n, ok := s.neighbourOf(dst); ok {
-			return s.writeFrame(pkt, n)
+			return s.writeFrame(pkt, dst, n)
 		}
 		return unix.Sendto(s.send4, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
 	}
