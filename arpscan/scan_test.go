@@ -536,8 +536,8 @@ func TestScanTriesFollowTheLateShare(t *testing.T) {
 	}
 }
 
-// A patience longer than the timeout raises the timeout to it; the
-// default patience never does.
+// A patience set longer than the timeout raises the timeout to it; the
+// default patience (none set) is lowered to a shorter timeout.
 func TestPatienceRaisesTimeout(t *testing.T) {
 	for _, tt := range []struct {
 		in                Config

@@ -310,22 +310,23 @@ func orNone(n int) int {
 	return n
 }
 
-// checkPacing checks the flags every sending command has: rate (what per
-// second), retries (at most maxRetries) and timeout, with an example.
 // PatienceFlag is how long an ARP sweep waits for an address after its
-// first request, whatever the segment's round trips say.
+// first request, whatever the segment's round trips say. Its zero value
+// is the sweep's default, which a --timeout below it lowers.
 type PatienceFlag struct {
-	Patience time.Duration `default:"${arp_patience}" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer: raise it to find hosts farther away than that among fast ones (e.g. 400ms for one behind a satellite link, 300 ms away). A sweep then lasts that much longer."`
+	Patience time.Duration `default:"0" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer (0: ${arp_patience}, or --timeout if that is less): raise it to find hosts farther away than that among fast ones (e.g. 400ms for one behind a satellite link, 300 ms away). A sweep then lasts that much longer, and its longest wait is raised to it. No sweep with --connect."`
 }
 
 // check validates the flag.
 func (f PatienceFlag) check() error {
-	if f.Patience <= 0 || f.Patience > 10*time.Second {
-		return fmt.Errorf("--patience %v: want a duration from 1ms to 10s, such as 400ms", f.Patience)
+	if f.Patience < 0 || (f.Patience > 0 && f.Patience < time.Millisecond) || f.Patience > 10*time.Second {
+		return fmt.Errorf("--patience %v: want 0 (the default, %v) or a duration from 1ms to 10s, such as 400ms", f.Patience, arpscan.DefaultPatience)
 	}
 	return nil
 }
 
+// checkPacing checks the flags every sending command has: rate (what per
+// second), retries (at most maxRetries) and timeout, with an example.
 func checkPacing(rate int, what string, retries, maxRetries int, timeout time.Duration, example string) error {
 	switch {
 	case rate < 1 || rate > 1_000_000:

@@ -77,9 +77,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"scan", "198.18.0.1", "--retries", "11"}, "ifl: --retries 11: want 0-10\n"},
 		{[]string{"arp-scan", "eth0", "--timeout", "0s"}, "ifl: --timeout 0s: want a positive duration such as 20ms\n"},
 		{[]string{"arp-scan", "eth0", "--min-retries", "21"}, "ifl: --min-retries 21: want 0-20\n"},
-		{[]string{"arp-scan", "eth0", "--patience", "0s"}, "ifl: --patience 0s: want a duration from 1ms to 10s, such as 400ms\n"},
-		{[]string{"scan", "198.18.0.1", "--patience", "11s"}, "ifl: --patience 11s: want a duration from 1ms to 10s, such as 400ms\n"},
-		{[]string{"probe", "--patience", "11s", "198.18.0.1"}, "ifl: --patience 11s: want a duration from 1ms to 10s, such as 400ms\n"},
+		{[]string{"arp-scan", "eth0", "--patience", "500us"}, "ifl: --patience 500µs: want 0 (the default, 40ms) or a duration from 1ms to 10s, such as 400ms\n"},
+		{[]string{"scan", "198.18.0.1", "--patience", "11s"}, "ifl: --patience 11s: want 0 (the default, 40ms) or a duration from 1ms to 10s, such as 400ms\n"},
+		{[]string{"probe", "--patience=-1s", "198.18.0.1"}, "ifl: --patience -1s: want 0 (the default, 40ms) or a duration from 1ms to 10s, such as 400ms\n"},
 		{[]string{"probe", "--retries=-1", "198.18.0.1"}, "ifl: --retries -1: want 0-10\n"},
 		{[]string{"probe", "198.18.0.0/33"}, "ifl: probe: \"198.18.0.0/33\": bad CIDR prefix (want an address, a CIDR prefix such as 198.18.0.0/24, a range such as 198.18.0.1-198.18.0.50 or 198.18.0.1-50, or a host name)\n"},
 	} {

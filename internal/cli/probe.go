@@ -23,7 +23,7 @@ import (
 // agent port: an agent whose port looks filtered is missing from the
 // inventory, where a port scan (ifl scan, nmap) takes nmap's -T5 two.
 // Five tries, one timeout apart: a host that drops a fifth of what it
-// gets still answers 9,997 times in 10,000 (three tries: 992), for a
+// gets still answers 9,997 times in 10,000 (three tries: 9,920), for a
 // few milliseconds more on a LAN.
 const probeSYNRetries = 4
 
@@ -103,12 +103,13 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("--rate %d: want a number of addresses per second, or 0 for no limit", c.Rate)
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout %v: want a positive duration such as 1s", c.Timeout)
-	case c.PatienceFlag.check() != nil:
-		return c.PatienceFlag.check()
 	case c.Fast && c.Connect:
 		return fmt.Errorf("probe: --fast and --connect exclude each other")
 	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
 		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
+	}
+	if err := c.PatienceFlag.check(); err != nil {
+		return err
 	}
 	if err := c.checkBroadcast(); err != nil {
 		return err
