@@ -18,5 +18,6 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	return c.Close()
+	c.Close() // it was accepted, whatever closing says
+	return nil
 }

@@ -71,9 +71,9 @@ type Result struct {
 const (
 	// DefaultRate is the most raw probes per second, where the sending
 	// rate starts; it falls when probes get lost (see Config.Rate). SYNs
-	// are unicast, 54 bytes on the wire: 250,000 a second is 108 Mbit/s
-	// (every port of a host in a quarter of a second, if it answers as
-	// fast), a tenth of a gigabit link.
+	// are unicast, 84 bytes on the wire with the preamble and the gap:
+	// 250,000 a second is 168 Mbit/s (every port of a host in a quarter
+	// of a second, if it answers as fast), a sixth of a gigabit link.
 	DefaultRate = 250000
 	// DefaultConnectRate paces connect()'s first dials to hosts: each
 	// makes the kernel resolve a new neighbour with a broadcast, and a
@@ -168,8 +168,10 @@ type Stats struct {
 	Targets int // targets scanned
 	Sent    int // probes sent, retries included (connect mode: dials)
 	Retries int // of those, the ones sent again to a target
-	// Refused counts the probes the kernel had no room for (ENOBUFS),
-	// sent again after a pause; they are not in Sent.
+	// Refused counts the probes held back because the kernel had no room
+	// (ENOBUFS), sent again after a pause; they are not in Sent. A frame
+	// the kernel refused after it was queued is in Sent, and counts as
+	// lost: the next write reports the refusal.
 	Refused int
 	// RateCuts counts the times loss cut the sending rate; MinRate is the
 	// lowest rate it reached (raw mode).
