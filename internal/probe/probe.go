@@ -354,7 +354,7 @@ func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool
 	r := Result{Addr: a, Port: p.Port, Dialled: true}
 	dial := p.Dial
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		dial = (&net.Dialer{Control: fastRetransmit}).DialContext
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.timeout())
 	c, err := dial(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.Port)).String())

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package probe
+
+import "syscall"
+
+// fastRetransmit does nothing: the least retransmission timeout is set
+// per socket on Linux only.
+func fastRetransmit(network, address string, c syscall.RawConn) error { return nil }
