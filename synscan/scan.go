@@ -397,7 +397,7 @@ func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, r
 			admit = s.in
 		}
 	}
-	if f, ok := s.r.io.(flusher); ok && len(answers) == 0 && (admit == nil || len(admit) == 0) {
+	if f, ok := s.r.io.(flusher); ok && len(answers) == 0 && len(admit) == 0 {
 		// Nothing is ready: what was queued goes before the wait.
 		f.Flush()
 	}
