@@ -253,12 +253,14 @@ type dialled struct {
 // round trip does not show: the key agreement on both ends and the
 // agent's facts, on a busy machine.
 // A lossy host can lose a packet of the second connection too, and of
-// the third: hedges go on at that spacing, not backed off, up to
-// hedgeAttempts connections (and the retries of one that times out),
-// as a connection is cheap next to a second's wait. At 20% loss a
-// connection loses one of its four packets to the host three times in
-// five; of five, all do one time in fourteen, and the first of them is
-// soon past its 200 ms retransmission then.
+// the third: hedges go on, up to hedgeAttempts connections (and the
+// retries of one that times out), as a connection is cheap next to a
+// second's wait; the first two at that spacing, the next ones each twice
+// as long after, so that an agent that is only slow is not asked five
+// times at once. At 20% loss a connection loses one of its four packets
+// to the host three times in five; of five, all do one time in
+// fourteen, and the first of them has sent its lost packet again by
+// then (after 10 ms where the kernel allows it, 200 ms elsewhere).
 const (
 	hedgeRTTs     = 8
 	hedgeFloor    = 60 * time.Millisecond
@@ -272,8 +274,9 @@ func (p *Prober) hedgeAfter(rtt time.Duration) time.Duration {
 }
 
 // hedged probes t with attempts on new connections that overlap: the
-// first starts at once, each next one when the last has run hedgeAfter
-// or has timed out. The first attempt with an answer wins and the others
+// first starts at once, the second and third hedgeAfter after the one
+// before, each next one twice as long after, or when the last has timed
+// out. The first attempt with an answer wins and the others
 // are closed. Attempts are hedgeAttempts + Retries in all: the hedges,
 // and the retries an attempt that times out would have.
 func (p *Prober) hedged(ctx context.Context, t Target, first *dialled) Result {
@@ -317,6 +320,12 @@ func (p *Prober) hedged(ctx context.Context, t Target, first *dialled) Result {
 			first = nil
 			if launched < attempts {
 				timer.Reset(wait)
+				if launched >= 2 {
+					// Past the first hedge, an agent that has not
+					// answered two connections may be slow, not
+					// lossy: the next ones come at longer intervals.
+					wait *= 2
+				}
 			}
 		case o := <-results:
 			running--
