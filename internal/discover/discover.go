@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/net/ipv6"
 
+	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -130,23 +131,17 @@ func LinkDestinations(port int, want func(netip.Prefix) bool) ([]netip.AddrPort,
 // destinations returns the destinations on one interface of the prefixes
 // that want accepts.
 func destinations(ifi *net.Interface, port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
-	addrs, err := ifi.Addrs()
+	prefixes, err := netinfo.Prefixes(ifi)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
+		return nil, err
 	}
 	var out []netip.AddrPort
 	want6 := false
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, _ := netip.AddrFromSlice(ipn.IP)
-		ones, _ := ipn.Mask.Size()
-		p := netip.PrefixFrom(ip.Unmap(), ones).Masked()
+	for _, p := range prefixes {
+		p = p.Masked()
 		switch {
 		case !p.IsValid() || !want(p):
-		case p.Addr().Is4() && ifi.Flags&net.FlagBroadcast != 0 && ones <= 30:
+		case p.Addr().Is4() && ifi.Flags&net.FlagBroadcast != 0 && p.Bits() <= 30:
 			out = append(out, netip.AddrPortFrom(Broadcast(p), uint16(port)))
 		case p.Addr().Is6():
 			want6 = true
@@ -406,28 +401,23 @@ func withSources(dests []netip.AddrPort) ([]send, error) {
 		if err != nil {
 			return nil, fmt.Errorf("discover: %s: no such interface (try: ip link)", a.Zone())
 		}
-		addrs, err := ifi.Addrs()
+		prefixes, err := netinfo.Prefixes(ifi)
 		if err != nil {
-			return nil, fmt.Errorf("discover: %s: %w", ifi.Name, err)
+			return nil, fmt.Errorf("discover: %w", err)
 		}
-		for _, src := range globalIPv6(addrs) {
+		for _, src := range globalIPv6(prefixes) {
 			out = append(out, send{dst: dst, src: src})
 		}
 	}
 	return out, nil
 }
 
-// globalIPv6 returns the unicast IPv6 addresses among addrs that are not
-// link-local, loopback or IPv4-mapped.
-func globalIPv6(addrs []net.Addr) []netip.Addr {
+// globalIPv6 returns the unicast IPv6 addresses among a link's that are
+// not link-local, loopback or IPv4-mapped.
+func globalIPv6(prefixes []netip.Prefix) []netip.Addr {
 	var out []netip.Addr
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(ipn.IP)
-		if ok && ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() {
+	for _, p := range prefixes {
+		if ip := p.Addr(); ip.Is6() && !ip.Is4In6() && ip.IsGlobalUnicast() {
 			out = append(out, ip)
 		}
 	}

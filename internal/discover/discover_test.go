@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -183,7 +184,7 @@ func TestGlobalIPv6(t *testing.T) {
 		addrs = append(addrs, ipn)
 	}
 	addrs = append(addrs, &net.IPAddr{IP: net.ParseIP("2001:db8:48::3")})
-	got := globalIPv6(addrs)
+	got := globalIPv6(netinfo.AddrPrefixes(addrs))
 	want := []netip.Addr{netip.MustParseAddr("2001:db8:48::2"), netip.MustParseAddr("fd00::2")}
 	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

@@ -48,14 +48,19 @@ func InterfacePrefixes(name string) ([]netip.Prefix, error) {
 	return ps, nil
 }
 
-// IPv4Prefixes returns the interface's IPv4 addresses with their prefix
-// lengths (198.18.0.5/24), and an error naming the interface if it has
-// none.
-func IPv4Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
+// Prefixes returns the interface's addresses, of both families, with
+// their prefix lengths (198.18.0.5/24, 2001:db8:48::2/64).
+func Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
 	addrs, err := ifi.Addrs()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
 	}
+	return AddrPrefixes(addrs), nil
+}
+
+// AddrPrefixes converts what net.Interface.Addrs returns: IPv4 addresses
+// unmapped, anything but an address with its mask left out.
+func AddrPrefixes(addrs []net.Addr) []netip.Prefix {
 	var out []netip.Prefix
 	for _, a := range addrs {
 		ipn, ok := a.(*net.IPNet)
@@ -63,11 +68,28 @@ func IPv4Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(ipn.IP)
-		if !ok || !ip.Unmap().Is4() {
+		if !ok {
 			continue
 		}
 		ones, _ := ipn.Mask.Size()
 		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	return out
+}
+
+// IPv4Prefixes returns the interface's IPv4 addresses with their prefix
+// lengths (198.18.0.5/24), and an error naming the interface if it has
+// none.
+func IPv4Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
+	all, err := Prefixes(ifi)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, p := range all {
+		if p.Addr().Is4() {
+			out = append(out, p)
+		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: no IPv4 address (try: ip addr add ADDR/LEN dev %s)", ifi.Name, ifi.Name)
