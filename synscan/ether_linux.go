@@ -65,25 +65,33 @@ func (s *sockets) learn(a netip.Addr, ifindex int, mac net.HardwareAddr) {
 	}
 }
 
-func (s *sockets) neighbourOf(a netip.Addr) (neighbour, bool) {
+// frameTo returns where a frame to a goes and the queue it goes on, the
+// queue started at the first frame (one lock a probe); ok is false for an
+// address no sweep learned, the error net.ErrClosed once the sockets are
+// closed.
+func (s *sockets) frameTo(a netip.Addr) (n neighbour, q *frameQueue, ok bool, err error) {
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
-	n, ok := s.neigh[a]
-	return n, ok
+	if s.framesClosed {
+		return n, nil, false, net.ErrClosed
+	}
+	if n, ok = s.neigh[a]; !ok {
+		return n, nil, false, nil
+	}
+	if s.frames == nil {
+		s.frames = newFrameQueue()
+	}
+	return n, s.frames, true, nil
 }
 
-// writeFrame queues an IPv4 packet to n as an Ethernet frame. Frames are
+// write queues an IPv4 packet to n as an Ethernet frame. Frames are
 // sent by a goroutine of their own, a batch at a time: on a virtual link
 // the send carries the whole round trip (the bridge, the host's answer,
 // its way back) in the sender's system call, and the scan's loop meanwhile
 // gets on with the next probes on the other CPU. A frame the kernel
 // refused is found out after it left here: the next write says so
 // (ENOBUFS, itself not sent), and the refused probe counts as lost.
-func (s *sockets) writeFrame(pkt []byte, dst netip.Addr, n neighbour) error {
-	q := s.frameQueue()
-	if q == nil {
-		return net.ErrClosed
-	}
+func (q *frameQueue) write(pkt []byte, dst netip.Addr, n neighbour) error {
 	if err := q.failed(); err != nil {
 		return err
 	}
@@ -116,20 +124,6 @@ func (s *sockets) Flush() {
 	}
 }
 
-// frameQueue returns the queue, started at the first frame; nil once the
-// sockets are closed.
-func (s *sockets) frameQueue() *frameQueue {
-	s.nmu.Lock()
-	defer s.nmu.Unlock()
-	if s.framesClosed {
-		return nil
-	}
-	if s.frames == nil {
-		s.frames = newFrameQueue()
-	}
-	return s.frames
-}
-
 // frameBatchLen is how many frames go to the sender at a time; batches
 // in flight bound the frames queued.
 const (
@@ -149,6 +143,8 @@ type frameQueue struct {
 	refused     atomic.Int64
 	mu          sync.Mutex
 	err         error // a failure other than ENOBUFS, until reported
+	// failing is set with err or refused: a write checks it alone.
+	failing atomic.Bool
 }
 
 type frameBatch struct {
@@ -176,6 +172,12 @@ func newFrameQueue() *frameQueue {
 // the sender when all are queued, which paces the loop as a blocking
 // send would. It is nil once the queue is closed.
 func (q *frameQueue) batch() *frameBatch {
+	select {
+	case <-q.quit:
+		q.cur = nil
+		return nil
+	default:
+	}
 	if q.cur == nil {
 		select {
 		case q.cur = <-q.empty:
@@ -199,6 +201,10 @@ func (q *frameQueue) flush() {
 // error wrapping ENOBUFS for refusals, or what else failed (once: a link
 // that was down for a moment does not fail every scan after).
 func (q *frameQueue) failed() error {
+	if !q.failing.Load() {
+		return nil
+	}
+	q.failing.Store(false)
 	q.mu.Lock()
 	err := q.err
 	q.err = nil
@@ -231,19 +237,26 @@ func (q *frameQueue) send() {
 	}
 }
 
+// noteRefused counts a frame the kernel had no room for.
+func (q *frameQueue) noteRefused() {
+	q.refused.Add(1)
+	q.failing.Store(true)
+}
+
 func (q *frameQueue) sendBatch(b *frameBatch) {
 	for _, f := range b.frames {
 		err := unix.Sendto(f.fd, b.buf[f.off:f.end], 0, &f.sa)
 		switch {
 		case err == nil:
 		case errors.Is(err, unix.ENOBUFS):
-			q.refused.Add(1)
+			q.noteRefused()
 		default:
 			q.mu.Lock()
 			if q.err == nil {
 				q.err = fmt.Errorf("synscan: sending a frame to %v: %w", f.dst, err)
 			}
 			q.mu.Unlock()
+			q.failing.Store(true)
 		}
 	}
 	b.buf, b.frames = b.buf[:0], b.frames[:0]

@@ -82,6 +82,7 @@ type scan struct {
 	retryAnswers int
 	refused      int       // probes refused in a row
 	holdUntil    time.Time // after a refusal, nothing goes out before
+	flush        func()    // the IO's Flush, if it queues writes
 	timer        *time.Timer
 	st           Stats
 }
@@ -98,6 +99,9 @@ func newScan(r *Raw, out chan<- Result) *scan {
 		timer:   time.NewTimer(time.Hour),
 	}
 	s.seg, s.blind = rtt.New(s.lim), rtt.New(s.lim)
+	if f, ok := r.io.(flusher); ok {
+		s.flush = f.Flush
+	}
 	s.win.SetRound(s.seg.Timeout())
 	s.st.MinRate = c.Rate
 	return s
@@ -397,9 +401,9 @@ func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, r
 			admit = s.in
 		}
 	}
-	if f, ok := s.r.io.(flusher); ok && len(answers) == 0 && len(admit) == 0 {
+	if s.flush != nil && len(answers) == 0 && len(admit) == 0 {
 		// Nothing is ready: what was queued goes before the wait.
-		f.Flush()
+		s.flush()
 	}
 	if !wake.IsZero() {
 		// Since Go 1.23 Reset discards a pending tick: no draining.

@@ -355,8 +355,10 @@ func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
 		if err != nil {
 			return err
 		}
-		if n, ok := s.neighbourOf(dst); ok {
-			return s.writeFrame(pkt, dst, n)
+		if n, q, ok, err := s.frameTo(dst); err != nil {
+			return err
+		} else if ok {
+			return q.write(pkt, dst, n)
 		}
 		return unix.Sendto(s.send4, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
 	}
