@@ -279,3 +279,41 @@ func TestHedgeUnhinted(t *testing.T) {
 		t.Errorf("status %v (%v) after %d dials, want agent after 2", r.Status, r.Err, dials)
 	}
 }
+
+// TestHedgeSpacing: with no answer, the second and third connections
+// start hedgeAfter apart, the next ones each twice as long after the one
+// before.
+func TestHedgeSpacing(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	var mu sync.Mutex
+	var starts []time.Time
+	fifth := make(chan struct{})
+	p := &Prober{Port: 1, Timeout: 10 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		if len(starts) == 5 {
+			close(fifth)
+		}
+		mu.Unlock()
+		<-ctx.Done() // nothing answers
+		return nil, ctx.Err()
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.probe(ctx, Target{Addr: lo, RTT: time.Microsecond})
+	}()
+	<-fifth
+	cancel()
+	<-done
+	w := p.hedgeAfter(time.Microsecond)
+	mu.Lock()
+	defer mu.Unlock()
+	// Lower bounds only: a loaded machine starts them late, never early.
+	for i, least := range []time.Duration{w, w, 2 * w, 4 * w} {
+		if gap := starts[i+1].Sub(starts[i]); gap < least {
+			t.Errorf("connection %d started %v after the one before, want at least %v", i+2, gap, least)
+		}
+	}
+}
