@@ -26,6 +26,7 @@ type fakeLAN struct {
 	hosts    map[netip.Addr][]net.HardwareAddr // more than one MAC: a conflict
 	drop     map[netip.Addr][]int              // requests lost, counted from 1
 	requests map[netip.Addr]int
+	sent     map[netip.Addr][]time.Time // when each request came
 	unicasts map[netip.Addr]int
 	enobufs  int                      // writes to refuse with ENOBUFS first
 	late     map[string]time.Duration // by MAC: how long its replies take
@@ -40,6 +41,7 @@ func newFakeLAN() *fakeLAN {
 		hosts:    map[netip.Addr][]net.HardwareAddr{},
 		drop:     map[netip.Addr][]int{},
 		requests: map[netip.Addr]int{},
+		sent:     map[netip.Addr][]time.Time{},
 		unicasts: map[netip.Addr]int{},
 		replies:  make(chan []byte, 1024),
 		wake:     make(chan struct{}, 1),
@@ -62,6 +64,7 @@ func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
 		return 0, syscall.ENOBUFS
 	}
 	f.requests[p.TargetIP]++
+	f.sent[p.TargetIP] = append(f.sent[p.TargetIP], time.Now())
 	broadcast := macEqual(fr.Destination, ethernet.Broadcast)
 	if !broadcast {
 		f.unicasts[p.TargetIP]++
@@ -588,6 +591,35 @@ func TestLossyHostsAreNotTheQueues(t *testing.T) {
 		}
 		if !tt.lossSeen && st.RateCuts == 0 {
 			t.Errorf("%s: no cut (%+v)", tt.name, st)
+		}
+	}
+}
+
+// TestRetriesARoundApart: a silent address's tries go one round apart,
+// not backed off: a lost request is as likely lost the next round as
+// after two.
+func TestRetriesARoundApart(t *testing.T) {
+	const round = 50 * time.Millisecond // the floor: the host answers at once
+	lan := newFakeLAN()
+	lan.hosts[netip.MustParseAddr("198.18.0.1")] = []net.HardwareAddr{mac(1)}
+	s := testScanner(t, lan)
+	_, _, err := s.Scan(context.Background(), span("198.18.0.1", 4), &Config{Rate: 100000, Retries: 4, MinRetries: 4, Timeout: time.Second, minWait: round}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lan.mu.Lock()
+	defer lan.mu.Unlock()
+	for _, a := range span("198.18.0.2", 3) {
+		sent := lan.sent[a]
+		if len(sent) != 5 {
+			t.Fatalf("%v: %d tries, want 5", a, len(sent))
+		}
+		for i := 1; i < len(sent); i++ {
+			// Backed off, the third try would come two rounds after the
+			// second; a loaded machine sends late, never early.
+			if gap := sent[i].Sub(sent[i-1]); gap < round || gap >= 2*round-round/4 {
+				t.Errorf("%v: try %d %v after the one before, want a round (%v)", a, i+1, gap, round)
+			}
 		}
 	}
 }
