@@ -218,3 +218,13 @@ func TestMissingStateIsNoFleet(t *testing.T) {
 		t.Errorf("reading made %s: %v", missing, err)
 	}
 }
+
+// A probe gives the agent port five tries, not a port scan's three, and
+// passes --patience on to the sweep.
+func TestProbeEngineConfig(t *testing.T) {
+	c := &ProbeCmd{PatienceFlag: PatienceFlag{Patience: 400 * time.Millisecond}}
+	cfg := c.engineConfig()
+	if cfg.SYN == nil || cfg.SYN.Retries != 4 || cfg.ARP == nil || cfg.ARP.Patience != 400*time.Millisecond {
+		t.Errorf("engine config %+v %+v; want 4 SYN retries and a 400ms patience", cfg.SYN, cfg.ARP)
+	}
+}

@@ -19,6 +19,11 @@ import (
 	"github.com/ifl-project/ifl/synscan"
 )
 
+// engineConfig is how the fast path's stages are tuned for a probe.
+func (c *ProbeCmd) engineConfig() engine.Config {
+	return engine.Config{SYN: &synscan.Config{Retries: probeSYNRetries}, ARP: &arpscan.Config{Patience: c.Patience}}
+}
+
 // probeSYNRetries are the extra SYNs a probe sends to a swept host's
 // agent port: an agent whose port looks filtered is missing from the
 // inventory, where a port scan (ifl scan, nmap) takes nmap's -T5 two.
@@ -162,7 +167,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		if err != nil {
 			return fmt.Errorf("probe: listing interfaces: %w", err)
 		}
-		e, err := engine.OpenRaw(addrs, links, engine.Config{SYN: &synscan.Config{Retries: probeSYNRetries}, ARP: &arpscan.Config{Patience: c.Patience}})
+		e, err := engine.OpenRaw(addrs, links, c.engineConfig())
 		if err != nil {
 			return fmt.Errorf("probe: %w", rawHint(err))
 		}
