@@ -37,23 +37,7 @@ func TestConnectFindsEveryKindOfHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range got {
-		got[i].RTT = 0
-	}
-	if diff := cmp.Diff(want, got, addrs); diff != "" {
-		t.Errorf("results (-want +got):\n%s", diff)
-	}
-	sent := 0
-	for _, tg := range targets {
-		k := len(n.syns(tg))
-		sent += k
-		if w := wantDials[tg.Addr]; w >= 0 && k != w {
-			t.Errorf("%v:%d: %d dials, want %d", tg.Addr, tg.Port, k, w)
-		}
-	}
-	if st.Targets != len(targets) || st.Sent != sent || st.Retries != sent-len(targets) {
-		t.Errorf("stats %+v, want %d targets, %d dials, %d retries", st, len(targets), sent, sent-len(targets))
-	}
+	checkKinds(t, n, targets, want, wantDials, got, st, len(targets))
 }
 
 func TestDialTimeouts(t *testing.T) {

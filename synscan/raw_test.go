@@ -136,23 +136,8 @@ func TestRawFindsEveryKindOfHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range got {
-		got[i].RTT = 0
-	}
-	if diff := cmp.Diff(want, got, addrs); diff != "" {
-		t.Errorf("results (-want +got):\n%s", diff)
-	}
-	sent := 0
-	for _, tg := range targets {
-		k := len(n.syns(tg))
-		sent += k
-		if w := wantSYNs[tg.Addr]; w >= 0 && k != w {
-			t.Errorf("%v:%d: %d SYNs, want %d", tg.Addr, tg.Port, k, w)
-		}
-	}
-	if st.Targets != len(targets) || st.Sent != sent || st.Retries != sent-(len(targets)-2) {
-		t.Errorf("stats %+v, want %d targets, %d sent, %d retries", st, len(targets), sent, sent-(len(targets)-2))
-	}
+	// The two unreachable targets are sent nothing.
+	checkKinds(t, n, targets, want, wantSYNs, got, st, len(targets)-2)
 	if n.badSums != 0 {
 		t.Errorf("%d SYNs with a bad checksum", n.badSums)
 	}
@@ -313,5 +298,29 @@ func TestScanSteps(t *testing.T) {
 	}
 	if len(s.flights) != 0 || len(s.waiting) != 0 {
 		t.Errorf("%d flights, %d waiting left", len(s.flights), len(s.waiting))
+	}
+}
+
+// checkKinds checks a scan of kinds' targets over n: the results, the
+// probes each target got (wantTries; -1: any number), and the stats, of
+// which the probes beyond the first ones (firsts) are retries.
+func checkKinds(t *testing.T, n *fakeNet, targets []Target, want []Result, wantTries map[netip.Addr]int, got []Result, st Stats, firsts int) {
+	t.Helper()
+	for i := range got {
+		got[i].RTT = 0
+	}
+	if diff := cmp.Diff(want, got, addrs); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	sent := 0
+	for _, tg := range targets {
+		k := len(n.syns(tg))
+		sent += k
+		if w := wantTries[tg.Addr]; w >= 0 && k != w {
+			t.Errorf("%v:%d: %d probes, want %d", tg.Addr, tg.Port, k, w)
+		}
+	}
+	if st.Targets != len(targets) || st.Sent != sent || st.Retries != sent-firsts {
+		t.Errorf("stats %+v, want %d targets, %d sent, %d retries", st, len(targets), sent, sent-firsts)
 	}
 }

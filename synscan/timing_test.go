@@ -69,14 +69,8 @@ func TestWaitsFollowRoundTrips(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n := newFakeNet()
-			a := n.add("198.18.40.12", &fakeHost{filtered: true})
-			r, err := New(&Config{Rate: 1e6, Retries: tt.retries}, n)
-			if err != nil {
-				t.Fatal(err)
-			}
 			out := make(chan Result, 1)
-			s := newScan(r, out)
+			s, a := filteredScan(t, &Config{Rate: 1e6, Retries: tt.retries}, out)
 			if tt.blind > 0 {
 				s.blind.Observe(tt.blind)
 			}
@@ -94,22 +88,11 @@ func TestWaitsFollowRoundTrips(t *testing.T) {
 // Answers to first probes measure the host's round trip; answers to
 // retries do not (Karn), as they may answer an earlier probe.
 func TestKarn(t *testing.T) {
-	n := newFakeNet()
-	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	r, err := New(&Config{Rate: 1e6}, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newScan(r, make(chan Result, 4))
+	s, a := filteredScan(t, &Config{Rate: 1e6}, make(chan Result, 4))
 	ctx := context.Background()
 	t0 := time.Now()
 	retried := Target{Addr: a, Port: 80, RTT: 10 * time.Millisecond}
-	if err := s.admit(ctx, retried, t0); err != nil {
-		t.Fatal(err)
-	}
-	at := s.flights[retried.key()].due
-	s.expire(ctx, at)
-	s.retry(at)
+	at := sentAgain(t, s, retried, t0)
 	if err := s.answer(ctx, answer{t: retried, state: Open, at: at.Add(time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
@@ -135,24 +118,13 @@ func TestKarn(t *testing.T) {
 }
 
 func TestRateFollowsLoss(t *testing.T) {
-	n := newFakeNet()
-	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	r, err := New(&Config{Rate: 1000}, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newScan(r, make(chan Result, 1024))
+	s, a := filteredScan(t, &Config{Rate: 1000}, make(chan Result, 1024))
 	ctx := context.Background()
 	t0 := time.Now()
 	// Answers that come only to retries, just after them: two are loss.
 	for port := uint16(1); port <= 2; port++ {
 		tg := Target{Addr: a, Port: port, RTT: time.Millisecond}
-		if err := s.admit(ctx, tg, t0); err != nil {
-			t.Fatal(err)
-		}
-		at := s.flights[tg.key()].due
-		s.expire(ctx, at)
-		s.retry(at)
+		at := sentAgain(t, s, tg, t0)
 		s.answer(ctx, answer{t: tg, state: Open, at: at.Add(time.Millisecond)})
 	}
 	if s.win.Rate() != 500 || s.st.RateCuts != 1 {
@@ -242,13 +214,7 @@ func TestStreamWaits(t *testing.T) {
 // be retried on every port, and never measured.
 func TestBackoffKeptUntilMeasured(t *testing.T) {
 	const ms = time.Millisecond
-	n := newFakeNet()
-	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	r, err := New(&Config{Rate: 1e6}, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newScan(r, make(chan Result, 8))
+	s, a := filteredScan(t, &Config{Rate: 1e6}, make(chan Result, 8))
 	s.blind.Observe(ms) // the others answer within a millisecond: waits of 5 ms
 	ctx := context.Background()
 	firstWait := func(port uint16, at time.Time) time.Duration {
@@ -288,14 +254,8 @@ func TestBackoffKeptUntilMeasured(t *testing.T) {
 // probe, however late it was read: a round trip of its own, no loss.
 func TestAnswerBeforeTheRetry(t *testing.T) {
 	const ms = time.Millisecond
-	n := newFakeNet()
-	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	r, err := New(&Config{Rate: 1e6}, n)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := make(chan Result, 8)
-	s := newScan(r, out)
+	s, a := filteredScan(t, &Config{Rate: 1e6}, out)
 	ctx := context.Background()
 	t0 := time.Now()
 	for port := uint16(1); port <= 2; port++ {
@@ -321,4 +281,35 @@ func TestAnswerBeforeTheRetry(t *testing.T) {
 	if got, want := s.hosts[a].est.SRTT(), 1375*time.Microsecond+(4*ms-1375*time.Microsecond)/8; got != want {
 		t.Errorf("host's round trip %v, want %v", got, want)
 	}
+}
+
+// filteredScan returns a scan of cfg, to be stepped by hand, over a fake
+// network of one host whose firewall drops every probe, and that host.
+func filteredScan(t *testing.T, cfg *Config, out chan<- Result) (*scan, netip.Addr) {
+	t.Helper()
+	n := newFakeNet()
+	a := n.add("198.18.40.12", &fakeHost{filtered: true})
+	r, err := New(cfg, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newScan(r, out), a
+}
+
+// sentAgain admits tg at t0, lets its first wait run out and sends it
+// again; it returns when.
+func sentAgain(t *testing.T, s *scan, tg Target, t0 time.Time) time.Time {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.admit(ctx, tg, t0); err != nil {
+		t.Fatal(err)
+	}
+	at := s.flights[tg.key()].due
+	if err := s.expire(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.retry(at); err != nil {
+		t.Fatal(err)
+	}
+	return at
 }
