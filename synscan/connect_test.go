@@ -150,12 +150,7 @@ func TestConnectPacesNewHostsOnly(t *testing.T) {
 func TestConnectCancelled(t *testing.T) {
 	n := newFakeNet()
 	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	n.synSeen = make(chan key, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-n.synSeen
-		cancel()
-	}()
+	ctx := cancelAtFirstProbe(n)
 	within(t, 2*time.Second, func() {
 		_, _, err := connectFake(t, ctx, n, &Config{Timeout: time.Hour}, []Target{{Addr: a, Port: 80}, {Addr: a, Port: 81}, {Addr: a, Port: 82}})
 		if !errors.Is(err, context.Canceled) {

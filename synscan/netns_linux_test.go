@@ -68,15 +68,7 @@ func TestRawOnAVethPair(t *testing.T) {
 		}
 	})
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	waitLinkReady(t, "198.18.41.2:7440", "[2001:db8:5::2]:7440", "[fe80::5:2%veth0]:7440")
 	var r *Raw
 	inNetns(t, nsScanner, func() {

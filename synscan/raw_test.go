@@ -211,12 +211,7 @@ func TestRawReturnsASendError(t *testing.T) {
 func TestRawCancelled(t *testing.T) {
 	n := newFakeNet()
 	a := n.add("198.18.40.12", &fakeHost{filtered: true})
-	n.synSeen = make(chan key, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-n.synSeen
-		cancel()
-	}()
+	ctx := cancelAtFirstProbe(n)
 	within(t, 2*time.Second, func() {
 		_, _, err := streamFake(t, ctx, n, &Config{Timeout: time.Hour}, []Target{{Addr: a, Port: 80}, {Addr: a, Port: 81}})
 		if !errors.Is(err, context.Canceled) {
@@ -323,4 +318,16 @@ func checkKinds(t *testing.T, n *fakeNet, targets []Target, want []Result, wantT
 	if st.Targets != len(targets) || st.Sent != sent || st.Retries != sent-firsts {
 		t.Errorf("stats %+v, want %d targets, %d sent, %d retries", st, len(targets), sent, sent-firsts)
 	}
+}
+
+// cancelAtFirstProbe returns a context cancelled as soon as n sees a
+// probe.
+func cancelAtFirstProbe(n *fakeNet) context.Context {
+	n.synSeen = make(chan key, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-n.synSeen
+		cancel()
+	}()
+	return ctx
 }

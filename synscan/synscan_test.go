@@ -302,15 +302,7 @@ func TestConnectScanner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	closedLn, _ := net.Listen("tcp", "127.0.0.1:0")
 	closedPort := uint16(closedLn.Addr().(*net.TCPAddr).Port)
 	closedLn.Close()
@@ -330,5 +322,17 @@ func TestConnectScanner(t *testing.T) {
 	}
 	if st.Targets != 2 || st.Sent != 2 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// acceptAndClose accepts connections on ln and closes them, until ln is
+// closed: an open port.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
 	}
 }
