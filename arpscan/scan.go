@@ -122,6 +122,19 @@ type Config struct {
 	// Timeout raises Timeout to it, for hosts farther away than that
 	// among fast ones.
 	Patience time.Duration
+	// Probes sends the broadcasts as ARP probes (RFC 5227): from sender
+	// address 0.0.0.0, which a host answers as it answers any request
+	// for its address. Every host on a segment reads every broadcast,
+	// and for one that is not its target a probe is a check of its own
+	// addresses where a request is a route and a neighbour lookup: on a
+	// virtual /21 sweeps took 1.2 s instead of 1.9, and no host's
+	// neighbour cache learns the scanner from them. Off by default,
+	// because a host that is probing for an address it is about to take
+	// (a DHCP client with conflict detection, IPv4 link-local
+	// addressing) takes a probe for that address from another MAC as a
+	// conflict, and gives the address up. The unicast confirmations
+	// always carry the interface's address.
+	Probes bool
 
 	// minWait, when set, replaces timeoutFloor. Tests of sweeps that
 	// must see no loss raise it: on a loaded machine (the race detector,
@@ -145,6 +158,7 @@ func (c *Config) withDefaults() Config {
 		if c.Patience > 0 {
 			out.Patience = c.Patience
 		}
+		out.Probes = c.Probes
 		out.Retries = orDefault(c.Retries, DefaultRetries)
 		out.MinRetries = orDefault(c.MinRetries, DefaultMinRetries)
 		if c.Timeout > 0 {
@@ -849,7 +863,7 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 	}
 	owed := t.tries <= sn.retries(t)
 	sn.sw.mu.Unlock()
-	if err := sn.w.send(ctx, request{t.ip, ethernet.Broadcast}); err != nil {
+	if err := sn.w.send(ctx, request{ip: t.ip, dst: ethernet.Broadcast, probe: sn.c.Probes}); err != nil {
 		return err
 	}
 	sn.lastSend = now
@@ -878,7 +892,7 @@ func (sn *sender) confirmOne(ctx context.Context) error {
 	t.askedAt = now
 	ck := check{host: t, echoes: t.asked, sent: now, due: now.Add(sn.checkWait(t.rtt))}
 	sn.sw.mu.Unlock()
-	if err := sn.w.send(ctx, request{t.ip, t.mac}); err != nil {
+	if err := sn.w.send(ctx, request{ip: t.ip, dst: t.mac}); err != nil {
 		return err
 	}
 	sn.uni.Sent(now)
@@ -929,8 +943,9 @@ func earliest(a, b time.Time) time.Time {
 
 // request is an ARP request for a writer to send.
 type request struct {
-	ip  netip.Addr
-	dst net.HardwareAddr // broadcast, or a host that answered
+	ip    netip.Addr
+	dst   net.HardwareAddr // broadcast, or a host that answered
+	probe bool             // from 0.0.0.0 (Config.Probes)
 }
 
 // writers send the sender's requests, each on its own socket.
@@ -997,7 +1012,11 @@ func (w *writers) failed() error {
 // than the rate. Then the request is sent again after a pause, and the
 // sender is told to slow down.
 func (s *Scanner) write(ctx context.Context, c *arp.Client, r request, congested *atomic.Int64) error {
-	p, err := arp.NewPacket(arp.OperationRequest, s.ifi.HardwareAddr, s.source(r.ip), ethernet.Broadcast, r.ip)
+	src := s.source(r.ip)
+	if r.probe {
+		src = netip.IPv4Unspecified()
+	}
+	p, err := arp.NewPacket(arp.OperationRequest, s.ifi.HardwareAddr, src, ethernet.Broadcast, r.ip)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package arpscan
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -28,6 +29,9 @@ type fakeLAN struct {
 	requests map[netip.Addr]int
 	sent     map[netip.Addr][]time.Time // when each request came
 	unicasts map[netip.Addr]int
+	// senders counts the requests by sender address, and broadcast or
+	// unicast: "198.18.0.2 broadcast".
+	senders  map[string]int
 	enobufs  int                      // writes to refuse with ENOBUFS first
 	late     map[string]time.Duration // by MAC: how long its replies take
 	replies  chan []byte
@@ -43,6 +47,7 @@ func newFakeLAN() *fakeLAN {
 		requests: map[netip.Addr]int{},
 		sent:     map[netip.Addr][]time.Time{},
 		unicasts: map[netip.Addr]int{},
+		senders:  map[string]int{},
 		replies:  make(chan []byte, 1024),
 		wake:     make(chan struct{}, 1),
 	}
@@ -69,6 +74,7 @@ func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
 	if !broadcast {
 		f.unicasts[p.TargetIP]++
 	}
+	f.senders[fmt.Sprintf("%v %s", p.SenderIP, map[bool]string{true: "broadcast", false: "unicast"}[broadcast])]++
 	if slices.Contains(f.drop[p.TargetIP], f.requests[p.TargetIP]) {
 		return len(b), nil
 	}
@@ -219,6 +225,42 @@ func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	defer lan.mu.Unlock()
 	if n := lan.requests[netip.MustParseAddr("198.18.0.5")] - lan.unicasts[netip.MustParseAddr("198.18.0.5")]; n != 1 {
 		t.Errorf("%d broadcasts to a host that answered the first", n)
+	}
+}
+
+// Probes go out from 0.0.0.0 as broadcasts and find the hosts as requests
+// do (the hosts answer to 0.0.0.0); confirmations keep the interface's
+// address, as every request does without Probes.
+func TestProbes(t *testing.T) {
+	broadcasts, unicasts := 8*(1+DefaultMinRetries)+2, 2*confirmTries
+	for _, tt := range []struct {
+		probes bool
+		want   map[string]int
+	}{
+		{false, map[string]int{"198.18.0.2 broadcast": broadcasts, "198.18.0.2 unicast": unicasts}},
+		{true, map[string]int{"0.0.0.0 broadcast": broadcasts, "198.18.0.2 unicast": unicasts}},
+	} {
+		t.Run(fmt.Sprintf("probes=%v", tt.probes), func(t *testing.T) {
+			lan := newFakeLAN()
+			lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
+			lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
+			s := testScanner(t, lan)
+			cfg := *fastConfig
+			cfg.Probes = tt.probes
+			res, _, err := s.Scan(context.Background(), span("198.18.0.1", 10), &cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []pair{{"198.18.0.5", mac(5).String()}, {"198.18.0.9", mac(9).String()}}
+			if diff := cmp.Diff(want, pairs(res)); diff != "" {
+				t.Errorf("results (-want +got):\n%s", diff)
+			}
+			lan.mu.Lock()
+			defer lan.mu.Unlock()
+			if diff := cmp.Diff(tt.want, lan.senders); diff != "" {
+				t.Errorf("requests by sender (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

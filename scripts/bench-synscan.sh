@@ -4,7 +4,8 @@
 # agent port, one host in ten firewalled: see lan_up in bench-lib.sh), at
 # /24 (50 hosts, 10 agents), /22 (200, 40) and /21 (400, 80):
 #   ifl probe          vs  nmap -sS -T5 --min-rate 10000 -p PORT (which
-#                          does not even authenticate), and ifl probe --connect
+#                          does not even authenticate), ifl probe --arp-probes
+#                          and ifl probe --connect
 #   ifl scan -p PORT   vs  the same nmap
 # Found: verified agents for ifl probe (a run that calls anything else an
 # agent counts -1), open agent ports for the scanners (agents, wrong-key
@@ -22,6 +23,7 @@ port=7440
 run_tool() {
 	case $1 in
 	"ifl probe") time_run "$2" ./ifl probe --network-key "$key" --no-state -p $port "$prefix" ;;
+	"ifl probe --arp-probes") time_run "$2" ./ifl probe --network-key "$key" --no-state --arp-probes -p $port "$prefix" ;;
 	"ifl probe --connect") time_run "$2" ./ifl probe --network-key "$key" --no-state --connect -p $port "$prefix" ;;
 	"ifl scan -p $port") time_run "$2" ./ifl scan -p $port "$prefix" ;;
 	"nmap -sS -T5 --min-rate 10000 -p $port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p $port "$prefix" ;;
@@ -42,7 +44,7 @@ for lan in "198.18.0.0/24 50 10" "198.18.4.0/22 200 40" "198.18.8.0/21 400 80"; 
 	echo "== $prefix, $lan_desc; $runs runs each, interleaved"
 	want=$nagents
 	echo "agents found and verified, against the port scan that finds them:"
-	names=("ifl probe" "nmap -sS -T5 --min-rate 10000 -p $port")
+	names=("ifl probe" "nmap -sS -T5 --min-rate 10000 -p $port" "ifl probe --arp-probes")
 	# connect() to every address of a /21 takes many seconds a run.
 	[ "$hosts" -le 200 ] && names+=("ifl probe --connect")
 	race "$runs" "${names[@]}"

@@ -13,16 +13,16 @@ import (
 
 // ArpScanCmd sweeps a segment with ARP.
 type ArpScanCmd struct {
-	Interface    string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
-	Targets      []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
-	Rate         int           `default:"${arp_rate}" help:"Most broadcast ARP requests per second: the sending rate starts there, halves when requests go unanswered and grows back while answers come."`
-	MinRate      int           `default:"${arp_min_rate}" help:"Least broadcast ARP requests per second, however much is lost; 0: a 16th of --rate."`
-	Retries      int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
-	MinRetries   int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
-	Timeout      time.Duration `default:"${arp_timeout}" help:"Wait for a reply before any round trip is measured, and the most any wait lasts; the waits follow the round trips the answers show."`
-	PatienceFlag `embed:""`
-	OutputFlags  `embed:""`
-	TargetFlags  `embed:""`
+	Interface   string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
+	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
+	Rate        int           `default:"${arp_rate}" help:"Most broadcast ARP requests per second: the sending rate starts there, halves when requests go unanswered and grows back while answers come."`
+	MinRate     int           `default:"${arp_min_rate}" help:"Least broadcast ARP requests per second, however much is lost; 0: a 16th of --rate."`
+	Retries     int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
+	MinRetries  int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
+	Timeout     time.Duration `default:"${arp_timeout}" help:"Wait for a reply before any round trip is measured, and the most any wait lasts; the waits follow the round trips the answers show."`
+	SweepFlags  `embed:""`
+	OutputFlags `embed:""`
+	TargetFlags `embed:""`
 }
 
 // Help is shown by 'ifl arp-scan --help'.
@@ -97,7 +97,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.MinRate < 0 || c.MinRate > c.Rate {
 		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) requests per second", c.MinRate, c.Rate)
 	}
-	if err := c.PatienceFlag.check(); err != nil {
+	if err := c.SweepFlags.check(); err != nil {
 		return err
 	}
 	if c.MinRetries < 0 || c.MinRetries > 20 {
@@ -128,7 +128,9 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	done := make(chan scanned, 1)
 	go func() {
-		res, st, err := s.Scan(ctx, addrs, &arpscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), MinRetries: orNone(c.MinRetries), Timeout: c.Timeout, Patience: c.Patience}, found)
+		cfg := c.arpConfig()
+		cfg.Rate, cfg.MinRate, cfg.Retries, cfg.MinRetries, cfg.Timeout = c.Rate, c.MinRate, orNone(c.Retries), orNone(c.MinRetries), c.Timeout
+		res, st, err := s.Scan(ctx, addrs, cfg, found)
 		close(found)
 		done <- scanned{res, st, err}
 	}()

@@ -310,15 +310,22 @@ func orNone(n int) int {
 	return n
 }
 
-// PatienceFlag is how long an ARP sweep waits for an address after its
-// first request, whatever the segment's round trips say. Its zero value
-// is the sweep's default, which a --timeout below it lowers.
-type PatienceFlag struct {
-	Patience time.Duration `default:"0" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer (0: ${arp_patience}, or --timeout if that is less): raise it to find hosts farther away than that among fast ones (e.g. 400ms for one behind a satellite link, 300 ms away). A sweep then lasts that much longer, and its longest wait is raised to it. No sweep with --connect."`
+// SweepFlags tune the ARP sweep of the commands that have one. Patience
+// is how long it waits for an address after its first request, whatever
+// the segment's round trips say; its zero value is the sweep's default,
+// which a --timeout below it lowers.
+type SweepFlags struct {
+	Patience  time.Duration `default:"0" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer (0: ${arp_patience}, or --timeout if that is less): raise it to find hosts farther away than that among fast ones (e.g. 400ms for one behind a satellite link, 300 ms away). A sweep then lasts that much longer, and its longest wait is raised to it. No sweep with --connect."`
+	ARPProbes bool          `name:"arp-probes" help:"Broadcast ARP probes (RFC 5227, from 0.0.0.0), not requests from the interface's address. Every host reads every broadcast, and a probe costs the hosts it is not for less: sweeps of large or virtual segments go up to twice as fast, and leave no entry in the hosts' neighbour caches. Off by default: a host checking an address it is about to take (DHCP conflict detection, link-local addressing) takes a probe for it as a conflict and gives the address up."`
 }
 
-// check validates the flag.
-func (f PatienceFlag) check() error {
+// arpConfig is the sweep's configuration from the flags.
+func (f SweepFlags) arpConfig() *arpscan.Config {
+	return &arpscan.Config{Patience: f.Patience, Probes: f.ARPProbes}
+}
+
+// check validates the flags.
+func (f SweepFlags) check() error {
 	if f.Patience < 0 || (f.Patience > 0 && f.Patience < time.Millisecond) || f.Patience > 10*time.Second {
 		return fmt.Errorf("--patience %v: want 0 (the default, %v) or a duration from 1ms to 10s, such as 400ms", f.Patience, arpscan.DefaultPatience)
 	}

@@ -220,11 +220,11 @@ func TestMissingStateIsNoFleet(t *testing.T) {
 }
 
 // A probe gives the agent port five tries, not a port scan's three, and
-// passes --patience on to the sweep.
+// passes --patience and --arp-probes on to the sweep.
 func TestProbeEngineConfig(t *testing.T) {
-	c := &ProbeCmd{PatienceFlag: PatienceFlag{Patience: 400 * time.Millisecond}}
+	c := &ProbeCmd{SweepFlags: SweepFlags{Patience: 400 * time.Millisecond, ARPProbes: true}}
 	cfg := c.engineConfig()
-	if cfg.SYN == nil || cfg.SYN.Retries != 4 || cfg.ARP == nil || cfg.ARP.Patience != 400*time.Millisecond {
-		t.Errorf("engine config %+v %+v; want 4 SYN retries and a 400ms patience", cfg.SYN, cfg.ARP)
+	if cfg.SYN == nil || cfg.SYN.Retries != 4 || cfg.ARP == nil || cfg.ARP.Patience != 400*time.Millisecond || !cfg.ARP.Probes {
+		t.Errorf("engine config %+v %+v; want 4 SYN retries, a 400ms patience and probes", cfg.SYN, cfg.ARP)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/caps"
 	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
@@ -21,7 +20,7 @@ import (
 
 // engineConfig is how the fast path's stages are tuned for a probe.
 func (c *ProbeCmd) engineConfig() engine.Config {
-	return engine.Config{SYN: &synscan.Config{Retries: probeSYNRetries}, ARP: &arpscan.Config{Patience: c.Patience}}
+	return engine.Config{SYN: &synscan.Config{Retries: probeSYNRetries}, ARP: c.arpConfig()}
 }
 
 // probeSYNRetries are the extra SYNs a probe sends to a swept host's
@@ -39,7 +38,7 @@ type ProbeCmd struct {
 	Fast           bool          `help:"Insist on the fast path: ARP sweep, then SYN probes, then handshakes; without CAP_NET_RAW an error rather than the connect() fallback (the fast path is the default with the capability)."`
 	Connect        bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
 	Timeout        time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
-	PatienceFlag   `embed:""`
+	SweepFlags     `embed:""`
 	Retries        int `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
 	Concurrency    int `default:"${probe_concurrency}" help:"Hosts probed at once."`
 	Rate           int `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
@@ -113,7 +112,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
 		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
 	}
-	if err := c.PatienceFlag.check(); err != nil {
+	if err := c.SweepFlags.check(); err != nil {
 		return err
 	}
 	if err := c.checkBroadcast(); err != nil {

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/progress"
 	"github.com/ifl-project/ifl/synscan"
@@ -14,17 +13,17 @@ import (
 
 // ScanCmd is a general port scanner.
 type ScanCmd struct {
-	Targets      []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names (or --input-list FILE)."`
-	Ports        string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
-	All          bool          `help:"Also list closed and filtered ports, and the ports of down hosts, on the SYN and connect() paths alike (default: open only)."`
-	Connect      bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
-	Rate         int           `default:"0" help:"Most probes per second: the rate starts there and halves when answers go missing; 0: ${syn_rate} raw SYNs, or ${connect_rate} first dials to hosts with connect() (a host that has answered gets its other ports 256 dials at a time)."`
-	MinRate      int           `default:"0" help:"Least probes per second, however much is lost; 0: a 16th of --rate."`
-	Retries      int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
-	Timeout      time.Duration `default:"${syn_timeout}" help:"Wait for an answer before any round trip is measured, and the most a probe waits: waits follow the round trips measured (the host's ARP reply, then its answers), at least twice a slow host's."`
-	PatienceFlag `embed:""`
-	OutputFlags  `embed:""`
-	TargetFlags  `embed:""`
+	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names (or --input-list FILE)."`
+	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
+	All         bool          `help:"Also list closed and filtered ports, and the ports of down hosts, on the SYN and connect() paths alike (default: open only)."`
+	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
+	Rate        int           `default:"0" help:"Most probes per second: the rate starts there and halves when answers go missing; 0: ${syn_rate} raw SYNs, or ${connect_rate} first dials to hosts with connect() (a host that has answered gets its other ports 256 dials at a time)."`
+	MinRate     int           `default:"0" help:"Least probes per second, however much is lost; 0: a 16th of --rate."`
+	Retries     int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
+	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before any round trip is measured, and the most a probe waits: waits follow the round trips measured (the host's ARP reply, then its answers), at least twice a slow host's."`
+	SweepFlags  `embed:""`
+	OutputFlags `embed:""`
+	TargetFlags `embed:""`
 }
 
 // Help is shown by 'ifl scan --help'.
@@ -107,10 +106,10 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.MinRate < 0 || c.MinRate > rate {
 		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, rate)
 	}
-	if err := c.PatienceFlag.check(); err != nil {
+	if err := c.SweepFlags.check(); err != nil {
 		return err
 	}
-	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}, ARP: &arpscan.Config{Patience: c.Patience}}
+	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}, ARP: c.arpConfig()}
 	var e *engine.Engine
 	if rawAllowed(env, "scan", c.Connect) {
 		if err := keepOnlyNetRaw(env, "scan"); err != nil {

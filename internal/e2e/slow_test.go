@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,21 +78,24 @@ func TestSlowHosts(t *testing.T) {
 	// say that a silent address is empty: nothing on the wire tells it
 	// from one before its reply comes, and a default sweep that waited
 	// 300 ms for every silent address would be a fixed wait, and slow.
-	// --patience asks for that wait, and every command finds it then.
-	t.Run("300ms with --patience", func(t *testing.T) {
-		const patience = "--patience=400ms"
-		if diff := cmp.Diff(arpTruth(lan), sweptPairs(t, lan, patience)); diff != "" {
-			t.Errorf("arp-scan: (IP, MAC) pairs (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff(slowScanTruth(lan), scannedStates(t, lan, patience, lan.Prefix.String())); diff != "" {
-			t.Errorf("scan: port states (-want +got):\n%s", diff)
-		}
-		stdout, stderr, code := ifl(t, lan, "probe", "-o", "json", patience, lan.Prefix.String())
-		if code != 0 {
-			t.Fatalf("probe: exit %d: %s", code, stderr)
-		}
-		checkProbe(t, lan, stdout)
-	})
+	// --patience asks for that wait, and every command finds it then;
+	// with --arp-probes too, although the hosts then learn the
+	// controller's MAC only when they answer its SYNs.
+	for _, flags := range [][]string{{"--patience=400ms"}, {"--patience=400ms", "--arp-probes"}} {
+		t.Run("300ms with "+strings.Join(flags, " "), func(t *testing.T) {
+			if diff := cmp.Diff(arpTruth(lan), sweptPairs(t, lan, flags...)); diff != "" {
+				t.Errorf("arp-scan: (IP, MAC) pairs (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(slowScanTruth(lan), scannedStates(t, lan, append(flags, lan.Prefix.String())...)); diff != "" {
+				t.Errorf("scan: port states (-want +got):\n%s", diff)
+			}
+			stdout, stderr, code := ifl(t, lan, append([]string{"probe", "-o", "json", lan.Prefix.String()}, flags...)...)
+			if code != 0 {
+				t.Fatalf("probe: exit %d: %s", code, stderr)
+			}
+			checkProbe(t, lan, stdout)
+		})
+	}
 	full := lan
 	lan = withoutSlowerThan(lan, 30*time.Millisecond)
 	// The prefix without the 300 ms hosts, for scan and probe.

@@ -43,7 +43,7 @@ _ifl() {
 		--broadcast-every) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --patience --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -61,7 +61,7 @@ _ifl() {
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--rate --min-rate --retries --min-retries --timeout --patience --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--rate --min-rate --retries --min-retries --timeout --patience --arp-probes --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=($(compgen -W "$(command ls /sys/class/net 2>/dev/null)" -- "$cur"))
@@ -79,7 +79,7 @@ _ifl() {
 		--input-list) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --min-rate --retries --timeout --patience --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --min-rate --retries --timeout --patience --arp-probes --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
