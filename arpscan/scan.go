@@ -126,9 +126,11 @@ type Config struct {
 	// address 0.0.0.0, which a host answers as it answers any request
 	// for its address. Every host on a segment reads every broadcast,
 	// and for one that is not its target a probe is a check of its own
-	// addresses where a request is a route and a neighbour lookup: on a
-	// virtual /21 sweeps took 1.2 s instead of 1.9, and no host's
-	// neighbour cache learns the scanner from them. Off by default,
+	// addresses where a request is a route and a neighbour lookup: a
+	// virtual /21 of 400 hosts, whose bridge floods every broadcast to
+	// them all on two CPUs, was swept in 1.3 s instead of 4.6 (fewer
+	// requests lost in the kernel's backlogs, so fewer tries). And no
+	// host's neighbour cache learns the scanner from them. Off by default,
 	// because a host that is probing for an address it is about to take
 	// (a DHCP client with conflict detection, IPv4 link-local
 	// addressing) takes a probe for that address from another MAC as a
