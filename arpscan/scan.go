@@ -225,14 +225,15 @@ type Stats struct {
 // safe for concurrent use.
 type Scanner struct {
 	ifi     *net.Interface
-	client  *arp.Client     // reads replies, and sends when writers is empty
+	client  *arp.Client     // reads replies, and sends
 	stamped syscall.RawConn // client's socket, read with the kernel's receive times; nil: read by client
-	writers []*arp.Client   // send only
+	writers []*arp.Client   // send only, beside client
 	srcs    []netip.Prefix  // the interface's IPv4 prefixes, for source addresses
 }
 
 // Dial opens raw ARP sockets on the named interface: one that reads the
-// replies, and one to send on for each CPU (up to maxWriters).
+// replies and sends, and one more to send on for each further CPU (up to
+// maxWriters in all).
 func Dial(name string) (*Scanner, error) {
 	ifi, err := Interface(name)
 	if err != nil {
@@ -283,7 +284,7 @@ func Dial(name string) (*Scanner, error) {
 		pc.Close()
 		return nil, err
 	}
-	for range min(runtime.NumCPU(), maxWriters) {
+	for range min(runtime.NumCPU(), maxWriters) - 1 {
 		wc, err := listen(nothing)
 		if err == nil {
 			var c *arp.Client
@@ -301,8 +302,11 @@ func Dial(name string) (*Scanner, error) {
 
 // maxWriters bounds the sending sockets. On a virtual LAN the kernel
 // floods a broadcast to every port of the bridge within the sending
-// call, so one socket sends only as fast as one CPU floods; a physical
-// interface is far from that limit with one.
+// call, so one socket sends only as fast as one CPU floods (on two CPUs a
+// /24's sweep took 75 ms with one, 60 with two); a physical interface is
+// far from that limit with one. The reading socket is one of them: each
+// packet socket's close waits for an RCU grace period, and a socket
+// fewer took some 5 ms off a sweep's end.
 const maxWriters = 4
 
 // New returns a scanner that sends and reads Ethernet frames on pc, for
@@ -950,7 +954,8 @@ type request struct {
 	probe bool             // from 0.0.0.0 (Config.Probes)
 }
 
-// writers send the sender's requests, each on its own socket.
+// writers send the sender's requests, each on its own socket: the
+// scanner's client, and its writers.
 type writers struct {
 	jobs      chan request
 	congested atomic.Int64 // requests the kernel dropped and a writer sent again
@@ -961,10 +966,7 @@ type writers struct {
 // startWriters starts a writer per sending socket. They stop when jobs is
 // closed and drained.
 func (s *Scanner) startWriters(ctx context.Context) *writers {
-	conns := s.writers
-	if len(conns) == 0 {
-		conns = []*arp.Client{s.client}
-	}
+	conns := append([]*arp.Client{s.client}, s.writers...)
 	// A short queue: the sender blocks while every writer is busy, so its
 	// timestamps stay close to when requests go out.
 	w := &writers{jobs: make(chan request, len(conns)), errc: make(chan error, len(conns))}
