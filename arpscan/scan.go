@@ -123,19 +123,20 @@ type Config struct {
 	// among fast ones.
 	Patience time.Duration
 	// Probes sends the broadcasts as ARP probes (RFC 5227): from sender
-	// address 0.0.0.0, which a host answers as it answers any request
-	// for its address. Every host on a segment reads every broadcast,
-	// and for one that is not its target a probe is a check of its own
-	// addresses where a request is a route and a neighbour lookup: a
-	// virtual /21 of 400 hosts, whose bridge floods every broadcast to
-	// them all on two CPUs, was swept in 1.3 s instead of 4.6 (fewer
-	// requests lost in the kernel's backlogs, so fewer tries). And no
-	// host's neighbour cache learns the scanner from them. Off by default,
+	// address 0.0.0.0, which a host answers as it answers a request for
+	// its address (but a Linux router does not proxy for it, and a
+	// switch's ARP inspection may drop it). Every host on a segment reads
+	// every broadcast, and for a Linux host that is not its target a
+	// probe is a check of its own addresses where a request is a route
+	// and a neighbour lookup: where the hosts share the scanner's CPUs
+	// (a virtual LAN) the sweep is cheaper, and loses less to the
+	// kernel's backlogs. A probe teaches no host the scanner's MAC, so
+	// each host that answers is introduced: sent a unicast request from
+	// the interface's address, which costs no other host. Off by default,
 	// because a host that is probing for an address it is about to take
 	// (a DHCP client with conflict detection, IPv4 link-local
 	// addressing) takes a probe for that address from another MAC as a
-	// conflict, and gives the address up. The unicast confirmations
-	// always carry the interface's address.
+	// conflict, and gives the address up.
 	Probes bool
 
 	// minWait, when set, replaces timeoutFloor. Tests of sweeps that
@@ -206,7 +207,8 @@ type Stats struct {
 	Targets int // addresses swept
 	Sent    int // broadcast requests sent, retries included
 	// Confirmations are the unicast requests sent to hosts that had
-	// answered, to see whether requests get lost.
+	// answered: to see whether requests get lost, and with Probes to
+	// introduce the scanner to them.
 	Confirmations int
 	// LossSeen: a request went unanswered by a host that answers, so the
 	// silent addresses got all their retries.
@@ -387,7 +389,8 @@ type target struct {
 	lost      int // of those, the ones no other host missed with
 	// extra are tries owed for tries that went out while the sweep's own
 	// rate was filling the queues.
-	extra int
+	extra      int
+	introduced int // introductions sent (Config.Probes)
 }
 
 // sweep is the state shared by the sender and the reader.
@@ -490,8 +493,12 @@ type sender struct {
 	spent    []*target
 	confirm  []*target // hosts to confirm, round robin
 	checking []check   // confirmations awaiting their timeout, in order
-	picked   int       // hosts picked for confirmation
-	loss     bool
+	// With Probes: hosts to introduce the scanner to, and the
+	// introductions awaiting an answer, in the order they fall due.
+	introduce   []*target
+	introducing []check
+	picked      int // hosts picked for confirmation
+	loss        bool
 	// Tries sent before suspectUntil went out into queues the sweep's
 	// own rate was filling: they are owed again.
 	suspectUntil time.Time
@@ -590,6 +597,10 @@ func (sn *sender) run(ctx context.Context) error {
 				sn.lost(t.firstSent, now)
 			}
 		}
+		if c.Probes {
+			sn.introduce = append(sn.introduce, fresh...)
+		}
+		sn.reintroduce(now)
 		if e := sn.lossShareExtra(); e > sn.shareExtra {
 			sn.shareExtra = e
 			sn.respend()
@@ -624,7 +635,7 @@ func (sn *sender) run(ctx context.Context) error {
 		sn.bcast.SetRate(sn.win.Rate())
 		sn.uni.SetRate(sn.win.Rate() * confirmRate)
 		sn.st.MinRate = min(sn.st.MinRate, sn.win.Rate())
-		if all {
+		if all && len(sn.introduce) == 0 && len(sn.introducing) == 0 {
 			// A second host that answers for an address (a conflict) is
 			// heard if it is not much slower than the slowest first
 			// answer.
@@ -646,10 +657,19 @@ func (sn *sender) run(ctx context.Context) error {
 			}
 		}
 
-		// A confirmation first, if one may go out: it costs next to
-		// nothing, and the sooner loss is seen the fewer retries go out
+		// An introduction or a confirmation first, if one may go out:
+		// they cost next to nothing, an introduction saves its host a
+		// broadcast, and the sooner loss is seen the fewer retries go out
 		// in vain.
 		var due time.Time // when something may be sent next; zero: nothing is left
+		if sent, err := sn.introduceOne(ctx, now); err != nil {
+			return err
+		} else if sent {
+			continue
+		}
+		if len(sn.introduce) > 0 {
+			due = sn.uni.Next()
+		}
 		if len(sn.confirm) > 0 {
 			if now.Before(sn.uni.Next()) {
 				due = sn.uni.Next()
@@ -670,6 +690,9 @@ func (sn *sender) run(ctx context.Context) error {
 		}
 		if len(sn.checking) > 0 {
 			due = earliest(due, sn.checking[0].due)
+		}
+		if len(sn.introducing) > 0 {
+			due = earliest(due, sn.introducing[0].due)
 		}
 		if due.IsZero() {
 			// Every request is sent and every confirmation settled: wait
@@ -886,6 +909,51 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 		sn.spent = append(sn.spent, t)
 	}
 	return nil
+}
+
+// introTries bounds the introductions of a host that does not answer
+// them: a lossy host's first may be lost.
+const introTries = 3
+
+// introduceOne sends the next host in line an introduction, if the
+// unicast pacer allows one now, and reports whether it did. A host that
+// answered a probe has not learnt the scanner's MAC from it, and would
+// broadcast a request of its own before it answers what comes next (a
+// SYN): a lost one costs a second, the kernel's retransmission time.
+// A unicast request from the interface's address, which costs no other
+// host, tells it. It is sent again, up to introTries, until answered.
+func (sn *sender) introduceOne(ctx context.Context, now time.Time) (bool, error) {
+	if len(sn.introduce) == 0 || now.Before(sn.uni.Next()) {
+		return false, nil
+	}
+	t := sn.introduce[0]
+	sn.introduce = sn.introduce[1:]
+	sn.sw.mu.Lock()
+	t.asked++
+	t.askedAt = now
+	t.introduced++
+	ck := check{host: t, echoes: t.echoes, sent: now, due: now.Add(sn.checkWait(t.rtt))}
+	sn.sw.mu.Unlock()
+	if err := sn.w.send(ctx, request{ip: t.ip, dst: t.mac}); err != nil {
+		return false, err
+	}
+	sn.uni.Sent(now)
+	sn.st.Confirmations++
+	i, _ := slices.BinarySearchFunc(sn.introducing, ck.due, func(c check, due time.Time) int { return c.due.Compare(due) })
+	sn.introducing = slices.Insert(sn.introducing, i, ck)
+	return true, nil
+}
+
+// reintroduce queues again the hosts that left their introduction
+// unanswered for its wait. Call it with the sweep locked.
+func (sn *sender) reintroduce(now time.Time) {
+	for len(sn.introducing) > 0 && !now.Before(sn.introducing[0].due) {
+		ck := sn.introducing[0]
+		sn.introducing = sn.introducing[1:]
+		if ck.host.echoes <= ck.echoes && ck.host.introduced < introTries {
+			sn.introduce = append(sn.introduce, ck.host)
+		}
+	}
 }
 
 // confirmOne sends the next host in line a unicast request.

@@ -86,6 +86,14 @@ type arpReport struct {
 	Summary       arpSummary `json:"summary" yaml:"summary"`
 }
 
+// sweepConfig is the sweep's configuration from the flags.
+func (c *ArpScanCmd) sweepConfig() *arpscan.Config {
+	cfg := c.arpConfig()
+	cfg.Rate, cfg.MinRate, cfg.Timeout = c.Rate, c.MinRate, c.Timeout
+	cfg.Retries, cfg.MinRetries = orNone(c.Retries), orNone(c.MinRetries)
+	return cfg
+}
+
 // Run sweeps.
 func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if _, err := c.format(); err != nil {
@@ -128,9 +136,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	done := make(chan scanned, 1)
 	go func() {
-		cfg := c.arpConfig()
-		cfg.Rate, cfg.MinRate, cfg.Retries, cfg.MinRetries, cfg.Timeout = c.Rate, c.MinRate, orNone(c.Retries), orNone(c.MinRetries), c.Timeout
-		res, st, err := s.Scan(ctx, addrs, cfg, found)
+		res, st, err := s.Scan(ctx, addrs, c.sweepConfig(), found)
 		close(found)
 		done <- scanned{res, st, err}
 	}()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/proto"
 )
@@ -49,6 +50,10 @@ func TestContradictionsAndBadValues(t *testing.T) {
 		{[]string{"keygen", "/nonexistent/dir/network.key"}, "ifl: keygen: writing key /nonexistent/dir/network.key: no directory /nonexistent/dir (create it first: mkdir -p -m 0700 /nonexistent/dir)\n"},
 		{[]string{"keygen", "--agent", agentKey}, "ifl: keygen: " + agentKey + " already exists (use --force to replace it: the agent then has a new identity, which controllers see as a new host)\n"},
 		{[]string{"arp-scan", "eth0", "--network-key", "x"}, "ifl: unknown flag --network-key\nrun 'ifl arp-scan --help' for usage\n"},
+		{[]string{"probe", "--arp-probes", "--watch", "1m", "198.18.0.1"}, "ifl: probe: --arp-probes with --watch: a host checking an address before it takes it (DHCP conflict detection) gives the address up when probed for it, and a watch probes every address again and again; watch with requests (leave out --arp-probes)\n"},
+		{[]string{"probe", "--arp-probes", "--connect", "198.18.0.1"}, "ifl: probe: --arp-probes with --connect: no ARP sweep to send probes\n"},
+		{[]string{"probe", "--arp-probes", "--broadcast", "198.18.0.0/24"}, "ifl: probe: --arp-probes with --broadcast: no ARP sweep to send probes\n"},
+		{[]string{"scan", "--arp-probes", "--connect", "198.18.0.1"}, "ifl: scan: --arp-probes with --connect: no ARP sweep to send probes\n"},
 		{[]string{"inventory", "--network-key", "x"}, "ifl: unknown flag --network-key\nrun 'ifl inventory --help' for usage\n"},
 	} {
 		if tt.want == "" {
@@ -226,5 +231,21 @@ func TestProbeEngineConfig(t *testing.T) {
 	cfg := c.engineConfig()
 	if cfg.SYN == nil || cfg.SYN.Retries != 4 || cfg.ARP == nil || cfg.ARP.Patience != 400*time.Millisecond || !cfg.ARP.Probes {
 		t.Errorf("engine config %+v %+v; want 4 SYN retries, a 400ms patience and probes", cfg.SYN, cfg.ARP)
+	}
+}
+
+// arp-scan and scan pass their flags on to the sweep, the sweep flags
+// included.
+func TestSweepConfigs(t *testing.T) {
+	sweep := SweepFlags{Patience: 400 * time.Millisecond, ARPProbes: true}
+	a := &ArpScanCmd{Rate: 500, MinRate: 100, Retries: 0, MinRetries: 3, Timeout: time.Second, SweepFlags: sweep}
+	want := arpscan.Config{Rate: 500, MinRate: 100, Retries: -1, MinRetries: 3, Timeout: time.Second, Patience: 400 * time.Millisecond, Probes: true}
+	if got := a.sweepConfig(); *got != want {
+		t.Errorf("arp-scan: sweep config %+v, want %+v", *got, want)
+	}
+	s := &ScanCmd{Rate: 5000, Retries: 1, SweepFlags: sweep}
+	cfg := s.engineConfig()
+	if cfg.ARP == nil || *cfg.ARP != (arpscan.Config{Patience: 400 * time.Millisecond, Probes: true}) || cfg.SYN == nil || cfg.SYN.Rate != 5000 || cfg.SYN.Retries != 1 {
+		t.Errorf("scan: engine config %+v %+v", cfg.SYN, cfg.ARP)
 	}
 }

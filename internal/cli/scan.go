@@ -73,6 +73,11 @@ type scanReport struct {
 	Summary       scanSummary `json:"summary" yaml:"summary"`
 }
 
+// engineConfig is how the engine's stages are tuned for a scan.
+func (c *ScanCmd) engineConfig() engine.Config {
+	return engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}, ARP: c.arpConfig()}
+}
+
 // Run scans.
 func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if _, err := c.format(); err != nil {
@@ -109,7 +114,10 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.SweepFlags.check(); err != nil {
 		return err
 	}
-	cfg := engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}, ARP: c.arpConfig()}
+	if c.ARPProbes && c.Connect {
+		return fmt.Errorf("scan: --arp-probes with --connect: no ARP sweep to send probes")
+	}
+	cfg := c.engineConfig()
 	var e *engine.Engine
 	if rawAllowed(env, "scan", c.Connect) {
 		if err := keepOnlyNetRaw(env, "scan"); err != nil {

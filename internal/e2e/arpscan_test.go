@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -61,8 +62,38 @@ func TestArpScan(t *testing.T) {
 		t.Fatalf("%d lossy hosts in the spec, want 2", n)
 	}
 	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	for _, flags := range [][]string{nil, {"--arp-probes"}} {
+		name := "requests"
+		if len(flags) > 0 {
+			name = "probes"
+		}
+		t.Run(name, func(t *testing.T) {
+			countRequests(t, lan)
+			checkArpScan(t, lan, flags...)
+			// What the router read: every broadcast of the sweep, as
+			// ARP probes from 0.0.0.0 or as requests from the
+			// controller's address; with probes, the controller's
+			// address comes only to the router itself, unicast.
+			zero, own := countRequests(t, lan)
+			// (its introduction and its confirmations: a few dozen).
+			if probes := len(flags) > 0; probes && (zero < 253 || own > 40) || !probes && (zero != 0 || own < 253) {
+				t.Errorf("the router read %d requests from 0.0.0.0 and %d from the controller", zero, own)
+			}
+		})
+	}
 
-	stdout, stderr, code := ifl(t, lan, "arp-scan", "eth0", "--json")
+	// The table flags the conflict for people.
+	stdout, _, _ := ifl(t, lan, "arp-scan", "eth0", "198.18.8.77")
+	if !strings.Contains(stdout, "CONFLICT: also answered by") {
+		t.Errorf("table without the conflict:\n%s", stdout)
+	}
+}
+
+// checkArpScan sweeps the arpSpec LAN with flags, and checks that it finds
+// every host, and the conflict.
+func checkArpScan(t *testing.T, lan *testnet.LAN, flags ...string) {
+	t.Helper()
+	stdout, stderr, code := ifl(t, lan, append([]string{"arp-scan", "eth0", "--json"}, flags...)...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -103,12 +134,54 @@ func TestArpScan(t *testing.T) {
 	if rep.Summary.Addresses != 254 || rep.Summary.Conflicts != 1 || !rep.Summary.Complete {
 		t.Errorf("summary %+v", rep.Summary)
 	}
+}
 
-	// The table flags the conflict for people.
-	stdout, _, _ = ifl(t, lan, "arp-scan", "eth0", "198.18.8.77")
-	if !strings.Contains(stdout, "CONFLICT: also answered by") {
-		t.Errorf("table without the conflict:\n%s", stdout)
+// countRequests returns the ARP requests the router has read since the
+// last call, from 0.0.0.0 (probes) and from the controller's address:
+// nftables counters in the router's namespace, in a table made anew each
+// call.
+func countRequests(t *testing.T, lan *testnet.LAN) (zero, own int) {
+	t.Helper()
+	ctx := context.Background()
+	if out, err := lan.Router.Command(ctx, "nft", "-j", "list", "table", "arp", "iflcount").Output(); err == nil {
+		// The counters in rule order.
+		var listing struct {
+			Nftables []struct {
+				Rule *struct {
+					Expr []struct {
+						Counter *struct {
+							Packets int `json:"packets"`
+						} `json:"counter"`
+					} `json:"expr"`
+				} `json:"rule"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal(out, &listing); err != nil {
+			t.Fatalf("nft list: %v: %s", err, out)
+		}
+		var counts []int
+		for _, o := range listing.Nftables {
+			if o.Rule == nil {
+				continue
+			}
+			for _, e := range o.Rule.Expr {
+				if e.Counter != nil {
+					counts = append(counts, e.Counter.Packets)
+				}
+			}
+		}
+		if len(counts) != 2 {
+			t.Fatalf("nft list: %d counters, want 2: %s", len(counts), out)
+		}
+		zero, own = counts[0], counts[1]
 	}
+	rules := fmt.Sprintf("add table arp iflcount\ndelete table arp iflcount\ntable arp iflcount {\n chain input {\n  type filter hook input priority 0; policy accept;\n  arp operation request arp saddr ip 0.0.0.0 counter\n  arp operation request arp saddr ip %s counter\n }\n}\n", lan.Controller.Addr)
+	cmd := lan.Router.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	return zero, own
 }
 
 func TestArpScanErrors(t *testing.T) {
