@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Under loss: the /24 of bench-synscan.sh (50 hosts, 10 agents), where 5
 # agents drop 20% of the ARP and agent-port TCP that reaches them
-# (nftables numgen). RUNS runs of each tool, interleaved; counts the
-# chances to find a lossy agent that each tool missed (RUNS x 5), and its
-# mean time; then ifl probe's mean time on the same LAN without the loss.
+# (nftables numgen). RUNS runs of each tool (ifl's with and without
+# --arp-probes), interleaved; counts the chances to find a lossy agent
+# that each tool missed (RUNS x 5), and its mean time; then ifl probe's
+# mean time on the same LAN without the loss.
 # Needs root; installs nmap if missing.
 #
 #   scripts/bench-loss.sh [RUNS]
@@ -19,8 +20,8 @@ mean() { awk '{s += $1} END {printf "%.0f", s / NR}'; }
 missed() {
 	local got
 	case $2 in
-	"ifl probe") got=$(awk '$2 == "agent" {print $1}' "$1") ;;
-	"ifl arp-scan") got=$(awk '/^198\./ {print $1}' "$1") ;;
+	"ifl probe"*) got=$(awk '$2 == "agent" {print $1}' "$1") ;;
+	"ifl arp-scan"*) got=$(awk '/^198\./ {print $1}' "$1") ;;
 	"nmap -sS"*) got=$(awk '/^Nmap scan report for/ {a = $NF} /^[0-9]*\/tcp *open/ {print a}' "$1") ;;
 	"nmap -sn"*) got=$(awk '/^Nmap scan report for/ {print $NF}' "$1") ;;
 	esac
@@ -30,7 +31,7 @@ missed() {
 lan_up $prefix 50 10 --lossy 5 --loss 20
 lossy=$(jq -r '.hosts[] | select(.loss > 0) | .addr' "$lan_json" | sort)
 echo "== $prefix, $lan_desc; 5 agents drop 20% of ARP and agent-port TCP; $runs runs each, interleaved"
-names=("ifl probe" "nmap -sS -T5 --min-rate 10000 -p $port" "ifl arp-scan" "nmap -sn -PR -T5 --min-rate 10000")
+names=("ifl probe" "nmap -sS -T5 --min-rate 10000 -p $port" "ifl arp-scan" "nmap -sn -PR -T5 --min-rate 10000" "ifl probe --arp-probes" "ifl arp-scan --arp-probes")
 declare -A t m
 out=/tmp/bench-loss.$$
 for ((r = 0; r < runs; r++)); do
@@ -39,6 +40,8 @@ for ((r = 0; r < runs; r++)); do
 		"ifl probe") us=$(time_run $out ./ifl probe --network-key "$key" --no-state -p $port $prefix) ;;
 		"nmap -sS"*) us=$(time_run $out nmap -n -sS -T5 --min-rate 10000 -p $port $prefix) ;;
 		"ifl arp-scan") us=$(time_run $out ./ifl arp-scan eth0) ;;
+		"ifl probe --arp-probes") us=$(time_run $out ./ifl probe --arp-probes --network-key "$key" --no-state -p $port $prefix) ;;
+		"ifl arp-scan --arp-probes") us=$(time_run $out ./ifl arp-scan --arp-probes eth0) ;;
 		"nmap -sn"*) us=$(time_run $out nmap -n -sn -PR -T5 --min-rate 10000 $prefix) ;;
 		esac
 		t[$name]+="$us"$'\n'
