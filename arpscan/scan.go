@@ -391,6 +391,9 @@ type target struct {
 	// rate was filling the queues.
 	extra      int
 	introduced int // introductions sent (Config.Probes)
+	// introEchoes is the count of echoes that answers the introduction in
+	// flight, if any: the reader wakes the sender when it is reached.
+	introEchoes int
 }
 
 // sweep is the state shared by the sender and the reader.
@@ -402,7 +405,7 @@ type sweep struct {
 	fresh    []*target       // answered since the sender last looked
 	echoRTTs []time.Duration // confirmations answered since the sender last looked
 	slowest  time.Duration   // the longest round trip to a first answer
-	changed  chan struct{}   // a new address answered
+	changed  chan struct{}   // a new address answered, or an introduction was
 }
 
 // Scan sweeps targets: one sender paces requests at the configured rate
@@ -921,7 +924,9 @@ const introTries = 3
 // broadcast a request of its own before it answers what comes next (a
 // SYN): a lost one costs a second, the kernel's retransmission time.
 // A unicast request from the interface's address, which costs no other
-// host, tells it. It is sent again, up to introTries, until answered.
+// host, tells it (and where the SYN came first, it settles the host's
+// own request: Linux then sends what waited for the answer). It is sent
+// again, up to introTries, until answered.
 func (sn *sender) introduceOne(ctx context.Context, now time.Time) (bool, error) {
 	if len(sn.introduce) == 0 || now.Before(sn.uni.Next()) {
 		return false, nil
@@ -932,7 +937,11 @@ func (sn *sender) introduceOne(ctx context.Context, now time.Time) (bool, error)
 	t.asked++
 	t.askedAt = now
 	t.introduced++
-	ck := check{host: t, echoes: t.echoes, sent: now, due: now.Add(sn.checkWait(t.rtt))}
+	// Its answer is an echo more than it has sent, and than the
+	// broadcast tries after the one it answered may still draw: a reply
+	// to one of those answers a probe, and teaches it nothing.
+	t.introEchoes = t.echoes + t.tries - t.firstTry + 1
+	ck := check{host: t, echoes: t.introEchoes, sent: now, due: now.Add(sn.checkWait(t.rtt))}
 	sn.sw.mu.Unlock()
 	if err := sn.w.send(ctx, request{ip: t.ip, dst: t.mac}); err != nil {
 		return false, err
@@ -944,16 +953,22 @@ func (sn *sender) introduceOne(ctx context.Context, now time.Time) (bool, error)
 	return true, nil
 }
 
-// reintroduce queues again the hosts that left their introduction
-// unanswered for its wait. Call it with the sweep locked.
+// reintroduce settles the introductions in flight: the answered ones at
+// once (a sweep whose every address has answered ends as soon as they
+// are), and those unanswered for their wait are queued again. Call it
+// with the sweep locked.
 func (sn *sender) reintroduce(now time.Time) {
-	for len(sn.introducing) > 0 && !now.Before(sn.introducing[0].due) {
-		ck := sn.introducing[0]
-		sn.introducing = sn.introducing[1:]
-		if ck.host.echoes <= ck.echoes && ck.host.introduced < introTries {
+	sn.introducing = slices.DeleteFunc(sn.introducing, func(ck check) bool {
+		switch {
+		case ck.host.echoes >= ck.echoes:
+			return true
+		case now.Before(ck.due):
+			return false
+		case ck.host.introduced < introTries:
 			sn.introduce = append(sn.introduce, ck.host)
 		}
-	}
+		return true
+	})
 }
 
 // confirmOne sends the next host in line a unicast request.
@@ -1251,6 +1266,12 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		t.echoes++
 		if !t.askedAt.IsZero() {
 			sw.echoRTTs = append(sw.echoRTTs, now.Sub(t.askedAt))
+		}
+		if t.echoes == t.introEchoes {
+			select {
+			case sw.changed <- struct{}{}:
+			default:
+			}
 		}
 		return Result{}, false
 	}

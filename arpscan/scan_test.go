@@ -272,36 +272,50 @@ func TestProbes(t *testing.T) {
 // interface's address, so that it knows the scanner's MAC before what
 // follows the sweep; one whose introduction goes unanswered gets it again,
 // up to introTries in all. Without confirmations (as many tries for every
-// address), the introductions are the only unicasts.
+// address), the introductions are the only unicasts. Where every address
+// answers, the sweep does not end before its introductions.
 func TestIntroductions(t *testing.T) {
-	lan := newFakeLAN()
 	answers, once, never := netip.MustParseAddr("198.18.0.5"), netip.MustParseAddr("198.18.0.6"), netip.MustParseAddr("198.18.0.7")
-	for i, a := range []netip.Addr{answers, once, never} {
-		lan.hosts[a] = []net.HardwareAddr{mac(byte(5 + i))}
-	}
-	// Their first request is the broadcast they answer; the rest are
-	// introductions.
-	lan.drop[once] = []int{2}
-	lan.drop[never] = []int{2, 3, 4}
-	s := testScanner(t, lan)
-	cfg := *steadyConfig
-	cfg.Probes, cfg.Retries, cfg.MinRetries = true, 1, 1
-	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), &cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res) != 3 {
-		t.Errorf("found %v, want .5, .6 and .7", pairs(res))
-	}
-	lan.mu.Lock()
-	defer lan.mu.Unlock()
-	got := map[netip.Addr]int{answers: lan.unicasts[answers], once: lan.unicasts[once], never: lan.unicasts[never]}
-	want := map[netip.Addr]int{answers: 1, once: 2, never: introTries}
-	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-		t.Errorf("introductions by host (-want +got):\n%s", diff)
-	}
-	if st.Confirmations != 1+2+introTries || lan.senders["198.18.0.2 unicast"] != st.Confirmations {
-		t.Errorf("%d unicasts counted, %d from the interface's address; want %d", st.Confirmations, lan.senders["198.18.0.2 unicast"], 1+2+introTries)
+	for _, tt := range []struct {
+		name    string
+		targets []netip.Addr
+	}{
+		{"with silent addresses", span("198.18.0.1", 10)},
+		{"every address answers", span("198.18.0.5", 3)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lan := newFakeLAN()
+			for i, a := range []netip.Addr{answers, once, never} {
+				lan.hosts[a] = []net.HardwareAddr{mac(byte(5 + i))}
+			}
+			// Their first request is the broadcast they answer; the rest
+			// are introductions.
+			lan.drop[once] = []int{2}
+			lan.drop[never] = []int{2, 3, 4}
+			s := testScanner(t, lan)
+			cfg := *steadyConfig
+			cfg.Probes, cfg.Retries, cfg.MinRetries = true, 1, 1
+			res, st, err := s.Scan(context.Background(), tt.targets, &cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) != 3 {
+				t.Errorf("found %v, want .5, .6 and .7", pairs(res))
+			}
+			lan.mu.Lock()
+			defer lan.mu.Unlock()
+			got := map[string]int{}
+			for _, a := range []netip.Addr{answers, once, never} {
+				got[a.String()] = lan.unicasts[a]
+			}
+			want := map[string]int{answers.String(): 1, once.String(): 2, never.String(): introTries}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("introductions by host (-want +got):\n%s", diff)
+			}
+			if st.Confirmations != 1+2+introTries || lan.senders["198.18.0.2 unicast"] != st.Confirmations {
+				t.Errorf("%d unicasts counted, %d from the interface's address; want %d", st.Confirmations, lan.senders["198.18.0.2 unicast"], 1+2+introTries)
+			}
+		})
 	}
 }
 
