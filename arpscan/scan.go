@@ -1099,9 +1099,9 @@ func (w *writers) failed() error {
 // than the rate. Then the request is sent again after a pause, and the
 // sender is told to slow down.
 func (s *Scanner) write(ctx context.Context, c *arp.Client, r request, congested *atomic.Int64) error {
-	src := s.source(r.ip)
-	if r.probe {
-		src = netip.IPv4Unspecified()
+	src := netip.IPv4Unspecified()
+	if !r.probe {
+		src = s.source(r.ip)
 	}
 	p, err := arp.NewPacket(arp.OperationRequest, s.ifi.HardwareAddr, src, ethernet.Broadcast, r.ip)
 	if err != nil {
@@ -1250,10 +1250,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		sw.slowest = max(sw.slowest, t.rtt)
 		sw.answered++
 		sw.fresh = append(sw.fresh, t)
-		select {
-		case sw.changed <- struct{}{}:
-		default:
-		}
+		sw.wake()
 		// No vendor here: the first lookup reads the system's registry
 		// (30 ms), and the reader must not stop reading for it. It is
 		// read beside the sweep, once a MAC needs it.
@@ -1268,10 +1265,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 			sw.echoRTTs = append(sw.echoRTTs, now.Sub(t.askedAt))
 		}
 		if t.echoes == t.introEchoes {
-			select {
-			case sw.changed <- struct{}{}:
-			default:
-			}
+			sw.wake()
 		}
 		return Result{}, false
 	}
@@ -1282,6 +1276,15 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 	}
 	t.others = append(t.others, append(net.HardwareAddr(nil), mac...))
 	return Result{}, false
+}
+
+// wake tells the sender that something it waits for has come, without
+// waiting for it to look.
+func (sw *sweep) wake() {
+	select {
+	case sw.changed <- struct{}{}:
+	default:
+	}
 }
 
 func macEqual(a, b net.HardwareAddr) bool { return string(a) == string(b) }
