@@ -46,8 +46,10 @@ func dialTCP(ctx context.Context, ap netip.AddrPort, deadline time.Time) error {
 		return err
 	}
 	// Still in flight: wait for it to become writable (connected) or to
-	// fail, in the poller.
-	f := os.NewFile(uintptr(fd), "tcp "+ap.String())
+	// fail, in the poller. The file's name is only for errors of its
+	// own, which a fresh socket does not have: no address string per
+	// dial.
+	f := os.NewFile(uintptr(fd), "tcp")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {

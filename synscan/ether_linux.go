@@ -131,7 +131,7 @@ const (
 	frameBatches  = 4
 )
 
-// frameQueue carries frames from the scan's loop (writeFrame, Flush) to
+// frameQueue carries frames from the scan's loop (write, Flush) to
 // the goroutine that sends them. Once quit is closed the loop's side
 // hands over nothing more, and never blocks; the sender sends what was
 // handed over and stops.
