@@ -105,7 +105,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.MinRate < 0 || c.MinRate > c.Rate {
 		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) requests per second", c.MinRate, c.Rate)
 	}
-	if err := c.SweepFlags.check(); err != nil {
+	if err := c.SweepFlags.check("arp-scan", ""); err != nil {
 		return err
 	}
 	if c.MinRetries < 0 || c.MinRetries > 20 {

@@ -324,10 +324,14 @@ func (f SweepFlags) arpConfig() *arpscan.Config {
 	return &arpscan.Config{Patience: f.Patience, Probes: f.ARPProbes}
 }
 
-// check validates the flags.
-func (f SweepFlags) check() error {
+// check validates the flags of cmd; noSweep is the flag given that
+// leaves out the sweep (--connect, --broadcast), if any.
+func (f SweepFlags) check(cmd, noSweep string) error {
 	if f.Patience < 0 || (f.Patience > 0 && f.Patience < time.Millisecond) || f.Patience > 10*time.Second {
 		return fmt.Errorf("--patience %v: want 0 (the default, %v) or a duration from 1ms to 10s, such as 400ms", f.Patience, arpscan.DefaultPatience)
+	}
+	if f.ARPProbes && noSweep != "" {
+		return fmt.Errorf("%s: --arp-probes with %s: no ARP sweep to send probes", cmd, noSweep)
 	}
 	return nil
 }

@@ -113,12 +113,15 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
 	case c.ARPProbes && c.Watch > 0:
 		return fmt.Errorf("probe: --arp-probes with --watch: a host checking an address before it takes it (DHCP conflict detection) gives the address up when probed for it, and a watch probes every address again and again; watch with requests (leave out --arp-probes)")
-	case c.ARPProbes && c.Connect:
-		return fmt.Errorf("probe: --arp-probes with --connect: no ARP sweep to send probes")
-	case c.ARPProbes && c.Broadcast:
-		return fmt.Errorf("probe: --arp-probes with --broadcast: no ARP sweep to send probes")
 	}
-	if err := c.SweepFlags.check(); err != nil {
+	noSweep := ""
+	switch {
+	case c.Connect:
+		noSweep = "--connect"
+	case c.Broadcast:
+		noSweep = "--broadcast"
+	}
+	if err := c.SweepFlags.check("probe", noSweep); err != nil {
 		return err
 	}
 	if err := c.checkBroadcast(); err != nil {

@@ -111,11 +111,12 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.MinRate < 0 || c.MinRate > rate {
 		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, rate)
 	}
-	if err := c.SweepFlags.check(); err != nil {
-		return err
+	noSweep := ""
+	if c.Connect {
+		noSweep = "--connect"
 	}
-	if c.ARPProbes && c.Connect {
-		return fmt.Errorf("scan: --arp-probes with --connect: no ARP sweep to send probes")
+	if err := c.SweepFlags.check("scan", noSweep); err != nil {
+		return err
 	}
 	cfg := c.engineConfig()
 	var e *engine.Engine
