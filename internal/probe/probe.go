@@ -252,6 +252,7 @@ type dialled struct {
 // second connection takes a few round trips. hedgeFloor covers what the
 // round trip does not show: the key agreement on both ends and the
 // agent's facts, on a busy machine.
+//
 // A lossy host can lose a packet of the second connection too, and of
 // the third: hedges go on, up to hedgeAttempts connections (and the
 // retries of one that times out), as a connection is cheap next to a
@@ -276,9 +277,9 @@ func (p *Prober) hedgeAfter(rtt time.Duration) time.Duration {
 // hedged probes t with attempts on new connections that overlap: the
 // first starts at once, the second and third hedgeAfter after the one
 // before, each next one twice as long after, or when the last has timed
-// out. The first attempt with an answer wins and the others
-// are closed. Attempts are hedgeAttempts + Retries in all: the hedges,
-// and the retries an attempt that times out would have.
+// out. The first attempt with an answer wins and the others are closed.
+// Attempts are hedgeAttempts + Retries in all: the hedges, and the
+// retries an attempt that times out would have.
 func (p *Prober) hedged(ctx context.Context, t Target, first *dialled) Result {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // closes the attempts that lost
