@@ -17,3 +17,17 @@ func Has(c int) (bool, error) { return has(c) }
 // ErrUnsupported where the runtime cannot change every thread (a binary
 // built with cgo).
 func KeepOnly(keep ...int) error { return keepOnly(keep) }
+
+// Capabilities that Become needs while it changes the process's user.
+const (
+	SetGID  = 6
+	SetUID  = 7
+	SetPCap = 8
+)
+
+// Become makes every thread of the process the user uid, with the group
+// gid and no supplementary groups, and keeps of its capabilities only
+// those given, in its bounding set too. It needs CAP_SETGID and
+// CAP_SETUID, and CAP_SETPCAP to shrink the bounding set. It fails with
+// ErrUnsupported in a binary built with cgo, as KeepOnly does.
+func Become(uid, gid int, keep ...int) error { return become(uid, gid, keep) }

@@ -10,3 +10,5 @@ var ErrUnsupported = errors.New("caps: not supported on this system")
 func has(int) (bool, error) { return false, nil }
 
 func keepOnly([]int) error { return ErrUnsupported }
+
+func become(int, int, []int) error { return ErrUnsupported }

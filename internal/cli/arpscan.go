@@ -94,6 +94,9 @@ func (c *ArpScanCmd) sweepConfig() *arpscan.Config {
 	return cfg
 }
 
+// wantsRaw: a sweep is raw ARP, always.
+func (c *ArpScanCmd) wantsRaw() bool { return true }
+
 // Run sweeps.
 func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if _, err := c.format(); err != nil {
@@ -110,9 +113,6 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if c.MinRetries < 0 || c.MinRetries > 20 {
 		return fmt.Errorf("--min-retries %d: want 0-20", c.MinRetries)
-	}
-	if err := keepOnlyNetRaw(env, "arp-scan"); err != nil {
-		return err
 	}
 	s, err := arpscan.Dial(c.Interface)
 	if err != nil {

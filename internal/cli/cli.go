@@ -161,13 +161,16 @@ func runEnv(ctx context.Context, args []string, env *Env) int {
 		return 2
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
-	err = kctx.Run()
+	if _, err = dropAtStart(env, kctx); err == nil {
+		err = kctx.Run()
+	}
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, context.Canceled):
 		return 130
 	}
+	err = permissionHint(err)
 	// An error may quote what a peer sent (an agent's error message, a
 	// hostname): one line, with nothing a terminal would act on.
 	fmt.Fprintf(stderr, "ifl: %s\n", untrusted.Text(err.Error()))

@@ -90,6 +90,14 @@ func parseAge(s string) (time.Duration, error) {
 	return 0, fmt.Errorf("bad age %q: want a positive duration such as 90m, 24h or 7d", s)
 }
 
+// stateFile is the state shown.
+func (c *InventoryCmd) stateFile() string {
+	if c.State != "" {
+		return c.State
+	}
+	return inventory.ReadPath()
+}
+
 // Run prints the inventory.
 func (c *InventoryCmd) Run(env *Env) error {
 	if err := c.checkOutput(); err != nil {
@@ -102,9 +110,9 @@ func (c *InventoryCmd) Run(env *Env) error {
 	if c.List && c.Host != "" {
 		return fmt.Errorf("--list and --host ask for two answers: give one (Ansible asks for one at a time)")
 	}
-	path := c.State
-	if path == "" {
-		path = inventory.ReadPath()
+	path := c.stateFile()
+	if err := becomeStateOwner(env, "inventory", path); err != nil {
+		return err
 	}
 	now := time.Now().UTC()
 	// A missing state is no fleet to show, not an empty fleet: Ansible

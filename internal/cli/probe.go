@@ -83,6 +83,21 @@ Examples:
 ` + broadcastHelp
 }
 
+// wantsRaw: the fast path needs raw sockets; --connect and --broadcast
+// need no capability.
+func (c *ProbeCmd) wantsRaw() bool { return !c.Connect && !c.Broadcast }
+
+// stateFile is the state the probe updates, "" for none.
+func (c *ProbeCmd) stateFile() string {
+	switch {
+	case c.NoState:
+		return ""
+	case c.State != "":
+		return c.State
+	}
+	return inventory.DefaultPath()
+}
+
 // Run probes the targets, updates the inventory and prints the report; with
 // --watch it does so on every interval until stopped.
 func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
@@ -139,12 +154,13 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	statePath := c.State
-	switch {
-	case c.NoState:
-		statePath = ""
-	case statePath == "":
-		statePath = inventory.DefaultPath()
+	statePath := c.stateFile()
+	var keep []int
+	if c.wantsRaw() {
+		keep = append(keep, caps.NetRaw)
+	}
+	if err := becomeStateOwner(env, "probe", statePath, keep...); err != nil {
+		return err
 	}
 	// Refuse a foreign or damaged state before any work, not after it.
 	if statePath != "" {
@@ -168,9 +184,6 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	case rawAllowed(env, "probe", c.Connect):
 		// Every raw socket is opened once, up front; then the process
 		// holds no capability at all, for every round of --watch too.
-		if err := keepOnlyNetRaw(env, "probe"); err != nil {
-			return err
-		}
 		links, err := engine.Links()
 		if err != nil {
 			return fmt.Errorf("probe: listing interfaces: %w", err)

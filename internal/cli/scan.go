@@ -78,6 +78,9 @@ func (c *ScanCmd) engineConfig() engine.Config {
 	return engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}, ARP: c.arpConfig()}
 }
 
+// wantsRaw: SYN probes need raw sockets; --connect needs no capability.
+func (c *ScanCmd) wantsRaw() bool { return !c.Connect }
+
 // Run scans.
 func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if _, err := c.format(); err != nil {
@@ -121,9 +124,6 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	cfg := c.engineConfig()
 	var e *engine.Engine
 	if rawAllowed(env, "scan", c.Connect) {
-		if err := keepOnlyNetRaw(env, "scan"); err != nil {
-			return err
-		}
 		links, err := engine.Links()
 		if err != nil {
 			return fmt.Errorf("scan: listing interfaces: %w", err)
