@@ -266,7 +266,8 @@ func (c *AgentCmd) reload(a *agent.Agent, log *zerolog.Logger) {
 // when forced), JSON otherwise. The console writer quotes field values
 // that need it, but prints messages as they are, and a message may quote
 // an agent (an identity conflict names hosts): untrusted.Text shows its
-// control characters instead.
+// control characters instead. JSON lines get every rune that is not
+// printable escaped, for whoever reads the journal on a terminal.
 func newLogger(env *Env, format string) zerolog.Logger {
 	if format == "console" || (format == "auto" && env.Terminal) {
 		w := zerolog.ConsoleWriter{Out: env.Stderr, TimeFormat: time.TimeOnly,
@@ -278,5 +279,5 @@ func newLogger(env *Env, format string) zerolog.Logger {
 			}}
 		return zerolog.New(w).With().Timestamp().Logger()
 	}
-	return zerolog.New(env.Stderr).With().Timestamp().Logger()
+	return zerolog.New(untrusted.JSONWriter(env.Stderr)).With().Timestamp().Logger()
 }

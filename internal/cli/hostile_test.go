@@ -8,12 +8,15 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/ifl-project/ifl/internal/agenttest"
 	"github.com/ifl-project/ifl/internal/probe"
@@ -240,4 +243,79 @@ func TestPingShowsTruncation(t *testing.T) {
 	if !regexp.MustCompile(`\ntruncated +the agent left out 0 interfaces and [0-9]+ labels: its facts do not fit in one frame\n`).MatchString(stdout) {
 		t.Errorf("ping does not say what the agent left out:\n%s", stdout[max(0, len(stdout)-300):])
 	}
+}
+
+// unprintable are runes that JSON and YAML encoders leave raw, and that a
+// terminal acts on or hides: a C1 CSI, a bidirectional override, a
+// zero-width space, a private-use rune beyond the BMP, and DEL.
+const unprintable = "\u009b2J\u202egnp.exe\u200b\U0010fffd\x7f"
+
+// TestMachineFormatsOnATerminal: JSON and YAML reports, inventories and
+// logs carry an agent's strings exactly, with every rune a terminal would
+// act on or hide escaped, so that reading them on a terminal is safe.
+func TestMachineFormatsOnATerminal(t *testing.T) {
+	facts := hostileFacts()
+	facts.Hostname = "h" + unprintable
+	facts.Kernel = hostileMix + unprintable
+	facts.OS.PrettyName = unprintable
+	keyFile, port := startHostileAgent(t, facts)
+	target := "127.0.0.1:" + strconv.Itoa(port)
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	kernel := strings.ToValidUTF8(facts.Kernel, "\uFFFD")
+
+	for _, args := range [][]string{
+		{"ping", "--network-key", keyFile, "-o", "json", target},
+		{"ping", "--network-key", keyFile, "-o", "yaml", target},
+		{"probe", "--network-key", keyFile, "--connect", "--state", state, "-p", strconv.Itoa(port), "-o", "json", "127.0.0.1"},
+		{"probe", "--network-key", keyFile, "--connect", "--state", state, "-p", strconv.Itoa(port), "-o", "yaml", "127.0.0.1"},
+		{"inventory", "--state", state, "--list"},
+		{"inventory", "--state", state, "-o", "yaml"},
+	} {
+		code, stdout, stderr := run(t, args...)
+		if code != 0 {
+			t.Fatalf("ifl %v: exit %d: %s", args, code, stderr)
+		}
+		checkTerminalSafe(t, strings.Join(args[:1], " ")+" "+args[len(args)-2], stdout)
+		// The exact value is there, however it is escaped.
+		var doc any
+		var err error
+		if slices.Contains(args, "yaml") {
+			err = yaml.Unmarshal([]byte(stdout), &doc)
+		} else {
+			err = json.Unmarshal([]byte(stdout), &doc)
+		}
+		if err != nil {
+			t.Fatalf("ifl %v: %v\n%s", args, err, stdout)
+		}
+		if !holds(doc, kernel) || !holds(doc, unprintable) {
+			t.Errorf("ifl %v lost the exact strings:\n%s", args, stdout)
+		}
+	}
+
+	var buf bytes.Buffer
+	log := newLogger(&Env{Stderr: &buf}, "json")
+	log.Warn().Str("hostname", facts.Hostname).Msg("conflict")
+	checkTerminalSafe(t, "the JSON log", buf.String())
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil || line["hostname"] != facts.Hostname {
+		t.Errorf("the JSON log lost the hostname: %v %q", err, buf.String())
+	}
+}
+
+// holds reports whether a decoded document holds the string s anywhere,
+// as a value or as an Ansible unsafe string's.
+func holds(doc any, s string) bool {
+	switch v := doc.(type) {
+	case string:
+		return v == s
+	case []any:
+		return slices.ContainsFunc(v, func(e any) bool { return holds(e, s) })
+	case map[string]any:
+		for _, e := range v {
+			if holds(e, s) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -147,7 +147,7 @@ func (c *InventoryCmd) Run(env *Env) error {
 		fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
 		return err
 	}
-	enc := json.NewEncoder(env.Stdout)
+	enc := json.NewEncoder(untrusted.JSONWriter(env.Stdout))
 	enc.SetIndent("", "  ")
 	switch {
 	case c.Host != "":
@@ -163,11 +163,12 @@ func (c *InventoryCmd) Run(env *Env) error {
 	case c.List || c.Output == "json":
 		return enc.Encode(inv.List())
 	case c.Output == "yaml":
+		// Every string is double-quoted already.
 		b, err := inv.YAML()
 		if err != nil {
 			return err
 		}
-		_, err = env.Stdout.Write(b)
+		_, err = env.Stdout.Write(untrusted.YAML(b))
 		return err
 	}
 	tw := newTable(env.Stdout)

@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ifl-project/ifl/internal/untrusted"
 )
 
 // SchemaVersion is the version of every report's JSON and YAML layout
@@ -52,22 +55,48 @@ func checkNoHeader(noHeader bool, format string) error {
 	return nil
 }
 
-// writeJSON writes v as indented JSON.
+// writeJSON writes v as indented JSON, with every rune that is not
+// printable escaped (untrusted.JSON): the decoded values are exact, and
+// the text is as safe on a terminal as a table.
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	enc := json.NewEncoder(untrusted.JSONWriter(w))
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
 // writeYAML writes v as YAML. yaml.v3 reads the yaml tags, which every
-// report type gives with the same names as its json tags.
+// report type gives with the same names as its json tags. A scalar that
+// holds a rune that is not printable is double-quoted, and the rune
+// escaped there (untrusted.YAML).
 func writeYAML(w io.Writer, v any) error {
-	enc := yaml.NewEncoder(w)
-	enc.SetIndent(2)
-	if err := enc.Encode(v); err != nil {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
 		return err
 	}
-	return enc.Close()
+	quoteUnprintable(&n)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
+		return err
+	}
+	_, err := w.Write(untrusted.YAML(b.Bytes()))
+	return err
+}
+
+// quoteUnprintable double-quotes every scalar of the tree that holds a
+// rune untrusted.YAML escapes: only there is the escape read back as
+// that rune.
+func quoteUnprintable(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && untrusted.NeedsQuoting(n.Value) {
+		n.Style = yaml.DoubleQuotedStyle
+	}
+	for _, c := range n.Content {
+		quoteUnprintable(c)
+	}
 }
 
 // writeMachine writes v in a machine format, and reports whether format

@@ -219,7 +219,7 @@ func newProbeReport(rs []probe.Result, s summary, ch *inventory.Changes) probeRe
 
 // writeJSONLine writes one probe round as one line of JSON.
 func writeJSONLine(w io.Writer, run *probeRun) error {
-	return json.NewEncoder(w).Encode(newProbeReport(run.found, run.summary, run.changes))
+	return json.NewEncoder(untrusted.JSONWriter(w)).Encode(newProbeReport(run.found, run.summary, run.changes))
 }
 
 func writeReport(w io.Writer, out *OutputFlags, rs []probe.Result, s summary, ch *inventory.Changes) error {

@@ -8,8 +8,9 @@
 // Text escapes everything that is not printable, visibly and reversibly
 // (as Go's strconv.Quote does, without the quotes); Cell also bounds the
 // length for a table column. Machine formats (JSON, YAML) carry the exact
-// bytes and need neither; Ansible gets the exact bytes marked unsafe (see
-// internal/inventory).
+// value, with what a terminal would act on or hide written as the
+// format's own escapes (JSON, YAML); Ansible gets the exact value marked
+// unsafe (see internal/inventory).
 package untrusted
 
 import (
