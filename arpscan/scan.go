@@ -436,7 +436,8 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 
 	readErr := make(chan error, 1)
 	stopRead := make(chan struct{})
-	go func() { readErr <- s.read(sw, out, stopRead) }()
+	rel := startRelay(ctx, out)
+	go func() { readErr <- s.read(sw, rel, stopRead) }()
 
 	wctx, stopWriters := context.WithCancel(ctx)
 	snd := &sender{s: s, sw: sw, c: c, order: order, st: &st,
@@ -459,6 +460,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	s.client.SetReadDeadline(time.Unix(1, 0))
 	rerr := <-readErr
 	s.client.SetReadDeadline(time.Time{})
+	rel.finish()
 	if err == nil {
 		err = rerr
 	}
@@ -1134,8 +1136,9 @@ func (sw *sweep) hasAnswered(t *target) bool {
 	return t.mac != nil
 }
 
-// read collects replies until stop is closed.
-func (s *Scanner) read(sw *sweep, out chan<- Result, stop <-chan struct{}) error {
+// read collects replies until stop is closed, and hands each address's
+// first answer to rel.
+func (s *Scanner) read(sw *sweep, rel *relay, stop <-chan struct{}) error {
 	buf, oob := make([]byte, 128), make([]byte, kstamp.OOBSize)
 	for {
 		p, at, err := s.readReply(buf, oob)
@@ -1157,13 +1160,8 @@ func (s *Scanner) read(sw *sweep, out chan<- Result, stop <-chan struct{}) error
 		if p.Operation != arp.OperationReply {
 			continue
 		}
-		r, ok := sw.record(p.SenderIP, p.SenderHardwareAddr, at)
-		if ok && out != nil {
-			select {
-			case out <- r:
-			case <-stop:
-				return nil
-			}
+		if r, ok := sw.record(p.SenderIP, p.SenderHardwareAddr, at); ok {
+			rel.push(r)
 		}
 	}
 }

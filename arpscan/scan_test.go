@@ -232,6 +232,39 @@ func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	}
 }
 
+// TestScanReaderNeverWaitsForTheCaller: a caller busy with the first host
+// found (a port scan of it) does not stop the sweep from reading the
+// others' replies, nor makes it take them for silent.
+func TestScanReaderNeverWaitsForTheCaller(t *testing.T) {
+	lan := newFakeLAN()
+	hosts := span("198.18.0.5", 20)
+	for i, a := range hosts {
+		lan.hosts[a] = []net.HardwareAddr{mac(byte(5 + i))}
+	}
+	s := testScanner(t, lan)
+	streamed := make(chan Result)
+	var got []Result
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		got = append(got, <-streamed)
+		// Busy with it for many of the sweep's waits.
+		time.Sleep(100 * time.Millisecond)
+		for r := range streamed {
+			got = append(got, r)
+		}
+	}()
+	res, _, err := s.Scan(context.Background(), span("198.18.0.1", 30), fastConfig, streamed)
+	close(streamed)
+	<-consumed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(hosts) || len(got) != len(hosts) {
+		t.Errorf("found %d and streamed %d of %d hosts", len(res), len(got), len(hosts))
+	}
+}
+
 // Probes go out from 0.0.0.0 as broadcasts and find the hosts as requests
 // do (the hosts answer to 0.0.0.0); confirmations keep the interface's
 // address, as every request does without Probes.
