@@ -37,6 +37,17 @@ type PacketIO interface {
 	Close() error
 }
 
+// readMarker is a PacketIO that says how far its reader has read (see
+// package readmark): every segment that arrived before ReadUpTo has been
+// returned by ReadFrom, and ReadFrom has been called again since, its
+// caller done with it. Advanced is signalled when the mark moves. A scan
+// over one ends a probe's wait when the reader has read past it, not
+// before: a segment left in the socket is not silence.
+type readMarker interface {
+	ReadUpTo() time.Time
+	Advanced() <-chan struct{}
+}
+
 // flusher is a PacketIO that may queue what it is given to write (the
 // sockets of NewRaw queue Ethernet frames): a scan calls Flush before it
 // waits for anything.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/ifl-project/ifl/internal/readmark"
 )
 
 var addrs = cmpopts.EquateComparable(netip.Addr{})
@@ -330,4 +333,70 @@ func cancelAtFirstProbe(n *fakeNet) context.Context {
 		cancel()
 	}()
 	return ctx
+}
+
+// laggingNet is a fakeNet whose reader falls behind: it reads nothing
+// until release is closed, and says so as a readMarker does.
+type laggingNet struct {
+	*fakeNet
+	release chan struct{}
+	mark    *readmark.Mark
+	pending time.Time
+}
+
+func (l *laggingNet) ReadUpTo() time.Time {
+	return l.mark.UpTo(func() bool { return len(l.segs) == 0 })
+}
+
+func (l *laggingNet) Advanced() <-chan struct{} { return l.mark.Advanced() }
+
+func (l *laggingNet) ReadFrom(b []byte) (int, Arrival, error) {
+	l.mark.Reading(true)
+	l.mark.Set(l.pending)
+	select {
+	case <-l.release:
+	case <-l.wake: // Stream is stopping
+		return 0, Arrival{}, os.ErrDeadlineExceeded
+	}
+	if len(l.segs) == 0 {
+		l.mark.Reading(false)
+	}
+	n, arr, err := l.fakeNet.ReadFrom(b)
+	l.mark.Reading(true)
+	if err == nil {
+		l.pending = arr.At
+	}
+	return n, arr, err
+}
+
+// TestRawWaitsForItsReader: an answer that came in time but that the
+// reader has not read yet is no silence: the probe is neither sent again
+// nor given up until the reader has read past its wait.
+func TestRawWaitsForItsReader(t *testing.T) {
+	n := newFakeNet()
+	closed := n.add("198.18.40.10", &fakeHost{})
+	l := &laggingNet{fakeNet: n, release: make(chan struct{}), mark: readmark.New()}
+	n.synSeen = make(chan key, 1)
+	go func() {
+		<-n.synSeen
+		// Ten of the probe's waits after it went out, and long after
+		// its answer came.
+		time.AfterFunc(200*time.Millisecond, func() { close(l.release) })
+	}()
+	r, err := New(&Config{Timeout: 20 * time.Millisecond, Retries: 1, Rate: 1000}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tg := Target{Addr: closed, Port: 7440}
+	res, _, err := streamAll(context.Background(), r, []Target{tg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].State != Closed {
+		t.Errorf("results %+v; want the port closed", res)
+	}
+	if syns := n.syns(tg); len(syns) != 1 {
+		t.Errorf("%d probes sent; want 1: the answer was there", len(syns))
+	}
 }

@@ -12,10 +12,59 @@ import (
 	"github.com/ifl-project/ifl/internal/kstamp"
 )
 
+// socketMark is how far one reading socket has been read.
+type socketMark struct {
+	upTo    time.Time // every segment that arrived before was read
+	pending time.Time // the arrival of the segment ReadFrom returned last
+}
+
+// ReadUpTo implements readMarker.
+func (s *sockets) ReadUpTo() time.Time { return s.mark.UpTo(s.empty) }
+
+// Advanced implements readMarker.
+func (s *sockets) Advanced() <-chan struct{} { return s.mark.Advanced() }
+
+// empty reports whether neither reading socket holds a segment.
+func (s *sockets) empty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	for _, fd := range []int{s.recv4, s.recv6} {
+		if fd < 0 {
+			continue
+		}
+		// The length of the first segment queued; 0: none.
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err != nil || n > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// publish moves the mark to what both sockets have been read up to; a
+// socket that does not exist holds nothing back.
+func (s *sockets) publish() {
+	m := s.mark4.upTo
+	if s.recv6 >= 0 && s.mark6.upTo.Before(m) {
+		m = s.mark6.upTo
+	}
+	s.mark.Set(m)
+}
+
 // ReadFrom implements PacketIO. What is not a whole IPv4 packet carrying
 // TCP, or an IPv6 segment with its destination, is skipped.
 func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
+	// The segment returned last is handled: it counts as read.
+	for _, m := range []*socketMark{&s.mark4, &s.mark6} {
+		if m.pending.After(m.upTo) {
+			m.upTo = m.pending
+		}
+	}
+	s.publish()
 	rerr := s.rc.Read(func(uintptr) bool {
+		s.mark.Reading(true)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.closed {
@@ -36,6 +85,10 @@ func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
 				return true
 			}
 		}
+		// Both are empty: everything that came before is read, and
+		// until the poller wakes it the reader waits.
+		s.publish()
+		s.mark.Reading(false)
 		return false
 	})
 	if rerr != nil {
@@ -52,15 +105,21 @@ func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
 // read4 reads the next IPv4 segment; ok is false when none is left.
 func (s *sockets) read4(b []byte) (n int, arr Arrival, ok bool, err error) {
 	for {
+		before := time.Now()
 		k, oobn, _, _, err := unix.Recvmsg(s.recv4, s.rbuf, s.roob, unix.MSG_DONTWAIT)
 		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				s.mark4.upTo = before
+			}
 			return 0, arr, false, recvErr(err)
 		}
+		at, _ := parseControl(s.roob[:oobn])
 		seg, src, dst, ok := ipv4Segment(&s.ip4, s.rbuf[:k])
 		if !ok {
+			s.mark4.upTo = later(s.mark4.upTo, at)
 			continue
 		}
-		at, _ := parseControl(s.roob[:oobn])
+		s.mark4.pending = at
 		return copy(b, seg), Arrival{From: src, To: dst, At: at}, true, nil
 	}
 }
@@ -71,15 +130,21 @@ func (s *sockets) read6(b []byte) (n int, arr Arrival, ok bool, err error) {
 		return 0, arr, false, nil
 	}
 	for {
+		before := time.Now()
 		k, oobn, _, from, err := unix.Recvmsg(s.recv6, b, s.roob, unix.MSG_DONTWAIT)
 		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				s.mark6.upTo = before
+			}
 			return 0, arr, false, recvErr(err)
 		}
 		sa, ok := from.(*unix.SockaddrInet6)
 		at, dst := parseControl(s.roob[:oobn])
 		if !ok || !dst.IsValid() {
+			s.mark6.upTo = later(s.mark6.upTo, at)
 			continue
 		}
+		s.mark6.pending = at
 		src := netip.AddrFrom16(sa.Addr)
 		if src.IsLinkLocalUnicast() && sa.ZoneId != 0 {
 			src = src.WithZone(s.zoneName(int(sa.ZoneId)))

@@ -83,8 +83,11 @@ type scan struct {
 	refused      int       // probes refused in a row
 	holdUntil    time.Time // after a refusal, nothing goes out before
 	flush        func()    // the IO's Flush, if it queues writes
-	timer        *time.Timer
-	st           Stats
+	// marker is the IO's, if it says how far its reader has read: a
+	// probe's wait ends when the reader has read past it, not before.
+	marker readMarker
+	timer  *time.Timer
+	st     Stats
 }
 
 func newScan(r *Raw, out chan<- Result) *scan {
@@ -102,6 +105,7 @@ func newScan(r *Raw, out chan<- Result) *scan {
 	if f, ok := r.io.(flusher); ok {
 		s.flush = f.Flush
 	}
+	s.marker, _ = r.io.(readMarker)
 	s.win.SetRound(s.seg.Timeout())
 	s.st.MinRate = c.Rate
 	return s
@@ -116,13 +120,19 @@ func (s *scan) run(ctx context.Context, in <-chan Target, answers <-chan answer,
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		// What was read first: a flight whose wait ended while its answer
-		// waited here is not sent again.
+		// How far the reader has read, then what it read: every answer
+		// that came before the mark is queued by the time it is set. A
+		// flight whose wait ended while its answer waited, here or in
+		// the socket, is not sent again, nor given up.
+		upTo := s.readUpTo()
 		if err := s.answered(ctx, answers); err != nil {
 			return err
 		}
 		now := time.Now()
-		if err := s.expire(ctx, now); err != nil {
+		if upTo.IsZero() || upTo.After(now) {
+			upTo = now
+		}
+		if err := s.expire(ctx, upTo); err != nil {
 			return err
 		}
 		s.pacer.SetRate(s.win.Rate())
@@ -367,6 +377,15 @@ func (s *scan) expire(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// readUpTo is how far the reader has read; the zero time if the IO
+// does not say, and then the clock decides alone.
+func (s *scan) readUpTo() time.Time {
+	if s.marker == nil {
+		return time.Time{}
+	}
+	return s.marker.ReadUpTo()
+}
+
 // nextSend is when the next probe may go out.
 func (s *scan) nextSend() time.Time { return later(s.pacer.Next(), s.holdUntil) }
 
@@ -390,8 +409,13 @@ func (s *scan) retry(now time.Time) error {
 // lets in (retries first), or a flight's wait to end.
 func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, readErr <-chan error) error {
 	var wake time.Time
+	var advanced <-chan struct{}
 	if len(s.waiting) > 0 {
 		wake = s.waiting[0].due
+		if s.marker != nil && !now.Before(wake) {
+			// Due, but not read up to: the reader says when it is.
+			wake, advanced = time.Time{}, s.marker.Advanced()
+		}
 	}
 	var admit <-chan Target
 	if len(s.ready) > 0 || s.in != nil {
@@ -425,6 +449,8 @@ func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, r
 		}
 		return s.admit(ctx, t, time.Now())
 	case <-s.timer.C:
+		return nil
+	case <-advanced:
 		return nil
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/ifl-project/ifl/internal/readmark"
 )
 
 // NewRaw opens the sockets of a raw scan. After it returns the process
@@ -64,6 +66,11 @@ type sockets struct {
 	ip4   layers.IPv4
 	turn  bool
 	names map[int]string
+	// How far each reading socket is read (see readMarker): up to when
+	// it was last found empty, or to the arrival of the last segment
+	// read from it, which counts once ReadFrom is called again.
+	mark4, mark6 socketMark
+	mark         *readmark.Mark
 
 	// mu keeps Close from closing the reading sockets under a read.
 	mu     sync.Mutex
@@ -80,7 +87,7 @@ type sockets struct {
 func openSockets(first, n uint16) (_ *sockets, err error) {
 	s := &sockets{first: first, n: n, send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1,
 		framer: newIPv4Framer(), zones: map[string]int{}, links: map[int]*ethLink{}, neigh: map[netip.Addr]neighbour{},
-		rbuf: make([]byte, 2048), roob: make([]byte, 128), names: map[int]string{}}
+		rbuf: make([]byte, 2048), roob: make([]byte, 128), names: map[int]string{}, mark: readmark.New()}
 	defer func() {
 		if err != nil {
 			s.Close()
