@@ -22,6 +22,7 @@ import (
 
 	"github.com/ifl-project/ifl/internal/kstamp"
 	"github.com/ifl-project/ifl/internal/pace"
+	"github.com/ifl-project/ifl/internal/readmark"
 	"github.com/ifl-project/ifl/internal/rtt"
 )
 
@@ -406,6 +407,9 @@ type sweep struct {
 	echoRTTs []time.Duration // confirmations answered since the sender last looked
 	slowest  time.Duration   // the longest round trip to a first answer
 	changed  chan struct{}   // a new address answered, or an introduction was
+	// mark is how far the reader has read (nil where the socket gives
+	// no receive times): silence is judged by it, not by the clock.
+	mark *readmark.Mark
 }
 
 // Scan sweeps targets: one sender paces requests at the configured rate
@@ -420,6 +424,9 @@ type sweep struct {
 func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, out chan<- Result) ([]Result, Stats, error) {
 	c := cfg.withDefaults()
 	sw := &sweep{byIP: make(map[netip.Addr]*target, len(targets)), changed: make(chan struct{}, 1)}
+	if s.stamped != nil {
+		sw.mark = readmark.New()
+	}
 	order := make([]*target, 0, len(targets))
 	for _, a := range targets {
 		if !a.Is4() {
@@ -559,7 +566,14 @@ func (sn *sender) run(ctx context.Context) error {
 		if err := sn.w.failed(); err != nil {
 			return err
 		}
+		// How far the reader has read, before what it read is looked
+		// at: every reply that came before seen is recorded by then.
+		// What was not answered is judged at seen, what is sent at now.
+		seen := sn.seen()
 		now := time.Now()
+		if seen.IsZero() || seen.After(now) {
+			seen = now
+		}
 		// The kernel dropped requests for want of room: slow down.
 		sn.win.SetRound(sn.checkWait(0))
 		sn.sw.mu.Lock()
@@ -605,13 +619,13 @@ func (sn *sender) run(ctx context.Context) error {
 		if c.Probes {
 			sn.introduce = append(sn.introduce, fresh...)
 		}
-		sn.reintroduce(now)
+		sn.reintroduce(seen)
 		if e := sn.lossShareExtra(); e > sn.shareExtra {
 			sn.shareExtra = e
 			sn.respend()
 		}
 		// Confirmations past their timeout: each must have been answered.
-		for len(sn.checking) > 0 && !now.Before(sn.checking[0].due) {
+		for len(sn.checking) > 0 && !seen.Before(sn.checking[0].due) {
 			ck := sn.checking[0]
 			sn.checking = sn.checking[1:]
 			// The echoes owed are counted from the first confirmation:
@@ -645,7 +659,7 @@ func (sn *sender) run(ctx context.Context) error {
 			// heard if it is not much slower than the slowest first
 			// answer.
 			end := sn.lastSend.Add(min(c.Timeout, max(4*slowest, 5*time.Millisecond)))
-			if !now.Before(end) {
+			if !seen.Before(end) {
 				return nil
 			}
 			if err := sn.wait(ctx, end); err != nil {
@@ -685,7 +699,7 @@ func (sn *sender) run(ctx context.Context) error {
 				continue
 			}
 		}
-		if t, when := sn.nextBroadcast(now); t != nil {
+		if t, when := sn.nextBroadcast(now, seen); t != nil {
 			if err := sn.broadcast(ctx, t); err != nil {
 				return err
 			}
@@ -707,7 +721,7 @@ func (sn *sender) run(ctx context.Context) error {
 			if p := sn.lastFirst.Add(c.Patience); p.After(end) {
 				end = p
 			}
-			if !now.Before(end) {
+			if !seen.Before(end) {
 				return nil
 			}
 			due = end
@@ -720,7 +734,7 @@ func (sn *sender) run(ctx context.Context) error {
 
 // nextBroadcast takes the broadcast to send now, if one is due and the
 // pacer allows it; else it says when one could be.
-func (sn *sender) nextBroadcast(now time.Time) (*target, time.Time) {
+func (sn *sender) nextBroadcast(now, seen time.Time) (*target, time.Time) {
 	for len(sn.retry) > 0 && sn.sw.hasAnswered(sn.retry[0]) {
 		sn.retry = sn.retry[1:]
 	}
@@ -737,7 +751,7 @@ func (sn *sender) nextBroadcast(now time.Time) (*target, time.Time) {
 		// a /24 where one round apart they take 170).
 		retryAt = sn.retry[0].lastSent.Add(sn.est.Timeout())
 	}
-	retryDue := len(sn.retry) > 0 && !now.Before(retryAt)
+	retryDue := len(sn.retry) > 0 && !seen.Before(retryAt)
 	switch {
 	case !retryDue && sn.next == len(sn.order) && len(sn.retry) > 0:
 		return nil, retryAt
@@ -1006,15 +1020,24 @@ func (sn *sender) checkWait(hostRTT time.Duration) time.Duration {
 	return max(min(sn.c.Timeout, 2*sn.est.Timeout()), 2*hostRTT)
 }
 
-// wait sleeps until the given time, a new answer, or ctx's end.
+// wait sleeps until the given time, a new answer, the reader reading
+// further, or ctx's end. A time already past is one the reader has not
+// read up to yet: it waits for the reader.
 func (sn *sender) wait(ctx context.Context, until time.Time) error {
+	var advanced <-chan struct{}
+	if sn.sw.mark != nil {
+		advanced = sn.sw.mark.Advanced()
+	}
 	d := time.Until(until)
-	if d <= 0 {
+	if d <= 0 && (advanced == nil || !sn.seen().Before(until)) {
+		// Past, and read up to: a reader at rest sets no mark.
 		return ctx.Err()
 	}
-	// Since Go 1.23 Stop and Reset discard a pending tick: no draining.
-	sn.timer.Reset(d)
-	defer sn.timer.Stop()
+	if d > 0 {
+		// Since Go 1.23 Stop and Reset discard a pending tick: no draining.
+		sn.timer.Reset(d)
+		defer sn.timer.Stop()
+	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -1022,7 +1045,18 @@ func (sn *sender) wait(ctx context.Context, until time.Time) error {
 		return nil
 	case <-sn.timer.C:
 		return nil
+	case <-advanced:
+		return nil
 	}
+}
+
+// seen is how far the reader has read: the zero time where the socket
+// gives no receive times, and then the clock decides alone.
+func (sn *sender) seen() time.Time {
+	if sn.sw.mark == nil {
+		return time.Time{}
+	}
+	return sn.sw.mark.UpTo(sn.s.empty)
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -1141,7 +1175,7 @@ func (sw *sweep) hasAnswered(t *target) bool {
 func (s *Scanner) read(sw *sweep, rel *relay, stop <-chan struct{}) error {
 	buf, oob := make([]byte, 128), make([]byte, kstamp.OOBSize)
 	for {
-		p, at, err := s.readReply(buf, oob)
+		p, at, err := s.readReply(buf, oob, sw.mark)
 		if err != nil {
 			select {
 			case <-stop:
@@ -1157,13 +1191,28 @@ func (s *Scanner) read(sw *sweep, rel *relay, stop <-chan struct{}) error {
 			}
 			continue // a malformed frame: skip it
 		}
-		if p.Operation != arp.OperationReply {
-			continue
+		if p.Operation == arp.OperationReply {
+			if r, ok := sw.record(p.SenderIP, p.SenderHardwareAddr, at); ok {
+				rel.push(r)
+			}
 		}
-		if r, ok := sw.record(p.SenderIP, p.SenderHardwareAddr, at); ok {
-			rel.push(r)
+		if sw.mark != nil {
+			// Handled, and all that came before it: the socket's queue
+			// is first in, first out.
+			sw.mark.Set(at)
 		}
 	}
+}
+
+// empty reports whether the reading socket holds no reply.
+func (s *Scanner) empty() bool {
+	empty := false
+	s.stamped.Control(func(fd uintptr) {
+		// The length of the first frame queued; 0: none.
+		n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		empty = err == nil && n == 0
+	})
+	return empty
 }
 
 // stampedConn returns pc's raw connection with the kernel's receive
@@ -1188,7 +1237,7 @@ func stampedConn(pc net.PacketConn) syscall.RawConn {
 // receive time where the socket has one, else now. A round trip timed by
 // the reader includes its wait for a CPU, which on a busy machine is
 // tens of times the round trip, and would set every wait after it.
-func (s *Scanner) readReply(buf, oob []byte) (*arp.Packet, time.Time, error) {
+func (s *Scanner) readReply(buf, oob []byte, mark *readmark.Mark) (*arp.Packet, time.Time, error) {
 	if s.stamped == nil {
 		p, _, err := s.client.Read()
 		return p, time.Now(), err
@@ -1197,8 +1246,16 @@ func (s *Scanner) readReply(buf, oob []byte) (*arp.Packet, time.Time, error) {
 		var n, oobn int
 		var rerr error
 		err := s.stamped.Read(func(fd uintptr) bool {
+			mark.Reading(true)
+			before := time.Now()
 			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
-			return rerr != unix.EAGAIN
+			if rerr == unix.EAGAIN {
+				// Empty: every reply that came before is read.
+				mark.Set(before)
+				mark.Reading(false)
+				return false
+			}
+			return true
 		})
 		if err == nil {
 			err = rerr
@@ -1211,11 +1268,9 @@ func (s *Scanner) readReply(buf, oob []byte) (*arp.Packet, time.Time, error) {
 			at = time.Now()
 		}
 		var f ethernet.Frame
-		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != ethernet.EtherTypeARP {
-			continue
-		}
 		var p arp.Packet
-		if err := p.UnmarshalBinary(f.Payload); err != nil {
+		if f.UnmarshalBinary(buf[:n]) != nil || f.EtherType != ethernet.EtherTypeARP || p.UnmarshalBinary(f.Payload) != nil {
+			mark.Set(at)
 			continue
 		}
 		return &p, at, nil

@@ -413,6 +413,11 @@ func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, r
 	if len(s.waiting) > 0 {
 		wake = s.waiting[0].due
 		if s.marker != nil && !now.Before(wake) {
+			if !s.readUpTo().Before(wake) {
+				// Read up to since run looked (a reader at rest sets
+				// no mark): due now.
+				return nil
+			}
 			// Due, but not read up to: the reader says when it is.
 			wake, advanced = time.Time{}, s.marker.Advanced()
 		}
