@@ -88,3 +88,44 @@ func (f *failureBudget) spend(src netip.Addr, now time.Time) bool {
 	f.fail(src, now)
 	return true
 }
+
+// tokenBucket is one budget for a whole agent, whoever the sender: burst
+// tokens, coming back at rate a second. Unlike failureBudget it is keyed
+// on nothing a sender chooses, so no sender can spend another's share by
+// forging its address: each spends the common one.
+type tokenBucket struct {
+	mu     sync.Mutex
+	burst  float64
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(burst int, rate float64) *tokenBucket {
+	return &tokenBucket{burst: float64(burst), rate: rate, tokens: float64(burst)}
+}
+
+// take spends a token if there is one, and reports whether it did.
+func (b *tokenBucket) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() && now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+b.rate*now.Sub(b.last).Seconds())
+	}
+	if now.After(b.last) {
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// refund gives back a token taken for something that was not done after
+// all.
+func (b *tokenBucket) refund() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(b.burst, b.tokens+1)
+}

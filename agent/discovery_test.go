@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/ifl-project/ifl/proto"
 )
@@ -24,6 +26,13 @@ type discoveryAgent struct {
 
 func startDiscovery(t *testing.T, mod func(*Options)) *discoveryAgent {
 	t.Helper()
+	return startDiscoveryWith(t, mod, nil)
+}
+
+// startDiscoveryWith is startDiscovery with prep run on the agent before
+// it serves queries.
+func startDiscoveryWith(t *testing.T, mod func(*Options), prep func(*Agent)) *discoveryAgent {
+	t.Helper()
 	ta := startAgent(t, func(o *Options) {
 		// Debug, to see the dropped and answered queries logged.
 		o.Logger = o.Logger.Level(zerolog.DebugLevel)
@@ -31,11 +40,14 @@ func startDiscovery(t *testing.T, mod func(*Options)) *discoveryAgent {
 			mod(o)
 		}
 	})
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	pc, err := ListenDiscovery("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := netip.MustParseAddrPort(ta.addr).Port()
+	if prep != nil {
+		prep(ta.Agent)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ta.ServeDiscovery(ctx, pc, int(port)) }()
@@ -48,15 +60,24 @@ func startDiscovery(t *testing.T, mod func(*Options)) *discoveryAgent {
 	return &discoveryAgent{testAgent: ta, udp: pc.LocalAddr().(*net.UDPAddr).AddrPort(), port: int(port)}
 }
 
-// client is a controller's UDP socket on its own loopback address, so
-// that each has its own rate limit at the agent.
+// client is a controller's UDP socket on its own loopback address,
+// sending with the TTL of a discovery query.
 func client(t *testing.T, n byte) *net.UDPConn {
+	t.Helper()
+	return clientTTL(t, n, proto.DiscoveryHopLimit)
+}
+
+// clientTTL is client with another TTL.
+func clientTTL(t *testing.T, n byte, ttl int) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, n)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	if err := ipv4.NewPacketConn(c).SetTTL(ttl); err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
 
@@ -226,33 +247,269 @@ func TestDiscoveryAnswer(t *testing.T) {
 	}
 }
 
-// TestDiscoveryRateLimit: one source gets QueryBurst answers, then
-// nothing, while another source is still answered; and a flood of
-// queries, good and bad, leaves a TCP ping working.
-func TestDiscoveryRateLimit(t *testing.T) {
+// TestDiscoveryBudget: the agent answers AnswerBurst queries, then only
+// as many as AnswerRate earns, whichever sources they come from; and the
+// log of the queries it drops is rate-limited too.
+func TestDiscoveryBudget(t *testing.T) {
 	da := startDiscovery(t, nil)
-	c := client(t, 2)
-	const n = 3 * QueryBurst
-	start := time.Now()
-	for range n {
-		_, b := query(t, da.key, time.Now())
-		da.send(t, c, b)
+	var cs []*net.UDPConn
+	for i := range 4 {
+		cs = append(cs, client(t, byte(2+i)))
 	}
-	da.fence(t, 3)
-	// Tokens come back at QueryRate a second while the test runs: allow
+	const n = 2*AnswerBurst + 500
+	// In flights, so that the agent's socket never overflows and every
+	// query sent is one it read.
+	const flight = 64
+	start := time.Now()
+	for i := range n {
+		_, b := query(t, da.key, time.Now())
+		da.send(t, cs[i%len(cs)], b)
+		if (i+1)%flight == 0 || i == n-1 {
+			da.settle(t, int64(i+1))
+		}
+	}
+	// Tokens come back at AnswerRate a second while the test runs: allow
 	// what the time taken could have earned (a loaded machine takes
 	// longer), and not one more.
-	earned := int64(time.Since(start).Seconds()*QueryRate) + 1
+	earned := int64(time.Since(start).Seconds()*AnswerRate) + 1
 	st := da.DiscoveryStats()
-	if st.Answered < QueryBurst+1 || st.Answered > QueryBurst+1+earned {
-		t.Errorf("answered %d of %d queries from one source (and the fence), want about %d", st.Answered, n, QueryBurst+1)
+	if st.Answered < AnswerBurst || st.Answered > AnswerBurst+earned || st.Answered+st.Dropped != n {
+		t.Errorf("answered %d and dropped %d of %d queries from %d sources, want %d answered (%d more at most)", st.Answered, st.Dropped, n, len(cs), AnswerBurst, earned)
 	}
-	if got := receive(t, c, 5*time.Second); int64(len(got)) != st.Answered-1 {
-		t.Errorf("source received %d answers, agent sent it %d", len(got), st.Answered-1)
-	}
-	// The log is rate-limited too.
 	if ev := da.logs.events("query_dropped"); len(ev) > queryLogRate+2 {
 		t.Errorf("%d query_dropped lines for %d drops: the log is not rate-limited", len(ev), st.Dropped)
+	}
+}
+
+// settle waits, within a bound, until the agent has handled n datagrams.
+func (da *discoveryAgent) settle(t *testing.T, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		if st := da.DiscoveryStats(); st.Answered+st.Dropped >= n {
+			return
+		}
+	}
+	t.Fatalf("the agent handled %+v of %d datagrams within 5s", da.DiscoveryStats(), n)
+}
+
+// TestQueryBudget steps the budget by hand: AnswerBurst fresh queries are
+// answered, the next is refused and leaves no trace (it is answered once
+// a token is back), and a replay gives back the token it took.
+func TestQueryBudget(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	id, _ := proto.NewIdentity()
+	a, err := New(Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx := received{hopLimit: proto.DiscoveryHopLimit, ifIndex: 2}
+	a.disc.links.lookup = func(int) ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("198.18.56.1/24")}, nil }
+	src := netip.MustParseAddrPort("198.18.56.2:40000")
+	now := time.Now()
+	dk := key.DiscoveryKey()
+	fresh := func() []byte {
+		q, _ := proto.NewQuery(&dk, now)
+		b, _ := q.MarshalBinary()
+		return b
+	}
+	var first []byte
+	for i := range AnswerBurst {
+		b := fresh()
+		if i == 0 {
+			first = b
+		}
+		if _, why := a.query(b, src, rx, 7440, now); why != "" {
+			t.Fatalf("query %d: %s", i, why)
+		}
+	}
+	refused := fresh()
+	if _, why := a.query(refused, src, rx, 7440, now); why != "answer budget spent (a flood of good queries)" {
+		t.Fatalf("past the burst: %q", why)
+	}
+	now = now.Add(time.Second / AnswerRate)
+	if _, why := a.query(first, src, rx, 7440, now); why != "replayed nonce" {
+		t.Errorf("replay: %q", why)
+	}
+	if _, why := a.query(refused, src, rx, 7440, now); why != "" {
+		t.Errorf("the refused query, with a token back: %q", why)
+	}
+	if _, why := a.query(fresh(), src, rx, 7440, now); why != "answer budget spent (a flood of good queries)" {
+		t.Errorf("with the token spent: %q", why)
+	}
+}
+
+// TestQuerySource: an agent answers only a source on the link the query
+// came in on, told by the TTL and the interface.
+func TestQuerySource(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	id, _ := proto.NewIdentity()
+	a, err := New(Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.disc.links.lookup = func(i int) ([]netip.Prefix, error) {
+		if i != 2 {
+			return nil, fmt.Errorf("no link %d", i)
+		}
+		return []netip.Prefix{netip.MustParsePrefix("198.18.56.7/24"), netip.MustParsePrefix("2001:db8:56::7/64"), netip.MustParsePrefix("fe80::7/64")}, nil
+	}
+	dk := key.DiscoveryKey()
+	for _, tt := range []struct {
+		src  string
+		rx   received
+		want string
+	}{
+		{"198.18.56.2:40000", received{255, 2}, ""},
+		{"[::ffff:198.18.56.2]:40000", received{255, 2}, ""},
+		{"[2001:db8:56::2]:40000", received{255, 2}, ""},
+		{"[fe80::2%eth0]:40000", received{255, 2}, ""},
+		{"[fe80::2%eth1]:40000", received{255, 9}, ""}, // link-local: on the link it came in on
+		{"198.18.56.2:40000", received{64, 2}, "TTL or hop limit not 255: sent from beyond this link"},
+		{"198.18.56.2:40000", received{0, 2}, "TTL or hop limit not 255: sent from beyond this link"},
+		{"198.18.57.2:40000", received{255, 2}, "source is not on the link the query came in on"},
+		{"198.18.56.255:40000", received{255, 2}, "source is not on the link the query came in on"},
+		{"198.18.56.0:40000", received{255, 2}, "source is not on the link the query came in on"},
+		{"[2001:db8:57::2]:40000", received{255, 2}, "source is not on the link the query came in on"},
+		{"198.18.56.2:40000", received{255, 3}, "source is not on the link the query came in on"},
+		{"198.18.56.2:40000", received{255, 0}, "source is not on the link the query came in on"},
+		{"198.18.56.2:0", received{255, 2}, "source is not a unicast address and port"},
+	} {
+		q, _ := proto.NewQuery(&dk, time.Now())
+		b, _ := q.MarshalBinary()
+		if _, why := a.query(b, netip.MustParseAddrPort(tt.src), tt.rx, 7440, time.Now()); why != tt.want {
+			t.Errorf("from %s, %+v: %q, want %q", tt.src, tt.rx, why, tt.want)
+		}
+	}
+}
+
+// TestLinksRefresh: a link's prefixes are read again for a source not in
+// them, once a second at most; an address added to the link counts after
+// that.
+func TestLinksRefresh(t *testing.T) {
+	reads := 0
+	prefixes := []netip.Prefix{netip.MustParsePrefix("198.18.56.7/24")}
+	l := &links{lookup: func(int) ([]netip.Prefix, error) { reads++; return prefixes, nil }}
+	now := time.Unix(1000, 0)
+	in, out := netip.MustParseAddr("198.18.56.2"), netip.MustParseAddr("198.18.57.2")
+	if !l.onLink(2, in, now) || reads != 1 {
+		t.Fatalf("first source: reads %d", reads)
+	}
+	for range 100 {
+		if l.onLink(2, out, now.Add(time.Millisecond)) || !l.onLink(2, in, now) {
+			t.Fatal("wrong answer from the cache")
+		}
+	}
+	if reads != 1 {
+		t.Errorf("a flood from elsewhere within a second of the read: %d reads, want 1", reads)
+	}
+	prefixes = append(prefixes, netip.MustParsePrefix("198.18.57.7/24"))
+	if l.onLink(2, out, now.Add(500*time.Millisecond)) {
+		t.Error("an address added to the link counted before a second had passed")
+	}
+	if !l.onLink(2, out, now.Add(time.Second+time.Millisecond)) || reads != 2 {
+		t.Errorf("an address added to the link: not counted after a second (reads %d)", reads)
+	}
+}
+
+// TestDiscoverySpoofedController: a holder of the network key sends good
+// queries from the controller's own address, far more than a source
+// used to be allowed; the controller's own query is answered every round
+// all the same.
+func TestDiscoverySpoofedController(t *testing.T) {
+	da := startDiscovery(t, nil)
+	ctrl := client(t, 2)
+	spoofer := client(t, 2) // the same address, another port: all the agent sees of a spoofer
+	for round := range 5 {
+		for range 100 {
+			_, b := query(t, da.key, time.Now())
+			da.send(t, spoofer, b)
+		}
+		q, b := query(t, da.key, time.Now())
+		da.send(t, ctrl, b)
+		if got := receive(t, ctrl, 5*time.Second); len(got) != 1 || !answers(da, got[0], q) {
+			t.Fatalf("round %d: the controller got %d datagrams, want the answer to its query", round, len(got))
+		}
+	}
+}
+
+// TestDiscoveryReplayFilterFull: a holder of the network key fills the
+// filter of nonces with fresh queries; the controller's next query is
+// answered all the same, and a replay of a nonce the filter holds still
+// gets nothing.
+func TestDiscoveryReplayFilterFull(t *testing.T) {
+	const capacity = 64
+	da := startDiscoveryWith(t, nil, func(a *Agent) { a.disc.replay = proto.NewReplayFilter(capacity) })
+	filler := client(t, 3)
+	var first []byte
+	for i := range capacity {
+		_, b := query(t, da.key, time.Now())
+		if i == 0 {
+			first = b
+		}
+		da.send(t, filler, b)
+	}
+	ctrl := client(t, 2)
+	q, b := query(t, da.key, time.Now())
+	da.send(t, ctrl, b)
+	if got := receive(t, ctrl, 5*time.Second); len(got) != 1 || !answers(da, got[0], q) {
+		t.Fatalf("the controller got %d datagrams, want the answer to its query", len(got))
+	}
+	before := da.DiscoveryStats()
+	da.send(t, ctrl, first)
+	da.fence(t, 4)
+	if d := da.DiscoveryStats().Dropped - before.Dropped; d != 1 {
+		t.Errorf("agent dropped %d datagrams, want the replay", d)
+	}
+	if got := receive(t, ctrl, 0); len(got) != 0 {
+		t.Errorf("replay into a full filter: %d datagrams back, want none", len(got))
+	}
+}
+
+// TestDiscoveryHopLimit: a query that a router forwarded (its TTL or
+// hop limit below 255) gets nothing, over IPv4 and IPv6.
+func TestDiscoveryHopLimit(t *testing.T) {
+	da := startDiscovery(t, nil)
+	for _, ttl := range []int{64, 254, 1} {
+		c := clientTTL(t, 20, ttl)
+		before := da.DiscoveryStats()
+		_, b := query(t, da.key, time.Now())
+		da.send(t, c, b)
+		da.fence(t, 21)
+		if d := da.DiscoveryStats().Dropped - before.Dropped; d != 1 {
+			t.Errorf("TTL %d: agent dropped %d datagrams, want 1", ttl, d)
+		}
+		if got := receive(t, c, 0); len(got) != 0 {
+			t.Errorf("TTL %d: %d datagrams back, want none", ttl, len(got))
+		}
+	}
+
+	// IPv6, on a socket of its own.
+	pc, err := ListenDiscovery("[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	port := netip.MustParseAddrPort(da.addr).Port()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- da.ServeDiscovery(ctx, pc, int(port)) }()
+	defer func() { cancel(); <-done }()
+	for _, hops := range []int{64, proto.DiscoveryHopLimit} {
+		c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := ipv6.NewPacketConn(c).SetHopLimit(hops); err != nil {
+			t.Fatal(err)
+		}
+		q, b := query(t, da.key, time.Now())
+		if _, err := c.WriteToUDPAddrPort(b, pc.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+			t.Fatal(err)
+		}
+		got := receive(t, c, 2*time.Second)
+		if want := hops == proto.DiscoveryHopLimit; want != (len(got) == 1 && answers(da, got[0], q)) || len(got) > 1 {
+			t.Errorf("hop limit %d: %d datagrams back, want an answer: %v", hops, len(got), want)
+		}
 	}
 }
 
@@ -268,6 +525,7 @@ func TestDiscoveryFloodLeavesPingWorking(t *testing.T) {
 			return
 		}
 		defer c.Close()
+		ipv4.NewPacketConn(c).SetTTL(proto.DiscoveryHopLimit) // to reach the MAC check
 		_, bad := query(t, other, time.Now())
 		_, good := query(t, da.key, time.Now())
 		sent := 0
@@ -318,7 +576,7 @@ func ExampleAgent_ServeDiscovery() {
 	id, _ := proto.NewIdentity()
 	a, _ := New(Options{NetworkKeys: []proto.NetworkKey{key}, Identity: id})
 	ln, _ := net.Listen("tcp", ":7440")
-	pc, _ := net.ListenPacket("udp", ":7440") // IPv4 and IPv6
+	pc, _ := ListenDiscovery(":7440") // IPv4 and IPv6
 	ctx := context.Background()
 	go a.ServeDiscovery(ctx, pc, 7440)
 	fmt.Println(a.Serve(ctx, ln))

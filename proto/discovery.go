@@ -16,6 +16,12 @@ const (
 	AnswerLen = 64
 )
 
+// DiscoveryHopLimit is the IPv4 TTL and the IPv6 hop limit a controller
+// sends its queries with, and the only one an agent answers: every router
+// lowers it, so a query that still has it was sent on the agent's own
+// link (as NDP and GTSM, RFC 5082, check).
+const DiscoveryHopLimit = 255
+
 // Magics of the discovery datagrams; see the package documentation.
 const (
 	QueryMagic  = "IFL?"

@@ -237,7 +237,7 @@ func (c *AgentCmd) Run(ctx context.Context, env *Env) error {
 // listener's address: on the wildcard address it takes IPv4 broadcasts and
 // IPv6 multicast to all nodes alike.
 func listenDiscovery(addr, config string) (net.PacketConn, error) {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, err := agent.ListenDiscovery(addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return nil, fmt.Errorf("agent: UDP %s is in use (another agent running? choose another port with --port or port: in %s, or set discovery: false there)", addr, config)
 	}

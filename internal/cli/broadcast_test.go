@@ -46,7 +46,7 @@ func serveDualStack(t *testing.T, key proto.NetworkKey) (port int, id string) {
 		if ln, err = net.Listen("tcp", "[::]:0"); err != nil {
 			t.Skipf("no IPv6 here: %v", err)
 		}
-		pc, err = net.ListenPacket("udp", ln.Addr().String())
+		pc, err = agent.ListenDiscovery(ln.Addr().String())
 		if err != nil {
 			ln.Close()
 			if !errors.Is(err, syscall.EADDRINUSE) || try == 10 {

@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
 	"github.com/ifl-project/ifl/internal/netinfo"
@@ -223,6 +224,10 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		}
 		c := pc.(*net.UDPConn)
 		conns = append(conns, c)
+		// Agents answer only a query that no router forwarded.
+		if err := setHopLimit(c, network); err != nil {
+			return nil, fmt.Errorf("discover: %s socket: %w", network, err)
+		}
 		go func() {
 			defer func() { readers <- struct{}{} }()
 			for {
@@ -357,6 +362,17 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		}
 	}
 	return st, nil
+}
+
+// setHopLimit makes c send with proto.DiscoveryHopLimit, to unicast,
+// broadcast and multicast destinations alike.
+func setHopLimit(c *net.UDPConn, network string) error {
+	if network == "udp4" {
+		p := ipv4.NewPacketConn(c)
+		return errors.Join(p.SetTTL(proto.DiscoveryHopLimit), p.SetMulticastTTL(proto.DiscoveryHopLimit))
+	}
+	p := ipv6.NewPacketConn(c)
+	return errors.Join(p.SetHopLimit(proto.DiscoveryHopLimit), p.SetMulticastHopLimit(proto.DiscoveryHopLimit))
 }
 
 // send is one datagram of a round: to dst, from src, or from the

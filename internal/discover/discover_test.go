@@ -26,7 +26,7 @@ func serve(t *testing.T, key proto.NetworkKey, addr netip.AddrPort) (netip.AddrP
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	pc, err := agent.ListenDiscovery(addr.String())
 	if err != nil {
 		t.Skipf("no %v here: %v", addr, err)
 	}
