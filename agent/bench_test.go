@@ -195,9 +195,9 @@ func BenchmarkDropQueryUDP(b *testing.B) {
 // the link their queries come in on, and returns what the kernel would
 // tell of such a query.
 func onBenchLink(a *Agent) received {
-	a.disc.links.lookup = func(int) ([]netip.Prefix, error) {
+	a.disc.links = &links{lookup: func(int) ([]netip.Prefix, error) {
 		return []netip.Prefix{netip.MustParsePrefix("198.18.0.1/24")}, nil
-	}
+	}}
 	return received{hopLimit: proto.DiscoveryHopLimit, ifIndex: 2}
 }
 

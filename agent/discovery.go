@@ -66,7 +66,7 @@ func newDiscovery() *discovery {
 	return &discovery{
 		replay:  proto.NewReplayFilter(queryReplayCapacity),
 		answers: newTokenBucket(AnswerBurst, AnswerRate),
-		links:   &links{lookup: interfacePrefixes},
+		links:   hostLinks,
 		logs:    logLimit{rate: queryLogRate},
 	}
 }
@@ -243,6 +243,9 @@ type links struct {
 	known  map[int]linkPrefixes // by interface index
 	lookup func(ifIndex int) ([]netip.Prefix, error)
 }
+
+// hostLinks are this host's links, for every agent of the process.
+var hostLinks = &links{lookup: interfacePrefixes}
 
 type linkPrefixes struct {
 	prefixes []netip.Prefix

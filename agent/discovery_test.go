@@ -303,7 +303,7 @@ func TestQueryBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	rx := received{hopLimit: proto.DiscoveryHopLimit, ifIndex: 2}
-	a.disc.links.lookup = func(int) ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("198.18.56.1/24")}, nil }
+	a.disc.links = &links{lookup: func(int) ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("198.18.56.1/24")}, nil }}
 	src := netip.MustParseAddrPort("198.18.56.2:40000")
 	now := time.Now()
 	dk := key.DiscoveryKey()
@@ -347,12 +347,12 @@ func TestQuerySource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.disc.links.lookup = func(i int) ([]netip.Prefix, error) {
+	a.disc.links = &links{lookup: func(i int) ([]netip.Prefix, error) {
 		if i != 2 {
 			return nil, fmt.Errorf("no link %d", i)
 		}
 		return []netip.Prefix{netip.MustParsePrefix("198.18.56.7/24"), netip.MustParsePrefix("2001:db8:56::7/64"), netip.MustParsePrefix("fe80::7/64")}, nil
-	}
+	}}
 	dk := key.DiscoveryKey()
 	for _, tt := range []struct {
 		src  string
