@@ -42,6 +42,14 @@ drops the UDP port, those bound to one address, routed targets, and
 segments that filter broadcast or multicast. A probe without --broadcast
 finds them.
 
+Queries leave with TTL 255, the only one agents answer, and an answer
+counts only from the link its query went out on: no routed address is
+ever dialled. A holder of the network key on the link can forge
+answers; a round dials at most 2 addresses of each kind (IPv4,
+link-local, other IPv6) claiming one identity, past those where the
+inventory verified it, and 1,024 for one query. A round that hears no
+agent while the inventory has agents on its links says so and exits 1.
+
 --watch with --broadcast-every (default 30s): between the full probes, a
 broadcast round that often, so that a moved agent shows up within it
 without sweeping the segment; a broadcast round never reports a host
@@ -50,7 +58,9 @@ broadcast round.`
 
 // broadcastPlan is where the queries go and which answers count.
 type broadcastPlan struct {
-	dests  []netip.AddrPort
+	dests []netip.AddrPort
+	// accept narrows the answers to the targets, nil for none: only the
+	// links queried may answer anyway (discover.Reach).
 	accept func(netip.Addr) bool
 	// size is how many addresses the targets hold, as many as an int
 	// holds if more.
@@ -109,9 +119,9 @@ func (c *ProbeCmd) broadcastPlan() (*broadcastPlan, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &broadcastPlan{dests: dests, size: size, accept: func(a netip.Addr) bool {
-			return set.Contains(a) || (a.Is6() && (!a.IsLinkLocalUnicast() || a.Zone() == ifname))
-		}}, nil
+		// Any address of the link may answer, IPv6 ones included, and
+		// none from elsewhere.
+		return &broadcastPlan{dests: dests, size: size}, nil
 	}
 	// The links whose subnets overlap the targets. A target keeps no
 	// zone: a link-local one is on every link.
@@ -133,7 +143,14 @@ func (c *ProbeCmd) broadcastPlan() (*broadcastPlan, error) {
 // with every address that answered, as the answers come.
 func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 	start := time.Now()
-	d := &discover.Discoverer{Key: r.p.Key, Port: r.cmd.Port, Accept: r.bcast.accept}
+	// The inventory says where each agent was verified, so that forged
+	// answers claiming an agent's identity cannot crowd out its own from
+	// there, and whether a round that hears no agent should have.
+	var known *inventory.State
+	if r.statePath != "" {
+		known, _ = inventory.Load(r.statePath) // checked when the probe started: a failure now only means no help
+	}
+	d := &discover.Discoverer{Key: r.p.Key, Port: r.cmd.Port, Accept: r.bcast.accept, Known: verifiedIn(known)}
 	answers := make(chan discover.Answer)
 	addrs := make(chan netip.Addr)
 	results := make(chan probe.Result)
@@ -195,6 +212,15 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 	s.Complete = runErr == nil
 	sortResults(found)
 	run := &probeRun{found: found, summary: s}
+	if dst.Capped > 0 {
+		run.warnings = append(run.warnings, fmt.Sprintf("%s dropped past discovery's bounds (more than %d addresses of one kind claiming one identity, or %d for one query): forged by a holder of the network key on the link, or agents on more subnets of one link than that",
+			plural(dst.Capped, "answer"), discover.MaxAddrsPerKind, discover.MaxAnswersPerQuery))
+	}
+	if runErr == nil && len(obs) == 0 && known != nil {
+		if n := r.knownOnLinks(known); n > 0 {
+			run.silent = fmt.Errorf("probe --broadcast: no agent answered, though the inventory has %s on these links: the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that); a probe without --broadcast tries every address", plural(n, "agent"))
+		}
+	}
 	if r.statePath != "" {
 		// Only what was probed counts as looked at: a host that did not
 		// answer the broadcast may be there still.
@@ -209,6 +235,61 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 		})
 	}
 	return run, runErr
+}
+
+// verifiedIn returns whether the inventory has an address verified as an
+// identity's; nil for no inventory.
+func verifiedIn(st *inventory.State) func(string, netip.Addr) bool {
+	if st == nil {
+		return nil
+	}
+	return func(id string, a netip.Addr) bool {
+		h := st.Hosts[id]
+		if h == nil {
+			return false
+		}
+		for _, v := range verifiedAddrs(h) {
+			if v == a {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// verifiedAddrs are the addresses where h proved its identity; a state
+// written before they were kept has only its last address.
+func verifiedAddrs(h *inventory.Host) []netip.Addr {
+	var out []netip.Addr
+	for _, v := range h.Verified {
+		if a, err := netip.ParseAddr(v.Addr); err == nil {
+			out = append(out, a)
+		}
+	}
+	if a, err := netip.ParseAddr(h.IP); err == nil && len(out) == 0 {
+		out = append(out, a)
+	}
+	return out
+}
+
+// knownOnLinks counts the agents of the inventory verified at an address
+// that could have answered the round: on the links queried, among the
+// targets.
+func (r *prober) knownOnLinks(st *inventory.State) int {
+	reach, err := discover.Reach(r.bcast.dests)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, h := range st.Hosts {
+		for _, a := range verifiedAddrs(h) {
+			if reach(a) && (r.bcast.accept == nil || r.bcast.accept(a)) {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 // mergeByIdentity lists each verified agent once: at its IPv4 address if
@@ -247,6 +328,20 @@ func mergeByIdentity(rs []probe.Result) []probe.Result {
 		slices.SortFunc(first.Also, func(a, b netip.Addr) int { return a.Compare(b) })
 	}
 	return out
+}
+
+// logWarnings logs what a round warns of, a silenced broadcast round
+// included, as warnings: a watch goes on.
+func (res *probeRun) logWarnings(log zerolog.Logger) {
+	if res == nil {
+		return
+	}
+	for _, w := range res.warnings {
+		log.Warn().Str("event", "broadcast_capped").Msg(w)
+	}
+	if res.silent != nil {
+		log.Warn().Str("event", "broadcast_silent").Msg(res.silent.Error())
+	}
 }
 
 // waitWatch waits out --watch's interval, running broadcast rounds every
@@ -290,5 +385,6 @@ func (r *prober) waitWatch(ctx context.Context, log zerolog.Logger) bool {
 			log.Info().Str("event", "probed").Str("method", "broadcast").Int("agents", res.summary.Agents).
 				Int("answers", res.summary.Answers).Float64("seconds", res.summary.Seconds).Msg("broadcast round")
 		}
+		res.logWarnings(log)
 	}
 }

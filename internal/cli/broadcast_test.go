@@ -158,3 +158,60 @@ func TestBroadcastNoLink(t *testing.T) {
 		t.Errorf("one address: exit %d, stderr %q; want exit 2 and ...%q", code, stderr, want)
 	}
 }
+
+// TestOnceBroadcastSilent: a round that hears no agent, while the
+// inventory has one verified on the links it queried, says so, and the
+// command exits 1; one whose known agents are all elsewhere does not.
+func TestOnceBroadcastSilent(t *testing.T) {
+	key, err := proto.NewNetworkKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A port where nothing answers.
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	defer pc.Close()
+	for _, tt := range []struct {
+		at   string
+		want string
+	}{
+		{"127.0.0.7", "probe --broadcast: no agent answered, though the inventory has 1 agent on these links: the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that); a probe without --broadcast tries every address"},
+		{"198.19.8.9", ""},
+	} {
+		state := filepath.Join(t.TempDir(), "inventory.json")
+		if err := inventory.Update(state, func(st *inventory.State) error {
+			st.Apply(time.Now(), []inventory.Observation{{Identity: "00112233445566778899aabbccddeeff", Addr: netip.MustParseAddr(tt.at), Port: 7440,
+				Facts: &proto.Facts{Hostname: "web", MachineID: "0123456789abcdef0123456789abcdef"}}}, func(netip.Addr) bool { return false }, true)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		r := &prober{
+			cmd:       &ProbeCmd{Port: int(quiet.Port())},
+			p:         &probe.Prober{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
+			env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},
+			statePath: state,
+			bcast:     &broadcastPlan{dests: []netip.AddrPort{quiet}},
+		}
+		run, err := r.onceBroadcast(context.Background())
+		if err != nil || run.stateErr != nil {
+			t.Fatalf("known at %s: %v, %v", tt.at, err, run.stateErr)
+		}
+		got := ""
+		if run.silent != nil {
+			got = run.silent.Error()
+		}
+		if got != tt.want {
+			t.Errorf("known at %s: silent %q, want %q", tt.at, got, tt.want)
+		}
+		if tt.want != "" {
+			var ee *exitError
+			if err := problem(run.silent); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("a silent round's error %v: want exit status 1", err)
+			}
+		}
+	}
+}

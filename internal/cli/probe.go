@@ -71,7 +71,9 @@ agent's identity, and says what changed since the last one: new hosts,
 hosts that moved (old IP -> new IP), renamed hosts, hosts not seen (on
 addresses this probe covered), and identity conflicts.
 
-Exit status: 0 when the probe ran (whatever it found), 2 for usage errors.
+Exit status: 0 when the probe ran (whatever it found), 1 when a
+broadcast round heard no agent although the inventory has agents on the
+links it queried, 2 for usage errors.
 
 Examples:
   ifl probe 198.18.0.0/24
@@ -215,8 +217,14 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	}
 	fmt.Fprintln(env.Stderr, res.summary)
 	printChanges(env, res.changes)
+	for _, w := range res.warnings {
+		fmt.Fprintf(env.Stderr, "probe: %s\n", w)
+	}
 	if res.stateErr != nil {
 		return res.stateErr
+	}
+	if err == nil && res.silent != nil {
+		return problem(res.silent)
 	}
 	return err
 }
@@ -237,6 +245,11 @@ type probeRun struct {
 	summary  summary
 	changes  *inventory.Changes
 	stateErr error
+	// warnings are what a broadcast round's answers warn of.
+	warnings []string
+	// silent, if set, says why a broadcast round that heard no agent
+	// should have heard some: a problem, not an error of the round.
+	silent error
 }
 
 // once runs one probe and applies it to the inventory.
@@ -337,6 +350,7 @@ func (r *prober) watch(ctx context.Context) error {
 			log.Info().Str("event", "probed").Int("agents", res.summary.Agents).Int("rejected", res.summary.Rejected).
 				Int("not_agents", res.summary.NotAgents).Float64("seconds", res.summary.Seconds).Msg("probed")
 		}
+		res.logWarnings(log)
 		if !r.waitWatch(ctx, log) {
 			log.Info().Str("event", "stopped").Msg("stopped")
 			return nil

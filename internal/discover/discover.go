@@ -11,6 +11,15 @@
 // an agent answers from the address its kernel picks to reach the query's
 // source, so its global address answers only a query from a global one.
 //
+// Queries leave with TTL and hop limit 255 (proto.DiscoveryHopLimit),
+// the only one agents answer. A holder of the network key can forge good
+// answers from any address, claiming any identity, and every address
+// handed on is dialled; so an answer counts only from the link its query
+// went out on (Reach), a copy of one answer from another address counts
+// once, and a round hands on at most MaxAnswersPerQuery addresses for
+// one query and MaxAddrsPerKind of one kind for one claimed identity,
+// but for the addresses the caller knows for that identity (Known).
+//
 //	dests, _ := discover.Destinations("eth0", 7440, true)
 //	d := &discover.Discoverer{Key: key}
 //	stats, err := d.Run(ctx, dests, out)
@@ -67,8 +76,15 @@ type Discoverer struct {
 	// DefaultRetries, negative none.
 	Retries int
 	// Accept, if set, says which source addresses may answer; answers
-	// from others are dropped.
+	// from others are dropped. Whatever it says, only an address on the
+	// link a query went out on may answer it (see Reach).
 	Accept func(netip.Addr) bool
+	// Known, if set, says whether an address was verified before as the
+	// given identity's: such an answer is handed on past the bounds of
+	// MaxAnswersPerQuery and MaxAddrsPerKind, so that forged answers
+	// claiming an agent's identity cannot crowd out its own answer from
+	// an address where it was found before.
+	Known func(identity string, addr netip.Addr) bool
 }
 
 // Answer is one address that answered with a good answer.
@@ -85,6 +101,9 @@ type Stats struct {
 	Queries int // datagrams sent
 	Answers int // good answers, each address counted once
 	Dropped int // datagrams that failed a check, or came from elsewhere
+	// Capped counts good answers dropped past MaxAnswersPerQuery or
+	// MaxAddrsPerKind: forged ones, on most links.
+	Capped int
 }
 
 // Destinations returns where to send queries on the named interface: the
@@ -257,14 +276,16 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		return st, err
 	}
 
-	sends, err := withSources(dests)
+	links, err := readLinks()
+	if err != nil {
+		return st, err
+	}
+	sends, err := withSources(dests, links)
 	if err != nil {
 		return st, err
 	}
 
-	dk := d.Key.DiscoveryKey()
-	sent := map[[16]byte]time.Time{}
-	seen := map[netip.Addr]bool{}
+	r := newRound(d, &st)
 	var srtt time.Duration
 	var sendErr error
 	// pending holds the verified addresses not yet taken from out.
@@ -272,15 +293,13 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 	// take verifies a datagram and queues a new address; it returns the
 	// round trip of a good answer.
 	take := func(dg datagram) (time.Duration, bool) {
-		a, rtt, ok := d.check(&dk, dg, sent)
-		if !ok {
-			st.Dropped++
-			return 0, false
-		}
-		if !seen[a.Addr] {
-			seen[a.Addr] = true
-			st.Answers++
+		a, rtt, v := r.take(dg)
+		switch v {
+		case fresh:
 			pending = append(pending, a)
+		case again:
+		default:
+			return 0, false
 		}
 		return rtt, true
 	}
@@ -291,12 +310,12 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 			// A nonce of its own for each datagram: an agent that hears
 			// two (IPv4 and IPv6, or from two sources) takes the second
 			// for a replay.
-			q, err := proto.NewQuery(&dk, time.Now())
+			q, err := proto.NewQuery(&r.dk, time.Now())
 			if err != nil {
 				return st, err
 			}
 			b, _ := q.MarshalBinary()
-			sent[q.Nonce] = time.Now()
+			r.sent[q.Nonce] = &sentQuery{at: time.Now(), seg: snd.seg}
 			if err := snd.write(c4, c6, b); err != nil {
 				sendErr = err
 				continue
@@ -376,10 +395,12 @@ func setHopLimit(c *net.UDPConn, network string) error {
 }
 
 // send is one datagram of a round: to dst, from src, or from the
-// kernel's choice if src is not valid.
+// kernel's choice if src is not valid; seg is where its answers may come
+// from.
 type send struct {
 	dst netip.AddrPort
 	src netip.Addr
+	seg segment
 }
 
 func (snd send) write(c4, c6 *net.UDPConn, b []byte) error {
@@ -405,24 +426,20 @@ func (snd send) write(c4, c6 *net.UDPConn, b []byte) error {
 // withSources returns the datagrams a round sends to dests: one to each,
 // and to a link's all-nodes address one more from each global IPv6
 // address of the link.
-func withSources(dests []netip.AddrPort) ([]send, error) {
+func withSources(dests []netip.AddrPort, links []link) ([]send, error) {
 	out := make([]send, 0, len(dests))
 	for _, dst := range dests {
-		out = append(out, send{dst: dst})
+		seg, err := segmentFor(dst.Addr(), links)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, send{dst: dst, seg: seg})
 		a := dst.Addr()
-		if !a.Is6() || !a.IsLinkLocalMulticast() || a.Zone() == "" {
+		if !a.Is6() || !a.IsLinkLocalMulticast() {
 			continue
 		}
-		ifi, err := net.InterfaceByName(a.Zone())
-		if err != nil {
-			return nil, fmt.Errorf("discover: %s: no such interface (try: ip link)", a.Zone())
-		}
-		prefixes, err := netinfo.Prefixes(ifi)
-		if err != nil {
-			return nil, fmt.Errorf("discover: %w", err)
-		}
-		for _, src := range globalIPv6(prefixes) {
-			out = append(out, send{dst: dst, src: src})
+		for _, src := range globalIPv6(findLink(links, a.Zone()).prefixes) {
+			out = append(out, send{dst: dst, src: src, seg: seg})
 		}
 	}
 	return out, nil
@@ -438,29 +455,4 @@ func globalIPv6(prefixes []netip.Prefix) []netip.Addr {
 		}
 	}
 	return out
-}
-
-// check verifies one datagram as an answer to one of the queries sent.
-func (d *Discoverer) check(dk *proto.DiscoveryKey, dg datagram, sent map[[16]byte]time.Time) (Answer, time.Duration, bool) {
-	var a proto.Answer
-	if a.UnmarshalBinary(dg.b) != nil {
-		return Answer{}, 0, false
-	}
-	at, ok := sent[a.Nonce]
-	if !ok {
-		return Answer{}, 0, false
-	}
-	id, err := a.Open(dk, a.Nonce)
-	if err != nil || (d.Port != 0 && int(a.Port) != d.Port) {
-		return Answer{}, 0, false
-	}
-	addr := dg.src.Addr().Unmap()
-	if !addr.IsLinkLocalUnicast() {
-		addr = addr.WithZone("")
-	}
-	if d.Accept != nil && !d.Accept(addr) {
-		return Answer{}, 0, false
-	}
-	rtt := dg.at.Sub(at)
-	return Answer{Addr: addr, Identity: id, RTT: rtt}, rtt, true
 }

@@ -195,11 +195,12 @@ func TestGlobalIPv6(t *testing.T) {
 // one to a unicast address or a broadcast address goes once.
 func TestWithSources(t *testing.T) {
 	dests := []netip.AddrPort{netip.MustParseAddrPort("198.18.48.255:7440"), netip.MustParseAddrPort("[::1]:7440")}
-	got, err := withSources(dests)
+	links := []link{{name: "lo", prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}}}
+	got, err := withSources(dests, links)
 	if err != nil || len(got) != 2 || got[0].dst != dests[0] || got[1].dst != dests[1] || got[0].src.IsValid() || got[1].src.IsValid() {
 		t.Errorf("got %+v, %v; want each destination once, from the kernel's choice", got, err)
 	}
-	if _, err := withSources([]netip.AddrPort{netip.AddrPortFrom(AllNodes.WithZone("no-such-link0"), 7440)}); err == nil {
+	if _, err := withSources([]netip.AddrPort{netip.AddrPortFrom(AllNodes.WithZone("no-such-link0"), 7440)}, links); err == nil {
 		t.Error("all nodes on a link that is not there: no error")
 	}
 }
@@ -230,5 +231,252 @@ func TestWriteFromSource(t *testing.T) {
 	err = (send{dst: dst, src: netip.MustParseAddr("2001:db8:ffff:fffd::1")}).write(nil, c6, []byte("q"))
 	if err == nil || !strings.HasPrefix(err.Error(), "discover: query to "+dst.String()+" from 2001:db8:ffff:fffd::1: ") {
 		t.Errorf("from an address not ours: %v", err)
+	}
+}
+
+// forger stands where an agent would answer a query, at addr: it reads
+// the query, then hands it to answer, which sends what it likes.
+func forger(t *testing.T, addr string, answer func(q proto.Query, to netip.AddrPort)) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Skipf("no %v here: %v", addr, err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { c.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			var buf [proto.QueryLen]byte
+			n, from, err := c.ReadFromUDPAddrPort(buf[:])
+			if err != nil {
+				return
+			}
+			var q proto.Query
+			if q.UnmarshalBinary(buf[:n]) == nil {
+				answer(q, from)
+			}
+		}
+	}()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// senders are sockets bound to n loopback addresses from first on.
+func senders(t *testing.T, first netip.Addr, n int) []*net.UDPConn {
+	t.Helper()
+	var out []*net.UDPConn
+	a := first
+	for range n {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: a.AsSlice()})
+		if err != nil {
+			t.Skipf("no %v here: %v", a, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		out = append(out, c)
+		a = a.Next()
+	}
+	return out
+}
+
+// TestRunForgedAnswers: a holder of the network key answers the query
+// from 200 addresses of the link, each answer claiming one agent's
+// identity, before that agent answers; and the agent's answer is sent
+// again from 20 more. The round hands on MaxAddrsPerKind of the forged
+// addresses, no copy, and the agent's own address, where it was found
+// before; where it was not, the forged answers crowd it out (the
+// documented residual), still no more than MaxAddrsPerKind.
+func TestRunForgedAnswers(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	dk := key.DiscoveryKey()
+	id, _ := proto.NewIdentity()
+	fp := proto.FingerprintBytes(id.Public[:])
+	forged := senders(t, netip.MustParseAddr("127.0.1.1"), 200)
+	copies := senders(t, netip.MustParseAddr("127.0.2.1"), 20)
+	// The agent answers from the address the query goes to.
+	agent := senders(t, netip.MustParseAddr("127.0.0.2"), 1)[0]
+	agentAddr := forger(t, "127.0.0.2:0", func(q proto.Query, to netip.AddrPort) {
+		for _, c := range forged {
+			a, _ := q.Answer(&dk, 7440, fp)
+			b, _ := a.MarshalBinary()
+			c.WriteToUDPAddrPort(b, to)
+		}
+		a, _ := q.Answer(&dk, 7440, fp)
+		b, _ := a.MarshalBinary()
+		agent.WriteToUDPAddrPort(b, to) // the agent's own answer
+		for _, c := range copies {
+			c.WriteToUDPAddrPort(b, to)
+		}
+	})
+	for _, known := range []bool{true, false} {
+		d := &Discoverer{Key: key, Port: 7440, Retries: -1, Floor: 500 * time.Millisecond}
+		if known {
+			d.Known = func(identity string, a netip.Addr) bool { return identity == id.Fingerprint() && a == agentAddr.Addr() }
+		}
+		got, st := collect(t, d, []netip.AddrPort{agentAddr})
+		var others, own int
+		for _, a := range got {
+			switch {
+			case a.Identity != id.Fingerprint():
+				t.Errorf("known %v: %v claims %s", known, a.Addr, a.Identity)
+			case a.Addr == agentAddr.Addr():
+				own++
+			case a.Addr.Compare(netip.MustParseAddr("127.0.1.1")) >= 0 && a.Addr.Compare(netip.MustParseAddr("127.0.1.200")) <= 0:
+				others++
+			default:
+				t.Errorf("known %v: %v handed on", known, a.Addr)
+			}
+		}
+		wantOwn := 0
+		if known {
+			wantOwn = 1
+		}
+		if own != wantOwn || others != MaxAddrsPerKind || st.Answers != wantOwn+MaxAddrsPerKind || st.Capped != 200-MaxAddrsPerKind+1-wantOwn || st.Dropped != len(copies) {
+			t.Errorf("known %v: %d forged and %d own addresses handed on, stats %+v; want %d and %d, %d capped, the %d copies dropped",
+				known, others, own, st, MaxAddrsPerKind, wantOwn, 200-MaxAddrsPerKind+1-wantOwn, len(copies))
+		}
+	}
+}
+
+// TestSegment: where the answers to a query may come from, for each kind
+// of destination.
+func TestSegment(t *testing.T) {
+	links := []link{
+		{name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.56.2/24"), netip.MustParsePrefix("198.18.60.2/30"),
+			netip.MustParsePrefix("2001:db8:56::2/64"), netip.MustParsePrefix("fe80::2/64")}},
+		{name: "eth1", prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.57.2/24"), netip.MustParsePrefix("2001:db8:57::2/64")}},
+		{name: "lo", prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}},
+	}
+	tests := []struct {
+		dst      string
+		yes, not []string
+	}{
+		{"198.18.56.255", []string{"198.18.56.9", "198.18.56.254"},
+			[]string{"198.18.56.255", "198.18.56.0", "198.18.57.9", "198.18.60.1", "2001:db8:56::9", "fe80::9%eth0", "198.19.201.1"}},
+		{"198.18.60.3", []string{"198.18.60.1"}, []string{"198.18.60.3", "198.18.56.9"}},
+		{"ff02::1%eth0", []string{"2001:db8:56::9", "fe80::9%eth0"},
+			[]string{"2001:db8:57::9", "2001:db8:56::", "fe80::9%eth1", "fe80::9", "198.18.56.9", "2001:db8:ffff::9"}},
+		{"127.0.0.2", []string{"127.0.0.2", "127.9.9.9"}, []string{"198.18.56.9", "::1"}},
+		{"::1", []string{"::1"}, []string{"::2", "127.0.0.1"}},
+		{"198.18.57.9", []string{"198.18.57.9", "198.18.57.10"}, []string{"198.18.56.9", "2001:db8:57::9"}},
+		{"2001:db8:57::9", []string{"2001:db8:57::10", "fe80::9%eth1"}, []string{"2001:db8:56::9", "fe80::9%eth0", "198.18.57.9"}},
+		{"fe80::9%eth1", []string{"fe80::10%eth1"}, []string{"fe80::10%eth0", "2001:db8:57::9"}},
+		{"198.19.8.9", []string{"198.19.8.9"}, []string{"198.19.8.10", "198.18.56.9"}}, // routed: only itself
+	}
+	for _, tt := range tests {
+		seg, err := segmentFor(netip.MustParseAddr(tt.dst), links)
+		if err != nil {
+			t.Errorf("%s: %v", tt.dst, err)
+			continue
+		}
+		for _, a := range tt.yes {
+			if !seg.contains(netip.MustParseAddr(a)) {
+				t.Errorf("a query to %s: %s may not answer", tt.dst, a)
+			}
+		}
+		for _, a := range tt.not {
+			if seg.contains(netip.MustParseAddr(a)) {
+				t.Errorf("a query to %s: %s may answer", tt.dst, a)
+			}
+		}
+	}
+	for _, dst := range []string{"ff02::1", "ff02::1%eth9"} {
+		if _, err := segmentFor(netip.MustParseAddr(dst), links); err == nil {
+			t.Errorf("%s: no error", dst)
+		}
+	}
+}
+
+// answerFrom is a good answer to q claiming fp, as received from src.
+func answerFrom(dk *proto.DiscoveryKey, q proto.Query, fp [16]byte, src string) datagram {
+	a, _ := q.Answer(dk, 7440, fp)
+	b, _ := a.MarshalBinary()
+	return datagram{b: b, src: netip.AddrPortFrom(netip.MustParseAddr(src), 7440), at: time.Now()}
+}
+
+// TestRoundCaps: a forger answering one query from many addresses of the
+// link, under a new identity each time, gets MaxAnswersPerQuery of them
+// handed on; each identity's addresses are bounded per kind, a kind's
+// bound leaving the others' untouched; a known address passes every
+// bound.
+func TestRoundCaps(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	d := &Discoverer{Key: key, Port: 7440}
+	var st Stats
+	r := newRound(d, &st)
+	links := []link{{name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.56.2/24"), netip.MustParsePrefix("2001:db8:56::2/64")}}}
+	seg4, _ := segmentFor(netip.MustParseAddr("198.18.56.255"), links)
+	seg6, _ := segmentFor(netip.MustParseAddr("ff02::1%eth0"), links)
+	query := func(seg segment) proto.Query {
+		q, _ := proto.NewQuery(&r.dk, time.Now())
+		r.sent[q.Nonce] = &sentQuery{at: time.Now(), seg: seg}
+		return q
+	}
+
+	// One query, many identities, each from an address of its own.
+	q6 := query(seg6)
+	handed := 0
+	for i := range MaxAnswersPerQuery + 100 {
+		fp := [16]byte{byte(i >> 8), byte(i)}
+		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x56, 13: 1, 14: byte(i >> 8), 15: byte(i)})
+		if _, _, v := r.take(answerFrom(&r.dk, q6, fp, src.String())); v == fresh {
+			handed++
+		}
+	}
+	if handed != MaxAnswersPerQuery || st.Capped != 100 {
+		t.Errorf("one query: %d handed on, %d capped; want %d and 100", handed, st.Capped, MaxAnswersPerQuery)
+	}
+
+	// One identity: MaxAddrsPerKind of each kind, from any query.
+	st = Stats{}
+	var x [16]byte
+	x[0] = 0xff
+	q4, q6b := query(seg4), query(seg6)
+	var got []string
+	for _, dg := range []datagram{
+		answerFrom(&r.dk, q4, x, "198.18.56.10"), answerFrom(&r.dk, q4, x, "198.18.56.11"), answerFrom(&r.dk, q4, x, "198.18.56.12"),
+		answerFrom(&r.dk, q6b, x, "fe80::10%eth0"), answerFrom(&r.dk, q6b, x, "fe80::11%eth0"), answerFrom(&r.dk, q6b, x, "fe80::12%eth0"),
+		answerFrom(&r.dk, q6b, x, "2001:db8:56::f:10"), answerFrom(&r.dk, q6b, x, "2001:db8:56::f:11"), answerFrom(&r.dk, q6b, x, "2001:db8:56::f:12"),
+	} {
+		if a, _, v := r.take(dg); v == fresh {
+			got = append(got, a.Addr.String())
+		}
+	}
+	want := []string{"198.18.56.10", "198.18.56.11", "fe80::10%eth0", "fe80::11%eth0", "2001:db8:56::f:10", "2001:db8:56::f:11"}
+	if diff := cmp.Diff(want, got); diff != "" || st.Capped != 3 {
+		t.Errorf("one identity: %d capped, handed on (-want +got):\n%s", st.Capped, diff)
+	}
+
+	// Its known address passes; a copy of that answer from another
+	// address does not, nor does an answer from off the link.
+	d.Known = func(id string, a netip.Addr) bool { return a == netip.MustParseAddr("198.18.56.99") }
+	st = Stats{}
+	known := answerFrom(&r.dk, q4, x, "198.18.56.99")
+	dup := known
+	dup.src = netip.MustParseAddrPort("198.18.56.98:7440")
+	off := answerFrom(&r.dk, q4, x, "198.18.57.99")
+	for i, tt := range []struct {
+		dg   datagram
+		want verdict
+	}{{known, fresh}, {dup, dropped}, {off, dropped}, {answerFrom(&r.dk, q4, x, "198.18.56.99"), again}} {
+		if _, _, v := r.take(tt.dg); v != tt.want {
+			t.Errorf("answer %d: verdict %d, want %d", i, v, tt.want)
+		}
+	}
+	if st.Answers != 1 || st.Dropped != 2 || st.Capped != 0 {
+		t.Errorf("stats %+v, want 1 answer, 2 dropped", st)
+	}
+}
+
+// TestReach: an address may answer a query to a loopback address if it
+// is on loopback, and one to a routed address only if it is that one.
+func TestReach(t *testing.T) {
+	reach, err := Reach([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.2:7440"), netip.MustParseAddrPort("198.19.8.9:7440")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, want := range map[string]bool{"127.0.0.9": true, "198.19.8.9": true, "198.19.8.10": false} {
+		if reach(netip.MustParseAddr(a)) != want {
+			t.Errorf("%s: %v, want %v", a, !want, want)
+		}
 	}
 }
