@@ -13,4 +13,8 @@
 // idle sockets cannot lock a controller out), and a budget of failed
 // hellos per source address. A connection is verified by the controller's
 // first request, not by its hello, which anyone who saw it could replay.
+//
+// ServeDiscovery answers discovery queries on a socket from
+// ListenDiscovery: only those sent on the agent's link (TTL 255) from an
+// address of it, within one budget of answers for every source together.
 package agent

@@ -182,33 +182,90 @@
 // handshake never shows it the agent's static key; the salt makes the
 // seal differ between agents answering one query.
 //
+// A controller sends its queries with an IPv4 TTL and an IPv6 hop limit
+// of 255 (DiscoveryHopLimit), to unicast, broadcast and multicast
+// destinations alike. Every router lowers them, so a query that arrives
+// with 255 was sent on the agent's own link, as NDP (RFC 4861) and GTSM
+// (RFC 5082) check; an agent answers no other, so a controller that sends
+// with the usual 64, or from beyond a router, gets no answer.
+//
 // An agent checks a datagram in this order, cheapest first, and sends
 // nothing at all, no answer and no error, for one that fails any check:
 //
 //  1. its length is exactly QueryLen;
 //  2. it has the query magic, version 1 and zero reserved and padding
 //     bytes;
-//  3. its timestamp is within MaxSkew (60 s) of the agent's clock;
-//  4. its MAC is right (compared in constant time) under the discovery
+//  3. it arrived with TTL or hop limit 255, as the kernel tells
+//     (IP_RECVTTL, IPV6_RECVHOPLIMIT);
+//  4. its timestamp is within MaxSkew (60 s) of the agent's clock;
+//  5. its MAC is right (compared in constant time) under the discovery
 //     key of one of the agent's network keys;
-//  5. its nonce was not seen in an accepted query within the skew window
-//     (a filter of bounded size, as for hellos; when it is full, new
-//     queries are dropped until entries expire);
-//  6. its source is a unicast address and a port other than zero, and
-//     that address has not had more answers than its rate allows (a token
-//     bucket per source address: a burst of 8, then 2 a second).
+//  6. its source is a unicast address and a port other than zero, on the
+//     link the query came in on (IP_PKTINFO, IPV6_PKTINFO): a link-local
+//     IPv6 address, or one inside a prefix of that interface's addresses
+//     but an IPv4 subnet's network and broadcast addresses. Whatever
+//     source a sender on the link forges, the answer stays on the link;
+//  7. the agent's answer budget has a token: one budget for every source
+//     together, a burst of 1,000 answers, then 1,000 a second. A budget
+//     per source address would let a sender on the link that forges the
+//     controller's address spend the controller's share;
+//  8. its nonce was not seen in an accepted query within the skew window.
+//     The nonce is recorded only here, with the budget's token (a replay
+//     gives the token back), in a filter of 16,384 nonces. When the
+//     filter is full the query is answered all the same, unrecorded:
+//     only holders of the network key can fill it, they can make fresh
+//     queries anyway, and a full filter that dropped new queries would
+//     let them silence every controller.
 //
-// It answers with the discovery key that verified the query. A controller
-// accepts an answer only if it is exactly AnswerLen bytes with the answer
-// magic, version 1 and a zero reserved byte, its nonce is that of a query
-// it sent within the last MaxSkew, and its MAC is right; it then opens the
+// It answers with the discovery key that verified the query, each nonce
+// once (while the filter has room). One query sent to a broadcast or
+// all-nodes address reaches every agent of the link, so one query with a
+// forged source buys the sender N answers of the query's size at an
+// address of its choice, N being the agents of the link that hold the
+// key: never an answer off the link, never a second one from an agent for
+// the same nonce, and never more than 1,000 a second from one agent,
+// whatever the queries.
+//
+// A controller accepts an answer only if it is exactly AnswerLen bytes
+// with the answer magic, version 1 and a zero reserved byte, its nonce is
+// that of a query it sent within the last MaxSkew, its MAC is right, and
+// it comes from an address of the link that query went out on: the subnet
+// of a broadcast address (but its network and broadcast addresses), the
+// IPv6 prefixes and link-local addresses of the link of an all-nodes
+// address, the prefixes of the link of a unicast address of a directly
+// attached subnet, or that one address otherwise. It then opens the
 // identity and dials the answer's source address at the answer's port (a
-// controller that dials one port only drops answers naming another). An
-// answer is bound to its query by the nonce and to the claimed identity by
-// the MAC, but only the handshake proves the identity: a holder of the
-// network key can claim any fingerprint in an answer, and a holder that
-// also controls the address that answered can answer the handshake there
-// with its own identity only.
+// controller that dials one port only drops answers naming another),
+// each address once a round. An answer is bound to its query by the nonce
+// and to the claimed identity by the MAC, but not to the address it came
+// from: a copy of one answer sent from other addresses has its salt, and
+// ifl counts it once. Only the handshake proves the identity: a holder of
+// the network key can claim any fingerprint in an answer, from any
+// address of the link, and a holder that also controls the address that
+// answered can answer the handshake there with its own identity only. So
+// that such answers cannot make a controller dial at will, ifl dials in
+// one round at most 1,024 addresses for one query (each agent answers a
+// query once: a link with more agents loses the surplus to each query)
+// and at most 2 addresses of each kind (IPv4, link-local IPv6, other IPv6)
+// for one claimed identity, past the addresses where it verified that
+// identity before, which are dialled whatever else answers.
+//
+// What a holder of the network key on the link can still do to
+// discovery: make every agent of the link send up to 1,000 answers a
+// second to one address of the link; silence the agents, by sending them
+// more than 1,000 good queries a second, so that a controller's query
+// gets a token only by chance (ifl then says that a round heard no agent
+// while its inventory has some on the link, and exits 1); make a round
+// dial up to 2 addresses of each kind, all on the link, for each identity
+// it claims, and up to 1,024 for one query, each dial a connection
+// attempt (about 2 s to an empty address); and, answering faster than an
+// agent that the controller has not verified at that address yet (a new
+// or a moved agent), crowd out that agent's answer of one kind with 2
+// forged ones claiming its identity, for that round. A probe that tries
+// every address finds that agent. A sender without the key gets nothing
+// from an agent (a query it replays, nothing either, but while a holder
+// keeps the filter full), a sender off the link nothing at all, and a
+// copy of an answer sent from another address counts for nothing.
 //
 // Broadcast and multicast are often lost: a controller repeats the query
 // with a new nonce for the agents that a datagram missed (ifl sends two),
