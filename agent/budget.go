@@ -79,16 +79,6 @@ func (f *failureBudget) forgetRecovered(now time.Time) {
 	}
 }
 
-// spend takes one of src's tokens if it has one, and reports whether it
-// did: a rate limit per source, where failureBudget's is on failures.
-func (f *failureBudget) spend(src netip.Addr, now time.Time) bool {
-	if !f.allowed(src, now) {
-		return false
-	}
-	f.fail(src, now)
-	return true
-}
-
 // tokenBucket is one budget for a whole agent, whoever the sender: burst
 // tokens, coming back at rate a second. Unlike failureBudget it is keyed
 // on nothing a sender chooses, so no sender can spend another's share by
