@@ -53,6 +53,9 @@ type Ansible struct {
 // hold a template.
 func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration, prefer Prefer) *Ansible {
 	inv := &Ansible{Groups: map[string][]string{"ifl_all": {}, "ifl_stale": {}}, HostVars: map[string]map[string]any{}}
+	// Members of each label group, to add each host to a group once
+	// without a pass over the group.
+	member := map[string]map[string]bool{}
 	for name, h := range s.Names() {
 		stale := now.Sub(h.LastSeen) > staleAfter
 		// A state written before labels were checked may hold bad
@@ -91,7 +94,11 @@ func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration, prefer Pre
 		}
 		for k, v := range lbl {
 			g := GroupName(k, v)
-			if !slices.Contains(inv.Groups[g], name) {
+			if member[g] == nil {
+				member[g] = map[string]bool{}
+			}
+			if !member[g][name] {
+				member[g][name] = true
 				inv.Groups[g] = append(inv.Groups[g], name)
 			}
 		}
