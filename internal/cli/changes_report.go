@@ -39,7 +39,18 @@ type warningReport struct {
 	OtherAddress  string         `json:"other_address,omitempty" yaml:"other_address,omitempty"`
 	Dropped       []droppedLabel `json:"dropped,omitempty" yaml:"dropped,omitempty"` // labels: the first few
 	DroppedCount  int            `json:"dropped_count,omitempty" yaml:"dropped_count,omitempty"`
-	Message       string         `json:"message" yaml:"message"` // for people, unescaped
+	Identities    []string       `json:"identities,omitempty" yaml:"identities,omitempty"` // refused, forgotten: the first few
+	Count         int            `json:"count,omitempty" yaml:"count,omitempty"`
+	Prefixes      []string       `json:"prefixes,omitempty" yaml:"prefixes,omitempty"`
+	MACs          []string       `json:"macs,omitempty" yaml:"macs,omitempty"`
+	Cuts          []cutReport    `json:"cuts,omitempty" yaml:"cuts,omitempty"` // truncated
+	Message       string         `json:"message" yaml:"message"`               // for people, unescaped
+}
+
+type cutReport struct {
+	Field string `json:"field" yaml:"field"`
+	Bytes int    `json:"bytes" yaml:"bytes"`
+	Max   int    `json:"max" yaml:"max"`
 }
 
 type droppedLabel struct {
@@ -64,7 +75,10 @@ func newChangesReport(ch *inventory.Changes) *changesReport {
 	for _, w := range ch.Warnings {
 		wr := warningReport{Kind: w.Kind, Identity: w.Identity, Name: w.Name, Hostname: w.Hostname, Address: w.Addr,
 			OtherIdentity: w.OtherIdentity, OtherName: w.OtherName, OtherHostname: w.OtherHostname, OtherAddress: w.OtherAddr,
-			DroppedCount: w.DroppedCount, Message: w.Message}
+			DroppedCount: w.DroppedCount, Identities: w.Identities, Count: w.Count, Prefixes: w.Prefixes, MACs: w.MACs, Message: w.Message}
+		for _, c := range w.Cuts {
+			wr.Cuts = append(wr.Cuts, cutReport{Field: c.Field, Bytes: c.Bytes, Max: c.Max})
+		}
 		for _, d := range w.Dropped {
 			wr.Dropped = append(wr.Dropped, droppedLabel{Key: d.Key, Reason: d.Reason})
 		}

@@ -44,7 +44,9 @@ marked unsafe, never templated. ansible_host is an address where the host
 proved its identity with the handshake, never one it only reported, and,
 like the other values ifl computes, is plain; ifl_verified_addresses
 lists every such address (IPv4, IPv6, link-local with the controller's
-interface).
+interface). What one prefix or MAC adds in a probe is bounded (256 new
+hosts per /24 or /64, 4 per MAC), and so is every string kept of a host
+(hostname 253 bytes, OS and kernel 256, ...), cut short with a warning.
 
 Addresses: a host verified on both families gets its IPv4 address as
 ansible_host, or its IPv6 one with --prefer ipv6 (IFL_PREFER=ipv6 for

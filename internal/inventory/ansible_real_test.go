@@ -190,8 +190,10 @@ func TestRealAnsible(t *testing.T) {
 					if vars[k] != want {
 						t.Errorf("%s: %s = %q, want it literally: %q", name, k, vars[k], want)
 					}
+					// The long one comes back as the state keeps it: cut
+					// short, ending in inventory.Truncated.
 					for _, p := range payloads {
-						if want == p {
+						if cut, ok := strings.CutSuffix(want, inventory.Truncated); want == p || ok && strings.HasPrefix(p, cut) {
 							seen[p] = true
 						}
 					}

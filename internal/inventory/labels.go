@@ -28,7 +28,9 @@ type DroppedLabel struct {
 // checkLabels returns the labels the inventory keeps and those it drops.
 // A key must match the agent's rule ([A-Za-z0-9_.-], 1 to 64 characters)
 // and must not make a group of ifl's own (ifl, ifl_*, in any case); a
-// value must be 1 to 128 bytes; past MaxLabels, in key order, labels are
+// value must be 1 to 128 bytes once invalid UTF-8 is made U+FFFD (as the
+// state's JSON would make it: a value must read back as it was kept);
+// past MaxLabels, in key order, labels are
 // dropped. Group names are then <key>_<value>, always with a "_", so a
 // label can never make all, ungrouped, _meta or a host's name.
 func checkLabels(m map[string]string) (map[string]string, []DroppedLabel) {
@@ -43,7 +45,7 @@ func checkLabels(m map[string]string) (map[string]string, []DroppedLabel) {
 	kept := map[string]string{}
 	var dropped []DroppedLabel
 	for _, k := range keys {
-		v := m[k]
+		v := strings.ToValidUTF8(m[k], "\uFFFD")
 		var why string
 		switch {
 		case !labelKey.MatchString(k):

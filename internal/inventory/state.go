@@ -168,6 +168,14 @@ func (e event) change() HostChange {
 // those not seen for longest forgotten first, each with a warning. A
 // re-imaged host whose old identity answered in two probes or more
 // appears as new, and the old one as not seen.
+//
+// What one prefix, or one MAC, can add is bounded too (bounds.go): of the
+// identities new in a probe, at most MaxNewPerPrefix per /24 or /64 and
+// MaxNewPerMAC per MAC are added, the others refused with one warning;
+// and of the hosts that answered in one probe only, at most
+// MaxNewPerPrefix per prefix are kept, those not in this probe and seen
+// longest ago forgotten first, with one warning. Every string of a host
+// is kept within its bound (bounds.go), with a warning when one is cut.
 func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
 	ch := Changes{New: []HostChange{}, Moved: []HostChange{}, Renamed: []HostChange{}, Unseen: []HostChange{}, Warnings: []Warning{}}
 	if s.Hosts == nil {
@@ -200,24 +208,33 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 			holder[a] = g.o.Identity
 		}
 	}
+	refused, w := s.admit(groups)
+	if w != nil {
+		warns = append(warns, w)
+	}
 	seen := map[string]bool{}
 	for _, g := range groups {
 		o := g.o
 		for _, c := range g.copies {
 			warns = append(warns, &warning{kind: KindCopiedKey, identity: o.Identity, addr: o.Addr.String(), otherAddr: c.String()})
 		}
+		if refused[o.Identity] {
+			continue
+		}
 		seen[o.Identity] = true
 		f := o.Facts
 		if f == nil {
 			f = &proto.Facts{}
 		}
+		hostname, _ := bound(f.Hostname, MaxHostname)
+		machineID, _ := bound(f.MachineID, MaxMachineID)
 		ip := o.Addr.String()
 		h := s.Hosts[o.Identity]
 		taken := func(a netip.Addr) bool { return holder[a] != "" && holder[a] != o.Identity }
 		if h == nil {
-			if f.MachineID != "" {
-				for _, other := range byMachine[f.MachineID] {
-					if other.MachineID == f.MachineID && other.Identity != o.Identity && s.Hosts[other.Identity] == other {
+			if machineID != "" {
+				for _, other := range byMachine[machineID] {
+					if other.MachineID == machineID && other.Identity != o.Identity && s.Hosts[other.Identity] == other {
 						warns = append(warns, &warning{kind: KindMachineID, identity: o.Identity, addr: ip, other: other})
 					}
 				}
@@ -228,7 +245,7 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 					warns = append(warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
 				}
 			}
-			h = &Host{Identity: o.Identity, FirstSeen: now, Hostname: f.Hostname}
+			h = &Host{Identity: o.Identity, FirstSeen: now}
 			h.Verified = updateVerified(nil, g.addrs, now, covered, taken)
 			h.IP = h.Verified[0].Addr
 			s.Hosts[o.Identity] = h
@@ -245,28 +262,30 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 				h.IP = to
 				byAddr[to] = append(byAddr[to], h)
 			}
-			if f.Hostname != h.Hostname {
+			if hostname != h.Hostname {
 				// The name follows the hostname: it is given anew below,
 				// from the new hostname, by the rules every name obeys.
 				renames = append(renames, event{h: h, hostname: f.Hostname, from: h.Hostname, to: f.Hostname, oldName: h.Name})
 				h.Name = ""
 			}
 		}
-		h.Hostname = f.Hostname
-		if f.MachineID != "" && f.MachineID != h.MachineID {
-			byMachine[f.MachineID] = append(byMachine[f.MachineID], h)
+		if machineID != "" && machineID != h.MachineID {
+			byMachine[machineID] = append(byMachine[machineID], h)
 		}
-		h.MachineID = f.MachineID
+		if cuts := h.setFacts(f); len(cuts) > 0 {
+			warns = append(warns, &warning{kind: KindTruncated, identity: h.Identity, host: h, addr: h.IP, cuts: cuts})
+		}
 		h.Port = o.Port
-		h.OS = f.OS.PrettyName
-		h.Kernel = f.Kernel
-		h.AgentVersion = f.AgentVersion
-		h.Gateway = f.Gateway()
 		var dropped []DroppedLabel
 		h.Labels, dropped = checkLabels(f.Labels)
-		keys := make([]string, 0, len(dropped))
-		for _, d := range dropped {
-			keys = append(keys, d.Key)
+		// The keys are remembered to warn once, not shown: a bounded
+		// number of them, each within a label key's bound.
+		keys := make([]string, 0, min(len(dropped), MaxLabels))
+		for i := range dropped {
+			dropped[i].Key, _ = bound(dropped[i].Key, MaxLabelKey)
+			if len(keys) < MaxLabels {
+				keys = append(keys, dropped[i].Key)
+			}
 		}
 		if len(dropped) > 0 && !slices.Equal(keys, h.Dropped) {
 			warns = append(warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: h.IP, dropped: dropped})
@@ -284,17 +303,11 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 			}
 			h.Addresses = append(h.Addresses, a.String())
 		}
-		h.MACs = h.MACs[:0]
-		for _, ifc := range f.Interfaces {
-			if len(h.MACs) == MaxAddresses {
-				break
-			}
-			if ifc.MAC != "" && !slices.Contains(h.MACs, ifc.MAC) && len(ifc.Addrs) > 0 {
-				h.MACs = append(h.MACs, ifc.MAC)
-			}
-		}
 	}
 	warns = append(warns, s.evict(present)...)
+	if w := s.forgetProbation(present); w != nil {
+		warns = append(warns, w)
+	}
 	s.assignNames()
 	if complete {
 		for _, h := range s.Sorted() {

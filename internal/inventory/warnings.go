@@ -12,6 +12,9 @@ const (
 	KindReplaced  = "replaced"   // a new identity replaced a host seen in one probe at its address
 	KindEvicted   = "evicted"    // a host was forgotten: too many identities at its address
 	KindLabels    = "labels"     // labels were dropped
+	KindRefused   = "refused"    // new identities were not added: too many in one prefix, or at one MAC
+	KindForgotten = "forgotten"  // hosts seen in one probe only were forgotten: too many in one prefix
+	KindTruncated = "truncated"  // facts were cut short to their bounds
 )
 
 // Warning is a conflict or a problem found while applying a probe. Its
@@ -34,12 +37,44 @@ type Warning struct {
 	// Dropped labels (labels).
 	Dropped      []DroppedLabel `json:"dropped,omitempty" yaml:"dropped,omitempty"` // the first 20
 	DroppedCount int            `json:"dropped_count,omitempty" yaml:"dropped_count,omitempty"`
+	// The identities a bound refused or forgot (refused, forgotten):
+	// the first 20 of Count.
+	Identities []string `json:"identities,omitempty" yaml:"identities,omitempty"`
+	Count      int      `json:"count,omitempty" yaml:"count,omitempty"`
+	// The prefixes and the MACs (as agents reported them) whose bound
+	// was reached (refused, forgotten): the first 20 of each.
+	Prefixes []string `json:"prefixes,omitempty" yaml:"prefixes,omitempty"`
+	MACs     []string `json:"macs,omitempty" yaml:"macs,omitempty"`
+	// The facts cut short (truncated).
+	Cuts []Cut `json:"cuts,omitempty" yaml:"cuts,omitempty"`
 	// Message is Text without escaping, for logs and machines.
 	Message string `json:"message" yaml:"message"`
 }
 
-// maxShownLabels bounds the dropped labels a warning names.
-const maxShownLabels = 5
+// maxShownLabels bounds the dropped labels a warning names; maxListed
+// bounds the identities, prefixes and MACs a warning's fields list.
+const (
+	maxShownLabels = 5
+	maxListed      = 20
+)
+
+// list joins items for a message: the first few, then how many more.
+func list(items []string, total int, esc func(string) string) string {
+	var b strings.Builder
+	for i, it := range items {
+		if i == maxShownLabels {
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(esc(it))
+	}
+	if n := total - min(len(items), maxShownLabels); n > 0 {
+		fmt.Fprintf(&b, " and %d more", n)
+	}
+	return b.String()
+}
 
 // Text renders the warning for people, passing every string an agent
 // chose through esc (untrusted.Text in the CLI).
@@ -78,8 +113,38 @@ func (w *Warning) Text(esc func(string) string) string {
 			b.WriteString(esc(d.Key) + " (" + d.Reason + ")")
 		}
 		return b.String()
+	case KindRefused:
+		var over []string
+		if len(w.Prefixes) > 0 {
+			over = append(over, fmt.Sprintf("more than %d new hosts in %s", MaxNewPerPrefix, list(w.Prefixes, len(w.Prefixes), esc)))
+		}
+		if len(w.MACs) > 0 {
+			over = append(over, fmt.Sprintf("more than %d new identities at MAC %s", MaxNewPerMAC, list(w.MACs, len(w.MACs), esc)))
+		}
+		return fmt.Sprintf("%s not added (%s): %s; they are added in a later probe, as the bounds allow",
+			plural(w.Count, "new identity", "new identities"), strings.Join(over, "; "), list(w.Identities, w.Count, esc))
+	case KindForgotten:
+		return fmt.Sprintf("%s seen in one probe only forgotten, past %d such hosts in %s: %s",
+			plural(w.Count, "host", "hosts"), MaxNewPerPrefix, list(w.Prefixes, len(w.Prefixes), esc), list(w.Identities, w.Count, esc))
+	case KindTruncated:
+		var b strings.Builder
+		b.WriteString(who(w.Name, w.Hostname, w.Identity) + ": cut short in the inventory (ending in " + Truncated + "): ")
+		for i, c := range w.Cuts {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s (%d bytes, at most %d kept)", c.Field, c.Bytes, c.Max)
+		}
+		return b.String()
 	}
 	return w.Kind + ": " + w.Identity
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprint(n) + " " + many
 }
 
 // warning is a Warning being built: the names of its hosts are known once
@@ -91,6 +156,9 @@ type warning struct {
 	addr, otherAddr string
 	other           *Host
 	dropped         []DroppedLabel
+	ids             []string // refused, forgotten
+	prefixes, macs  []string // refused, forgotten
+	cuts            []Cut    // truncated
 }
 
 func (w *warning) build(s *State) Warning {
@@ -105,10 +173,17 @@ func (w *warning) build(s *State) Warning {
 	if o := w.other; o != nil {
 		out.OtherIdentity, out.OtherName, out.OtherHostname = o.Identity, o.Name, o.Hostname
 	}
-	if len(out.Dropped) > maxShownLabels*4 {
-		// The message names a few; the structure keeps a bounded list.
-		out.Dropped = out.Dropped[:maxShownLabels*4]
+	if w.kind == KindRefused || w.kind == KindForgotten {
+		// Of hosts gone, or never added: no name to show.
+		out.Name, out.Hostname = "", ""
 	}
+	// The message names a few; the structure keeps bounded lists.
+	out.Dropped = out.Dropped[:min(len(out.Dropped), maxListed)]
+	out.Count = len(w.ids)
+	out.Identities = w.ids[:min(len(w.ids), maxListed)]
+	out.Prefixes = w.prefixes[:min(len(w.prefixes), maxListed)]
+	out.MACs = w.macs[:min(len(w.macs), maxListed)]
+	out.Cuts = w.cuts
 	out.Message = out.Text(func(s string) string { return s })
 	return out
 }
