@@ -16,6 +16,11 @@ import (
 
 // InventoryCmd shows the inventory, for people and for Ansible.
 type InventoryCmd struct {
+	Action   string `arg:"" optional:"" enum:",name" default:"" help:"name: give <name> to the host of <identity> (see Names above). Without it, show the inventory."`
+	NewName  string `arg:"" optional:"" name:"name" help:"With name: the inventory name to give, a DNS host name."`
+	Identity string `arg:"" optional:"" help:"With name: the host's identity, or its first 8 or more hex digits."`
+	Force    bool   `help:"With name: take <name> from the host that holds it (which gets another name by the rules), or from the identity it is reserved for."`
+
 	List       bool   `help:"Print the Ansible dynamic inventory (groups, and every host's variables under _meta.hostvars)."`
 	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host: by inventory name, or by the first 8 or more hex digits of its identity."`
 	Output     string `short:"o" enum:"table,tsv,json,yaml" default:"table" help:"table (for people), tsv (tab-separated rows for scripts), json (same as --list) or yaml (a static Ansible inventory file)."`
@@ -55,12 +60,27 @@ most recently verified first. A host with one family uses it.
 
 Names: a host is named by its hostname when that is a valid DNS host
 name, not reserved (localhost, localhost.*, *.localhost, all, ungrouped,
-anything that reads as an IP address) and not held by another host;
-else by its hostname with "-" and the start of its identity (8 hex
-digits, more if needed), or "ifl-" and the start of its identity when
-the hostname is unusable. A hostname that ends in "-" and 8 or more hex
-digits gets a suffix of its own unless they start its identity. A name,
-once given, is kept in the state until the host's hostname changes.
+anything that reads as an IP address), not held by another host in any
+case (web1 and WEB1 are one name) and not reserved for another
+identity; else by its hostname with "-" and the start of its identity
+(16 hex digits, more if needed), or "ifl-" and the start of its identity
+when the hostname is unusable. A hostname that ends in "-" and 8 or more
+hex digits gets a suffix of its own unless they start its identity. A
+name, once given, is kept in the state until the host's hostname
+changes. When a host is pruned, or forgotten for too many identities at
+its address after two probes or more, its name stays reserved for its
+identity for 30 days: no other host gets it.
+
+A re-imaged host has a new identity, so it gets a name of its own; give
+it the old one once the old identity is pruned (the name is reserved
+for that identity, hence --force):
+
+  ifl inventory --prune 7d
+  ifl inventory name db1 5d0c1e22 --force    # name, then identity (or its start)
+
+name refuses a name that is not a DNS host name or that Ansible reads
+as something else, and one held by another host or reserved for another
+identity unless --force.
 
 Groups: ifl_all, ifl_stale (not seen for --stale-after), and one group
 <key>_<value> per label (role: web -> role_web; characters other than
@@ -76,7 +96,8 @@ Examples:
   ifl inventory                          # a table for people
   ifl inventory -o yaml > hosts.yaml     # a static inventory file
   ifl inventory --prefer ipv6 --list     # reach dual-stack hosts over IPv6
-  ifl inventory --prune 30d`
+  ifl inventory --prune 30d
+  ifl inventory name web2 5d0c1e22       # web2 for identity 5d0c1e22...`
 }
 
 // parseAge reads a duration that may also be in days ("7d").
@@ -117,6 +138,12 @@ func (c *InventoryCmd) Run(env *Env) error {
 		return err
 	}
 	now := time.Now().UTC()
+	if err := c.checkAction(); err != nil {
+		return err
+	}
+	if c.Action == "name" {
+		return c.giveName(env, path, now)
+	}
 	// A missing state is no fleet to show, not an empty fleet: Ansible
 	// would run its plays against no host and say nothing.
 	st, err := inventory.LoadExisting(path)
@@ -129,8 +156,12 @@ func (c *InventoryCmd) Run(env *Env) error {
 			return fmt.Errorf("--prune: %w", err)
 		}
 		err = inventory.Update(path, func(s *inventory.State) error {
-			for _, h := range s.Prune(now, age) {
+			pruned, dropped := s.Prune(now, age)
+			for _, h := range pruned {
 				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", h.Name, h.Identity, h.LastSeen.Format(time.RFC3339), h.IP)
+			}
+			for _, r := range dropped {
+				fmt.Fprintf(env.Stderr, "warning: name %s is no longer reserved for identity %s: more than %d names reserved\n", untrusted.Text(r.Name), untrusted.Text(r.Identity), inventory.MaxReserved)
 			}
 			st = s
 			return nil
@@ -208,4 +239,83 @@ func stateError(err error, defaulted bool) error {
 		return fmt.Errorf("%w (the controller's state is for root and its group: run as root, or as a member of the group that owns the file)", err)
 	}
 	return err
+}
+
+// checkAction refuses arguments without their action, and the flags that
+// show the inventory beside name, which changes it.
+func (c *InventoryCmd) checkAction() error {
+	if c.Action == "" {
+		if c.NewName != "" || c.Identity != "" || c.Force {
+			return fmt.Errorf("<name>, <identity> and --force go with the action name: ifl inventory name NAME IDENTITY")
+		}
+		return nil
+	}
+	if c.NewName == "" || c.Identity == "" {
+		return fmt.Errorf("name takes a name and an identity: ifl inventory name db1 5d0c1e22 gives db1 to the host whose identity starts with 5d0c1e22")
+	}
+	for _, f := range []struct {
+		set  bool
+		flag string
+	}{{c.List, "--list"}, {c.Host != "", "--host"}, {c.Prune != "", "--prune"}, {c.Output != formatTable, "-o"}, {c.NoHeader, "--no-header"}} {
+		if f.set {
+			return fmt.Errorf("name changes the inventory and shows nothing; %s is for showing it: run it on its own", f.flag)
+		}
+	}
+	return nil
+}
+
+// giveName gives a name to a host at the operator's word.
+func (c *InventoryCmd) giveName(env *Env, path string, now time.Time) error {
+	p, err := identityPrefix("identity", c.Identity)
+	if err != nil {
+		return err
+	}
+	if _, err := inventory.LoadExisting(path); err != nil {
+		return stateError(err, c.State == "")
+	}
+	var done *inventory.Named
+	err = inventory.Update(path, func(s *inventory.State) error {
+		var found []*inventory.Host
+		for _, h := range s.Hosts {
+			if strings.HasPrefix(h.Identity, p) {
+				found = append(found, h)
+			}
+		}
+		switch len(found) {
+		case 0:
+			return fmt.Errorf("inventory: no host's identity starts with %s (ifl inventory lists them)", p)
+		case 1:
+		default:
+			var ids []string
+			for _, h := range found {
+				ids = append(ids, h.Identity+" ("+h.Name+")")
+			}
+			sortStrings(ids)
+			return fmt.Errorf("inventory: identity prefix %s is ambiguous: %s", p, strings.Join(ids, ", "))
+		}
+		done, err = s.GiveName(now, c.NewName, found[0].Identity, c.Force)
+		switch {
+		case errors.Is(err, inventory.ErrNameHeld):
+			return fmt.Errorf("%w: --force takes it from that host, which gets another name by the rules", err)
+		case errors.Is(err, inventory.ErrNameReserved):
+			return fmt.Errorf("%w: --force gives it to %s anyway", err, found[0].Identity)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	h := done.Host
+	was := ""
+	if done.OldName != h.Name {
+		was = ", was " + untrusted.Text(done.OldName)
+	}
+	fmt.Fprintf(env.Stderr, "named:     %s (%s%s)\n", untrusted.Text(h.Name), h.Identity, was)
+	if o := done.From; o != nil {
+		fmt.Fprintf(env.Stderr, "renamed:   %s (%s), was %s\n", untrusted.Text(o.Name), o.Identity, untrusted.Text(h.Name))
+	}
+	if r := done.Unreserved; r != nil {
+		fmt.Fprintf(env.Stderr, "warning:   %s was reserved for identity %s (%s on %s): no longer\n", untrusted.Text(r.Name), r.Identity, r.Why, r.Since.UTC().Format(time.RFC3339))
+	}
+	return nil
 }

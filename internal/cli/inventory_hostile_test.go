@@ -27,7 +27,7 @@ func TestHostileAgentOnTerminal(t *testing.T) {
 	}
 	state := filepath.Join(t.TempDir(), "inventory.json")
 	id := a.Identity.Fingerprint()
-	name := "ifl-" + id[:8]
+	name := "ifl-" + id[:16]
 
 	code, stdout, stderr := run(t, "probe", "--network-key", keyFile, "--connect", "--state", state, "-p", strconv.Itoa(a.Port), "127.0.0.1", "-o", "json")
 	if code != 0 {

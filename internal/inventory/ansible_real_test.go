@@ -57,7 +57,7 @@ func hostileState(t *testing.T, path string) (payloads, pwned []string) {
 		}),
 		host("22222222000000000000000000000002", "198.18.0.2", "web", stmt, map[string]string{"role": "web", stmt: "x"}),
 		host("33333333000000000000000000000003", "198.18.0.3", "web", expr, map[string]string{"role": "web"}),
-		host("44444444000000000000000000000004", "198.18.0.4", "web-33333333", stmt, map[string]string{"env": "123"}),
+		host("44444444000000000000000000000004", "198.18.0.4", "web-3333333300000000", stmt, map[string]string{"env": "123"}),
 		host("55555555000000000000000000000005", "198.18.0.5", ctl, ctl, map[string]string{"f": ctl}),
 		host("66666666000000000000000000000006", "198.18.0.6", long, long, many),
 		host("77777777000000000000000000000007", "198.18.0.7", "127.0.0.1", stmt, nil),
@@ -164,11 +164,11 @@ func TestRealAnsible(t *testing.T) {
 					t.Errorf("host %q missing", name)
 				}
 			}
-			for _, bad := range []string{"localhost", "127.0.0.1", "all", "web-33333333"} {
-				if v := list.Meta.HostVars[bad]; bad != "web-33333333" && v != nil {
+			for _, bad := range []string{"localhost", "127.0.0.1", "all", "web-3333333300000000"} {
+				if v := list.Meta.HostVars[bad]; bad != "web-3333333300000000" && v != nil {
 					t.Errorf("a host is named %q", bad)
-				} else if bad == "web-33333333" && (v == nil || v["ifl_identity"] != "33333333000000000000000000000003") {
-					t.Errorf("web-33333333 is not 3333's: %v", v["ifl_identity"])
+				} else if bad == "web-3333333300000000" && (v == nil || v["ifl_identity"] != "33333333000000000000000000000003") {
+					t.Errorf("web-3333333300000000 is not 3333's: %v", v["ifl_identity"])
 				}
 			}
 

@@ -209,7 +209,7 @@ func TestFactsAreBounded(t *testing.T) {
 	if len(tr) != 1 || !cmp.Equal(tr[0].Cuts, want) {
 		t.Fatalf("truncated warnings %+v", tr)
 	}
-	if !strings.HasPrefix(tr[0].Message, "ifl-01234567 ("+id+"): cut short in the inventory (ending in …): hostname (60002 bytes, at most 253 kept), machine_id (30002 bytes, at most 128 kept), ") {
+	if !strings.HasPrefix(tr[0].Message, "ifl-0123456789abcdef ("+id+"): cut short in the inventory (ending in …): hostname (60002 bytes, at most 253 kept), machine_id (30002 bytes, at most 128 kept), ") {
 		t.Errorf("message %q", tr[0].Message)
 	}
 	if tr := warningsOf(apply(1), KindTruncated); len(tr) != 0 {

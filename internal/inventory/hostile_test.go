@@ -222,36 +222,36 @@ func TestReservedNames(t *testing.T) {
 	for hostname, want := range map[string]string{
 		"web":                     "web",
 		"web.example.com":         "web.example.com",
-		"localhost":               "ifl-01234567",
-		"LocalHost":               "ifl-01234567",
-		"localhost.localdomain":   "ifl-01234567",
-		"db.localhost":            "ifl-01234567",
-		"127.0.0.1":               "ifl-01234567",
-		"::1":                     "ifl-01234567",
-		"10.1.2.3":                "ifl-01234567",
-		"127.1":                   "ifl-01234567",
-		"2130706433":              "ifl-01234567",
-		"0x7f000001":              "ifl-01234567",
-		"fe80::1%eth0":            "ifl-01234567",
-		"all":                     "ifl-01234567",
-		"ungrouped":               "ifl-01234567",
-		"ifl_all":                 "ifl-01234567",
-		"_meta":                   "ifl-01234567",
-		"role_web":                "ifl-01234567",
-		"":                        "ifl-01234567",
-		"web 1":                   "ifl-01234567",
-		"web\x1b[2J":              "ifl-01234567",
-		"web\n":                   "ifl-01234567",
-		"-web":                    "ifl-01234567",
-		"web.":                    "ifl-01234567",
-		"{{ 1 }}":                 "ifl-01234567",
-		"web[1:3]":                "ifl-01234567",
-		"web:22":                  "ifl-01234567",
-		strings.Repeat("a", 64):   "ifl-01234567",
-		strings.Repeat("a.", 127): "ifl-01234567",
-		"web-deadbeef":            "web-deadbeef-01234567",
+		"localhost":               "ifl-0123456789abcdef",
+		"LocalHost":               "ifl-0123456789abcdef",
+		"localhost.localdomain":   "ifl-0123456789abcdef",
+		"db.localhost":            "ifl-0123456789abcdef",
+		"127.0.0.1":               "ifl-0123456789abcdef",
+		"::1":                     "ifl-0123456789abcdef",
+		"10.1.2.3":                "ifl-0123456789abcdef",
+		"127.1":                   "ifl-0123456789abcdef",
+		"2130706433":              "ifl-0123456789abcdef",
+		"0x7f000001":              "ifl-0123456789abcdef",
+		"fe80::1%eth0":            "ifl-0123456789abcdef",
+		"all":                     "ifl-0123456789abcdef",
+		"ungrouped":               "ifl-0123456789abcdef",
+		"ifl_all":                 "ifl-0123456789abcdef",
+		"_meta":                   "ifl-0123456789abcdef",
+		"role_web":                "ifl-0123456789abcdef",
+		"":                        "ifl-0123456789abcdef",
+		"web 1":                   "ifl-0123456789abcdef",
+		"web\x1b[2J":              "ifl-0123456789abcdef",
+		"web\n":                   "ifl-0123456789abcdef",
+		"-web":                    "ifl-0123456789abcdef",
+		"web.":                    "ifl-0123456789abcdef",
+		"{{ 1 }}":                 "ifl-0123456789abcdef",
+		"web[1:3]":                "ifl-0123456789abcdef",
+		"web:22":                  "ifl-0123456789abcdef",
+		strings.Repeat("a", 64):   "ifl-0123456789abcdef",
+		strings.Repeat("a.", 127): "ifl-0123456789abcdef",
+		"web-deadbeef":            "web-deadbeef-0123456789abcdef",
 		"web-01234567":            "web-01234567",
-		"ifl-deadbeef":            "ifl-deadbeef-01234567",
+		"ifl-deadbeef":            "ifl-deadbeef-0123456789abcdef",
 	} {
 		s := New()
 		s.Apply(t0, []Observation{ob(id, "198.18.0.5", hostname)}, all, true)
@@ -277,18 +277,18 @@ func TestNamesAreHeld(t *testing.T) {
 	t.Run("squatter after", func(t *testing.T) {
 		s := New()
 		s.Apply(t0, []Observation{ob(a, "198.18.0.1", "web"), ob(b, "198.18.0.2", "web")}, all, true)
-		want := map[string]string{a: "web", b: "web-bbbbbbbb"}
+		want := map[string]string{a: "web", b: "web-bbbbbbbb00000000"}
 		if diff := cmp.Diff(want, named(s)); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
 		for i := range 4 {
 			// c calls itself by b's name, and the probe order varies.
-			obs := []Observation{ob(c, "198.18.0.3", "web-bbbbbbbb"), ob(b, "198.18.0.2", "web"), ob(a, "198.18.0.1", "web")}
+			obs := []Observation{ob(c, "198.18.0.3", "web-bbbbbbbb00000000"), ob(b, "198.18.0.2", "web"), ob(a, "198.18.0.1", "web")}
 			if i%2 == 1 {
 				obs[0].Addr = netip.MustParseAddr("198.18.0.0")
 			}
 			s.Apply(t0.Add(time.Duration(i+1)*time.Minute), obs, all, true)
-			want[c] = "web-bbbbbbbb-cccccccc"
+			want[c] = "web-bbbbbbbb00000000-cccccccc00000000"
 			if diff := cmp.Diff(want, named(s)); diff != "" {
 				t.Fatalf("probe %d (-want +got):\n%s", i, diff)
 			}
@@ -296,19 +296,19 @@ func TestNamesAreHeld(t *testing.T) {
 	})
 	t.Run("squatter first", func(t *testing.T) {
 		s := New()
-		s.Apply(t0, []Observation{ob(c, "198.18.0.3", "web-bbbbbbbb"), ob(a, "198.18.0.1", "web")}, all, true)
-		s.Apply(t0.Add(time.Minute), []Observation{ob(b, "198.18.0.2", "web"), ob(c, "198.18.0.3", "web-bbbbbbbb"), ob(a, "198.18.0.1", "web")}, all, true)
-		want := map[string]string{a: "web", b: "web-bbbbbbbb", c: "web-bbbbbbbb-cccccccc"}
+		s.Apply(t0, []Observation{ob(c, "198.18.0.3", "web-bbbbbbbb00000000"), ob(a, "198.18.0.1", "web")}, all, true)
+		s.Apply(t0.Add(time.Minute), []Observation{ob(b, "198.18.0.2", "web"), ob(c, "198.18.0.3", "web-bbbbbbbb00000000"), ob(a, "198.18.0.1", "web")}, all, true)
+		want := map[string]string{a: "web", b: "web-bbbbbbbb00000000", c: "web-bbbbbbbb00000000-cccccccc00000000"}
 		if diff := cmp.Diff(want, named(s)); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
 	})
 	t.Run("grinding a prefix extends the suffix", func(t *testing.T) {
-		b2 := "bbbbbbbbffff0000000000000000000f"
+		b2 := "bbbbbbbb00000000ffff00000000000f"
 		s := New()
 		s.Apply(t0, []Observation{ob(a, "198.18.0.1", "web"), ob(b, "198.18.0.2", "web")}, all, true)
 		s.Apply(t0.Add(time.Minute), []Observation{ob(b2, "198.18.0.4", "web")}, all, false)
-		if got := named(s)[b2]; got != "web-bbbbbbbbffff" {
+		if got := named(s)[b2]; got != "web-bbbbbbbb00000000ffff" {
 			t.Errorf("name %q", got)
 		}
 	})
@@ -328,11 +328,11 @@ func TestNamesAreHeld(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Hosts[b].Name != "web" || s.Hosts[a].Name != "web-aaaaaaaa" {
+		if s.Hosts[b].Name != "web" || s.Hosts[a].Name != "web-aaaaaaaa00000000" {
 			t.Errorf("names %q %q", s.Hosts[b].Name, s.Hosts[a].Name)
 		}
 		raw, _ := os.ReadFile(path)
-		if !strings.Contains(string(raw), `"name": "web-aaaaaaaa"`) {
+		if !strings.Contains(string(raw), `"name": "web-aaaaaaaa00000000"`) {
 			t.Errorf("names are not in the state file:\n%s", raw)
 		}
 	})
@@ -341,7 +341,7 @@ func TestNamesAreHeld(t *testing.T) {
 		s.Apply(t0, []Observation{ob(a, "198.18.0.1", "web"), ob(b, "198.18.0.2", "web")}, all, true)
 		ch := s.Apply(t0.Add(time.Minute), []Observation{ob(a, "198.18.0.1", "api"), ob(b, "198.18.0.2", "web")}, all, true)
 		// b keeps its name though web is free now: names are stable.
-		want := map[string]string{a: "api", b: "web-bbbbbbbb"}
+		want := map[string]string{a: "api", b: "web-bbbbbbbb00000000"}
 		if diff := cmp.Diff(want, named(s)); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
@@ -353,7 +353,7 @@ func TestNamesAreHeld(t *testing.T) {
 		// given back to a when it returns to web.
 		s.Apply(t0.Add(2*time.Minute), []Observation{ob(c, "198.18.0.3", "web")}, all, false)
 		s.Apply(t0.Add(3*time.Minute), []Observation{ob(a, "198.18.0.1", "web")}, all, false)
-		want = map[string]string{a: "web-aaaaaaaa", b: "web-bbbbbbbb", c: "web"}
+		want = map[string]string{a: "web-aaaaaaaa00000000", b: "web-bbbbbbbb00000000", c: "web"}
 		if diff := cmp.Diff(want, named(s)); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
@@ -396,9 +396,11 @@ func TestOldStateKeepsItsNames(t *testing.T) {
 	if diff := cmp.Diff(want, named(s)); diff != "" {
 		t.Errorf("after a probe (-want +got):\n%s", diff)
 	}
-	// A name edited into a state that a host may not hold is given anew.
+	// A name edited into a state that a host may not hold is given anew,
+	// with today's suffix.
 	s.Hosts["cccccccc00000000000000000000000c"].Name = "localhost"
 	s.Hosts["dddddddd00000000000000000000000d"].Name = "web"
+	want["dddddddd00000000000000000000000d"] = "ifl-dddddddd00000000"
 	if diff := cmp.Diff(want, named(s)); diff != "" {
 		t.Errorf("after a bad edit (-want +got):\n%s", diff)
 	}

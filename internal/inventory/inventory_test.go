@@ -90,7 +90,7 @@ func TestApply(t *testing.T) {
 		t.Errorf("clone conflicts: %+v", ch.Warnings)
 	}
 
-	if pruned := s.Prune(t1.Add(time.Minute), 30*time.Minute); len(pruned) != 1 || pruned[0].Identity != "bbbb" {
+	if pruned, _ := s.Prune(t1.Add(time.Minute), 30*time.Minute); len(pruned) != 1 || pruned[0].Identity != "bbbb" {
 		t.Errorf("pruned %v", pruned)
 	}
 }

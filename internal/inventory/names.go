@@ -1,18 +1,24 @@
 package inventory
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Inventory names are chosen by ifl, not by agents: an agent's hostname is
 // a wish that is granted only when it is a plain DNS host name that no
-// other identity holds and that Ansible does not give a meaning of its
-// own. Once given, a name is kept in the state (Host.Name) until the
-// agent's hostname changes or the host is forgotten, so no other host can
-// take it over in a later probe.
+// other identity holds, in any case, and that Ansible does not give a
+// meaning of its own. Once given, a name is kept in the state (Host.Name)
+// until the agent's hostname changes or the host is forgotten, so no other
+// host can take it over in a later probe; and when an established host is
+// forgotten (pruned, or evicted by the bound on identities per address),
+// its name stays reserved for its identity for ReserveFor (see reserve).
 //
 // The rules, in the order they are tried for one host:
 //
@@ -22,10 +28,14 @@ import (
 //     reads as an IP address, including inet_aton's forms such as 127.1),
 //     does not end in "-" and 8 or more hex digits that are not the start
 //     of the host's own identity (those look like ifl's suffixes, below),
-//     and is not held by another identity;
+//     is not held by another identity and not reserved for one;
 //   - else its hostname (when valid and not reserved) with "-" and the
-//     first 8, 12, 16, ... 32 hex digits of its identity, the first free;
-//   - else "ifl-" and the first 8, 12, ... 32 hex digits of its identity.
+//     first 16, 20, ... 32 hex digits of its identity, the first free;
+//   - else "ifl-" and the first 16, 20, ... 32 hex digits of its identity.
+//
+// Sixteen hex digits are 64 bits: no key can be made to start with
+// another's. Names given with 8 (before suffixes were widened) are kept
+// by the hosts that hold them.
 //
 // Host names never contain "_" and every group name except all and
 // ungrouped does, so a host name can never be a group name.
@@ -36,7 +46,41 @@ const (
 	// maxName bounds a name ifl gave: a host name plus "-" and a whole
 	// identity.
 	maxName = maxHostname + 1 + 32
+	// suffixMin is the shortest identity prefix a name is given with.
+	suffixMin = 16
+	// legacySuffix is the one names were given with before: a state
+	// written before names were kept gets the names it had.
+	legacySuffix = 8
 )
+
+// Reservations.
+const (
+	// ReserveFor is how long the name of a forgotten host stays
+	// reserved for its identity.
+	ReserveFor = 30 * 24 * time.Hour
+	// MaxReserved bounds the reservations the state keeps.
+	MaxReserved = 1024
+)
+
+// Why a name is reserved.
+const (
+	ReservedPruned  = "pruned"  // its host was pruned
+	ReservedEvicted = "evicted" // its host was forgotten: too many identities at its address
+	ReservedNamed   = "named"   // its host was given another name (GiveName)
+)
+
+// Reservation is a name kept for the identity that held it: no other
+// identity is given it until Since+ReserveFor, unless an operator gives
+// it (GiveName, with force).
+type Reservation struct {
+	Name     string    `json:"name"`
+	Identity string    `json:"identity"`
+	Since    time.Time `json:"since"` // when the identity lost it
+	Why      string    `json:"why"`
+}
+
+// Until is when the reservation ends.
+func (r Reservation) Until() time.Time { return r.Since.Add(ReserveFor) }
 
 var hexSuffix = regexp.MustCompile(`(?i)-([0-9a-f]{8,})$`)
 
@@ -109,13 +153,14 @@ func nameFor(name, identity string) bool {
 	return true
 }
 
-// candidates are the names a host may get, best first. The last one,
-// "ifl-" and the whole identity, can be held by no other identity.
-func candidates(h *Host) []string {
+// candidates are the names a host may get, best first, with suffixes of
+// from hex digits of its identity. The last one, "ifl-" and the whole
+// identity, can be held by no other identity.
+func candidates(h *Host, from int) []string {
 	id := strings.ToLower(h.Identity)
-	// The first 8, 12, ... hex digits, then the whole identity.
+	// The first from, from+4, ... hex digits, then the whole identity.
 	var prefixes []string
-	for n := 8; ; n += 4 {
+	for n := from; ; n += 4 {
 		prefixes = append(prefixes, id[:min(n, len(id))])
 		if n >= len(id) {
 			break
@@ -134,32 +179,51 @@ func candidates(h *Host) []string {
 	return out
 }
 
+// takeable reports whether another identity could hold name: one that
+// ends in "-" and 16 hex digits or more can be held only by an identity
+// that starts with them (nameFor), and no key can be made to.
+func takeable(name string) bool {
+	m := hexSuffix.FindStringSubmatch(name)
+	return m == nil || len(m[1]) < suffixMin
+}
+
 // assignNames gives a name to every host without one, and takes it back
-// from any host whose name is not one it may hold or is held twice (a
-// state edited by hand). Hosts are served in order of first sight, then
-// identity, as the names of a state written before names were kept were
-// given, so such a state keeps its names.
-func (s *State) assignNames() {
+// from any host whose name is not one it may hold or is held twice, in
+// any case (a state edited by hand, or written when names were told apart
+// by case). Hosts are served in order of first sight, then identity. A
+// name reserved for an identity is given to no other; the reservation of
+// a name a host holds is done with.
+func (s *State) assignNames() { s.assign(suffixMin) }
+
+// assign is assignNames with suffixes of from hex digits and more: a state
+// written before names were kept gets the ones it had, with legacySuffix.
+func (s *State) assign(from int) {
 	held := map[string]*Host{}
 	hosts := s.byFirstSeen()
 	for _, h := range hosts {
 		if h.Name == "" {
 			continue
 		}
-		if !nameFor(h.Name, strings.ToLower(h.Identity)) || held[h.Name] != nil {
+		k := strings.ToLower(h.Name)
+		if !nameFor(h.Name, strings.ToLower(h.Identity)) || held[k] != nil {
 			h.Name = ""
 			continue
 		}
-		held[h.Name] = h
+		held[k] = h
+	}
+	reserved := make(map[string]string, len(s.Reserved))
+	for _, r := range s.Reserved {
+		reserved[strings.ToLower(r.Name)] = r.Identity
 	}
 	for _, h := range hosts {
 		if h.Name != "" {
 			continue
 		}
-		for _, c := range candidates(h) {
-			if held[c] == nil && nameFor(c, strings.ToLower(h.Identity)) {
+		for _, c := range candidates(h, from) {
+			k := strings.ToLower(c)
+			if held[k] == nil && (reserved[k] == "" || reserved[k] == h.Identity) && nameFor(c, strings.ToLower(h.Identity)) {
 				h.Name = c
-				held[c] = h
+				held[k] = h
 				break
 			}
 		}
@@ -175,6 +239,63 @@ func (s *State) assignNames() {
 			}
 		}
 	}
+	if len(s.Reserved) > 0 {
+		s.Reserved = slices.DeleteFunc(s.Reserved, func(r Reservation) bool { return held[strings.ToLower(r.Name)] != nil })
+	}
+}
+
+// reserve keeps the name of h, which the state forgets at now, for its
+// identity, if another identity could take it. Past MaxReserved, the
+// reservations made by a prune are kept longest, then the latest; it
+// returns those given up.
+func (s *State) reserve(h *Host, why string, now time.Time) []Reservation {
+	if h.Name == "" || !takeable(h.Name) {
+		return nil
+	}
+	k := strings.ToLower(h.Name)
+	s.Reserved = slices.DeleteFunc(s.Reserved, func(r Reservation) bool { return strings.ToLower(r.Name) == k })
+	s.Reserved = append(s.Reserved, Reservation{Name: h.Name, Identity: h.Identity, Since: now, Why: why})
+	if len(s.Reserved) <= MaxReserved {
+		return nil
+	}
+	// A key holder can have hosts evicted, never pruned: its evictions
+	// cannot push out a prune's reservation.
+	slices.SortStableFunc(s.Reserved, func(a, b Reservation) int {
+		if c := boolCmp(a.Why != ReservedPruned, b.Why != ReservedPruned); c != 0 {
+			return -c
+		}
+		if c := a.Since.Compare(b.Since); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	n := len(s.Reserved) - MaxReserved
+	dropped := slices.Clone(s.Reserved[:n])
+	s.Reserved = slices.Delete(s.Reserved, 0, n)
+	s.sortReserved()
+	return dropped
+}
+
+// expireReservations ends the reservations older than ReserveFor.
+func (s *State) expireReservations(now time.Time) {
+	s.Reserved = slices.DeleteFunc(s.Reserved, func(r Reservation) bool { return !now.Before(r.Until()) })
+	if len(s.Reserved) == 0 {
+		s.Reserved = nil
+	}
+}
+
+func (s *State) sortReserved() {
+	slices.SortFunc(s.Reserved, func(a, b Reservation) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// reservation returns the reservation of name, in any case.
+func (s *State) reservation(name string) *Reservation {
+	for i := range s.Reserved {
+		if strings.EqualFold(s.Reserved[i].Name, name) {
+			return &s.Reserved[i]
+		}
+	}
+	return nil
 }
 
 func (s *State) byFirstSeen() []*Host {
@@ -200,4 +321,76 @@ func (s *State) Names() map[string]*Host {
 		out[h.Name] = h
 	}
 	return out
+}
+
+// Errors of GiveName that an operator may override.
+var (
+	// ErrNameHeld: another host of the inventory holds the name.
+	ErrNameHeld = errors.New("name held by another host")
+	// ErrNameReserved: the name is reserved for another identity.
+	ErrNameReserved = errors.New("name reserved for another identity")
+)
+
+// Named is what GiveName did.
+type Named struct {
+	Host    *Host  // the host that has the name now
+	OldName string // its name before
+	// From is the host the name was taken from (force), with the name
+	// it has now; nil if none.
+	From *Host
+	// Unreserved is the reservation the name had for another identity
+	// (force); nil if none.
+	Unreserved *Reservation
+}
+
+// GiveName gives name to the host of identity, at an operator's word: the
+// way to hand a re-imaged host (a new key) the name its old identity held.
+// The name must be an RFC 1123 host name that Ansible gives no meaning of
+// its own and that does not end in another identity's hex suffix. A name
+// that another host holds (in any case) or that is reserved for another
+// identity is refused, with ErrNameHeld or ErrNameReserved, unless force:
+// then the other host is given another name by the rules, or the
+// reservation ends. The host keeps the name until its hostname changes;
+// the name it had is reserved for it, as a forgotten host's is.
+func (s *State) GiveName(now time.Time, name, identity string, force bool) (*Named, error) {
+	s.expireReservations(now)
+	s.assignNames()
+	h := s.Hosts[identity]
+	switch {
+	case h == nil:
+		return nil, fmt.Errorf("inventory: no host with identity %s", identity)
+	case !validHostname(name):
+		return nil, fmt.Errorf("inventory: name %q is not a host name: want letters, digits, \"-\" and \".\", in labels of 1 to 63 characters that neither start nor end with \"-\", 253 in all", name)
+	case reservedName(name):
+		return nil, fmt.Errorf("inventory: name %q means something else to Ansible (localhost, localhost.*, *.localhost, all, ungrouped, or an IP address): no host may have it", name)
+	case !nameFor(name, strings.ToLower(identity)):
+		return nil, fmt.Errorf("inventory: name %q ends in \"-\" and hex digits that do not start identity %s: such a name is another identity's suffixed name", name, identity)
+	}
+	out := &Named{Host: h, OldName: h.Name}
+	if strings.EqualFold(h.Name, name) {
+		h.Name = name
+		return out, nil
+	}
+	for _, o := range s.Hosts {
+		if o != h && strings.EqualFold(o.Name, name) {
+			if !force {
+				return nil, fmt.Errorf("inventory: name %q is held by %s (identity %s, last seen %s): %w", name, o.Name, o.Identity, o.LastSeen.UTC().Format(time.RFC3339), ErrNameHeld)
+			}
+			o.Name = ""
+			out.From = o
+		}
+	}
+	if r := s.reservation(name); r != nil && r.Identity != identity {
+		if !force {
+			return nil, fmt.Errorf("inventory: name %q is reserved until %s for identity %s, which held it until it was %s on %s: %w",
+				name, r.Until().UTC().Format(time.RFC3339), r.Identity, r.Why, r.Since.UTC().Format(time.RFC3339), ErrNameReserved)
+		}
+		c := *r
+		out.Unreserved = &c
+	}
+	s.Reserved = slices.DeleteFunc(s.Reserved, func(r Reservation) bool { return strings.EqualFold(r.Name, name) })
+	s.reserve(h, ReservedNamed, now)
+	h.Name = name
+	s.assignNames()
+	return out, nil
 }

@@ -35,6 +35,9 @@ type State struct {
 	Version int              `json:"version"`
 	Updated time.Time        `json:"updated"`
 	Hosts   map[string]*Host `json:"hosts"` // by identity
+	// Reserved are the names of forgotten hosts, kept for their
+	// identities (names.go), by name.
+	Reserved []Reservation `json:"reserved,omitempty"`
 }
 
 // Host is one agent as last seen.
@@ -181,6 +184,7 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 	if s.Hosts == nil {
 		s.Hosts = map[string]*Host{}
 	}
+	s.expireReservations(now)
 	s.assignNames()
 	present := map[string]bool{}
 	for _, o := range obs {
@@ -304,7 +308,7 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 			h.Addresses = append(h.Addresses, a.String())
 		}
 	}
-	warns = append(warns, s.evict(present)...)
+	warns = append(warns, s.evict(present, now)...)
 	if w := s.forgetProbation(present); w != nil {
 		warns = append(warns, w)
 	}
@@ -390,8 +394,9 @@ func groupObservations(obs []Observation) []*observed {
 
 // evict keeps at most MaxPerAddress identities per last address,
 // forgetting first those not seen for longest; hosts that answered in
-// this probe are kept.
-func (s *State) evict(present map[string]bool) []*warning {
+// this probe are kept. The name of a host that answered in two probes or
+// more is reserved for it.
+func (s *State) evict(present map[string]bool, now time.Time) []*warning {
 	byAddr := map[string][]*Host{}
 	for _, h := range s.Hosts {
 		byAddr[h.IP] = append(byAddr[h.IP], h)
@@ -422,6 +427,11 @@ func (s *State) evict(present map[string]bool) []*warning {
 			}
 			delete(s.Hosts, h.Identity)
 			out = append(out, &warning{kind: KindEvicted, identity: h.Identity, host: h, addr: a})
+			if h.Probes != 1 {
+				for _, r := range s.reserve(h, ReservedEvicted, now) {
+					out = append(out, &warning{kind: KindUnreserved, identity: r.Identity, name: r.Name})
+				}
+			}
 			n--
 		}
 	}
@@ -429,15 +439,21 @@ func (s *State) evict(present map[string]bool) []*warning {
 }
 
 // Prune removes hosts not seen for longer than age and returns them.
-func (s *State) Prune(now time.Time, age time.Duration) []*Host {
+// Their names stay reserved for their identities for ReserveFor; the
+// reservations given up to keep MaxReserved are returned too.
+func (s *State) Prune(now time.Time, age time.Duration) ([]*Host, []Reservation) {
+	s.expireReservations(now)
+	s.assignNames()
 	var out []*Host
+	var dropped []Reservation
 	for _, h := range s.Sorted() {
 		if now.Sub(h.LastSeen) > age {
 			out = append(out, h)
 			delete(s.Hosts, h.Identity)
+			dropped = append(dropped, s.reserve(h, ReservedPruned, now)...)
 		}
 	}
-	return out
+	return out, dropped
 }
 
 // Sorted returns the hosts by address, then identity.

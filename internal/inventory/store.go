@@ -133,7 +133,16 @@ func parse(path string, b []byte) (*State, error) {
 		}
 	}
 	// A state written before names were kept gets them here, the
-	// ones it had.
+	// ones it had: suffixes of 8 hex digits, as they were then.
+	legacy := len(s.Hosts) > 0
+	for _, h := range s.Hosts {
+		if h.Name != "" {
+			legacy = false
+		}
+	}
+	if legacy {
+		s.assign(legacySuffix)
+	}
 	s.assignNames()
 	return &s, nil
 }

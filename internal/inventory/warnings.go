@@ -7,14 +7,15 @@ import (
 
 // Kinds of Warning.
 const (
-	KindCopiedKey = "copied_key" // one identity answered from two addresses
-	KindMachineID = "machine_id" // a known machine-id answered with a new identity
-	KindReplaced  = "replaced"   // a new identity replaced a host seen in one probe at its address
-	KindEvicted   = "evicted"    // a host was forgotten: too many identities at its address
-	KindLabels    = "labels"     // labels were dropped
-	KindRefused   = "refused"    // new identities were not added: too many in one prefix, or at one MAC
-	KindForgotten = "forgotten"  // hosts seen in one probe only were forgotten: too many in one prefix
-	KindTruncated = "truncated"  // facts were cut short to their bounds
+	KindCopiedKey  = "copied_key" // one identity answered from two addresses
+	KindMachineID  = "machine_id" // a known machine-id answered with a new identity
+	KindReplaced   = "replaced"   // a new identity replaced a host seen in one probe at its address
+	KindEvicted    = "evicted"    // a host was forgotten: too many identities at its address
+	KindLabels     = "labels"     // labels were dropped
+	KindRefused    = "refused"    // new identities were not added: too many in one prefix, or at one MAC
+	KindForgotten  = "forgotten"  // hosts seen in one probe only were forgotten: too many in one prefix
+	KindTruncated  = "truncated"  // facts were cut short to their bounds
+	KindUnreserved = "unreserved" // a name's reservation was given up: too many reservations
 )
 
 // Warning is a conflict or a problem found while applying a probe. Its
@@ -136,6 +137,8 @@ func (w *Warning) Text(esc func(string) string) string {
 			fmt.Fprintf(&b, "%s (%d bytes, at most %d kept)", c.Field, c.Bytes, c.Max)
 		}
 		return b.String()
+	case KindUnreserved:
+		return fmt.Sprintf("name %s is no longer reserved for identity %s: more than %d names reserved, the oldest given up first", w.Name, w.Identity, MaxReserved)
 	}
 	return w.Kind + ": " + w.Identity
 }
@@ -159,6 +162,7 @@ type warning struct {
 	ids             []string // refused, forgotten
 	prefixes, macs  []string // refused, forgotten
 	cuts            []Cut    // truncated
+	name            string   // unreserved: the name
 }
 
 func (w *warning) build(s *State) Warning {
@@ -173,9 +177,9 @@ func (w *warning) build(s *State) Warning {
 	if o := w.other; o != nil {
 		out.OtherIdentity, out.OtherName, out.OtherHostname = o.Identity, o.Name, o.Hostname
 	}
-	if w.kind == KindRefused || w.kind == KindForgotten {
+	if w.kind == KindUnreserved || w.kind == KindRefused || w.kind == KindForgotten {
 		// Of hosts gone, or never added: no name to show.
-		out.Name, out.Hostname = "", ""
+		out.Name, out.Hostname = w.name, ""
 	}
 	// The message names a few; the structure keeps bounded lists.
 	out.Dropped = out.Dropped[:min(len(out.Dropped), maxListed)]

@@ -107,10 +107,10 @@ _ifl() {
 		--prefer) COMPREPLY=($(compgen -W "ipv4 ipv6" -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--list --host --output -o --no-header --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--force --list --host --output -o --no-header --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
 			return
 		fi
-		COMPREPLY=()
+		COMPREPLY=($(compgen -W "name" -- "$cur"))
 		;;
 	agent)
 		case $prev in
