@@ -306,14 +306,14 @@ func TestInventoryPrune(t *testing.T) {
 		}
 	}
 	now := time.Now().UTC()
-	seen("aaaaaaaaaaaaaaaa", "198.18.0.5", "old", now.Add(-72*time.Hour))
-	seen("bbbbbbbbbbbbbbbb", "198.18.0.6", "new", now)
+	seen("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "198.18.0.5", "old", now.Add(-72*time.Hour))
+	seen("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "198.18.0.6", "new", now)
 	code, stdout, stderr := run(t, "inventory", "--state", state, "--prune", "2d")
-	if code != 0 || !strings.Contains(stderr, "pruned: old (aaaaaaaaaaaaaaaa)") || strings.Contains(stdout, "old") || !strings.Contains(stdout, "new") {
+	if code != 0 || !strings.Contains(stderr, "pruned: old (aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa)") || strings.Contains(stdout, "old") || !strings.Contains(stdout, "new") {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
 	s, err := inventory.Load(state)
-	if err != nil || len(s.Hosts) != 1 || s.Hosts["bbbbbbbbbbbbbbbb"] == nil {
+	if err != nil || len(s.Hosts) != 1 || s.Hosts["bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"] == nil {
 		t.Fatalf("state after prune: %v, %v", s, err)
 	}
 }

@@ -53,6 +53,11 @@ interface). What one prefix or MAC adds in a probe is bounded (256 new
 hosts per /24 or /64, 4 per MAC), and so is every string kept of a host
 (hostname 253 bytes, OS and kernel 256, ...), cut short with a warning.
 
+The state file is input too: a record that holds what ifl never writes
+(an address that does not parse, an identity that is not 32 hex digits,
+a name the host may not hold, a string past its bound, a port or a time
+out of range) is refused, naming the host's key and the field.
+
 Addresses: a host verified on both families gets its IPv4 address as
 ansible_host, or its IPv6 one with --prefer ipv6 (IFL_PREFER=ipv6 for
 the inventory script); a global address before a link-local one, the
@@ -158,7 +163,7 @@ func (c *InventoryCmd) Run(env *Env) error {
 		err = inventory.Update(path, func(s *inventory.State) error {
 			pruned, dropped := s.Prune(now, age)
 			for _, h := range pruned {
-				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", h.Name, h.Identity, h.LastSeen.Format(time.RFC3339), h.IP)
+				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", untrusted.Text(h.Name), untrusted.Text(h.Identity), h.LastSeen.Format(time.RFC3339), untrusted.Text(h.IP))
 			}
 			for _, r := range dropped {
 				fmt.Fprintf(env.Stderr, "warning: name %s is no longer reserved for identity %s: more than %d names reserved\n", untrusted.Text(r.Name), untrusted.Text(r.Identity), inventory.MaxReserved)
@@ -216,12 +221,15 @@ func (c *InventoryCmd) Run(env *Env) error {
 		}
 	}
 	for _, h := range st.Sorted() {
-		// Names, addresses and group names are ifl's (checked, or made
-		// of [A-Za-z0-9_.:-]); Cell guards the columns all the same.
+		// Names, addresses, identities and group names are ifl's
+		// (checked, when the state was read, or made of
+		// [A-Za-z0-9_.:-]); Cell guards the columns all the same: the
+		// state is input too.
 		name := h.Name
 		groups := groupsOf[name]
 		sortStrings(groups)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", untrusted.Cell(name, 0), untrusted.Cell(h.Address(prefer), 0), h.Identity[:min(12, len(h.Identity))], age(now.Sub(h.LastSeen)), len(h.History), untrusted.Text(dash(strings.Join(groups, ","))))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%d\t%s\n", untrusted.Cell(name, 0), untrusted.Cell(dash(h.Address(prefer)), 0), untrusted.Cell(h.Identity[:min(12, len(h.Identity))], 0),
+			age(now.Sub(h.LastSeen)), len(h.History), untrusted.Cell(dash(strings.Join(groups, ",")), 0))
 	}
 	tw.Flush()
 	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)

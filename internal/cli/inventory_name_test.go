@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -100,5 +101,31 @@ func TestInventoryName(t *testing.T) {
 	want = "named:     web (" + newID + ", was db1)\nrenamed:   web-cccccccc00000000 (" + webID + "), was web\n"
 	if code != 0 || stderr != want {
 		t.Errorf("forced: exit %d, %q, want %q", code, stderr, want)
+	}
+}
+
+// TestHostileStateIsRefused: a state that holds what ifl never writes (a
+// template as an address, escapes in a key) is refused with its place,
+// escaped, and nothing of it reaches Ansible or the terminal.
+func TestHostileStateIsRefused(t *testing.T) {
+	for _, c := range []struct{ body, want string }{
+		{`{"format": "ifl-inventory", "version": 1, "hosts": {"aaaaaaaa00000000000000000000000a": {"identity": "aaaaaaaa00000000000000000000000a", "ip": "{{ lookup('pipe', 'id') }}", "port": 7440, "first_seen": "2026-11-01T12:00:00Z", "last_seen": "2026-11-01T12:00:00Z"}}}`,
+			`: not an ifl inventory: host "aaaaaaaa00000000000000000000000a": field "ip": "{{ lookup('pipe', 'id') }}" is not an address as ifl writes one: want an IP address (the file is left as it is: ifl writes no such record; fix or remove it)`},
+		{`{"format": "ifl-inventory", "version": 1, "hosts": {"\u001b]0;owned\u0007\r\n": {"identity": "x"}}}`,
+			`: not an ifl inventory: host "\x1b]0;owned\a\r\n": the key is not an identity: want 32 hex digits in lower case (the file is left as it is: ifl writes no such record; fix or remove it)`},
+	} {
+		state := filepath.Join(t.TempDir(), "inventory.json")
+		if err := os.WriteFile(state, []byte(c.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"--list"}, {"--host", "x"}, {"-o", "yaml"}, {}, {"--prune", "1d"}, {"name", "db1", "aaaaaaaa"}} {
+			code, stdout, stderr := run(t, append([]string{"inventory", "--state", state}, args...)...)
+			// Errors reach the terminal through untrusted.Text, the
+			// key quoted before: its backslashes are doubled.
+			want := "ifl: " + untrusted.Text("inventory "+state+c.want) + "\n"
+			if code != 2 || stdout != "" || stderr != want {
+				t.Errorf("%q: exit %d, stdout %q, stderr\n%q\nwant\n%q", args, code, stdout, stderr, want)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ifl-project/ifl/proto"
@@ -67,19 +68,75 @@ func (h *Host) verified() []Verified {
 // Address returns the address Ansible should reach the host at, among
 // those the handshake verified: one of the preferred family if the host
 // has one, else one of the other; a global address before a link-local
-// one, the most recently verified first, then the lowest.
+// one, the most recently verified first, then the lowest. It is written
+// as ifl writes addresses, from the parsed address; a string that is not
+// an address (parseAddr) is never returned: "" when there is no other.
 func (h *Host) Address(prefer Prefer) string {
 	vs := sortVerified(slices.Clone(h.verified()))
 	want6 := prefer == PreferIPv6
+	first := ""
 	for _, v := range vs {
-		if a, err := netip.ParseAddr(v.Addr); err == nil && (kind(a) != kindIPv4) == want6 {
-			return v.Addr
+		a, err := parseAddr(v.Addr)
+		if err != nil {
+			continue
+		}
+		if (kind(a) != kindIPv4) == want6 {
+			return a.String()
+		}
+		if first == "" {
+			first = a.String()
 		}
 	}
-	if len(vs) > 0 {
-		return vs[0].Addr
+	return first
+}
+
+// VerifiedAddresses returns the host's verified addresses in the order
+// Address prefers them (IPv4 first), as ifl writes them, and whether every
+// one of them is an address (parseAddr).
+func (h *Host) VerifiedAddresses() ([]string, bool) {
+	out := []string{}
+	ok := true
+	for _, v := range sortVerified(slices.Clone(h.verified())) {
+		a, err := parseAddr(v.Addr)
+		if err != nil {
+			ok = false
+			out = append(out, v.Addr)
+			continue
+		}
+		out = append(out, a.String())
 	}
-	return h.IP
+	return out, ok
+}
+
+// parseAddr reads an address as the state holds it: an IP address, with
+// a zone only if it is link-local, and then one that could be a network
+// interface's name or index (validZone). ifl writes no other; anything
+// else was written by someone else, and must not reach Ansible or a
+// terminal as ifl's own.
+func parseAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("want an IP address")
+	}
+	if z := a.Zone(); z != "" && (!a.IsLinkLocalUnicast() || !validZone(z)) {
+		return netip.Addr{}, fmt.Errorf("want a zone only on a link-local address, and one that can name an interface (1 to 15 printable ASCII characters but / : { } %% and space)")
+	}
+	return a, nil
+}
+
+// validZone reports whether z could be a Linux interface's name (1 to 15
+// bytes, not . or .., no /, : or white space), printable ASCII without
+// the braces and the % that a template needs.
+func validZone(z string) bool {
+	if z == "" || len(z) > 15 || z == "." || z == ".." {
+		return false
+	}
+	for i := 0; i < len(z); i++ {
+		if c := z[i]; c <= ' ' || c > '~' || strings.IndexByte("/:{}%", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // sortVerified orders addresses by kind, then the most recent first, then

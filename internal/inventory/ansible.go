@@ -3,7 +3,6 @@ package inventory
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -50,7 +49,10 @@ type Ansible struct {
 // variables and those ifl computed (identity, machine-id hash, verified
 // addresses, port, times, stale) are plain; every string an agent chose
 // is Unsafe, label keys excepted: they are checked (labels.go) and cannot
-// hold a template.
+// hold a template. The state is input too (whoever may write the file
+// may write anything in it): the values ifl computed are plain only when
+// they are what ifl writes (an identity of hex digits, addresses that
+// parse), and otherwise Unsafe as well.
 func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration, prefer Prefer) *Ansible {
 	inv := &Ansible{Groups: map[string][]string{"ifl_all": {}, "ifl_stale": {}}, HostVars: map[string]map[string]any{}}
 	// Members of each label group, to add each host to a group once
@@ -65,14 +67,22 @@ func (s *State) BuildAnsible(now time.Time, staleAfter time.Duration, prefer Pre
 		for k, v := range lbl {
 			labels[k] = Unsafe(v)
 		}
-		verified := []string{}
-		for _, v := range sortVerified(slices.Clone(h.verified())) {
-			verified = append(verified, v.Addr)
+		var host, identity, verified any = h.Address(prefer), h.Identity, nil
+		if host == "" {
+			host = Unsafe(h.IP)
+		}
+		if !hexOnly(h.Identity) {
+			identity = Unsafe(h.Identity)
+		}
+		if vs, ok := h.VerifiedAddresses(); ok {
+			verified = vs
+		} else {
+			verified = unsafeList(vs)
 		}
 		vars := map[string]any{
-			"ansible_host":           h.Address(prefer),
+			"ansible_host":           host,
 			"ifl_verified_addresses": verified,
-			"ifl_identity":           h.Identity,
+			"ifl_identity":           identity,
 			"ifl_hostname":           Unsafe(h.Hostname),
 			"ifl_machine_id_hash":    h.MachineIDHash(),
 			"ifl_addresses":          unsafeList(h.Addresses),

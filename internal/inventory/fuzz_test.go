@@ -1,6 +1,8 @@
 package inventory
 
 import (
+	"encoding/json"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -103,6 +105,82 @@ func checkAnsible(t *testing.T, host1, host2, os, key, value string) {
 	for name, vars := range back.All.Children["ifl_all"].Hosts {
 		if got, want := vars["ifl_os"], strings.ToValidUTF8(os, "\uFFFD"); got != want {
 			t.Errorf("%s: ifl_os read back as %q, want %q", name, got, want)
+		}
+	}
+}
+
+// stateSeeds are states to start FuzzState from, beside the corpus in
+// testdata/fuzz/FuzzState.
+var stateSeeds = []string{
+	`{"format": "ifl-inventory", "version": 1}`,
+	`{"format": "ifl-inventory", "version": 1, "hosts": {"aaaaaaaa00000000000000000000000a": {"identity": "aaaaaaaa00000000000000000000000a", "name": "WEB", "hostname": "web", "ip": "fe80::1%eth0", "verified": [{"addr": "fe80::1%eth0", "at": "2026-11-01T12:00:00Z"}], "port": 7440, "first_seen": "2026-11-01T12:00:00Z", "last_seen": "2026-11-01T12:00:00Z", "probes": 2}, "bbbbbbbb00000000000000000000000b": {"identity": "bbbbbbbb00000000000000000000000b", "name": "web", "hostname": "web", "ip": "198.18.0.2", "port": 7440, "first_seen": "2026-11-01T12:00:00Z", "last_seen": "2026-11-01T12:00:00Z"}}, "reserved": [{"name": "db1", "identity": "cccccccc00000000000000000000000c", "since": "2026-11-01T12:00:00Z", "why": "pruned"}]}`,
+}
+
+// FuzzState reads states as Load does: one it takes holds only what ifl
+// writes, renders for Ansible with ifl's values plain and valid and every
+// other one unsafe, and reads back as it was written.
+func FuzzState(f *testing.F) {
+	f.Add(goodState(f))
+	for _, s := range stateSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := parse("fuzz", b)
+		if err != nil {
+			if !errors.Is(err, ErrForeign) && !strings.Contains(err.Error(), "this ifl reads version") {
+				t.Fatalf("an error that is not ErrForeign: %v", err)
+			}
+			return
+		}
+		checkState(t, s)
+		out, err := json.Marshal(s)
+		if err != nil {
+			t.Fatalf("a state read cannot be written: %v", err)
+		}
+		back, err := parse("fuzz", out)
+		if err != nil {
+			t.Fatalf("a state written cannot be read: %v\n%s", err, out)
+		}
+		if again, _ := json.Marshal(back); string(again) != string(out) {
+			t.Fatalf("read back differently:\n%s\n%s", out, again)
+		}
+	})
+}
+
+// checkState checks what a state that Load took gives Ansible.
+func checkState(t *testing.T, s *State) {
+	t.Helper()
+	names := map[string]bool{}
+	for id, h := range s.Hosts {
+		if !validIdentity(id) || h.Identity != id || !nameFor(h.Name, id) || names[strings.ToLower(h.Name)] {
+			t.Fatalf("host %q named %q", id, h.Name)
+		}
+		names[strings.ToLower(h.Name)] = true
+	}
+	for _, r := range s.Reserved {
+		if names[strings.ToLower(r.Name)] {
+			t.Fatalf("reserved name %q is held", r.Name)
+		}
+	}
+	for _, prefer := range []Prefer{PreferIPv4, PreferIPv6} {
+		_, hv := decodedList(t, s.BuildAnsible(t0, time.Hour, prefer))
+		for name, vars := range hv {
+			checkHostVars(t, name, vars)
+			if a, ok := vars["ansible_host"].(string); !ok {
+				t.Fatalf("%s: ansible_host %v", name, vars["ansible_host"])
+			} else if p, err := parseAddr(a); err != nil || p.String() != a {
+				t.Fatalf("%s: ansible_host %q", name, a)
+			}
+			if id, _ := vars["ifl_identity"].(string); !validIdentity(id) {
+				t.Fatalf("%s: ifl_identity %v", name, vars["ifl_identity"])
+			}
+			for _, v := range vars["ifl_verified_addresses"].([]any) {
+				if a, ok := v.(string); !ok {
+					t.Fatalf("%s: verified address %v", name, v)
+				} else if _, err := parseAddr(a); err != nil {
+					t.Fatalf("%s: verified address %q", name, a)
+				}
+			}
 		}
 	}
 }

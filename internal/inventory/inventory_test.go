@@ -38,6 +38,9 @@ func obs(id, ip, host, mid string) Observation {
 
 func all(netip.Addr) bool { return true }
 
+// idA is an identity as the state file holds them.
+const idA = "aaaaaaaa00000000000000000000000a"
+
 func TestApply(t *testing.T) {
 	s := New()
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -164,7 +167,7 @@ func TestUpdateRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "inventory.json")
 	now := time.Now().UTC().Truncate(time.Second)
 	if err := Update(path, func(s *State) error {
-		s.Apply(now, []Observation{obs("aaaa", "198.18.0.5", "web-1", "m1")}, all, true)
+		s.Apply(now, []Observation{obs(idA, "198.18.0.5", "web-1", "m1")}, all, true)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -173,7 +176,7 @@ func TestUpdateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := s.Hosts["aaaa"]; h == nil || h.IP != "198.18.0.5" || !h.LastSeen.Equal(now) {
+	if h := s.Hosts[idA]; h == nil || h.IP != "198.18.0.5" || !h.LastSeen.Equal(now) {
 		t.Fatalf("loaded %+v", s.Hosts)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
@@ -218,7 +221,7 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id := fmt.Sprintf("id%02d", i)
+			id := fmt.Sprintf("%032x", i)
 			err := Update(path, func(s *State) error {
 				s.Apply(time.Now(), []Observation{obs(id, fmt.Sprintf("198.18.0.%d", i+1), id, id)}, func(netip.Addr) bool { return false }, true)
 				return nil
@@ -245,7 +248,7 @@ func TestKillDuringWritesLosesNothing(t *testing.T) {
 	if os.Getenv("INVENTORY_CHILD") != "" {
 		path := os.Getenv("INVENTORY_CHILD")
 		for i := 0; i < 100000; i++ {
-			id := fmt.Sprintf("id%06d", i)
+			id := fmt.Sprintf("%032x", i)
 			// One address each: new keys at one address replace each
 			// other (TestChurnAtOneAddressIsBounded).
 			ip := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)}).String()

@@ -8,7 +8,8 @@
 // exclusive lock, writing a temporary file that is synced and renamed over
 // the old one, so concurrent probes never corrupt it and a crash at any
 // point leaves either the old or the new state. A file that is not an ifl
-// inventory is an error and is never overwritten.
+// inventory is an error and is never overwritten; so is one with a record
+// that ifl would not write (validate.go): the state is input too.
 package inventory
 
 import (
@@ -186,6 +187,12 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 	}
 	s.expireReservations(now)
 	s.assignNames()
+	// An address the state could not be read back with (a zone that
+	// is no interface's name) is no place to reach a host at.
+	obs = slices.DeleteFunc(slices.Clone(obs), func(o Observation) bool {
+		_, err := parseAddr(o.Addr.String())
+		return err != nil
+	})
 	present := map[string]bool{}
 	for _, o := range obs {
 		present[o.Identity] = true

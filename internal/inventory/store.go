@@ -127,10 +127,8 @@ func parse(path string, b []byte) (*State, error) {
 	if s.Hosts == nil {
 		s.Hosts = map[string]*Host{}
 	}
-	for id, h := range s.Hosts {
-		if h == nil || h.Identity != id {
-			return nil, fmt.Errorf("inventory %s: %w: host %q is damaged (the file is left as it is)", path, ErrForeign, id)
-		}
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w: %v (the file is left as it is: ifl writes no such record; fix or remove it)", path, ErrForeign, err)
 	}
 	// A state written before names were kept gets them here, the
 	// ones it had: suffixes of 8 hex digits, as they were then.
