@@ -50,7 +50,9 @@
 //     default) refuses new ones until some expire rather than forget one
 //     that could still be replayed. Only holders of the network key can
 //     fill it, so the agent does not count such a refusal against the
-//     source address, which did nothing wrong.
+//     source address, which did nothing wrong. The filter takes memory
+//     for the hellos it holds, not for its capacity, and gives it back
+//     as they expire.
 //
 // # Verification
 //

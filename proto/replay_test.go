@@ -3,6 +3,7 @@ package proto
 import (
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -112,6 +113,92 @@ func TestReplayFilterFullCostsNothing(t *testing.T) {
 	}
 	if got := f.visited; got != 2*n+1 {
 		t.Errorf("visited %d entries in all, want %d (each added and forgotten once, plus one)", got, 2*n+1)
+	}
+}
+
+// heapInUse returns the bytes of live heap objects.
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// TestReplayFilterGrowsWithUse: a filter costs memory for what it holds,
+// not for its capacity, and gives it back once its entries expire.
+func TestReplayFilterGrowsWithUse(t *testing.T) {
+	// What an empty filter may cost: the ring, a map header, slack for
+	// the runtime's own allocations.
+	const slack = 64 << 10
+	before := heapInUse()
+	f := NewReplayFilter(0)
+	if got := heapInUse() - before; got > slack {
+		t.Errorf("an empty filter of capacity %d takes %d bytes, want at most %d", DefaultReplayCapacity, got, slack)
+	}
+	now := time.Unix(6_000_000, 0)
+	const n = 20_000
+	for i := range n {
+		if err := f.Check(replayKey(i), now.Add(MaxSkew), now); err != nil {
+			t.Fatalf("hello %d: %v", i, err)
+		}
+	}
+	full := heapInUse() - before
+	if full < n*32 {
+		t.Errorf("%d entries in %d bytes: the measurement does not see the filter", n, full)
+	}
+	later := now.Add(MaxSkew + 2*time.Second)
+	if err := f.Check(replayKey(-1), later.Add(MaxSkew), later); err != nil {
+		t.Fatal(err)
+	}
+	if got := heapInUse() - before; got > slack {
+		t.Errorf("after %d entries expired, the filter still takes %d bytes (%d full), want at most %d", n, got, full, slack)
+	}
+	// Still a filter: the entry just added is a replay, the expired ones
+	// are not.
+	if err := f.Check(replayKey(-1), later.Add(MaxSkew), later); !errors.Is(err, ErrReplay) {
+		t.Errorf("entry added after the shrink: got %v, want ErrReplay", err)
+	}
+	if err := f.Check(replayKey(0), later.Add(MaxSkew), later); err != nil {
+		t.Errorf("expired entry: %v", err)
+	}
+	runtime.KeepAlive(f)
+}
+
+// TestReplayFilterShrinksKeepingEntries lets most entries expire while
+// others stay: the filter gives memory back and still knows every
+// unexpired entry, and fills up to its capacity again.
+func TestReplayFilterShrinksKeepingEntries(t *testing.T) {
+	const capacity = 1000
+	f := NewReplayFilter(capacity)
+	now := time.Unix(7_000_000, 0)
+	for i := range capacity {
+		// One in ten lives a minute longer.
+		exp := now.Add(time.Second)
+		if i%10 == 0 {
+			exp = now.Add(MaxSkew)
+		}
+		if err := f.Check(replayKey(i), exp, now); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	if err := f.Check(replayKey(capacity), now.Add(time.Second), now); !errors.Is(err, ErrReplayFull) {
+		t.Fatalf("full filter: got %v, want ErrReplayFull", err)
+	}
+	later := now.Add(3 * time.Second)
+	for i := range capacity {
+		err := f.Check(replayKey(i), later.Add(MaxSkew), later)
+		if i%10 == 0 && !errors.Is(err, ErrReplay) {
+			t.Fatalf("unexpired entry %d after the shrink: got %v, want ErrReplay", i, err)
+		}
+		if i%10 != 0 && err != nil && !errors.Is(err, ErrReplayFull) {
+			t.Fatalf("expired entry %d: %v", i, err)
+		}
+	}
+	if len(f.slots) != capacity {
+		t.Errorf("%d slots after refilling, want the capacity, %d", len(f.slots), capacity)
+	}
+	if err := f.Check(replayKey(-1), later.Add(MaxSkew), later); !errors.Is(err, ErrReplayFull) {
+		t.Fatalf("refilled filter: got %v, want ErrReplayFull", err)
 	}
 }
 
