@@ -19,7 +19,9 @@
 //	8      4     payload length, big endian, 0 to 65535 (MaxPayload)
 //
 // A reader checks the header before it reads the payload and never
-// allocates more than MaxPayload bytes, whatever a header says. A header
+// allocates more than MaxPayload bytes, whatever a header says; this one
+// allocates as the payload's bytes come, so that a header that announces
+// the largest payload costs about the bytes that follow it. A header
 // with a wrong magic means the peer speaks another protocol; one with a
 // length over MaxPayload ends the connection.
 //

@@ -117,11 +117,18 @@ func (h *Header) UnmarshalBinary(b []byte) error {
 }
 
 // frameReader reads frames into one buffer that it reuses, so a connection
-// never holds more than MaxPayload bytes whatever a header says.
+// never holds more than MaxPayload bytes whatever a header says. The
+// buffer grows with the bytes that come, not with the length a header
+// announces: a peer that announces the largest payload and sends it
+// slowly, or never, costs what it sent.
 type frameReader struct {
 	r   io.Reader
 	buf []byte
 }
+
+// minFrameBuf is the room a frameReader starts with: a hello, a welcome
+// and a ping request fit.
+const minFrameBuf = 512
 
 // ReadFrame reads one frame. The returned payload is valid until the next
 // call. A clean EOF before any header byte is returned as io.EOF.
@@ -142,15 +149,24 @@ func (fr *frameReader) ReadFrame() (FrameType, []byte, error) {
 	if err := h.UnmarshalBinary(hb[:]); err != nil {
 		return 0, nil, err
 	}
-	if cap(fr.buf) < int(h.Length) {
-		fr.buf = make([]byte, h.Length)
-	}
-	p := fr.buf[:h.Length]
-	if _, err := io.ReadFull(fr.r, p); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	n = int(h.Length)
+	p := fr.buf[:0]
+	for len(p) < n {
+		if len(p) == cap(p) {
+			// Twice what came so far, so that copies cost no more than
+			// the bytes read.
+			grown := make([]byte, len(p), min(n, max(minFrameBuf, 2*cap(p))))
+			copy(grown, p)
+			p, fr.buf = grown, grown
 		}
-		return 0, nil, fmt.Errorf("proto: reading %d-byte %v payload: %w", h.Length, h.Type, err)
+		m, err := fr.r.Read(p[len(p):min(n, cap(p))])
+		p = p[:len(p)+m]
+		if err != nil && len(p) < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, fmt.Errorf("proto: reading %d-byte %v payload: %w", h.Length, h.Type, err)
+		}
 	}
 	return h.Type, p, nil
 }

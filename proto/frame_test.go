@@ -2,10 +2,12 @@ package proto
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestHeaderRoundTrip(t *testing.T) {
@@ -105,6 +107,31 @@ func TestReadFrame(t *testing.T) {
 	}
 	if _, _, err := fr.ReadFrame(); err != io.EOF {
 		t.Fatalf("after the last frame: got %v, want io.EOF", err)
+	}
+}
+
+// TestReadFrameGrowsWithBytes: a header that announces the largest
+// payload costs the reader what the peer sent, not what it announced;
+// and a payload that comes a byte at a time is read whole.
+func TestReadFrameGrowsWithBytes(t *testing.T) {
+	h, _ := Header{Type: FrameHello, Length: MaxPayload}.MarshalBinary()
+	fr := frameReader{r: bytes.NewReader(append(h, make([]byte, 100)...))}
+	if _, _, err := fr.ReadFrame(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if cap(fr.buf) > minFrameBuf {
+		t.Errorf("%d bytes held for a frame of which 100 came, want at most %d", cap(fr.buf), minFrameBuf)
+	}
+	want := make([]byte, MaxPayload)
+	rand.Read(want)
+	stream, _ := appendFrame(nil, FrameTransport, want)
+	stream, _ = appendFrame(stream, FrameTransport, []byte("next"))
+	fr = frameReader{r: iotest.OneByteReader(bytes.NewReader(stream))}
+	if _, p, err := fr.ReadFrame(); err != nil || !bytes.Equal(p, want) {
+		t.Fatalf("largest frame a byte at a time: %d bytes, %v", len(p), err)
+	}
+	if _, p, err := fr.ReadFrame(); err != nil || string(p) != "next" {
+		t.Fatalf("the frame after it: %q, %v", p, err)
 	}
 }
 
