@@ -34,7 +34,11 @@ var cipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, no
 var (
 	// ErrRejected (client) means the agent closed the connection without
 	// answering the hello: the network keys differ, or the clocks are more
-	// than MaxSkew apart. By design the agent does not say which.
+	// than MaxSkew apart, or (rarely) the agent dropped the connection
+	// under a flood of others still in the handshake. By design the agent
+	// does not say which. An agent with no room for a verified
+	// connection answers its first request with ErrBusy instead; agents
+	// of earlier releases closed such connections here too.
 	ErrRejected = errors.New("handshake rejected")
 	// ErrIdentityMismatch (client) means the agent authenticated but is not
 	// the one the caller expected.
@@ -213,7 +217,7 @@ func (c *Conn) clientHandshake() error {
 	case errors.Is(err, ErrNotIFL), errors.Is(err, ErrVersion):
 		return err
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return fmt.Errorf("%w: the agent closed the connection without answering (wrong network key, clocks more than %v apart, or the agent at its connection limit)", ErrRejected, MaxSkew)
+		return fmt.Errorf("%w: the agent closed the connection without answering (wrong network key, clocks more than %v apart, or an agent flooded with connections)", ErrRejected, MaxSkew)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("%w to the hello before the deadline (not an ifl agent, or an overloaded one)", ErrNoAnswer)
 	default:
@@ -334,7 +338,7 @@ func (c *Conn) Send(ctx context.Context, m Message) error {
 // closedErr marks the error of a peer that hung up after the handshake.
 func (c *Conn) closedErr(err error) error {
 	if c.client != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
-		return fmt.Errorf("proto: %w (it may be stopping or at its connection limit, or be an older agent unable to fit its answer in one frame): %w", ErrNoReply, err)
+		return fmt.Errorf("proto: %w (it may be stopping, or be an older agent at its connection limit or unable to fit its answer in one frame): %w", ErrNoReply, err)
 	}
 	return err
 }

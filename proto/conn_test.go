@@ -364,15 +364,22 @@ func TestPingAnswers(t *testing.T) {
 		check  func(*testing.T, error)
 	}{
 		{"hang up", func(context.Context, *Conn) {}, func(t *testing.T, err error) {
-			if !errors.Is(err, ErrNoReply) || !strings.Contains(err.Error(), "closed the connection without answering") || !strings.Contains(err.Error(), "connection limit") {
+			if !errors.Is(err, ErrNoReply) || errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "closed the connection without answering") || !strings.Contains(err.Error(), "connection limit") {
 				t.Errorf("got %v, want ErrNoReply saying what may cause it", err)
+			}
+		}},
+		{"busy", func(ctx context.Context, c *Conn) {
+			c.Send(ctx, &Error{Code: CodeBusy, Message: "at its limit"})
+		}, func(t *testing.T, err error) {
+			if !errors.Is(err, ErrBusy) || errors.Is(err, ErrRejected) || errors.Is(err, ErrNoReply) {
+				t.Errorf("got %v, want ErrBusy alone", err)
 			}
 		}},
 		{"error", func(ctx context.Context, c *Conn) {
 			c.Send(ctx, &Error{Code: CodeInternal, Message: "collecting facts failed"})
 		}, func(t *testing.T, err error) {
 			var e *Error
-			if !errors.As(err, &e) || *e != (Error{Code: CodeInternal, Message: "collecting facts failed"}) {
+			if !errors.As(err, &e) || *e != (Error{Code: CodeInternal, Message: "collecting facts failed"}) || errors.Is(err, ErrBusy) {
 				t.Errorf("got %#v, want the agent's error as is", err)
 			}
 		}},

@@ -122,12 +122,24 @@
 // sends an error of code "internal" instead of closing the connection.
 //
 // The controller sends requests, the agent answers each with one message,
-// in order, on the same connection, until either side closes it. An agent
-// answers a type it does not know with an error of code "unsupported" and
-// keeps the connection. Operations are read-only. An agent that closes the
-// connection after a request without answering it is stopping, or is over
-// its cap of verified connections (it checks the cap again when the first
-// request verifies the connection, see Verification).
+// in order, on the same connection, until either side closes it.
+// Operations are read-only. Error codes:
+//
+//	unsupported  a request of a type the agent does not know; the
+//	             connection stays
+//	internal     the agent could not build the answer; the connection stays
+//	busy         the agent has no room for this connection (see
+//	             Verification) and closes it after this answer; the
+//	             agent has proved its identity, the network key is
+//	             right, and trying again later may succeed
+//
+// An agent answers busy to the first request of a connection, or, for a
+// connection it dropped after the welcome, in place of that request's
+// answer. A controller that does not know a code takes it as any error
+// answer. An agent that closes the connection after a request without
+// answering it is stopping (agents of earlier releases also did so over
+// their cap of verified connections, and closed connections over it
+// without answering the hello).
 //
 // # Discovery
 //
