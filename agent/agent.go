@@ -24,8 +24,12 @@ const (
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultIdleTimeout      = 30 * time.Second
 	DefaultMaxConns         = 64
-	DefaultMaxPending       = 128
-	DefaultMaxFailures      = 30
+	// DefaultMaxConnsPerSource leaves a key holder with one address an
+	// eighth of the verified places; a controller closes its connections
+	// after its pings, and opens a few at once at most (its hedges).
+	DefaultMaxConnsPerSource = 8
+	DefaultMaxPending        = 128
+	DefaultMaxFailures       = 30
 	// DefaultFactsTTL is how long collected facts answer pings: a burst
 	// of controllers costs one collection, and a change (an address, a
 	// rename) shows within this time.
@@ -43,12 +47,22 @@ type Options struct {
 	// which is what verifies a connection (see Conn.Verified in proto).
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration // between requests of a verified peer
-	// MaxConns caps verified connections; more are closed at once.
-	MaxConns int
+	// MaxConns caps verified connections, and MaxConnsPerSource those
+	// of one source address. A connection over a cap takes the place of
+	// the least recently active one of its own address (over the
+	// address's cap) or of the source holding the most (over the total
+	// cap), so that idle connections of one key holder cannot lock out a
+	// controller from elsewhere. A connection serving a request keeps its
+	// place; when every candidate is, the newcomer's first request is
+	// answered with an error of code busy and the connection closed.
+	MaxConns          int
+	MaxConnsPerSource int
 	// MaxPending caps connections that are not verified yet, whether the
-	// hello is still to come or the first request. When it is reached the
-	// oldest one is dropped for the newcomer, so idle sockets and replayed
-	// hellos cannot lock a controller out.
+	// hello is still to come or the first request. When it is reached one
+	// is dropped for the newcomer: of the source holding the most, one
+	// still waiting for its hello before a welcomed one, the oldest. So
+	// idle sockets and replayed hellos cannot lock a controller out, and
+	// a source that floods the agent drops only its own connections.
 	MaxPending int
 	// MaxFailures is how many failed hellos a source address may send per
 	// minute before its connections are closed on accept.
@@ -90,16 +104,31 @@ type Agent struct {
 	cachedAt   time.Time
 	cachedFrom *reloadable // the labels the cache was built with
 
-	mu      sync.Mutex
-	pending *list.List // of *conn, oldest first
-	active  map[*conn]struct{}
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	pending  *list.List // of *conn, oldest first
+	waiting  tally      // of pending
+	active   map[*conn]struct{}
+	verified tally // of active
+	wg       sync.WaitGroup
 }
 
 type conn struct {
 	c      net.Conn
 	remote string
-	elem   *list.Element // in pending, nil once verified or evicted
+	src    netip.Addr
+	net    netip.Prefix // see sourceNet
+	// ctx ends the handshake of a connection dropped for a newcomer (and
+	// every wait when the agent stops).
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Under Agent.mu:
+	elem        *list.Element // in pending, nil once verified or evicted
+	netN, addrN *int          // counts of the tally it is in
+	welcomed    bool          // its hello was answered
+	evicted     bool          // dropped for a newcomer
+	last        time.Time     // its latest request, once verified
+	serving     time.Time     // when the request being served came, zero between requests
 }
 
 // New returns an agent. It does not listen yet.
@@ -116,6 +145,9 @@ func New(o Options) (*Agent, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxConns
 	}
+	if o.MaxConnsPerSource <= 0 {
+		o.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = DefaultMaxPending
 	}
@@ -129,13 +161,15 @@ func New(o Options) (*Agent, error) {
 		o.FactsTTL = DefaultFactsTTL
 	}
 	a := &Agent{
-		opts:    o,
-		log:     o.Logger,
-		replay:  proto.NewReplayFilter(0),
-		budget:  newFailureBudget(o.MaxFailures, time.Minute),
-		pending: list.New(),
-		active:  make(map[*conn]struct{}),
-		disc:    newDiscovery(),
+		opts:     o,
+		log:      o.Logger,
+		replay:   proto.NewReplayFilter(0),
+		budget:   newFailureBudget(o.MaxFailures, time.Minute),
+		pending:  list.New(),
+		waiting:  newTally(),
+		active:   make(map[*conn]struct{}),
+		verified: newTally(),
+		disc:     newDiscovery(),
 	}
 	a.fingerprint = proto.FingerprintBytes(o.Identity.Public[:])
 	a.quit, a.quitNow = context.WithCancel(context.Background())
@@ -206,70 +240,89 @@ func (a *Agent) admit(c net.Conn) {
 		c.Close()
 		return
 	}
-	cs := &conn{c: c, remote: remote}
+	cs := &conn{c: c, remote: remote, src: src, net: sourceNet(src)}
+	cs.ctx, cs.cancel = context.WithCancel(a.quit)
 	a.mu.Lock()
-	if len(a.active) >= a.opts.MaxConns {
-		a.mu.Unlock()
-		a.log.Warn().Str("event", "refused").Str("remote", remote).Int("max_conns", a.opts.MaxConns).Msg("refused: connection limit reached")
-		c.Close()
-		return
-	}
 	var evicted *conn
 	if a.pending.Len() >= a.opts.MaxPending {
-		evicted = a.pending.Remove(a.pending.Front()).(*conn)
+		evicted = a.pendingVictim()
+		a.pending.Remove(evicted.elem)
+		a.waiting.remove(evicted)
 		evicted.elem = nil
+		evicted.evicted = true
 	}
 	cs.elem = a.pending.PushBack(cs)
+	a.waiting.add(cs)
 	a.wg.Add(1)
 	a.mu.Unlock()
 	if evicted != nil {
-		a.log.Info().Str("event", "evicted").Str("remote", evicted.remote).Msg("dropped the oldest connection still in the handshake")
-		evicted.c.Close()
+		a.log.Info().Str("event", "evicted").Str("remote", evicted.remote).Bool("welcomed", evicted.welcomed).
+			Int("max_pending", a.opts.MaxPending).Msg("dropped a connection still in the handshake, of the source holding the most, for a newcomer")
+		evicted.cancel()
 	}
 	a.log.Debug().Str("event", "accepted").Str("remote", remote).Msg("accepted")
-	go a.handle(cs, src)
+	go a.handle(cs)
 }
 
-func (a *Agent) handle(cs *conn, src netip.Addr) {
+func (a *Agent) handle(cs *conn) {
 	defer a.wg.Done()
 	defer cs.c.Close()
+	defer cs.cancel()
 	cur := a.cur.Load()
 	pc := proto.Server(cs.c, cur.server)
 	// A good hello does not verify the peer: anyone who saw it on its way
 	// to this or another agent can replay it within the skew window. The
 	// controller's first request does, so until it arrives the connection
 	// stays pending, evictable and under the handshake deadline.
-	ctx, cancel := context.WithTimeout(a.quit, a.opts.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(cs.ctx, a.opts.HandshakeTimeout)
 	err := pc.Handshake(ctx)
 	welcomed := err == nil
 	var first proto.Message
 	if welcomed {
+		a.mu.Lock()
+		cs.welcomed = true
+		a.mu.Unlock()
 		first, err = pc.Receive(ctx)
 	}
 	cancel()
 	verified := pc.Verified()
 
+	now := time.Now()
 	a.mu.Lock()
-	evicted := cs.elem == nil
-	full := false
+	evicted := cs.evicted
+	var victim *conn
+	room := false
 	if !evicted {
 		a.pending.Remove(cs.elem)
+		a.waiting.remove(cs)
 		cs.elem = nil
 		if verified {
-			full = len(a.active) >= a.opts.MaxConns
-			if !full {
+			victim, room = a.makeRoom(cs, now)
+			if victim != nil {
+				delete(a.active, victim)
+				a.verified.remove(victim)
+				victim.evicted = true
+			}
+			if room {
+				cs.last, cs.serving = now, now
 				a.active[cs] = struct{}{}
+				a.verified.add(cs)
 			}
 		}
 	}
 	a.mu.Unlock()
 	if evicted {
-		return // closed and logged already
+		// Closed and logged already. A welcomed controller can read an
+		// answer, and is told why rather than left to guess at its key.
+		if welcomed {
+			a.busy(pc, cs.remote, "dropped after the welcome for a newcomer: too many connections in the handshake")
+		}
+		return
 	}
 	if !verified {
 		ev := a.log.Info()
 		if isAuthFailure(err) {
-			a.budget.fail(src, time.Now())
+			a.budget.fail(cs.src, time.Now())
 			ev = a.log.Warn()
 		} else if errors.Is(err, proto.ErrReplayFull) {
 			ev = a.log.Warn()
@@ -277,17 +330,38 @@ func (a *Agent) handle(cs *conn, src netip.Addr) {
 		ev.Str("event", "handshake_failed").Str("remote", cs.remote).Str("reason", reason(err, welcomed)).Msg("handshake failed")
 		return
 	}
-	if full {
-		a.log.Warn().Str("event", "refused").Str("remote", cs.remote).Int("max_conns", a.opts.MaxConns).Msg("refused: connection limit reached")
+	if !room {
+		a.log.Warn().Str("event", "refused").Str("remote", cs.remote).Int("max_conns", a.opts.MaxConns).Int("max_conns_per_source", a.opts.MaxConnsPerSource).
+			Msg("refused: verified connection limit reached, every connection serving a request; answered busy")
+		a.busy(pc, cs.remote, fmt.Sprintf("at its limit of verified connections (%d, %d per source address), all serving requests: try again later", a.opts.MaxConns, a.opts.MaxConnsPerSource))
 		return
+	}
+	if victim != nil {
+		a.log.Info().Str("event", "evicted").Str("remote", victim.remote).Str("for", cs.remote).
+			Msg("closed the least recently active verified connection of the source holding the most, for a newcomer")
+		victim.c.Close()
 	}
 	defer func() {
 		a.mu.Lock()
-		delete(a.active, cs)
+		if !cs.evicted {
+			delete(a.active, cs)
+			a.verified.remove(cs)
+		}
 		a.mu.Unlock()
 	}()
 	a.log.Info().Str("event", "handshake_ok").Str("remote", cs.remote).Msg("handshake ok")
-	a.serve(pc, cs.remote, cur, first, err)
+	a.serve(pc, cs, cur, first, err)
+}
+
+// busy answers a connection the agent has no room for, within a short
+// deadline: the answer is small, and a peer that does not read it holds
+// nothing for longer.
+func (a *Agent) busy(pc *proto.Conn, remote, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.opts.HandshakeTimeout)
+	defer cancel()
+	if err := pc.Send(ctx, &proto.Error{Code: proto.CodeBusy, Message: why}); err != nil {
+		a.log.Info().Str("event", "reply_failed").Str("remote", remote).Err(err).Msg("busy answer failed")
+	}
 }
 
 // facts returns the host's facts, collected at most FactsTTL ago with the
@@ -318,12 +392,25 @@ func (a *Agent) facts(cur *reloadable) (*proto.Facts, error) {
 // serve answers requests on a verified connection, starting with the one
 // that verified it (m or err), until the peer hangs up, goes idle, or the
 // agent stops.
-func (a *Agent) serve(pc *proto.Conn, remote string, cur *reloadable, m proto.Message, err error) {
+func (a *Agent) serve(pc *proto.Conn, cs *conn, cur *reloadable, m proto.Message, err error) {
+	remote := cs.remote
 	for first := true; ; first = false {
 		if !first {
+			a.mu.Lock()
+			cs.serving = time.Time{}
+			a.mu.Unlock()
 			ctx, cancel := context.WithTimeout(a.quit, a.opts.IdleTimeout)
 			m, err = pc.Receive(ctx)
 			cancel()
+			now := time.Now()
+			a.mu.Lock()
+			cs.last, cs.serving = now, now
+			evicted := cs.evicted
+			a.mu.Unlock()
+			if evicted {
+				a.log.Info().Str("event", "closed").Str("remote", remote).Msg("closed: evicted for a newcomer")
+				return
+			}
 		}
 		switch {
 		case err == nil:

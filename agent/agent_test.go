@@ -20,16 +20,59 @@ import (
 	"github.com/ifl-project/ifl/proto"
 )
 
-// logBuffer collects JSON log lines from concurrent goroutines.
+// logBuffer collects JSON log lines from concurrent goroutines, and
+// counts them by event so that a test can wait for the agent to reach a
+// state it logs.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	counts  map[string]int
+	changed chan struct{} // closed and replaced at every line
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// zerolog writes each event in one call.
+	var ev struct {
+		Event string `json:"event"`
+	}
+	if json.Unmarshal(p, &ev) == nil && ev.Event != "" {
+		if l.counts == nil {
+			l.counts = map[string]int{}
+		}
+		l.counts[ev.Event]++
+		if l.changed != nil {
+			close(l.changed)
+			l.changed = nil
+		}
+	}
 	return l.buf.Write(p)
+}
+
+// waitFor waits until n events of the given name were logged, at most
+// five seconds.
+func (l *logBuffer) waitFor(t *testing.T, name string, n int) {
+	t.Helper()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		l.mu.Lock()
+		got := l.counts[name]
+		if l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		ch := l.changed
+		l.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			t.Fatalf("%d %q events logged after 5s, want %d", got, name, n)
+		}
+	}
 }
 
 // events returns the logged events with the given "event" field.

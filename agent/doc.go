@@ -8,10 +8,13 @@
 // /etc/machine-id, /etc/os-release and netlink, never from a command.
 //
 // Limits protect it from the network it listens on: a deadline for the
-// handshake and between requests, a cap on verified connections, a cap on
-// connections not verified yet (the oldest is dropped for a newcomer, so
-// idle sockets cannot lock a controller out), and a budget of failed
-// hellos per source address. A connection is verified by the controller's
+// handshake and between requests, a cap on verified connections in all
+// and per source address, a cap on connections not verified yet, and a
+// budget of failed hellos per source address. Over a cap, a newcomer
+// takes the place of a connection of the source holding the most, so
+// idle sockets, floods and a key holder's idle connections cannot lock a
+// controller out from elsewhere; an agent with no place that can be
+// given up answers busy. A connection is verified by the controller's
 // first request, not by its hello, which anyone who saw it could replay.
 //
 // ServeDiscovery answers discovery queries on a socket from

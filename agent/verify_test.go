@@ -191,6 +191,20 @@ func TestReplayedHelloIsDropped(t *testing.T) {
 		if _, err := b.ping(t, b.key); err != nil {
 			t.Fatalf("ping with a replay holding the only pending place: %v", err)
 		}
+		// The busy answer that a welcomed controller would read: one
+		// transport frame the replayer cannot, then the close.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var hb [proto.HeaderLen]byte
+		if _, err := io.ReadFull(c, hb[:]); err != nil {
+			t.Fatalf("evicted replay: %v; want a busy answer", err)
+		}
+		var h proto.Header
+		if err := h.UnmarshalBinary(hb[:]); err != nil || h.Type != proto.FrameTransport {
+			t.Fatalf("evicted replay: got %+v, %v; want a transport frame", h, err)
+		}
+		if _, err := io.CopyN(io.Discard, c, int64(h.Length)); err != nil {
+			t.Fatal(err)
+		}
 		closedByAgent(t, c)
 	})
 }

@@ -73,6 +73,35 @@
 // A first transport message that does not decrypt counts as a failed
 // hello against the source address; silence or a hang-up does not.
 //
+// An agent holds at most 128 connections that are not verified yet (ifl's
+// default). A newcomer over that takes the place of one of the source
+// that holds the most, counting sources by network first (a /24 for IPv4,
+// a /64 for IPv6) and then by address; of that source's connections, one
+// whose hello has not been answered goes before a welcomed one, and the
+// oldest first. So a flood of silent connections, or of replayed hellos,
+// drops only its own connections unless it spreads them so thin that no
+// source holds more than the controller does: over at least as many
+// addresses as there are places, and as many networks when it comes from
+// outside the controller's. A connection dropped after its welcome is
+// answered busy (see Messages); one dropped before it gets nothing, which
+// a controller cannot tell from a wrong key.
+//
+// An agent keeps at most 64 verified connections, and 8 from one source
+// address (ifl's defaults); each may stay idle for 30 s between requests.
+// A newly verified connection over the cap of its address takes the place
+// of that address's least recently active connection; over the total cap,
+// the place of the least recently active connection of the source that
+// holds the most (by network, then address, as above). A connection
+// serving a request keeps its place, unless its reply has waited longer
+// than the handshake deadline for the peer to read it. When no connection
+// can give way, the newcomer's first request is answered busy. So a holder
+// of the network key keeps 8 connections per address it controls, can
+// hold every place only from 8 addresses or more, and even then gives a
+// place up to each newcomer. What it can still do is make the agent
+// answer busy by keeping all 64 connections serving requests at once, and
+// close idle connections of other controllers by opening its own (a
+// controller closes its connection after its pings anyway).
+//
 // The hello is not bound to the agent it is meant for, for two reasons.
 // The controller does not know the agent's static key before the welcome
 // (NX sends it there so that no peer without the network key sees it), so
