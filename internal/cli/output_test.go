@@ -77,6 +77,7 @@ func TestFullReportsMatchSchema(t *testing.T) {
 		{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: probe.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true},
 		{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: probe.Rejected, Reason: probe.ReasonWrongKey, Err: proto.ErrRejected, Latency: time.Millisecond, Dialled: true},
 		{Addr: mustAddr("198.18.0.7"), Port: 7440, Status: probe.Down, Reason: probe.ReasonNoARP, Err: net.ErrClosed},
+		{Addr: mustAddr("198.18.0.8"), Port: 7440, Status: probe.Busy, Reason: probe.ReasonBusy, Identity: "89abcdef01234567", Err: &proto.Error{Code: proto.CodeBusy, Message: "m"}, Latency: time.Millisecond, Dialled: true},
 	}
 	hc := inventory.HostChange{Identity: "0123456789abcdef", Name: "web", Hostname: "web", OldName: "old", From: "198.18.0.4", To: "198.18.0.5", Unseen: time.Hour}
 	ch := &inventory.Changes{New: []inventory.HostChange{hc}, Moved: []inventory.HostChange{hc}, Renamed: []inventory.HostChange{hc}, Unseen: []inventory.HostChange{hc},
@@ -89,9 +90,10 @@ func TestFullReportsMatchSchema(t *testing.T) {
 		command string
 		report  any
 	}{
-		{"probe", newProbeReport(rs, summary{Method: methodRaw}, ch)},
+		{"probe", newProbeReport(rs, summary{Method: methodRaw, Busy: 1}, ch)},
 		{"ping", pingReport{SchemaVersion, newHostReport(rs[0])}},
 		{"ping", pingReport{SchemaVersion, newHostReport(rs[2])}},
+		{"ping", pingReport{SchemaVersion, newHostReport(rs[3])}},
 		{"arp-scan", arp},
 		{"scan", scanReport{SchemaVersion: SchemaVersion, Ports: []scanRow{{Address: "198.18.0.5", Port: 22, Status: "open", RTTMS: msOrNil(time.Millisecond)}}, Summary: scanSummary{Method: methodRaw, Ports: 1}}},
 	} {

@@ -63,7 +63,8 @@ stages stream into each other. Without the capability (it says so), or with
 handshake. Hosts
 whose port is open but fail the handshake are reported as "rejected" (wrong
 network key, or clocks more than a minute apart) or "not-agent" (another
-service), never as agents. Results are sorted by address; progress shows on
+service), never as agents; an agent that proves its identity but has no room
+for another connection is "busy" (try again later). Results are sorted by address; progress shows on
 stderr when it is a terminal. Ctrl-C stops and prints what was found.
 
 Every probe updates the inventory (see 'ifl inventory'), keyed by each
@@ -298,7 +299,7 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 		s.SYNSent = est.SYNSent
 		s.Open = est.Open
 	} else {
-		s.Open = s.Agents + s.Rejected + s.NotAgents
+		s.Open = s.Agents + s.Busy + s.Rejected + s.NotAgents
 	}
 	s.Seconds = time.Since(start).Seconds()
 	s.Complete = runErr == nil

@@ -66,7 +66,8 @@ type summary struct {
 	Open      int    `json:"open" yaml:"open"`                           // addresses with the agent port open
 	Probed    int    `json:"probed" yaml:"probed"`                       // addresses dialled
 	Agents    int    `json:"agents" yaml:"agents"`
-	Rejected  int    `json:"rejected" yaml:"rejected"` // rejected and identity-mismatch
+	Busy      int    `json:"busy,omitempty" yaml:"busy,omitempty"` // verified agents with no room for another connection
+	Rejected  int    `json:"rejected" yaml:"rejected"`             // rejected and identity-mismatch
 	NotAgents int    `json:"not_agents" yaml:"not_agents"`
 	Errors    int    `json:"errors" yaml:"errors"`
 	// Seconds the probe took; Complete is false after Ctrl-C.
@@ -82,6 +83,8 @@ func (s *summary) add(r probe.Result) {
 	switch r.Status {
 	case probe.Agent:
 		s.Agents++
+	case probe.Busy:
+		s.Busy++
 	case probe.Rejected, probe.Mismatch:
 		s.Rejected++
 	case probe.NotAgent:
@@ -93,6 +96,9 @@ func (s *summary) add(r probe.Result) {
 
 func (s summary) String() string {
 	parts := []string{plural(s.Agents, "agent")}
+	if s.Busy > 0 {
+		parts = append(parts, fmt.Sprintf("%d busy", s.Busy))
+	}
 	if s.Rejected > 0 {
 		parts = append(parts, fmt.Sprintf("%d rejected", s.Rejected))
 	}
@@ -177,6 +183,8 @@ func writeTable(w io.Writer, rs []probe.Result) error {
 // reasonShort says in a few words why an open port is not a verified agent.
 func reasonShort(r probe.Result) string {
 	switch r.Status {
+	case probe.Busy:
+		return "(busy: no room for another connection)"
 	case probe.Rejected:
 		return "(wrong network key or clock skew)"
 	case probe.NotAgent:

@@ -25,9 +25,10 @@ import (
 // Status is what a probe of one address found.
 type Status int
 
-// Statuses, from best to worst. Only the first four mean the port was open.
+// Statuses, from best to worst. Only the first five mean the port was open.
 const (
 	Agent    Status = iota // a verified ifl agent
+	Busy                   // a verified ifl agent with no room for another connection: try again later
 	Rejected               // an ifl agent (or something) that refused our hello: wrong network key or clock skew
 	Mismatch               // an ifl agent whose identity is not the expected one
 	NotAgent               // the port is open but speaks another protocol, or nothing
@@ -37,7 +38,7 @@ const (
 	Failed                 // any other error
 )
 
-var statusNames = [...]string{"agent", "rejected", "identity-mismatch", "not-agent", "closed", "filtered", "down", "error"}
+var statusNames = [...]string{"agent", "busy", "rejected", "identity-mismatch", "not-agent", "closed", "filtered", "down", "error"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
@@ -75,6 +76,7 @@ type Result struct {
 // Reasons: why an address is not a verified agent, one word each, so that
 // a script can split a line on blanks.
 const (
+	ReasonBusy     = "busy"              // Busy
 	ReasonWrongKey = "wrong-key-or-skew" // Rejected
 	ReasonIdentity = "identity-mismatch" // Mismatch
 	ReasonOther    = "other-service"     // NotAgent: another protocol
@@ -413,6 +415,10 @@ func timedOut(err error) bool {
 
 func classifyHandshake(err error) (Status, string) {
 	switch {
+	case errors.Is(err, proto.ErrBusy):
+		// The agent proved its identity, and has no room: not a
+		// rejection, whatever its key.
+		return Busy, ReasonBusy
 	case errors.Is(err, proto.ErrRejected):
 		return Rejected, ReasonWrongKey
 	case errors.Is(err, proto.ErrIdentityMismatch):

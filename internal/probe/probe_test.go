@@ -37,6 +37,8 @@ func TestProbeStatuses(t *testing.T) {
 	closedPort := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 
+	busyPort, busyID := busyAgent(t, key)
+
 	lo := netip.MustParseAddr("127.0.0.1")
 	tests := []struct {
 		name     string
@@ -50,6 +52,7 @@ func TestProbeStatuses(t *testing.T) {
 		{"agent with expected identity", agentPort, identity, Agent, nil, identity},
 		{"agent with another identity", agentPort, "00000000000000000000000000000000", Mismatch, proto.ErrIdentityMismatch, identity},
 		{"wrong network key", wrongPort, "", Rejected, proto.ErrRejected, ""},
+		{"busy agent", busyPort, "", Busy, proto.ErrBusy, busyID},
 		{"http server", portOf(t, web.Listener.Addr().String()), "", NotAgent, proto.ErrNotIFL, ""},
 		{"closed", closedPort, "", Closed, nil, ""},
 	}
@@ -71,6 +74,42 @@ func TestProbeStatuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// busyAgent serves, until the test ends, an agent that answers every
+// first request with an error of code busy and hangs up, as one with no
+// room for another verified connection does; it returns its port and
+// identity.
+func busyAgent(t *testing.T, key proto.NetworkKey) (int, string) {
+	id, err := proto.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	cfg := &proto.ServerConfig{NetworkKeys: []proto.NetworkKey{key}, Identity: id}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			pc := proto.Server(c, cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := pc.Receive(ctx); err == nil {
+				pc.Send(ctx, &proto.Error{Code: proto.CodeBusy, Message: "at its limit of verified connections"})
+			}
+			cancel()
+			pc.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, id.Fingerprint()
 }
 
 func TestRunStreamsEveryAddress(t *testing.T) {
