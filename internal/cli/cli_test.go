@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -377,5 +379,21 @@ func TestScanIPv6Target(t *testing.T) {
 		if strings.Contains(stderr, "IPv6") {
 			t.Errorf("%v: IPv6 targets need no notice:\n%s", targets, stderr)
 		}
+	}
+}
+
+// TestAgentMemoryLimit: the agent runs under its own soft memory limit,
+// unless the environment set one.
+func TestAgentMemoryLimit(t *testing.T) {
+	old := debug.SetMemoryLimit(math.MaxInt64)
+	defer debug.SetMemoryLimit(old)
+	limitMemory()
+	if got := debug.SetMemoryLimit(-1); got != agentMemoryLimit {
+		t.Errorf("limit %d with none set, want %d", got, agentMemoryLimit)
+	}
+	debug.SetMemoryLimit(64 << 20) // as GOMEMLIMIT=64MiB would
+	limitMemory()
+	if got := debug.SetMemoryLimit(-1); got != 64<<20 {
+		t.Errorf("limit %d after GOMEMLIMIT's 64 MiB, want it kept", got)
 	}
 }
