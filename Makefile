@@ -64,7 +64,7 @@ lint: ## gofmt check, go vet and staticcheck.
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-bench: build ## Run the benchmarks, measure the agent's memory; as root, race the peers on virtual LANs.
+bench: build ## Run the benchmarks, measure the agent's memory (idle, and under a hostile load); as root, race the peers on virtual LANs.
 	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./proto ./agent
 	scripts/bench-agent-rss.sh ./ifl
 	scripts/bench-agent.sh ./ifl

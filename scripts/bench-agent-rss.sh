@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Measures the agent's resident memory when idle, and after 200 pings.
+# Measures the agent's resident memory: idle after start, after 200 pings,
+# and the most it reaches under a hostile load from another loopback
+# address (internal/hostileload: 1,500 idle connections, slowloris hellos,
+# headers announcing the largest payload, garbage) while a controller
+# pings it every 100 ms from a third.
 # Usage: scripts/bench-agent-rss.sh [path/to/ifl]
 set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
 ifl=${1:-./ifl}
 dir=$(mktemp -d)
 pid=
@@ -12,6 +18,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP PIPE
 
+go build -o "$dir/hostileload" ./internal/hostileload
 "$ifl" keygen "$dir/network.key" 2>/dev/null
 port=$(( 20000 + RANDOM % 20000 ))
 "$ifl" agent --network-key "$dir/network.key" --identity-key "$dir/agent.key" \
@@ -32,4 +39,17 @@ for _ in $(seq 1 200); do
 	"$ifl" ping --network-key "$dir/network.key" "127.0.0.1:$port" >/dev/null
 done
 busy=$(rss)
-printf 'agent RSS: %d KiB idle after start, %d KiB after 200 pings\n' "$idle" "$busy"
+
+"$dir/hostileload" -a "127.0.0.1:$port" -k "$dir/network.key" -d 5s >"$dir/load" 2>"$dir/load.err" &
+load=$!
+peak=0
+while kill -0 "$load" 2>/dev/null; do
+	r=$(rss)
+	[ "$r" -gt "$peak" ] && peak=$r
+	sleep 0.1
+done
+status=0
+wait "$load" || status=$?
+printf 'agent RSS: %d KiB idle after start, %d KiB after 200 pings, at most %d KiB under hostile load\n' "$idle" "$busy" "$peak"
+cat "$dir/load"
+[ "$status" = 0 ] || { cat "$dir/load.err" >&2; exit 1; }
