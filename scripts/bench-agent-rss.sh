@@ -6,9 +6,9 @@
 # pings it every 100 ms from a third.
 # Usage: scripts/bench-agent-rss.sh [path/to/ifl]
 set -euo pipefail
+ifl=$(realpath "${1:-$(dirname "$0")/../ifl}")
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
-ifl=${1:-./ifl}
 dir=$(mktemp -d)
 pid=
 cleanup() {
