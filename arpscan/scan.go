@@ -222,6 +222,10 @@ type Stats struct {
 	MinRate  int
 	// SRTT is the smoothed round trip of the answers.
 	SRTT time.Duration
+	// Dropped counts the replies the reading socket dropped for want of
+	// room; Unsure the addresses found silent although replies were
+	// dropped after their last try: they may be there.
+	Dropped, Unsure int
 }
 
 // Scanner sweeps one interface. Create it with Dial or New; it is not
@@ -232,6 +236,7 @@ type Scanner struct {
 	stamped syscall.RawConn // client's socket, read with the kernel's receive times; nil: read by client
 	writers []*arp.Client   // send only, beside client
 	srcs    []netip.Prefix  // the interface's IPv4 prefixes, for source addresses
+	pc      net.PacketConn  // client's
 }
 
 // Dial opens raw ARP sockets on the named interface: one that reads the
@@ -327,7 +332,7 @@ func newScanner(ifi *net.Interface, pc net.PacketConn, srcs []netip.Prefix) (*Sc
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ifi.Name, err)
 	}
-	return &Scanner{ifi: ifi, client: c, srcs: srcs, stamped: stampedConn(pc)}, nil
+	return &Scanner{ifi: ifi, client: c, srcs: srcs, stamped: stampedConn(pc), pc: pc}, nil
 }
 
 // Close closes the sockets, at once: the kernel waits for an RCU grace
@@ -452,6 +457,9 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 		win: pace.NewWindow(c.Rate, c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(c.minWait, c.Timeout)}),
 		w: s.startWriters(wctx)}
 	st.MinRate = c.Rate
+	// A socket kept from sweep to sweep counts what it dropped in the
+	// ones before.
+	snd.dropsSeen, snd.lookedAt = s.drops(), start
 	err := snd.run(ctx)
 	snd.timer.Stop()
 	if err != nil {
@@ -532,6 +540,12 @@ type sender struct {
 	episodeAt    time.Time
 	episodeHosts map[*target]bool
 
+	// The reader's drops: how many so far, when they were last looked
+	// at, and when more were last found (drops.go).
+	dropsSeen           uint64
+	lookedAt, droppedAt time.Time
+	turns               int
+
 	bcast, uni *pace.Pacer
 	win        *pace.Window   // the broadcast rate, from loss
 	est        *rtt.Estimator // the segment's round trip
@@ -579,6 +593,9 @@ func (sn *sender) run(ctx context.Context) error {
 		sn.sw.mu.Lock()
 		if sn.w.congested.Swap(0) > 0 {
 			sn.cut(now, now)
+		}
+		if sn.turns++; sn.turns%dropLookEvery == 0 {
+			sn.lookForDrops(now)
 		}
 		all := sn.sw.answered == len(sn.order)
 		fresh := sn.sw.fresh
@@ -660,7 +677,10 @@ func (sn *sender) run(ctx context.Context) error {
 			// answer.
 			end := sn.lastSend.Add(min(c.Timeout, max(4*slowest, 5*time.Millisecond)))
 			if !seen.Before(end) {
-				return nil
+				if err := sn.ended(now); err != errDropped {
+					return err
+				}
+				continue
 			}
 			if err := sn.wait(ctx, end); err != nil {
 				return err
@@ -722,7 +742,10 @@ func (sn *sender) run(ctx context.Context) error {
 				end = p
 			}
 			if !seen.Before(end) {
-				return nil
+				if err := sn.ended(now); err != errDropped {
+					return err
+				}
+				continue
 			}
 			due = end
 		}
@@ -730,6 +753,23 @@ func (sn *sender) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// errDropped: the sweep would have ended, but replies were dropped since
+// the last look and some addresses are owed a try.
+var errDropped = errors.New("arpscan: replies dropped")
+
+// ended is the sweep's end, unless replies were dropped since the last
+// look (errDropped: the owed tries go out first). It records the unsure
+// addresses.
+func (sn *sender) ended(now time.Time) error {
+	sn.sw.mu.Lock()
+	defer sn.sw.mu.Unlock()
+	if sn.lookForDrops(now) && len(sn.retry) > 0 {
+		return errDropped
+	}
+	sn.st.Unsure = sn.unsure()
+	return nil
 }
 
 // nextBroadcast takes the broadcast to send now, if one is due and the

@@ -31,10 +31,14 @@ type fakeLAN struct {
 	unicasts map[netip.Addr]int
 	// senders counts the requests by sender address, and broadcast or
 	// unicast: "198.18.0.2 broadcast".
-	senders  map[string]int
-	enobufs  int                      // writes to refuse with ENOBUFS first
-	late     map[string]time.Duration // by MAC: how long its replies take
-	replies  chan []byte
+	senders map[string]int
+	enobufs int                      // writes to refuse with ENOBUFS first
+	late    map[string]time.Duration // by MAC: how long its replies take
+	replies chan []byte
+	// overflow replies are dropped as a full socket drops them, and
+	// counted in dropped.
+	overflow int
+	dropped  uint64
 	deadline time.Time
 	wake     chan struct{}
 	closed   bool
@@ -89,6 +93,11 @@ func (f *fakeLAN) WriteTo(b []byte, _ net.Addr) (int, error) {
 		r, _ := arp.NewPacket(arp.OperationReply, mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
 		pb, _ := r.MarshalBinary()
 		fb, _ := (&ethernet.Frame{Destination: p.SenderHardwareAddr, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: pb}).MarshalBinary()
+		if f.overflow > 0 {
+			f.overflow--
+			f.dropped++
+			continue
+		}
 		if d := f.late[mac.String()]; d > 0 {
 			time.AfterFunc(d, func() { f.replies <- fb })
 			continue
@@ -124,6 +133,13 @@ func (f *fakeLAN) ReadFrom(b []byte) (int, net.Addr, error) {
 		case <-f.wake: // the deadline changed
 		}
 	}
+}
+
+// Drops counts what overflow dropped, as a socket counts its drops.
+func (f *fakeLAN) Drops() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dropped
 }
 
 func (f *fakeLAN) SetReadDeadline(t time.Time) error {
@@ -262,6 +278,37 @@ func TestScanReaderNeverWaitsForTheCaller(t *testing.T) {
 	}
 	if len(res) != len(hosts) || len(got) != len(hosts) {
 		t.Errorf("found %d and streamed %d of %d hosts", len(res), len(got), len(hosts))
+	}
+}
+
+// TestScanRetriesWhatItDropped: replies the socket dropped are loss of
+// the sweep's own making: the addresses tried before get a try more,
+// and one still silent after it is counted unsure.
+func TestScanRetriesWhatItDropped(t *testing.T) {
+	for _, tc := range []struct {
+		overflow, requests, found, unsure int
+	}{
+		{overflow: 1, requests: 2, found: 1},
+		{overflow: 2, requests: 2, found: 0, unsure: 1},
+	} {
+		lan := newFakeLAN()
+		host := netip.MustParseAddr("198.18.0.5")
+		lan.hosts[host] = []net.HardwareAddr{mac(5)}
+		lan.overflow = tc.overflow
+		s := testScanner(t, lan)
+		// One try for a silent address, and one more where loss shows.
+		cfg := &Config{Rate: 100000, Timeout: 5 * time.Millisecond, Retries: 1, MinRetries: -1}
+		res, st, err := s.Scan(context.Background(), []netip.Addr{host}, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lan.mu.Lock()
+		requests := lan.requests[host]
+		lan.mu.Unlock()
+		if len(res) != tc.found || requests != tc.requests || st.Dropped != tc.overflow || st.Unsure != tc.unsure {
+			t.Errorf("%d dropped: found %d with %d requests, %d dropped, %d unsure; want %d, %d, %d, %d",
+				tc.overflow, len(res), requests, st.Dropped, st.Unsure, tc.found, tc.requests, tc.overflow, tc.unsure)
+		}
 	}
 }
 

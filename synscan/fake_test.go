@@ -33,6 +33,10 @@ type fakeNet struct {
 	sendErr  error    // when set, every send fails with it
 	badSums  int      // SYNs whose checksum did not verify
 	synSeen  chan key // when set, told of every SYN (never blocks)
+	// overflow answers are dropped as a full socket drops them, and
+	// counted in drops, which Drops reports as a dropCounter does.
+	overflow int
+	drops    uint64
 
 	segs     chan fakeSeg
 	deadline time.Time
@@ -167,6 +171,11 @@ func (f *fakeNet) deliverLocked(s fakeSeg) {
 		return
 	}
 	s.at = time.Now()
+	if f.overflow > 0 {
+		f.overflow--
+		f.drops++
+		return
+	}
 	select {
 	case f.segs <- s:
 	default: // a full socket drops it
@@ -199,6 +208,13 @@ func (f *fakeNet) ReadFrom(b []byte) (int, Arrival, error) {
 		case <-f.wake: // the deadline changed, or it closed
 		}
 	}
+}
+
+// Drops implements dropCounter.
+func (f *fakeNet) Drops() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.drops
 }
 
 func (f *fakeNet) SetReadDeadline(t time.Time) error {

@@ -48,6 +48,15 @@ type readMarker interface {
 	Advanced() <-chan struct{}
 }
 
+// dropCounter is a PacketIO that counts the segments its reading
+// sockets dropped for want of room, their reader having fallen behind:
+// answers that came and were lost on this host. A scan over one takes
+// them for loss (the rate falls), gives the probes that waited through
+// them a try more, and counts those still silent after it as unsure.
+type dropCounter interface {
+	Drops() uint64
+}
+
 // flusher is a PacketIO that may queue what it is given to write (the
 // sockets of NewRaw queue Ethernet frames): a scan calls Flush before it
 // waits for anything.

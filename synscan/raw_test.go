@@ -400,3 +400,31 @@ func TestRawWaitsForItsReader(t *testing.T) {
 		t.Errorf("%d probes sent; want 1: the answer was there", len(syns))
 	}
 }
+
+// TestRawRetriesWhatItDropped: answers this host's socket dropped are
+// loss of our own making: the probes that waited through them get a try
+// more (up to two), and one still silent is counted unsure.
+func TestRawRetriesWhatItDropped(t *testing.T) {
+	for _, tc := range []struct {
+		overflow, probes int
+		state            State
+		unsure           int
+	}{
+		{overflow: 1, probes: 2, state: Closed},
+		{overflow: 3, probes: 3, state: Filtered, unsure: 1},
+	} {
+		n := newFakeNet()
+		tg := Target{Addr: n.add("198.18.40.10", &fakeHost{}), Port: 7440}
+		n.overflow = tc.overflow
+		res, st, err := streamFake(t, context.Background(), n, &Config{Timeout: 10 * time.Millisecond, Retries: -1, Rate: 1000, minWait: time.Millisecond}, []Target{tg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != 1 || res[0].State != tc.state {
+			t.Errorf("%d dropped: results %+v; want %v", tc.overflow, res, tc.state)
+		}
+		if got := len(n.syns(tg)); got != tc.probes || st.Dropped != tc.overflow || st.Unsure != tc.unsure {
+			t.Errorf("%d dropped: %d probes, %d dropped, %d unsure; want %d, %d, %d", tc.overflow, got, st.Dropped, st.Unsure, tc.probes, tc.overflow, tc.unsure)
+		}
+	}
+}

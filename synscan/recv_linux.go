@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ifl-project/ifl/internal/kstamp"
+	"github.com/ifl-project/ifl/internal/readmark"
 )
 
 // socketMark is how far one reading socket has been read.
@@ -23,6 +24,20 @@ func (s *sockets) ReadUpTo() time.Time { return s.mark.UpTo(s.empty) }
 
 // Advanced implements readMarker.
 func (s *sockets) Advanced() <-chan struct{} { return s.mark.Advanced() }
+
+// Drops implements dropCounter.
+func (s *sockets) Drops() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n uint64
+	for _, fd := range []int{s.recv4, s.recv6} {
+		if fd >= 0 {
+			d, _ := readmark.Drops(fd)
+			n += d
+		}
+	}
+	return n
+}
 
 // empty reports whether neither reading socket holds a segment.
 func (s *sockets) empty() bool {

@@ -17,10 +17,14 @@ import (
 // flight is a target whose probe has been sent and not yet answered or
 // given up.
 type flight struct {
-	t         Target
-	h         *host
-	sport     uint16
-	tries     int // probes sent (not those the kernel refused)
+	t     Target
+	h     *host
+	sport uint16
+	tries int // probes sent (not those the kernel refused)
+	// extra are the tries it was given for answers dropped here while
+	// it waited; drops the reader's drops when it was first sent.
+	extra     int
+	drops     uint64
 	firstSent time.Time
 	lastSent  time.Time
 	due       time.Time // when it is tried again or given up
@@ -86,8 +90,12 @@ type scan struct {
 	// marker is the IO's, if it says how far its reader has read: a
 	// probe's wait ends when the reader has read past it, not before.
 	marker readMarker
-	timer  *time.Timer
-	st     Stats
+	// counter is the IO's, if it counts what its reader dropped; drops
+	// is its count when last asked, drops0 when the scan began.
+	counter       dropCounter
+	drops, drops0 uint64
+	timer         *time.Timer
+	st            Stats
 }
 
 func newScan(r *Raw, out chan<- Result) *scan {
@@ -106,6 +114,10 @@ func newScan(r *Raw, out chan<- Result) *scan {
 		s.flush = f.Flush
 	}
 	s.marker, _ = r.io.(readMarker)
+	if s.counter, _ = r.io.(dropCounter); s.counter != nil {
+		s.drops = s.counter.Drops()
+		s.drops0 = s.drops
+	}
 	s.win.SetRound(s.seg.Timeout())
 	s.st.MinRate = c.Rate
 	return s
@@ -115,7 +127,11 @@ func newScan(r *Raw, out chan<- Result) *scan {
 // result, ctx is done, or something fails.
 func (s *scan) run(ctx context.Context, in <-chan Target, answers <-chan answer, readErr <-chan error) error {
 	s.in = in
-	defer func() { s.st.SRTT = s.seg.SRTT() }()
+	defer func() {
+		s.st.SRTT = s.seg.SRTT()
+		s.checkDrops(time.Now())
+		s.st.Dropped = int(s.drops - s.drops0)
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -174,7 +190,7 @@ func (s *scan) admit(ctx context.Context, t Target, now time.Time) error {
 		// Nothing will answer.
 		return s.emit(ctx, Result{Target: t, State: Filtered})
 	}
-	f := &flight{t: t, h: h, sport: s.r.ck.sport(t), index: -1}
+	f := &flight{t: t, h: h, sport: s.r.ck.sport(t), index: -1, drops: s.drops}
 	h.flights++
 	s.flights[t.key()] = f
 	return s.send(f, now)
@@ -224,7 +240,7 @@ func (s *scan) send(f *flight, now time.Time) error {
 		s.st.Retries++
 	}
 	f.due = now.Add(s.timeout(f))
-	if f.tries > s.c.Retries && f.h.est == nil {
+	if f.tries > s.c.Retries+f.extra && f.h.est == nil {
 		// Nothing is known of this host: it may be farther than the
 		// hosts the waits were learnt from. Its last wait ends no
 		// sooner than a wait with nothing measured would.
@@ -234,7 +250,35 @@ func (s *scan) send(f *flight, now time.Time) error {
 	s.st.Sent++
 	s.pacer.Sent(now)
 	s.win.Sent(now)
+	if s.st.Sent%dropCheckEvery == 0 {
+		s.checkDrops(now)
+	}
 	return nil
+}
+
+// dropCheckEvery is how many probes go out between two looks at what the
+// reader dropped: a look is a system call, and a reader that falls behind
+// drops many answers at once.
+const dropCheckEvery = 256
+
+// maxDropTries bounds the tries a probe is given for answers dropped
+// here while it waited.
+const maxDropTries = 2
+
+// checkDrops asks the IO what its reader has dropped: answers that came
+// and were lost here are loss, and the rate falls. It reports whether
+// more were dropped since it last looked.
+func (s *scan) checkDrops(now time.Time) bool {
+	if s.counter == nil {
+		return false
+	}
+	n := s.counter.Drops()
+	if n <= s.drops {
+		return false
+	}
+	s.drops = n
+	s.cut(now, now)
+	return true
 }
 
 // refuse handles a probe the kernel had no room for: its queue for a
@@ -265,7 +309,7 @@ func (s *scan) timeout(f *flight) time.Duration {
 		return s.blind.Backoff(f.tries - 1 + f.h.backoff)
 	}
 	try := f.h.backoff
-	if f.tries > s.c.Retries {
+	if f.tries > s.c.Retries+f.extra {
 		try += lastTryBackoff
 	}
 	// A slow host is no lost one: twice its round trip, even past the
@@ -363,11 +407,27 @@ func (s *scan) settle(f *flight) {
 // expire handles the flights whose wait is over at now: those with tries
 // left are made ready to be sent again, the others are given up.
 func (s *scan) expire(ctx context.Context, now time.Time) error {
+	looked := false
 	for len(s.waiting) > 0 && !now.Before(s.waiting[0].due) {
 		f := heap.Pop(&s.waiting).(*flight)
-		if f.tries <= s.c.Retries {
+		if f.tries <= s.c.Retries+f.extra {
 			s.ready = append(s.ready, f)
 			continue
+		}
+		// Before a target is given up: were answers dropped here
+		// while it waited? Then its silence may be ours.
+		if !looked {
+			s.checkDrops(now)
+			looked = true
+		}
+		if s.drops > f.drops {
+			if f.extra < maxDropTries {
+				f.extra++
+				f.drops = s.drops
+				s.ready = append(s.ready, f)
+				continue
+			}
+			s.st.Unsure++
 		}
 		s.settle(f)
 		if err := s.emit(ctx, Result{Target: f.t, State: Filtered}); err != nil {

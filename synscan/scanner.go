@@ -179,6 +179,11 @@ type Stats struct {
 	MinRate  int
 	// SRTT is the smoothed round trip of the answers to first probes.
 	SRTT time.Duration
+	// Dropped counts the answers this host's reading sockets dropped
+	// for want of room (raw mode); Unsure the targets reported filtered
+	// although answers were dropped while they waited: their state may
+	// be wrong.
+	Dropped, Unsure int
 }
 
 // Scanner scans targets. Stream reads targets until in is closed and sends
