@@ -75,6 +75,8 @@ type arpSummary struct {
 	ARPSent        int     `json:"arp_sent" yaml:"arp_sent"`                 // broadcast requests, retries included
 	ARPUnicastSent int     `json:"arp_unicast_sent" yaml:"arp_unicast_sent"` // unicast requests that measure loss
 	LossSeen       bool    `json:"loss_seen" yaml:"loss_seen"`
+	Dropped        int     `json:"dropped" yaml:"dropped"` // replies this host's socket dropped
+	Unsure         int     `json:"unsure" yaml:"unsure"`   // silent addresses that may be there
 	Seconds        float64 `json:"seconds" yaml:"seconds"`
 	Complete       bool    `json:"complete" yaml:"complete"`
 }
@@ -172,6 +174,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	rep.Summary.ARPSent = r.stats.Sent
 	rep.Summary.ARPUnicastSent = r.stats.Confirmations
 	rep.Summary.LossSeen = r.stats.LossSeen
+	rep.Summary.Dropped, rep.Summary.Unsure = r.stats.Dropped, r.stats.Unsure
 	rep.Summary.Seconds = r.stats.Elapsed.Seconds()
 	rep.Summary.Complete = r.err == nil
 
@@ -215,7 +218,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if r.err != nil {
 		return r.err
 	}
-	return nil
+	return unsureError("arp-scan", r.stats.Dropped, r.stats.Unsure, "addresses found silent")
 }
 
 func (c *ArpScanCmd) expand(ctx context.Context, s *arpscan.Scanner, env *Env) ([]netip.Addr, error) {

@@ -123,3 +123,13 @@ func msOrNil(d time.Duration) *float64 {
 	v := ms(d)
 	return &v
 }
+
+// unsureError is the error of a run whose sockets dropped answers that its
+// retries could not make up for: exit status 1, with what may be wrong
+// and what to do.
+func unsureError(cmd string, dropped, unsure int, what string) error {
+	if unsure == 0 {
+		return nil
+	}
+	return problem(fmt.Errorf("%s: this host dropped %d answers for want of room in its sockets (the scan outran its own reader), and %d %s after them may be wrong: run it again, with a lower --rate", cmd, dropped, unsure, what))
+}

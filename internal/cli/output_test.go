@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -480,5 +481,21 @@ func TestOutputUsageErrors(t *testing.T) {
 		if code != 2 || stderr != tt.want || stdout != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2, %q", tt.args, code, stdout, stderr, tt.want)
 		}
+	}
+}
+
+// TestUnsureError: a run whose own drops may have hidden answers says so,
+// with what to do, and exits 1; one that made up for them says nothing.
+func TestUnsureError(t *testing.T) {
+	if err := unsureError("scan", 500, 0, "ports filtered"); err != nil {
+		t.Errorf("drops made up for: %v", err)
+	}
+	err := unsureError("scan", 500, 3, "addresses down or ports filtered")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("%v: want exit status 1", err)
+	}
+	if want := "scan: this host dropped 500 answers for want of room in its sockets (the scan outran its own reader), and 3 addresses down or ports filtered after them may be wrong: run it again, with a lower --rate"; err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
 	}
 }

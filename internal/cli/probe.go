@@ -227,6 +227,9 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if err == nil && res.silent != nil {
 		return problem(res.silent)
 	}
+	if err == nil {
+		err = unsureError("probe", res.summary.Dropped, res.summary.Unsure, "addresses down or ports filtered")
+	}
 	return err
 }
 
@@ -298,6 +301,7 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 		s.Routed = est.Direct
 		s.SYNSent = est.SYNSent
 		s.Open = est.Open
+		s.Dropped, s.Unsure = est.Dropped, est.Unsure
 	} else {
 		s.Open = s.Agents + s.Busy + s.Rejected + s.NotAgents
 	}
@@ -310,8 +314,10 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 		for _, a := range r.addrs {
 			targets[a] = true
 		}
+		// A round whose own drops may have hidden hosts calls none of
+		// them unseen.
 		run.stateErr = inventory.Update(r.statePath, func(st *inventory.State) error {
-			ch := st.Apply(time.Now().UTC(), obs, func(a netip.Addr) bool { return targets[a] }, s.Complete)
+			ch := st.Apply(time.Now().UTC(), obs, func(a netip.Addr) bool { return targets[a] }, s.Complete && s.Unsure == 0)
 			run.changes = &ch
 			return nil
 		})
@@ -350,6 +356,9 @@ func (r *prober) watch(ctx context.Context) error {
 			logChanges(log, res.changes)
 			log.Info().Str("event", "probed").Int("agents", res.summary.Agents).Int("rejected", res.summary.Rejected).
 				Int("not_agents", res.summary.NotAgents).Float64("seconds", res.summary.Seconds).Msg("probed")
+			if err := unsureError("probe", res.summary.Dropped, res.summary.Unsure, "addresses down or ports filtered"); err != nil {
+				log.Warn().Str("event", "answers_dropped").Int("dropped", res.summary.Dropped).Int("unsure", res.summary.Unsure).Msg(err.Error())
+			}
 		}
 		res.logWarnings(log)
 		if !r.waitWatch(ctx, log) {

@@ -70,6 +70,8 @@ type summary struct {
 	Rejected  int    `json:"rejected" yaml:"rejected"`             // rejected and identity-mismatch
 	NotAgents int    `json:"not_agents" yaml:"not_agents"`
 	Errors    int    `json:"errors" yaml:"errors"`
+	Dropped   int    `json:"dropped" yaml:"dropped"` // answers this host's sockets dropped
+	Unsure    int    `json:"unsure" yaml:"unsure"`   // addresses down or filtered that may be wrong
 	// Seconds the probe took; Complete is false after Ctrl-C.
 	Seconds  float64 `json:"seconds" yaml:"seconds"`
 	Complete bool    `json:"complete" yaml:"complete"`
@@ -117,6 +119,9 @@ func (s summary) String() string {
 	}
 	if s.Method == "broadcast" {
 		out = fmt.Sprintf("%s; %s answered the broadcast (%d queries sent), %d probed, in %.2fs", strings.Join(parts, ", "), plural(s.Answers, "address"), s.Queries, s.Probed, s.Seconds)
+	}
+	if s.Dropped > 0 {
+		out += fmt.Sprintf("; %d answers dropped by this host, their probes sent again", s.Dropped)
 	}
 	if !s.Complete {
 		out += " (interrupted)"

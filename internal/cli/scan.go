@@ -63,6 +63,8 @@ type scanSummary struct {
 	Filtered    int     `json:"filtered" yaml:"filtered"`
 	SYNSent     int     `json:"syn_sent" yaml:"syn_sent"`       // SYN packets sent, retries included (arp+syn)
 	Connections int     `json:"connections" yaml:"connections"` // connect() attempts, retries included (connect; IPv6 targets on arp+syn)
+	Dropped     int     `json:"dropped" yaml:"dropped"`         // answers this host's sockets dropped
+	Unsure      int     `json:"unsure" yaml:"unsure"`           // results down or filtered that may be wrong
 	Seconds     float64 `json:"seconds" yaml:"seconds"`
 	Complete    bool    `json:"complete" yaml:"complete"`
 }
@@ -183,7 +185,7 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		Method: method, Addresses: len(addrs), Ports: len(ports),
 		ARPSwept: st.Swept, ARPLive: st.Live, Routed: st.Direct, Down: st.Down,
 		Open: st.Open, Closed: st.Closed, Filtered: st.Filtered,
-		SYNSent: st.SYNSent, Connections: st.Connections,
+		SYNSent: st.SYNSent, Connections: st.Connections, Dropped: st.Dropped, Unsure: st.Unsure,
 		Seconds: time.Since(start).Seconds(), Complete: d.err == nil,
 	}}
 	for _, r := range res {
@@ -214,7 +216,10 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 		tw.Flush()
 	}
 	fmt.Fprintln(env.Stderr, rep.Summary)
-	return d.err
+	if d.err != nil {
+		return d.err
+	}
+	return unsureError("scan", st.Dropped, st.Unsure, "addresses down or ports filtered")
 }
 
 func (s scanSummary) String() string {
@@ -231,6 +236,9 @@ func (s scanSummary) String() string {
 			plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, sent, s.Seconds)
 	} else {
 		out += fmt.Sprintf("; %s, %s with connect(), in %.2fs", plural(s.Addresses, "address"), plural(s.Connections, "connection"), s.Seconds)
+	}
+	if s.Dropped > 0 {
+		out += fmt.Sprintf("; %d answers dropped by this host, their probes sent again", s.Dropped)
 	}
 	if !s.Complete {
 		out += " (interrupted)"

@@ -141,6 +141,11 @@ type Stats struct {
 	Open, Closed, Filtered int
 	SYNSent                int // raw SYN probes, retries included
 	Connections            int // connect() attempts by the port probes, retries included
+	// Dropped counts the answers (ARP replies, SYN-ACKs and RSTs) this
+	// host's reading sockets dropped for want of room; Unsure the
+	// results reported down or filtered although answers were dropped
+	// after their last try: they may be wrong.
+	Dropped, Unsure int
 }
 
 // Errors of the results Probe sends for the addresses it ruled out.
@@ -379,10 +384,15 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 			}
 		}
 	}()
-	_, _, err := s.Scan(r.ctx, group, r.e.arp, found)
+	_, sst, err := s.Scan(r.ctx, group, r.e.arp, found)
 	close(found)
 	<-forwarded
-	r.count(func(st *Stats) { st.Swept += len(group); st.Live += len(answered) })
+	r.count(func(st *Stats) {
+		st.Swept += len(group)
+		st.Live += len(answered)
+		st.Dropped += sst.Dropped
+		st.Unsure += sst.Unsure
+	})
 	if r.ctx.Err() != nil {
 		return
 	}
@@ -449,6 +459,8 @@ func (r *run) probePorts(in <-chan live, ports []uint16, results chan<- synscan.
 			} else {
 				s.Connections += st.Sent
 			}
+			s.Dropped += st.Dropped
+			s.Unsure += st.Unsure
 		})
 	}()
 	for res := range raw {
