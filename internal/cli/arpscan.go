@@ -52,6 +52,9 @@ hosts slows itself down.
 Needs CAP_NET_RAW: run it with sudo, or grant the binary the capability
 once with: sudo setcap cap_net_raw+ep $(command -v ifl)
 
+Exit status: 0 when the sweep ran, 1 when replies this host dropped may
+have hidden hosts (unsure), 2 for usage and environment errors.
+
 Examples:
   sudo ifl arp-scan eth0
   sudo ifl arp-scan eth0 198.18.0.0/22 --json

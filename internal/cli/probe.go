@@ -74,7 +74,8 @@ addresses this probe covered), and identity conflicts.
 
 Exit status: 0 when the probe ran (whatever it found), 1 when a
 broadcast round heard no agent although the inventory has agents on the
-links it queried, 2 for usage errors.
+links it queried, or when answers this host dropped may have hidden
+hosts (unsure), 2 for usage errors.
 
 Examples:
   ifl probe 198.18.0.0/24

@@ -36,6 +36,12 @@ probe): SYN-ACK is open, RST closed, no answer after the retries filtered.
 The kernel resets every half-open connection. Without the capability, or
 with --connect, it uses connect() and says so.
 
+Answers this host's sockets dropped for want of room are probed again;
+a port or address still silent after them is counted unsure.
+
+Exit status: 0 when the scan ran, 1 when results may be wrong (unsure),
+2 for usage errors.
+
 Examples:
   sudo ifl scan 198.18.0.0/24 -p 22,80,443
   ifl scan --connect 198.18.0.5 -p 1-1024 --all --json`
