@@ -14,8 +14,8 @@ import (
 	"github.com/ifl-project/ifl/internal/discover"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
-	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/targets"
+	"github.com/ifl-project/ifl/internal/verify"
 )
 
 // BroadcastFlags are ifl probe's flags for discovery by broadcast.
@@ -152,8 +152,8 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 	}
 	d := &discover.Discoverer{Key: r.p.Key, Port: r.cmd.Port, Accept: r.bcast.accept, Known: verifiedIn(known)}
 	answers := make(chan discover.Answer)
-	addrs := make(chan netip.Addr)
-	results := make(chan probe.Result)
+	addrs := make(chan verify.Target)
+	results := make(chan verify.Result)
 	var dst discover.Stats
 	derr := make(chan error, 1)
 	go func() {
@@ -166,7 +166,7 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 		defer close(addrs)
 		for a := range answers {
 			select {
-			case addrs <- a.Addr:
+			case addrs <- verify.Target{Addr: a.Addr}:
 			case <-ctx.Done():
 			}
 		}
@@ -176,7 +176,7 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 		perr <- r.p.Stream(ctx, addrs, results)
 		close(results)
 	}()
-	var all []probe.Result
+	var all []verify.Result
 	for res := range results {
 		all = append(all, res)
 	}
@@ -190,11 +190,11 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 	}
 	found := mergeByIdentity(all)
 	if !r.cmd.All {
-		found = slices.DeleteFunc(found, func(res probe.Result) bool { return !res.Status.Open() })
+		found = slices.DeleteFunc(found, func(res verify.Result) bool { return !res.Status.Open() })
 	}
 	s.Agents = 0
 	for _, res := range found {
-		if res.Status == probe.Agent {
+		if res.Status == verify.Agent {
 			s.Agents++
 		}
 	}
@@ -204,7 +204,7 @@ func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
 	// handshake returned.
 	var obs []inventory.Observation
 	for _, res := range all {
-		if res.Status == probe.Agent {
+		if res.Status == verify.Agent {
 			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
 	}
@@ -295,7 +295,7 @@ func (r *prober) knownOnLinks(st *inventory.State) int {
 // mergeByIdentity lists each verified agent once: at its IPv4 address if
 // it has one (then a global IPv6, then a link-local one), with the others
 // in Also. Other results stay as they are.
-func mergeByIdentity(rs []probe.Result) []probe.Result {
+func mergeByIdentity(rs []verify.Result) []verify.Result {
 	rank := func(a netip.Addr) int {
 		switch {
 		case a.Is4():
@@ -306,9 +306,9 @@ func mergeByIdentity(rs []probe.Result) []probe.Result {
 		return 2
 	}
 	byID := map[string]int{}
-	var out []probe.Result
+	var out []verify.Result
 	for _, res := range rs {
-		if res.Status != probe.Agent || res.Identity == "" {
+		if res.Status != verify.Agent || res.Identity == "" {
 			out = append(out, res)
 			continue
 		}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -84,7 +84,7 @@ func TestOnceBroadcastRecordsEveryAddress(t *testing.T) {
 	var stderr bytes.Buffer
 	r := &prober{
 		cmd:       &ProbeCmd{Port: port},
-		p:         &probe.Prober{Key: key, Port: port, Timeout: 5 * time.Second},
+		p:         &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
 		env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &stderr},
 		statePath: state,
 		bcast: &broadcastPlan{
@@ -191,7 +191,7 @@ func TestOnceBroadcastSilent(t *testing.T) {
 		}
 		r := &prober{
 			cmd:       &ProbeCmd{Port: int(quiet.Port())},
-			p:         &probe.Prober{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
+			p:         &verify.Verifier{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
 			env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},
 			statePath: state,
 			bcast:     &broadcastPlan{dests: []netip.AddrPort{quiet}},

@@ -22,9 +22,9 @@ import (
 
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/targets"
 	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -114,10 +114,10 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 			"connect_rate":      fmt.Sprint(synscan.DefaultConnectRate),
 			"syn_retries":       fmt.Sprint(synscan.DefaultRetries),
 			"syn_timeout":       synscan.DefaultTimeout.String(),
-			"probe_concurrency": fmt.Sprint(probe.DefaultConcurrency),
-			"probe_rate":        fmt.Sprint(probe.DefaultRate),
-			"probe_timeout":     probe.DefaultTimeout.String(),
-			"probe_retries":     fmt.Sprint(probe.DefaultRetries),
+			"probe_concurrency": fmt.Sprint(verify.DefaultConcurrency),
+			"probe_rate":        fmt.Sprint(verify.DefaultRate),
+			"probe_timeout":     verify.DefaultTimeout.String(),
+			"probe_retries":     fmt.Sprint(verify.DefaultRetries),
 		},
 		kong.Bind(env),
 	)

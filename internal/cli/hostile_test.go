@@ -19,7 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ifl-project/ifl/internal/agenttest"
-	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -207,14 +207,14 @@ func FuzzHumanFormats(f *testing.F) {
 			return
 		}
 		facts := &m.(*proto.PingReply).Facts
-		r := probe.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: probe.Agent, Identity: "0123456789abcdef0123456789abcdef", Facts: facts}
+		r := verify.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef0123456789abcdef", Facts: facts}
 		var out bytes.Buffer
 		printFacts(&Env{Stdout: &out, Stderr: &out}, r)
 		if bad, ok := terminalSafe(out.String()); !ok {
 			t.Fatalf("ping shows %s raw: %q", bad, out.String())
 		}
 		out.Reset()
-		if err := writeTable(&out, []probe.Result{r, {Addr: mustAddr("198.18.0.6"), Status: probe.Failed, Err: &proto.Error{Code: facts.Hostname, Message: facts.Kernel}}}); err != nil {
+		if err := writeTable(&out, []verify.Result{r, {Addr: mustAddr("198.18.0.6"), Status: verify.Failed, Err: &proto.Error{Code: facts.Hostname, Message: facts.Kernel}}}); err != nil {
 			t.Fatal(err)
 		}
 		if bad, ok := terminalSafe(out.String()); !ok {

@@ -19,7 +19,7 @@ import (
 	"github.com/ifl-project/ifl/internal/cli/schema"
 	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
 	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -74,11 +74,11 @@ func TestOutputMatchesSchema(t *testing.T) {
 func TestFullReportsMatchSchema(t *testing.T) {
 	facts := hostileFacts()
 	facts.Truncated = &proto.Truncated{Interfaces: 1, Labels: 2}
-	rs := []probe.Result{
-		{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: probe.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true},
-		{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: probe.Rejected, Reason: probe.ReasonWrongKey, Err: proto.ErrRejected, Latency: time.Millisecond, Dialled: true},
-		{Addr: mustAddr("198.18.0.7"), Port: 7440, Status: probe.Down, Reason: probe.ReasonNoARP, Err: net.ErrClosed},
-		{Addr: mustAddr("198.18.0.8"), Port: 7440, Status: probe.Busy, Reason: probe.ReasonBusy, Identity: "89abcdef01234567", Err: &proto.Error{Code: proto.CodeBusy, Message: "m"}, Latency: time.Millisecond, Dialled: true},
+	rs := []verify.Result{
+		{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true},
+		{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: verify.Rejected, Reason: verify.ReasonWrongKey, Err: proto.ErrRejected, Latency: time.Millisecond, Dialled: true},
+		{Addr: mustAddr("198.18.0.7"), Port: 7440, Status: verify.Down, Reason: verify.ReasonNoARP, Err: net.ErrClosed},
+		{Addr: mustAddr("198.18.0.8"), Port: 7440, Status: verify.Busy, Reason: verify.ReasonBusy, Identity: "89abcdef01234567", Err: &proto.Error{Code: proto.CodeBusy, Message: "m"}, Latency: time.Millisecond, Dialled: true},
 	}
 	hc := inventory.HostChange{Identity: "0123456789abcdef", Name: "web", Hostname: "web", OldName: "old", From: "198.18.0.4", To: "198.18.0.5", Unseen: time.Hour}
 	ch := &inventory.Changes{New: []inventory.HostChange{hc}, Moved: []inventory.HostChange{hc}, Renamed: []inventory.HostChange{hc}, Unseen: []inventory.HostChange{hc},
@@ -394,11 +394,11 @@ func TestPingTSV(t *testing.T) {
 func TestTSVHostileAgent(t *testing.T) {
 	facts := hostileFacts()
 	facts.Hostname = "a b\tc\nd\re"
-	r := probe.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: probe.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true}
-	failed := probe.Result{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: probe.Failed, Reason: probe.ReasonError,
+	r := verify.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true}
+	failed := verify.Result{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: verify.Failed, Reason: verify.ReasonError,
 		Err: &proto.Error{Code: "x", Message: "a\tb\nc d"}, Dialled: true}
 	var out bytes.Buffer
-	if err := writeProbeTSV(&out, false, []probe.Result{r, failed}); err != nil {
+	if err := writeProbeTSV(&out, false, []verify.Result{r, failed}); err != nil {
 		t.Fatal(err)
 	}
 	rows := tsvRows(t, out.String(), 8)

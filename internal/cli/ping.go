@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/agent"
-	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -60,8 +60,8 @@ func (c *PingCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	// The timeout spans the kernel's own SYN retransmissions: no retry.
-	p := &probe.Prober{Key: key, Port: int(addr.Port()), Timeout: c.Timeout, Retries: -1, ExpectIdentity: c.Identity}
-	r := p.Probe(ctx, addr.Addr())
+	p := &verify.Verifier{Key: key, Port: int(addr.Port()), Timeout: c.Timeout, Retries: -1, ExpectIdentity: c.Identity}
+	r := p.Verify(ctx, addr.Addr())
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -70,7 +70,7 @@ func (c *PingCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	}
-	if r.Status != probe.Agent {
+	if r.Status != verify.Agent {
 		// The reason may quote the agent's own error message; Main
 		// makes the whole line safe for the terminal.
 		return problem(fmt.Errorf("ping %s: %s: %v", addr, r.Status, r.Err))
@@ -112,7 +112,7 @@ func (c *PingCmd) resolve(ctx context.Context) (netip.AddrPort, error) {
 // printFacts shows an agent's facts to a person. Every value the agent
 // chose goes through untrusted.Text: a hostile agent's escape sequences,
 // carriage returns and line feeds are shown, never acted on.
-func printFacts(env *Env, r probe.Result) {
+func printFacts(env *Env, r verify.Result) {
 	f := r.Facts
 	w := newTable(env.Stdout)
 	row := func(k, v string) {

@@ -12,8 +12,8 @@ import (
 	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/netinfo"
-	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/progress"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 	"github.com/ifl-project/ifl/synscan"
 )
@@ -172,7 +172,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	}
-	p := &probe.Prober{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
+	p := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
 	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
 	if c.Fast {
 		if ok, _ := caps.Has(caps.NetRaw); !ok {
@@ -237,7 +237,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 // prober runs probes: once, or every interval.
 type prober struct {
 	cmd       *ProbeCmd
-	p         *probe.Prober
+	p         *verify.Verifier
 	addrs     []netip.Addr
 	env       *Env
 	statePath string
@@ -246,7 +246,7 @@ type prober struct {
 }
 
 type probeRun struct {
-	found    []probe.Result
+	found    []verify.Result
 	summary  summary
 	changes  *inventory.Changes
 	stateErr error
@@ -263,7 +263,7 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 		return r.onceBroadcast(ctx)
 	}
 	start := time.Now()
-	results := make(chan probe.Result)
+	results := make(chan verify.Result)
 	done := make(chan error, 1)
 	var settled atomic.Int64
 	s := summary{Addresses: len(r.addrs), Method: methodConnect}
@@ -277,14 +277,14 @@ func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error)
 	}()
 	bar := progress.New(r.env.Stderr, len(r.addrs), "addresses", showProgress)
 	bar.Width = r.env.Width
-	var found []probe.Result
+	var found []verify.Result
 	var obs []inventory.Observation
 	for res := range results {
 		s.add(res)
 		if res.Status.Open() || r.cmd.All {
 			found = append(found, res)
 		}
-		if res.Status == probe.Agent {
+		if res.Status == verify.Agent {
 			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
 		}
 		if res.Dialled {

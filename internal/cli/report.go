@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/probe"
 	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -31,7 +31,7 @@ type hostReport struct {
 	Facts    *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`     // as the agent sent them
 }
 
-func newHostReport(r probe.Result) hostReport {
+func newHostReport(r verify.Result) hostReport {
 	h := hostReport{
 		Address:  r.Addr.String(),
 		Port:     r.Port,
@@ -77,21 +77,21 @@ type summary struct {
 	Complete bool    `json:"complete" yaml:"complete"`
 }
 
-func (s *summary) add(r probe.Result) {
+func (s *summary) add(r verify.Result) {
 	if !r.Dialled {
 		return // ruled out by the sweep or the SYN probe, listed for --all
 	}
 	s.Probed++
 	switch r.Status {
-	case probe.Agent:
+	case verify.Agent:
 		s.Agents++
-	case probe.Busy:
+	case verify.Busy:
 		s.Busy++
-	case probe.Rejected, probe.Mismatch:
+	case verify.Rejected, verify.Mismatch:
 		s.Rejected++
-	case probe.NotAgent:
+	case verify.NotAgent:
 		s.NotAgents++
-	case probe.Failed:
+	case verify.Failed:
 		s.Errors++
 	}
 }
@@ -146,8 +146,8 @@ func plural(n int, word string) string {
 }
 
 // sortResults orders results by address.
-func sortResults(rs []probe.Result) {
-	slices.SortFunc(rs, func(a, b probe.Result) int { return a.Addr.Compare(b.Addr) })
+func sortResults(rs []verify.Result) {
+	slices.SortFunc(rs, func(a, b verify.Result) int { return a.Addr.Compare(b.Addr) })
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
@@ -161,7 +161,7 @@ const (
 
 // writeTable prints one row per host: agents and open ports that failed
 // verification.
-func writeTable(w io.Writer, rs []probe.Result) error {
+func writeTable(w io.Writer, rs []verify.Result) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tHOSTNAME\tIDENTITY\tOTHER ADDRESSES\tLATENCY")
 	for _, r := range rs {
@@ -177,7 +177,7 @@ func writeTable(w io.Writer, rs []probe.Result) error {
 			id = r.Identity[:min(12, len(r.Identity))]
 		}
 		status := r.Status.String()
-		if r.Status != probe.Agent && r.Err != nil {
+		if r.Status != verify.Agent && r.Err != nil {
 			host = reasonShort(r)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, status, host, id, other, fmtLatency(r.Latency))
@@ -186,15 +186,15 @@ func writeTable(w io.Writer, rs []probe.Result) error {
 }
 
 // reasonShort says in a few words why an open port is not a verified agent.
-func reasonShort(r probe.Result) string {
+func reasonShort(r verify.Result) string {
 	switch r.Status {
-	case probe.Busy:
+	case verify.Busy:
 		return "(busy: no room for another connection)"
-	case probe.Rejected:
+	case verify.Rejected:
 		return "(wrong network key or clock skew)"
-	case probe.NotAgent:
+	case verify.NotAgent:
 		return "(another service)"
-	case probe.Mismatch:
+	case verify.Mismatch:
 		return "(unexpected identity)"
 	}
 	return "(" + untrusted.Cell(r.Err.Error(), maxReasonCell) + ")"
@@ -222,7 +222,7 @@ type probeReport struct {
 	Changes       *changesReport `json:"changes,omitempty" yaml:"changes,omitempty"`
 }
 
-func newProbeReport(rs []probe.Result, s summary, ch *inventory.Changes) probeReport {
+func newProbeReport(rs []verify.Result, s summary, ch *inventory.Changes) probeReport {
 	rep := probeReport{SchemaVersion: SchemaVersion, Hosts: make([]hostReport, 0, len(rs)), Summary: s, Changes: newChangesReport(ch)}
 	for _, r := range rs {
 		rep.Hosts = append(rep.Hosts, newHostReport(r))
@@ -235,7 +235,7 @@ func writeJSONLine(w io.Writer, run *probeRun) error {
 	return json.NewEncoder(untrusted.JSONWriter(w)).Encode(newProbeReport(run.found, run.summary, run.changes))
 }
 
-func writeReport(w io.Writer, out *OutputFlags, rs []probe.Result, s summary, ch *inventory.Changes) error {
+func writeReport(w io.Writer, out *OutputFlags, rs []verify.Result, s summary, ch *inventory.Changes) error {
 	if ok, err := writeMachine(w, out.Output, newProbeReport(rs, s, ch)); ok {
 		return err
 	}
@@ -246,7 +246,7 @@ func writeReport(w io.Writer, out *OutputFlags, rs []probe.Result, s summary, ch
 }
 
 // writeProbeTSV writes one row per address, as writeTable does.
-func writeProbeTSV(w io.Writer, noHeader bool, rs []probe.Result) error {
+func writeProbeTSV(w io.Writer, noHeader bool, rs []verify.Result) error {
 	t := newTSV(w, noHeader, "address", "port", "status", "reason", "identity", "hostname", "other_addresses", "rtt_ms")
 	for _, r := range rs {
 		var host, other string
@@ -269,7 +269,7 @@ type pingReport struct {
 // or TSV as key/value rows, one fact a row; a list (flags, addresses) is
 // one comma-separated value, and each interface, route and label has rows
 // of its own.
-func writePing(w io.Writer, out *OutputFlags, r probe.Result) error {
+func writePing(w io.Writer, out *OutputFlags, r verify.Result) error {
 	if ok, err := writeMachine(w, out.Output, pingReport{SchemaVersion, newHostReport(r)}); ok {
 		return err
 	}

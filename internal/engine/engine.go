@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -182,7 +182,7 @@ func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Re
 // handshake; on the connect() path every target is dialled and verified.
 // It sends a result for every target on out: those ruled out by the
 // sweep or the SYN probes with Dialled false. It does not close out.
-func (e *Engine) Probe(ctx context.Context, p *probe.Prober, out chan<- probe.Result) (Stats, error) {
+func (e *Engine) Probe(ctx context.Context, p *verify.Verifier, out chan<- verify.Result) (Stats, error) {
 	r := e.start(ctx)
 	defer r.cancel()
 	if !e.raw {
@@ -191,39 +191,39 @@ func (e *Engine) Probe(ctx context.Context, p *probe.Prober, out chan<- probe.Re
 		return r.finish()
 	}
 	port := uint16(p.Port)
-	ruledOut := func(res probe.Result) bool {
+	ruledOut := func(res verify.Result) bool {
 		if e.Settled != nil {
 			e.Settled(1)
 		}
 		return send(r, out, res)
 	}
 	livec := r.discover(func(a netip.Addr) bool {
-		return ruledOut(probe.Result{Addr: a, Port: p.Port, Status: probe.Down, Reason: probe.ReasonNoARP, Err: errNoARP})
+		return ruledOut(verify.Result{Addr: a, Port: p.Port, Status: verify.Down, Reason: verify.ReasonNoARP, Err: errNoARP})
 	})
 	results := make(chan synscan.Result, 64)
 	r.wg.Go(func() { r.probePorts(livec, []uint16{port}, results) })
-	open := make(chan probe.Target)
+	open := make(chan verify.Target)
 	r.wg.Go(func() {
 		defer close(open)
 		for res := range results {
-			var pr probe.Result
+			var pr verify.Result
 			switch res.State {
 			case synscan.Open:
 				// The SYN-ACK's round trip tells the handshake what
 				// to expect.
-				send(r, open, probe.Target{Addr: res.Addr, RTT: res.RTT})
+				send(r, open, verify.Target{Addr: res.Addr, RTT: res.RTT})
 				continue
 			case synscan.Closed:
-				pr = probe.Result{Addr: res.Addr, Port: p.Port, Status: probe.Closed, Reason: probe.ReasonRefused, Err: errSynClosed}
+				pr = verify.Result{Addr: res.Addr, Port: p.Port, Status: verify.Closed, Reason: verify.ReasonRefused, Err: errSynClosed}
 			case synscan.Down:
-				pr = probe.Result{Addr: res.Addr, Port: p.Port, Status: probe.Down, Reason: probe.ReasonUnreach, Err: errNoARP}
+				pr = verify.Result{Addr: res.Addr, Port: p.Port, Status: verify.Down, Reason: verify.ReasonUnreach, Err: errNoARP}
 			default:
-				pr = probe.Result{Addr: res.Addr, Port: p.Port, Status: probe.Filtered, Reason: probe.ReasonTimeout, Err: errSynFiltered}
+				pr = verify.Result{Addr: res.Addr, Port: p.Port, Status: verify.Filtered, Reason: verify.ReasonTimeout, Err: errSynFiltered}
 			}
 			ruledOut(pr)
 		}
 	})
-	r.fail(p.StreamTargets(r.ctx, open, out))
+	r.fail(p.Stream(r.ctx, open, out))
 	// finish waits for every stage: none sends on out after Probe
 	// returns.
 	return r.finish()

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/probe"
+	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 	"github.com/ifl-project/ifl/synscan"
 )
@@ -315,7 +315,7 @@ func TestProbeStages(t *testing.T) {
 	targets, plan, sw, ports := lan(7440)
 	key, _ := proto.NewNetworkKey()
 	dialled := make(chan netip.Addr, 16)
-	p := &probe.Prober{Key: key, Port: 7440, Timeout: 2 * time.Second, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+	p := &verify.Verifier{Key: key, Port: 7440, Timeout: 2 * time.Second, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
 		ap := netip.MustParseAddrPort(a)
 		dialled <- ap.Addr()
 		c1, c2 := net.Pipe()
@@ -330,7 +330,7 @@ func TestProbeStages(t *testing.T) {
 	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
 	var settled atomic.Int64
 	e.Settled = func(n int) { settled.Add(int64(n)) }
-	res, st, err := collect(t, func(out chan<- probe.Result) (Stats, error) {
+	res, st, err := collect(t, func(out chan<- verify.Result) (Stats, error) {
 		return e.Probe(context.Background(), p, out)
 	})
 	if err != nil {
@@ -374,11 +374,11 @@ func TestProbeSYNFailure(t *testing.T) {
 	errSend := errors.New("sendto: no buffer space")
 	ports.err, ports.failAfter = errSend, 1
 	key, _ := proto.NewNetworkKey()
-	p := &probe.Prober{Key: key, Port: 7440, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+	p := &verify.Verifier{Key: key, Port: 7440, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
 		return nil, errors.New("refused")
 	}}
 	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
-	_, _, err := collect(t, func(out chan<- probe.Result) (Stats, error) {
+	_, _, err := collect(t, func(out chan<- verify.Result) (Stats, error) {
 		return e.Probe(context.Background(), p, out)
 	})
 	if !errors.Is(err, errSend) {

@@ -1,11 +1,12 @@
-// Package probe finds ifl agents: for each target address it opens a TCP
-// connection to the agent port, and where one opens, runs the handshake
-// and a ping on that same connection. Results stream as they come.
+// Package verify proves which addresses run an ifl agent: for each
+// target it opens a TCP connection to the agent port, and where one
+// opens, runs the handshake and a ping on that same connection, which
+// return the agent's identity and facts. Results stream as they come.
 //
-// Prober alone is the connect() path, which needs no privilege;
+// A Verifier alone is the connect() path, which needs no privilege;
 // internal/engine puts an ARP sweep and SYN probes before it, so that
 // only the hosts with the agent port open are dialled.
-package probe
+package verify
 
 import (
 	"context"
@@ -22,7 +23,7 @@ import (
 	"github.com/ifl-project/ifl/proto"
 )
 
-// Status is what a probe of one address found.
+// Status is what verifying one address found.
 type Status int
 
 // Statuses, from best to worst. Only the first five mean the port was open.
@@ -89,7 +90,7 @@ const (
 	ReasonError    = "error"             // Failed
 )
 
-// Defaults for the zero values of Prober.
+// Defaults for the zero values of Verifier.
 const (
 	// DefaultTimeout is just past a second: one connect() then includes
 	// the kernel's first SYN retransmission and its second ARP probe
@@ -110,8 +111,8 @@ const (
 	DefaultRate = 2000
 )
 
-// Prober probes addresses for agents.
-type Prober struct {
+// Verifier probes addresses for agents.
+type Verifier struct {
 	Key  proto.NetworkKey
 	Port int
 	// Timeout bounds the TCP connect and, separately, the handshake and
@@ -132,7 +133,7 @@ type Prober struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-func (p *Prober) retries() int {
+func (p *Verifier) retries() int {
 	switch {
 	case p.Retries < 0:
 		return 0
@@ -142,48 +143,29 @@ func (p *Prober) retries() int {
 	return p.Retries
 }
 
-func (p *Prober) timeout() time.Duration {
+func (p *Verifier) timeout() time.Duration {
 	if p.Timeout > 0 {
 		return p.Timeout
 	}
 	return DefaultTimeout
 }
 
-// Run probes every address and sends one Result per address on out, in
+// Run verifies every address and sends one Result per address on out, in
 // completion order. It returns when all are done or ctx is cancelled; it
 // does not close out.
-func (p *Prober) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result) error {
-	in := make(chan netip.Addr)
+func (p *Verifier) Run(ctx context.Context, addrs []netip.Addr, out chan<- Result) error {
+	in := make(chan Target)
 	go func() {
 		defer close(in)
 		for _, a := range addrs {
 			select {
-			case in <- a:
+			case in <- Target{Addr: a}:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	return p.Stream(ctx, in, out)
-}
-
-// Stream probes addresses as they arrive on in, until in is closed, and
-// sends one Result per address on out. The probe of one address runs
-// while later ones are still arriving, so a sweep can feed it live hosts
-// as it finds them. It does not close out.
-func (p *Prober) Stream(ctx context.Context, in <-chan netip.Addr, out chan<- Result) error {
-	targets := make(chan Target)
-	go func() {
-		defer close(targets)
-		for a := range in {
-			select {
-			case targets <- Target{Addr: a}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return p.StreamTargets(ctx, targets, out)
 }
 
 // Target is an address to probe, with the round trip a SYN probe or an
@@ -193,8 +175,11 @@ type Target struct {
 	RTT  time.Duration
 }
 
-// StreamTargets is Stream for targets whose round trip may be known.
-func (p *Prober) StreamTargets(ctx context.Context, in <-chan Target, out chan<- Result) error {
+// Stream verifies targets as they arrive on in, until in is closed, and
+// sends one Result per target on out. A target is verified while later
+// ones are still arriving, so a sweep can feed it live hosts as it finds
+// them. It does not close out.
+func (p *Verifier) Stream(ctx context.Context, in <-chan Target, out chan<- Result) error {
 	n := p.Concurrency
 	if n <= 0 {
 		n = DefaultConcurrency
@@ -204,7 +189,7 @@ func (p *Prober) StreamTargets(ctx context.Context, in <-chan Target, out chan<-
 		rate = DefaultRate
 	}
 	pace.Each(ctx, in, rate, n, func(ctx context.Context, t Target) {
-		r := p.probe(ctx, t)
+		r := p.one(ctx, t)
 		if ctx.Err() != nil && r.Status != Agent {
 			return // cut short: not a finding
 		}
@@ -216,15 +201,15 @@ func (p *Prober) StreamTargets(ctx context.Context, in <-chan Target, out chan<-
 	return ctx.Err()
 }
 
-// Probe connects to one address and, if the port is open, verifies it. An
+// Verify connects to one address and, if the port is open, verifies it. An
 // address that does not answer, or whose handshake or ping timed out (lost
 // packets can outlast TCP's retransmissions), is tried again Retries times
 // on a new connection.
-func (p *Prober) Probe(ctx context.Context, a netip.Addr) Result {
-	return p.probe(ctx, Target{Addr: a})
+func (p *Verifier) Verify(ctx context.Context, a netip.Addr) Result {
+	return p.one(ctx, Target{Addr: a})
 }
 
-func (p *Prober) probe(ctx context.Context, t Target) Result {
+func (p *Verifier) one(ctx context.Context, t Target) Result {
 	if t.RTT > 0 {
 		return p.hedged(ctx, t, nil)
 	}
@@ -272,7 +257,7 @@ const (
 
 // hedgeAfter is how long an attempt runs before a second one starts: a
 // few round trips, at least hedgeFloor, at most half the timeout.
-func (p *Prober) hedgeAfter(rtt time.Duration) time.Duration {
+func (p *Verifier) hedgeAfter(rtt time.Duration) time.Duration {
 	return min(max(hedgeRTTs*rtt, hedgeFloor), p.timeout()/2)
 }
 
@@ -282,7 +267,7 @@ func (p *Prober) hedgeAfter(rtt time.Duration) time.Duration {
 // out. The first attempt with an answer wins and the others are closed.
 // Attempts are hedgeAttempts + Retries in all: the hedges, and the
 // retries an attempt that times out would have.
-func (p *Prober) hedged(ctx context.Context, t Target, first *dialled) Result {
+func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // closes the attempts that lost
 	type outcome struct {
@@ -350,7 +335,7 @@ func (p *Prober) hedged(ctx context.Context, t Target, first *dialled) Result {
 
 // attempt dials a once and verifies what answers; again reports a
 // result that a new connection might change (a timeout).
-func (p *Prober) attempt(ctx context.Context, a netip.Addr) (r Result, again bool) {
+func (p *Verifier) attempt(ctx context.Context, a netip.Addr) (r Result, again bool) {
 	start := time.Now()
 	c, r, again := p.dial(ctx, a)
 	if c == nil {
@@ -362,7 +347,7 @@ func (p *Prober) attempt(ctx context.Context, a netip.Addr) (r Result, again boo
 
 // dial connects to a's port: the connection, or no connection and why
 // (again: a timeout, which another dial might not have).
-func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool) {
+func (p *Verifier) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool) {
 	r := Result{Addr: a, Port: p.Port, Dialled: true}
 	dial := p.Dial
 	if dial == nil {
@@ -378,7 +363,7 @@ func (p *Prober) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool
 	return nil, r, r.Status == Filtered
 }
 
-func (p *Prober) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {
+func (p *Verifier) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {
 	pc := proto.Client(c, &proto.ClientConfig{NetworkKey: p.Key, ExpectIdentity: p.ExpectIdentity})
 	defer pc.Close()
 	ctx, cancel := context.WithTimeout(ctx, p.timeout())

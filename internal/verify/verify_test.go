@@ -1,4 +1,4 @@
-package probe
+package verify
 
 import (
 	"context"
@@ -58,8 +58,8 @@ func TestProbeStatuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &Prober{Key: key, Port: tt.port, Timeout: 2 * time.Second, ExpectIdentity: tt.expect}
-			r := p.Probe(context.Background(), lo)
+			p := &Verifier{Key: key, Port: tt.port, Timeout: 2 * time.Second, ExpectIdentity: tt.expect}
+			r := p.Verify(context.Background(), lo)
 			if r.Status != tt.want {
 				t.Fatalf("status %v (%v), want %v", r.Status, r.Err, tt.want)
 			}
@@ -121,7 +121,7 @@ func TestRunStreamsEveryAddress(t *testing.T) {
 		addrs = append(addrs, a)
 	}
 	out := make(chan Result, len(addrs))
-	p := &Prober{Key: key, Port: port, Concurrency: 3}
+	p := &Verifier{Key: key, Port: port, Concurrency: 3}
 	if err := p.Run(context.Background(), addrs, out); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestRunCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	out := make(chan Result)
-	p := &Prober{Key: key, Port: 1}
+	p := &Verifier{Key: key, Port: 1}
 	if err := p.Run(ctx, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, out); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
@@ -159,7 +159,7 @@ func TestRunPacesDials(t *testing.T) {
 	const n, rate = 6, 200
 	var mu sync.Mutex
 	dials := 0
-	p := &Prober{Port: 7440, Rate: rate, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	p := &Verifier{Port: 7440, Rate: rate, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		mu.Lock()
 		dials++
 		mu.Unlock()
@@ -202,7 +202,7 @@ func TestProbeRetriesATimedOutHandshake(t *testing.T) {
 		}
 	}()
 	dials := 0
-	p := &Prober{Key: a.Key, Port: a.Port, Timeout: 200 * time.Millisecond,
+	p := &Verifier{Key: a.Key, Port: a.Port, Timeout: 200 * time.Millisecond,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials++
 			if dials == 1 {
@@ -210,7 +210,7 @@ func TestProbeRetriesATimedOutHandshake(t *testing.T) {
 			}
 			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		}}
-	r := p.Probe(context.Background(), netip.MustParseAddr("127.0.0.1"))
+	r := p.Verify(context.Background(), netip.MustParseAddr("127.0.0.1"))
 	if r.Status != Agent || dials != 2 {
 		t.Fatalf("status %v (%v) after %d dials, want agent after 2", r.Status, r.Err, dials)
 	}
@@ -225,7 +225,7 @@ func TestHedgedVerification(t *testing.T) {
 	var mu sync.Mutex
 	dials := 0
 	abandoned := make(chan error, 1)
-	p := &Prober{Key: a.Key, Port: a.Port, Timeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	p := &Verifier{Key: a.Key, Port: a.Port, Timeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		mu.Lock()
 		dials++
 		n := dials
@@ -237,7 +237,7 @@ func TestHedgedVerification(t *testing.T) {
 		}
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}}
-	r := p.probe(context.Background(), Target{Addr: lo, RTT: 100 * time.Microsecond})
+	r := p.one(context.Background(), Target{Addr: lo, RTT: 100 * time.Microsecond})
 	if r.Status != Agent {
 		t.Fatalf("status %v (%v), want agent", r.Status, r.Err)
 	}
@@ -261,13 +261,13 @@ func TestHedgeAnswers(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	var mu sync.Mutex
 	dials := 0
-	p := &Prober{Port: 1, Timeout: time.Second, Retries: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	p := &Verifier{Port: 1, Timeout: time.Second, Retries: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		mu.Lock()
 		dials++
 		mu.Unlock()
 		return nil, context.DeadlineExceeded
 	}}
-	r := p.probe(context.Background(), Target{Addr: lo, RTT: time.Millisecond})
+	r := p.one(context.Background(), Target{Addr: lo, RTT: time.Millisecond})
 	if want := hedgeAttempts + 1; r.Status != Filtered || dials != want {
 		t.Errorf("status %v after %d dials, want filtered after %d", r.Status, dials, want)
 	}
@@ -278,7 +278,7 @@ func TestHedgeAnswers(t *testing.T) {
 		mu.Unlock()
 		return nil, syscall.ECONNREFUSED
 	}
-	if r := p.probe(context.Background(), Target{Addr: lo, RTT: time.Millisecond}); r.Status != Closed || dials != 1 {
+	if r := p.one(context.Background(), Target{Addr: lo, RTT: time.Millisecond}); r.Status != Closed || dials != 1 {
 		t.Errorf("status %v after %d dials, want closed after 1", r.Status, dials)
 	}
 	if d := p.hedgeAfter(100 * time.Microsecond); d != hedgeFloor {
@@ -300,7 +300,7 @@ func TestHedgeUnhinted(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	var mu sync.Mutex
 	dials := 0
-	p := &Prober{Key: a.Key, Port: a.Port, Timeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	p := &Verifier{Key: a.Key, Port: a.Port, Timeout: 30 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		mu.Lock()
 		dials++
 		n := dials
@@ -313,7 +313,7 @@ func TestHedgeUnhinted(t *testing.T) {
 		}
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}}
-	r := p.Probe(context.Background(), lo)
+	r := p.Verify(context.Background(), lo)
 	if r.Status != Agent || dials != 2 {
 		t.Errorf("status %v (%v) after %d dials, want agent after 2", r.Status, r.Err, dials)
 	}
@@ -327,7 +327,7 @@ func TestHedgeSpacing(t *testing.T) {
 	var mu sync.Mutex
 	var starts []time.Time
 	fifth := make(chan struct{})
-	p := &Prober{Port: 1, Timeout: 10 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	p := &Verifier{Port: 1, Timeout: 10 * time.Second, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		mu.Lock()
 		starts = append(starts, time.Now())
 		if len(starts) == 5 {
@@ -341,7 +341,7 @@ func TestHedgeSpacing(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.probe(ctx, Target{Addr: lo, RTT: time.Microsecond})
+		p.one(ctx, Target{Addr: lo, RTT: time.Microsecond})
 	}()
 	<-fifth
 	cancel()
