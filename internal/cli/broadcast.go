@@ -5,17 +5,15 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
 	"go4.org/netipx"
 
 	"github.com/ifl-project/ifl/internal/discover"
-	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/internal/targets"
-	"github.com/ifl-project/ifl/internal/verify"
 )
 
 // BroadcastFlags are ifl probe's flags for discovery by broadcast.
@@ -56,17 +54,6 @@ without sweeping the segment; a broadcast round never reports a host
 unseen (silence is not absence). --watch --broadcast makes every round a
 broadcast round.`
 
-// broadcastPlan is where the queries go and which answers count.
-type broadcastPlan struct {
-	dests []netip.AddrPort
-	// accept narrows the answers to the targets, nil for none: only the
-	// links queried may answer anyway (discover.Reach).
-	accept func(netip.Addr) bool
-	// size is how many addresses the targets hold, as many as an int
-	// holds if more.
-	size int
-}
-
 func (c *ProbeCmd) checkBroadcast() error {
 	switch {
 	case c.Broadcast && c.Connect:
@@ -100,7 +87,7 @@ func (r *prober) planBroadcast(env *Env) error {
 }
 
 // broadcastPlan plans for the targets expandTargets kept.
-func (c *ProbeCmd) broadcastPlan() (*broadcastPlan, error) {
+func (c *ProbeCmd) broadcastPlan() (*engine.BroadcastPlan, error) {
 	set := c.TargetFlags.set
 	if set == nil {
 		set = &netipx.IPSet{}
@@ -121,7 +108,7 @@ func (c *ProbeCmd) broadcastPlan() (*broadcastPlan, error) {
 		}
 		// Any address of the link may answer, IPv6 ones included, and
 		// none from elsewhere.
-		return &broadcastPlan{dests: dests, size: size}, nil
+		return &engine.BroadcastPlan{Dests: dests, Size: size}, nil
 	}
 	// The links whose subnets overlap the targets. A target keeps no
 	// zone: a link-local one is on every link.
@@ -136,198 +123,7 @@ func (c *ProbeCmd) broadcastPlan() (*broadcastPlan, error) {
 		}
 		return nil, fmt.Errorf("no target is on a directly attached link with an IPv4 broadcast address or IPv6, and a query reaches no other (%s)", hint)
 	}
-	return &broadcastPlan{dests: dests, size: size, accept: func(a netip.Addr) bool { return set.Contains(a.WithZone("")) }}, nil
-}
-
-// onceBroadcast runs one broadcast round: the query, then the handshake
-// with every address that answered, as the answers come.
-func (r *prober) onceBroadcast(ctx context.Context) (*probeRun, error) {
-	start := time.Now()
-	// The inventory says where each agent was verified, so that forged
-	// answers claiming an agent's identity cannot crowd out its own from
-	// there, and whether a round that hears no agent should have.
-	var known *inventory.State
-	if r.statePath != "" {
-		known, _ = inventory.Load(r.statePath) // checked when the probe started: a failure now only means no help
-	}
-	d := &discover.Discoverer{Key: r.p.Key, Port: r.cmd.Port, Accept: r.bcast.accept, Known: verifiedIn(known)}
-	answers := make(chan discover.Answer)
-	addrs := make(chan verify.Target)
-	results := make(chan verify.Result)
-	var dst discover.Stats
-	derr := make(chan error, 1)
-	go func() {
-		var err error
-		dst, err = d.Run(ctx, r.bcast.dests, answers)
-		close(answers)
-		derr <- err
-	}()
-	go func() {
-		defer close(addrs)
-		for a := range answers {
-			select {
-			case addrs <- verify.Target{Addr: a.Addr}:
-			case <-ctx.Done():
-			}
-		}
-	}()
-	perr := make(chan error, 1)
-	go func() {
-		perr <- r.p.Stream(ctx, addrs, results)
-		close(results)
-	}()
-	var all []verify.Result
-	for res := range results {
-		all = append(all, res)
-	}
-	runErr := <-perr
-	if err := <-derr; err != nil && runErr == nil {
-		runErr = err
-	}
-	s := summary{Addresses: r.bcast.size, Method: "broadcast", Queries: dst.Queries, Answers: dst.Answers}
-	for _, res := range all {
-		s.add(res)
-	}
-	found := mergeByIdentity(all)
-	if !r.cmd.All {
-		found = slices.DeleteFunc(found, func(res verify.Result) bool { return !res.Status.Open() })
-	}
-	s.Agents = 0
-	for _, res := range found {
-		if res.Status == verify.Agent {
-			s.Agents++
-		}
-	}
-	// Every verified address is an observation, not only the one a host
-	// is listed at: the inventory learns a dual-stack host's IPv4 and
-	// IPv6 addresses from one round, each with the facts its own
-	// handshake returned.
-	var obs []inventory.Observation
-	for _, res := range all {
-		if res.Status == verify.Agent {
-			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
-		}
-	}
-	s.Seconds = time.Since(start).Seconds()
-	s.Complete = runErr == nil
-	sortResults(found)
-	run := &probeRun{found: found, summary: s}
-	if dst.Capped > 0 {
-		run.warnings = append(run.warnings, fmt.Sprintf("%s dropped past discovery's bounds (more than %d addresses of one kind claiming one identity, or %d for one query): forged by a holder of the network key on the link, or agents on more subnets of one link than that",
-			plural(dst.Capped, "answer"), discover.MaxAddrsPerKind, discover.MaxAnswersPerQuery))
-	}
-	if runErr == nil && len(obs) == 0 && known != nil {
-		if n := r.knownOnLinks(known); n > 0 {
-			run.silent = fmt.Errorf("probe --broadcast: no agent answered, though the inventory has %s on these links: the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that); a probe without --broadcast tries every address", plural(n, "agent"))
-		}
-	}
-	if r.statePath != "" {
-		// Only what was probed counts as looked at: a host that did not
-		// answer the broadcast may be there still.
-		probed := make(map[netip.Addr]bool, len(all))
-		for _, res := range all {
-			probed[res.Addr] = true
-		}
-		run.stateErr = inventory.Update(r.statePath, func(st *inventory.State) error {
-			ch := st.Apply(time.Now().UTC(), obs, func(a netip.Addr) bool { return probed[a] }, s.Complete)
-			run.changes = &ch
-			return nil
-		})
-	}
-	return run, runErr
-}
-
-// verifiedIn returns whether the inventory has an address verified as an
-// identity's; nil for no inventory.
-func verifiedIn(st *inventory.State) func(string, netip.Addr) bool {
-	if st == nil {
-		return nil
-	}
-	return func(id string, a netip.Addr) bool {
-		h := st.Hosts[id]
-		if h == nil {
-			return false
-		}
-		for _, v := range verifiedAddrs(h) {
-			if v == a {
-				return true
-			}
-		}
-		return false
-	}
-}
-
-// verifiedAddrs are the addresses where h proved its identity; a state
-// written before they were kept has only its last address.
-func verifiedAddrs(h *inventory.Host) []netip.Addr {
-	var out []netip.Addr
-	for _, v := range h.Verified {
-		if a, err := netip.ParseAddr(v.Addr); err == nil {
-			out = append(out, a)
-		}
-	}
-	if a, err := netip.ParseAddr(h.IP); err == nil && len(out) == 0 {
-		out = append(out, a)
-	}
-	return out
-}
-
-// knownOnLinks counts the agents of the inventory verified at an address
-// that could have answered the round: on the links queried, among the
-// targets.
-func (r *prober) knownOnLinks(st *inventory.State) int {
-	reach, err := discover.Reach(r.bcast.dests)
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, h := range st.Hosts {
-		for _, a := range verifiedAddrs(h) {
-			if reach(a) && (r.bcast.accept == nil || r.bcast.accept(a)) {
-				n++
-				break
-			}
-		}
-	}
-	return n
-}
-
-// mergeByIdentity lists each verified agent once: at its IPv4 address if
-// it has one (then a global IPv6, then a link-local one), with the others
-// in Also. Other results stay as they are.
-func mergeByIdentity(rs []verify.Result) []verify.Result {
-	rank := func(a netip.Addr) int {
-		switch {
-		case a.Is4():
-			return 0
-		case !a.IsLinkLocalUnicast():
-			return 1
-		}
-		return 2
-	}
-	byID := map[string]int{}
-	var out []verify.Result
-	for _, res := range rs {
-		if res.Status != verify.Agent || res.Identity == "" {
-			out = append(out, res)
-			continue
-		}
-		i, ok := byID[res.Identity]
-		if !ok {
-			byID[res.Identity] = len(out)
-			out = append(out, res)
-			continue
-		}
-		first := &out[i]
-		if rank(res.Addr) < rank(first.Addr) || (rank(res.Addr) == rank(first.Addr) && res.Addr.Less(first.Addr)) {
-			res.Also = append(first.Also, first.Addr)
-			*first = res
-		} else {
-			first.Also = append(first.Also, res.Addr)
-		}
-		slices.SortFunc(first.Also, func(a, b netip.Addr) int { return a.Compare(b) })
-	}
-	return out
+	return &engine.BroadcastPlan{Dests: dests, Size: size, Accept: func(a netip.Addr) bool { return set.Contains(a.WithZone("")) }}, nil
 }
 
 // logWarnings logs what a round warns of, a silenced broadcast round
@@ -336,11 +132,11 @@ func (res *probeRun) logWarnings(log zerolog.Logger) {
 	if res == nil {
 		return
 	}
-	for _, w := range res.warnings {
+	for _, w := range res.round.Warnings {
 		log.Warn().Str("event", "broadcast_capped").Msg(w)
 	}
-	if res.silent != nil {
-		log.Warn().Str("event", "broadcast_silent").Msg(res.silent.Error())
+	if err := res.silent(); err != nil {
+		log.Warn().Str("event", "broadcast_silent").Msg(err.Error())
 	}
 }
 
@@ -366,7 +162,7 @@ func (r *prober) waitWatch(ctx context.Context, log zerolog.Logger) bool {
 		if !round {
 			return true
 		}
-		res, err := r.onceBroadcast(ctx)
+		res, err := r.run(ctx, true, false)
 		if ctx.Err() != nil {
 			return false
 		}

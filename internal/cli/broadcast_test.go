@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
@@ -84,23 +85,24 @@ func TestOnceBroadcastRecordsEveryAddress(t *testing.T) {
 	var stderr bytes.Buffer
 	r := &prober{
 		cmd:       &ProbeCmd{Port: port},
-		p:         &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
+		v:         &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
 		env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &stderr},
 		statePath: state,
-		bcast: &broadcastPlan{
-			dests:  []netip.AddrPort{netip.AddrPortFrom(v4, uint16(port)), netip.AddrPortFrom(v6, uint16(port))},
-			accept: func(a netip.Addr) bool { return a == v4 || a == v6 },
+		bcast: &engine.BroadcastPlan{
+			Dests:  []netip.AddrPort{netip.AddrPortFrom(v4, uint16(port)), netip.AddrPortFrom(v6, uint16(port))},
+			Accept: func(a netip.Addr) bool { return a == v4 || a == v6 },
 		},
 	}
-	run, err := r.onceBroadcast(context.Background())
+	run, err := r.run(context.Background(), true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if run.stateErr != nil {
 		t.Fatal(run.stateErr)
 	}
-	if len(run.found) != 1 || run.found[0].Identity != id || run.found[0].Addr != v4 || !slices.Equal(run.found[0].Also, []netip.Addr{v6}) {
-		t.Fatalf("found %+v, want %s at %v also at %v", run.found, id, v4, v6)
+	found := run.round.Results
+	if len(found) != 1 || found[0].Identity != id || found[0].Addr != v4 || !slices.Equal(found[0].Also, []netip.Addr{v6}) {
+		t.Fatalf("found %+v, want %s at %v also at %v", found, id, v4, v6)
 	}
 	if run.summary.Agents != 1 || run.summary.Answers != 2 {
 		t.Errorf("summary %+v, want 1 agent, 2 answers", run.summary)
@@ -191,25 +193,25 @@ func TestOnceBroadcastSilent(t *testing.T) {
 		}
 		r := &prober{
 			cmd:       &ProbeCmd{Port: int(quiet.Port())},
-			p:         &verify.Verifier{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
+			v:         &verify.Verifier{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
 			env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},
 			statePath: state,
-			bcast:     &broadcastPlan{dests: []netip.AddrPort{quiet}},
+			bcast:     &engine.BroadcastPlan{Dests: []netip.AddrPort{quiet}},
 		}
-		run, err := r.onceBroadcast(context.Background())
+		run, err := r.run(context.Background(), true, false)
 		if err != nil || run.stateErr != nil {
 			t.Fatalf("known at %s: %v, %v", tt.at, err, run.stateErr)
 		}
 		got := ""
-		if run.silent != nil {
-			got = run.silent.Error()
+		if run.silent() != nil {
+			got = run.silent().Error()
 		}
 		if got != tt.want {
 			t.Errorf("known at %s: silent %q, want %q", tt.at, got, tt.want)
 		}
 		if tt.want != "" {
 			var ee *exitError
-			if err := problem(run.silent); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			if err := problem(run.silent()); !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Errorf("a silent round's error %v: want exit status 1", err)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ifl-project/ifl/internal/cli/schema"
 	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
@@ -75,10 +76,10 @@ func TestFullReportsMatchSchema(t *testing.T) {
 	facts := hostileFacts()
 	facts.Truncated = &proto.Truncated{Interfaces: 1, Labels: 2}
 	rs := []verify.Result{
-		{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true},
-		{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: verify.Rejected, Reason: verify.ReasonWrongKey, Err: proto.ErrRejected, Latency: time.Millisecond, Dialled: true},
+		{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond},
+		{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: verify.Rejected, Reason: verify.ReasonWrongKey, Err: proto.ErrRejected, Latency: time.Millisecond},
 		{Addr: mustAddr("198.18.0.7"), Port: 7440, Status: verify.Down, Reason: verify.ReasonNoARP, Err: net.ErrClosed},
-		{Addr: mustAddr("198.18.0.8"), Port: 7440, Status: verify.Busy, Reason: verify.ReasonBusy, Identity: "89abcdef01234567", Err: &proto.Error{Code: proto.CodeBusy, Message: "m"}, Latency: time.Millisecond, Dialled: true},
+		{Addr: mustAddr("198.18.0.8"), Port: 7440, Status: verify.Busy, Reason: verify.ReasonBusy, Identity: "89abcdef01234567", Err: &proto.Error{Code: proto.CodeBusy, Message: "m"}, Latency: time.Millisecond},
 	}
 	hc := inventory.HostChange{Identity: "0123456789abcdef", Name: "web", Hostname: "web", OldName: "old", From: "198.18.0.4", To: "198.18.0.5", Unseen: time.Hour}
 	ch := &inventory.Changes{New: []inventory.HostChange{hc}, Moved: []inventory.HostChange{hc}, Renamed: []inventory.HostChange{hc}, Unseen: []inventory.HostChange{hc},
@@ -91,12 +92,12 @@ func TestFullReportsMatchSchema(t *testing.T) {
 		command string
 		report  any
 	}{
-		{"probe", newProbeReport(rs, summary{Method: methodRaw, Busy: 1}, ch)},
+		{"probe", newProbeReport(rs, summary{Method: engine.MethodRaw, Busy: 1}, ch)},
 		{"ping", pingReport{SchemaVersion, newHostReport(rs[0])}},
 		{"ping", pingReport{SchemaVersion, newHostReport(rs[2])}},
 		{"ping", pingReport{SchemaVersion, newHostReport(rs[3])}},
 		{"arp-scan", arp},
-		{"scan", scanReport{SchemaVersion: SchemaVersion, Ports: []scanRow{{Address: "198.18.0.5", Port: 22, Status: "open", RTTMS: msOrNil(time.Millisecond)}}, Summary: scanSummary{Method: methodRaw, Ports: 1}}},
+		{"scan", scanReport{SchemaVersion: SchemaVersion, Ports: []scanRow{{Address: "198.18.0.5", Port: 22, Status: "open", RTTMS: msOrNil(time.Millisecond)}}, Summary: scanSummary{Method: engine.MethodRaw, Ports: 1}}},
 	} {
 		var j, y bytes.Buffer
 		if err := writeJSON(&j, tt.report); err != nil {
@@ -394,9 +395,9 @@ func TestPingTSV(t *testing.T) {
 func TestTSVHostileAgent(t *testing.T) {
 	facts := hostileFacts()
 	facts.Hostname = "a b\tc\nd\re"
-	r := verify.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond, Dialled: true}
+	r := verify.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef", Facts: facts, Latency: time.Millisecond}
 	failed := verify.Result{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: verify.Failed, Reason: verify.ReasonError,
-		Err: &proto.Error{Code: "x", Message: "a\tb\nc d"}, Dialled: true}
+		Err: &proto.Error{Code: "x", Message: "a\tb\nc d"}}
 	var out bytes.Buffer
 	if err := writeProbeTSV(&out, false, []verify.Result{r, failed}); err != nil {
 		t.Fatal(err)

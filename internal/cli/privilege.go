@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/caps"
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/synscan"
 )
 
@@ -42,6 +44,32 @@ func rawAllowed(env *Env, cmd string, forceConnect bool) bool {
 	}
 	fmt.Fprintf(env.Stderr, "%s: no CAP_NET_RAW, so no raw ARP and SYN probes: using connect() to every address instead (slower). Grant it with sudo, or once with: sudo setcap cap_net_raw+ep $(command -v ifl); --connect silences this.\n", cmd)
 	return false
+}
+
+// openEngine opens the engine of a probe or a scan: the fast path's
+// sockets where the process may open them, and then CAP_NET_RAW is
+// dropped (nothing that follows needs it, every round of --watch
+// included); else the connect() path, which needs no capability.
+func openEngine(env *Env, cmd string, addrs []netip.Addr, cfg engine.Config, forceConnect bool) (*engine.Engine, error) {
+	if !rawAllowed(env, cmd, forceConnect) {
+		return engine.NewConnect(addrs, cfg), nil
+	}
+	links, err := engine.Links()
+	if err != nil {
+		return nil, fmt.Errorf("%s: listing interfaces: %w", cmd, err)
+	}
+	e, err := engine.OpenRaw(addrs, links, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd, rawHint(err))
+	}
+	if err := dropAllCaps(env, cmd); err != nil {
+		e.Close()
+		return nil, err
+	}
+	for _, n := range e.Notes() {
+		fmt.Fprintf(env.Stderr, "%s: %v\n", cmd, n)
+	}
+	return e, nil
 }
 
 // rawUser is a command that may open raw sockets, as its flags decide.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/caps"
@@ -172,8 +171,8 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	}
-	p := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
-	r := &prober{cmd: c, p: p, addrs: addrs, env: env, statePath: statePath}
+	v := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
+	r := &prober{cmd: c, v: v, addrs: addrs, env: env, statePath: statePath}
 	if c.Fast {
 		if ok, _ := caps.Has(caps.NetRaw); !ok {
 			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
@@ -182,30 +181,14 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if err := r.planBroadcast(env); err != nil {
 		return err
 	}
-	switch {
-	case c.Broadcast:
+	if !c.Broadcast {
 		// Broadcast rounds need no engine.
-	case rawAllowed(env, "probe", c.Connect):
-		// Every raw socket is opened once, up front; then the process
-		// holds no capability at all, for every round of --watch too.
-		links, err := engine.Links()
+		e, err := openEngine(env, "probe", addrs, c.engineConfig(), c.Connect)
 		if err != nil {
-			return fmt.Errorf("probe: listing interfaces: %w", err)
-		}
-		e, err := engine.OpenRaw(addrs, links, c.engineConfig())
-		if err != nil {
-			return fmt.Errorf("probe: %w", rawHint(err))
-		}
-		defer e.Close()
-		if err := dropAllCaps(env, "probe"); err != nil {
 			return err
 		}
-		for _, n := range e.Notes() {
-			fmt.Fprintf(env.Stderr, "probe: %v\n", n)
-		}
+		defer e.Close()
 		r.engine = e
-	default:
-		r.engine = engine.Connect(addrs, engine.Config{})
 	}
 	if c.Watch > 0 {
 		return r.watch(ctx)
@@ -214,19 +197,19 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if res == nil {
 		return err
 	}
-	if werr := writeReport(env.Stdout, &c.OutputFlags, res.found, res.summary, res.changes); werr != nil {
+	if werr := writeReport(env.Stdout, &c.OutputFlags, res.round.Results, res.summary, res.changes); werr != nil {
 		return werr
 	}
 	fmt.Fprintln(env.Stderr, res.summary)
 	printChanges(env, res.changes)
-	for _, w := range res.warnings {
+	for _, w := range res.round.Warnings {
 		fmt.Fprintf(env.Stderr, "probe: %s\n", w)
 	}
 	if res.stateErr != nil {
 		return res.stateErr
 	}
-	if err == nil && res.silent != nil {
-		return problem(res.silent)
+	if err == nil && res.silent() != nil {
+		return problem(res.silent())
 	}
 	if err == nil {
 		err = unsureError("probe", res.summary.Dropped, res.summary.Unsure, "addresses down or ports filtered")
@@ -234,96 +217,64 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	return err
 }
 
-// prober runs probes: once, or every interval.
+// prober runs probe rounds: once, or every interval.
 type prober struct {
 	cmd       *ProbeCmd
-	p         *verify.Verifier
+	v         *verify.Verifier
 	addrs     []netip.Addr
 	env       *Env
 	statePath string
-	engine    *engine.Engine // nil with --broadcast
-	bcast     *broadcastPlan // nil: no broadcast rounds
+	engine    *engine.Engine        // nil with --broadcast
+	bcast     *engine.BroadcastPlan // nil: no broadcast rounds
 }
 
+// probeRun is one round, and what recording it in the inventory changed.
 type probeRun struct {
-	found    []verify.Result
+	round    *engine.Round
 	summary  summary
 	changes  *inventory.Changes
 	stateErr error
-	// warnings are what a broadcast round's answers warn of.
-	warnings []string
-	// silent, if set, says why a broadcast round that heard no agent
-	// should have heard some: a problem, not an error of the round.
-	silent error
 }
 
-// once runs one probe and applies it to the inventory.
+// once runs one round, by broadcast with --broadcast, and records it.
 func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error) {
-	if r.cmd.Broadcast {
-		return r.onceBroadcast(ctx)
-	}
-	start := time.Now()
-	results := make(chan verify.Result)
-	done := make(chan error, 1)
-	var settled atomic.Int64
-	s := summary{Addresses: len(r.addrs), Method: methodConnect}
-	var est engine.Stats
-	r.engine.Settled = func(n int) { settled.Add(int64(n)) }
-	go func() {
-		var err error
-		est, err = r.engine.Probe(ctx, r.p, results)
-		done <- err
-		close(results)
-	}()
-	bar := progress.New(r.env.Stderr, len(r.addrs), "addresses", showProgress)
-	bar.Width = r.env.Width
-	var found []verify.Result
-	var obs []inventory.Observation
-	for res := range results {
-		s.add(res)
-		if res.Status.Open() || r.cmd.All {
-			found = append(found, res)
+	return r.run(ctx, r.cmd.Broadcast, showProgress)
+}
+
+// run runs one round, a broadcast one or a sweep, and records it in the
+// inventory.
+func (r *prober) run(ctx context.Context, broadcast, showProgress bool) (*probeRun, error) {
+	opts := engine.RoundOptions{All: r.cmd.All}
+	var round *engine.Round
+	var err error
+	if broadcast {
+		if r.statePath != "" {
+			// Checked when the probe started: a failure now only means
+			// no help from what the inventory knows.
+			opts.Known, _ = inventory.Load(r.statePath)
 		}
-		if res.Status == verify.Agent {
-			obs = append(obs, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
-		}
-		if res.Dialled {
-			// The sweep's and the SYN stage's results are counted
-			// by settled.
-			bar.Set(s.Probed+int(settled.Load()), plural(s.Agents, "agent"))
-		}
-	}
-	bar.Done()
-	runErr := <-done
-	if r.engine.Raw() {
-		s.Method = methodRaw
-		s.ARPLive = est.Live
-		s.ARPSwept = est.Swept
-		s.Routed = est.Direct
-		s.SYNSent = est.SYNSent
-		s.Open = est.Open
-		s.Dropped, s.Unsure = est.Dropped, est.Unsure
+		round, err = engine.Broadcast(ctx, r.bcast, r.v, opts)
 	} else {
-		s.Open = s.Agents + s.Busy + s.Rejected + s.NotAgents
+		bar := progress.New(r.env.Stderr, len(r.addrs), "addresses", showProgress)
+		bar.Width = r.env.Width
+		opts.Progress = func(p engine.Progress) { bar.Set(p.Settled, plural(p.Agents, "agent")) }
+		round, err = r.engine.Probe(ctx, r.v, opts)
+		bar.Done()
 	}
-	s.Seconds = time.Since(start).Seconds()
-	s.Complete = runErr == nil
-	sortResults(found)
-	run := &probeRun{found: found, summary: s}
+	run := &probeRun{round: round, summary: newSummary(round)}
 	if r.statePath != "" {
-		targets := make(map[netip.Addr]bool, len(r.addrs))
-		for _, a := range r.addrs {
-			targets[a] = true
-		}
-		// A round whose own drops may have hidden hosts calls none of
-		// them unseen.
-		run.stateErr = inventory.Update(r.statePath, func(st *inventory.State) error {
-			ch := st.Apply(time.Now().UTC(), obs, func(a netip.Addr) bool { return targets[a] }, s.Complete && s.Unsure == 0)
-			run.changes = &ch
-			return nil
-		})
+		run.changes, run.stateErr = round.Record(r.statePath, time.Now().UTC())
 	}
-	return run, runErr
+	return run, err
+}
+
+// silent is the problem of a broadcast round that heard no agent where
+// the inventory has some.
+func (run *probeRun) silent() error {
+	if run.round.Silent == nil {
+		return nil
+	}
+	return fmt.Errorf("probe --broadcast: %w; a probe without --broadcast tries every address", run.round.Silent)
 }
 
 // watch probes every interval until ctx is done, logging each change as

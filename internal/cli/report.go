@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/inventory"
 	"github.com/ifl-project/ifl/internal/untrusted"
 	"github.com/ifl-project/ifl/internal/verify"
@@ -77,23 +78,16 @@ type summary struct {
 	Complete bool    `json:"complete" yaml:"complete"`
 }
 
-func (s *summary) add(r verify.Result) {
-	if !r.Dialled {
-		return // ruled out by the sweep or the SYN probe, listed for --all
+// newSummary is a round's summary for the report.
+func newSummary(r *engine.Round) summary {
+	st := r.Stats
+	s := summary{Method: r.Method, Addresses: st.Addresses, Queries: st.Queries, Answers: st.Answers, Open: st.Open,
+		Probed: st.Probed, Agents: st.Agents, Busy: st.Busy, Rejected: st.Rejected, NotAgents: st.NotAgents, Errors: st.Errors,
+		Dropped: st.Dropped, Unsure: st.Unsure, Seconds: r.Elapsed.Seconds(), Complete: r.Complete}
+	if r.Method == engine.MethodRaw {
+		s.ARPSwept, s.ARPLive, s.Routed, s.SYNSent = st.Swept, st.Live, st.Direct, st.SYNSent
 	}
-	s.Probed++
-	switch r.Status {
-	case verify.Agent:
-		s.Agents++
-	case verify.Busy:
-		s.Busy++
-	case verify.Rejected, verify.Mismatch:
-		s.Rejected++
-	case verify.NotAgent:
-		s.NotAgents++
-	case verify.Failed:
-		s.Errors++
-	}
+	return s
 }
 
 func (s summary) String() string {
@@ -111,13 +105,13 @@ func (s summary) String() string {
 		parts = append(parts, plural(s.Errors, "error"))
 	}
 	out := fmt.Sprintf("%s; %d of %s probed with connect() in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
-	if s.Method == methodRaw {
+	if s.Method == engine.MethodRaw {
 		// An address that no sweep covered is neither swept nor live:
 		// say how many went on without one.
 		out = fmt.Sprintf("%s; %s (%d swept with ARP, %d live; %d not swept), %d with the port open, %d probed, in %.2fs",
 			strings.Join(parts, ", "), plural(s.Addresses, "address"), s.ARPSwept, s.ARPLive, s.Routed, s.Open, s.Probed, s.Seconds)
 	}
-	if s.Method == "broadcast" {
+	if s.Method == engine.MethodBroadcast {
 		out = fmt.Sprintf("%s; %s answered the broadcast (%d queries sent), %d probed, in %.2fs", strings.Join(parts, ", "), plural(s.Answers, "address"), s.Queries, s.Probed, s.Seconds)
 	}
 	if s.Dropped > 0 {
@@ -128,12 +122,6 @@ func (s summary) String() string {
 	}
 	return out
 }
-
-// Methods, as reports name them.
-const (
-	methodRaw     = "arp+syn" // ARP sweep of on-link targets, then SYN probes on a raw socket
-	methodConnect = "connect" // connect() to every target
-)
 
 func plural(n int, word string) string {
 	if n == 1 {
@@ -232,7 +220,7 @@ func newProbeReport(rs []verify.Result, s summary, ch *inventory.Changes) probeR
 
 // writeJSONLine writes one probe round as one line of JSON.
 func writeJSONLine(w io.Writer, run *probeRun) error {
-	return json.NewEncoder(untrusted.JSONWriter(w)).Encode(newProbeReport(run.found, run.summary, run.changes))
+	return json.NewEncoder(untrusted.JSONWriter(w)).Encode(newProbeReport(run.round.Results, run.summary, run.changes))
 }
 
 func writeReport(w io.Writer, out *OutputFlags, rs []verify.Result, s summary, ch *inventory.Changes) error {

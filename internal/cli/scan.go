@@ -129,28 +129,11 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.SweepFlags.check("scan", noSweep); err != nil {
 		return err
 	}
-	cfg := c.engineConfig()
-	var e *engine.Engine
-	if rawAllowed(env, "scan", c.Connect) {
-		links, err := engine.Links()
-		if err != nil {
-			return fmt.Errorf("scan: listing interfaces: %w", err)
-		}
-		if e, err = engine.OpenRaw(addrs, links, cfg); err != nil {
-			return fmt.Errorf("scan: %w", rawHint(err))
-		}
-		defer e.Close()
-		// The sockets are open: nothing that follows needs a capability.
-		if err := dropAllCaps(env, "scan"); err != nil {
-			return err
-		}
-		for _, n := range e.Notes() {
-			fmt.Fprintf(env.Stderr, "scan: %v\n", n)
-		}
-	} else {
-		e = engine.Connect(addrs, cfg)
-		defer e.Close()
+	e, err := openEngine(env, "scan", addrs, c.engineConfig(), c.Connect)
+	if err != nil {
+		return err
 	}
+	defer e.Close()
 
 	out := make(chan synscan.Result, 64)
 	type done struct {
@@ -181,9 +164,9 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	bar.Done()
 	d := <-fin
 	synscan.Sort(res)
-	method := methodConnect
+	method := engine.MethodConnect
 	if e.Raw() {
-		method = methodRaw
+		method = engine.MethodRaw
 	}
 
 	st := d.st
@@ -233,7 +216,7 @@ func (s scanSummary) String() string {
 	if s.Down > 0 {
 		out += fmt.Sprintf(", %s down", plural(s.Down, "address"))
 	}
-	if s.Method == methodRaw {
+	if s.Method == engine.MethodRaw {
 		sent := plural(s.SYNSent, "SYN packet") + " sent"
 		if s.Connections > 0 {
 			sent += fmt.Sprintf(" and %s with connect() (IPv6)", plural(s.Connections, "connection"))

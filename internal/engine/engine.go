@@ -56,11 +56,6 @@ type Engine struct {
 	// notes say what the plan could not do as planned (a link that
 	// could not be opened for a sweep): its addresses go on unswept.
 	notes []error
-
-	// Settled, if set, is called with how many addresses a run ruled
-	// out without a handshake (silent to ARP, or the port closed or
-	// filtered), for progress. It may be called from several goroutines.
-	Settled func(n int)
 }
 
 // OpenRaw plans addrs over links and opens what the fast path needs: a
@@ -91,22 +86,32 @@ func OpenRaw(addrs []netip.Addr, links []Link, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// Connect returns the engine of the path without privilege: every
+// NewConnect returns the engine of the path without privilege: every
 // address is dialled with connect(), no sweep.
-func Connect(addrs []netip.Addr, cfg Config) *Engine {
-	return New(addrs, Plan{Direct: addrs}, nil, synscan.NewConnect(cfg.SYN), false, cfg)
+func NewConnect(addrs []netip.Addr, cfg Config) *Engine {
+	return New(addrs, Parts{Plan: Plan{Direct: addrs}, Ports: synscan.NewConnect(cfg.SYN), Config: cfg})
+}
+
+// Parts are what New assembles an engine from.
+type Parts struct {
+	Plan Plan
+	// Sweepers sweep the plan's links, by name; a link without one goes
+	// on unswept.
+	Sweepers map[string]Sweeper
+	Ports    synscan.Scanner
+	// Raw says Ports sends raw SYNs, and open ports go on to
+	// verification; else Ports dials, and the dial is the probe.
+	Raw    bool
+	Config Config
 }
 
 // New assembles an engine from its parts, for tests and callers that
-// open their own sockets: sweepers by link name (a link of the plan
-// without one goes on unswept), the port scanner, and whether that
-// scanner sends raw SYNs (then open ports go on to the handshake) or
-// dials (then the dial is the probe).
-func New(addrs []netip.Addr, plan Plan, sweepers map[string]Sweeper, ports synscan.Scanner, raw bool, cfg Config) *Engine {
-	if sweepers == nil {
-		sweepers = map[string]Sweeper{}
+// open their own sockets.
+func New(addrs []netip.Addr, p Parts) *Engine {
+	if p.Sweepers == nil {
+		p.Sweepers = map[string]Sweeper{}
 	}
-	return &Engine{addrs: addrs, plan: plan, sweepers: sweepers, ports: ports, raw: raw, arp: cfg.ARP, ifindex: map[string]int{}}
+	return &Engine{addrs: addrs, plan: p.Plan, sweepers: p.Sweepers, ports: p.Ports, raw: p.Raw, arp: p.Config.ARP, ifindex: map[string]int{}}
 }
 
 // Raw reports whether the engine is on the fast path.
@@ -146,6 +151,12 @@ type Stats struct {
 	// results reported down or filtered although answers were dropped
 	// after their last try: they may be wrong.
 	Dropped, Unsure int
+	// A probe round's verification: addresses dialled, and what they
+	// were (Agents counts hosts once in a broadcast round).
+	Probed, Agents, Busy, Rejected, NotAgents, Errors int
+	// A broadcast round's queries sent, addresses that answered, and
+	// answers dropped past discovery's bounds.
+	Queries, Answers, Capped int
 }
 
 // Errors of the results Probe sends for the addresses it ruled out.
@@ -161,7 +172,7 @@ var (
 func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Result) (Stats, error) {
 	r := e.start(ctx)
 	defer r.cancel()
-	livec := r.discover(func(a netip.Addr) bool {
+	livec := r.sweepLinks(func(a netip.Addr) bool {
 		for _, p := range ports {
 			if !send(r, out, synscan.Result{Target: synscan.Target{Addr: a, Port: p}, State: synscan.Down}) {
 				return false
@@ -177,28 +188,79 @@ func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Re
 	return r.finish()
 }
 
-// Probe finds the agents among the targets with p: on the fast path the
-// hosts that answer the sweep get a SYN to p.Port and the open ones the
-// handshake; on the connect() path every target is dialled and verified.
-// It sends a result for every target on out: those ruled out by the
-// sweep or the SYN probes with Dialled false. It does not close out.
-func (e *Engine) Probe(ctx context.Context, p *verify.Verifier, out chan<- verify.Result) (Stats, error) {
+// Probe runs a probe round: on the fast path the hosts that answer the
+// sweep get a SYN to v's port and the open ones are verified; on the
+// connect() path every target is dialled and verified. Its error is the
+// first stage's failure, or ctx's; the round has what was found by then.
+func (e *Engine) Probe(ctx context.Context, v *verify.Verifier, opts RoundOptions) (*Round, error) {
+	start := time.Now()
+	method := MethodConnect
+	if e.raw {
+		method = MethodRaw
+	}
+	c := newCollector(method, opts)
+	ruled, verified := make(chan verify.Result), make(chan verify.Result)
+	fin := make(chan error, 1)
+	var st Stats
+	go func() {
+		var err error
+		st, err = e.probe(ctx, v, ruled, verified)
+		close(ruled)
+		close(verified)
+		fin <- err
+	}()
+	for ruled != nil || verified != nil {
+		select {
+		case res, ok := <-ruled:
+			if !ok {
+				ruled = nil
+				continue
+			}
+			c.add(res, false)
+		case res, ok := <-verified:
+			if !ok {
+				verified = nil
+				continue
+			}
+			c.add(res, true)
+		}
+	}
+	err := <-fin
+	r := c.round
+	counts := r.Stats
+	r.Stats = st
+	r.Stats.Probed, r.Stats.Agents, r.Stats.Busy, r.Stats.Rejected, r.Stats.NotAgents, r.Stats.Errors =
+		counts.Probed, counts.Agents, counts.Busy, counts.Rejected, counts.NotAgents, counts.Errors
+	if !e.raw {
+		// Without SYN probes, the open ports are those that answered
+		// the dial.
+		r.Stats.Open = counts.Agents + counts.Busy + counts.Rejected + counts.NotAgents
+	}
+	r.Results = c.results(c.all)
+	r.Elapsed = time.Since(start)
+	r.Complete = err == nil
+	targets := make(map[netip.Addr]bool, len(e.addrs))
+	for _, a := range e.addrs {
+		targets[a] = true
+	}
+	r.looked = func(a netip.Addr) bool { return targets[a] }
+	return r, err
+}
+
+// probe is Probe's stages: it sends the result of every target the sweep
+// or the SYN probes ruled out on ruled, and of every target dialled on
+// verified; it closes neither.
+func (e *Engine) probe(ctx context.Context, v *verify.Verifier, ruled, verified chan<- verify.Result) (Stats, error) {
 	r := e.start(ctx)
 	defer r.cancel()
 	if !e.raw {
-		err := p.Run(r.ctx, e.addrs, out)
-		r.fail(err)
+		r.fail(v.Run(r.ctx, e.addrs, verified))
 		return r.finish()
 	}
-	port := uint16(p.Port)
-	ruledOut := func(res verify.Result) bool {
-		if e.Settled != nil {
-			e.Settled(1)
-		}
-		return send(r, out, res)
-	}
-	livec := r.discover(func(a netip.Addr) bool {
-		return ruledOut(verify.Result{Addr: a, Port: p.Port, Status: verify.Down, Reason: verify.ReasonNoARP, Err: errNoARP})
+	port := uint16(v.Port)
+	ruledOut := func(res verify.Result) bool { return send(r, ruled, res) }
+	livec := r.sweepLinks(func(a netip.Addr) bool {
+		return ruledOut(verify.Result{Addr: a, Port: v.Port, Status: verify.Down, Reason: verify.ReasonNoARP, Err: errNoARP})
 	})
 	results := make(chan synscan.Result, 64)
 	r.wg.Go(func() { r.probePorts(livec, []uint16{port}, results) })
@@ -206,26 +268,25 @@ func (e *Engine) Probe(ctx context.Context, p *verify.Verifier, out chan<- verif
 	r.wg.Go(func() {
 		defer close(open)
 		for res := range results {
-			var pr verify.Result
+			var vr verify.Result
 			switch res.State {
 			case synscan.Open:
-				// The SYN-ACK's round trip tells the handshake what
-				// to expect.
+				// The SYN-ACK's round trip tells the verification
+				// what to expect.
 				send(r, open, verify.Target{Addr: res.Addr, RTT: res.RTT})
 				continue
 			case synscan.Closed:
-				pr = verify.Result{Addr: res.Addr, Port: p.Port, Status: verify.Closed, Reason: verify.ReasonRefused, Err: errSynClosed}
+				vr = verify.Result{Addr: res.Addr, Port: v.Port, Status: verify.Closed, Reason: verify.ReasonRefused, Err: errSynClosed}
 			case synscan.Down:
-				pr = verify.Result{Addr: res.Addr, Port: p.Port, Status: verify.Down, Reason: verify.ReasonUnreach, Err: errNoARP}
+				vr = verify.Result{Addr: res.Addr, Port: v.Port, Status: verify.Down, Reason: verify.ReasonUnreach, Err: errNoARP}
 			default:
-				pr = verify.Result{Addr: res.Addr, Port: p.Port, Status: verify.Filtered, Reason: verify.ReasonTimeout, Err: errSynFiltered}
+				vr = verify.Result{Addr: res.Addr, Port: v.Port, Status: verify.Filtered, Reason: verify.ReasonTimeout, Err: errSynFiltered}
 			}
-			ruledOut(pr)
+			ruledOut(vr)
 		}
 	})
-	r.fail(p.Stream(r.ctx, open, out))
-	// finish waits for every stage: none sends on out after Probe
-	// returns.
+	r.fail(v.Stream(r.ctx, open, verified))
+	// finish waits for every stage: none sends after probe returns.
 	return r.finish()
 }
 
@@ -320,13 +381,13 @@ type live struct {
 	rtt  time.Duration
 }
 
-// discover passes on the hosts worth probing as they are known: the
+// sweepLinks passes on the hosts worth probing as they are known: the
 // on-link ones that answer their link's sweep, and the direct ones. down
 // is called for each address a sweep found silent; it reports false when
 // the run has stopped. A sweep that breaks off passes on its addresses
 // that have not answered (the port probes find them) and is recorded as
 // an error of the run. The channel is closed when discovery is done.
-func (r *run) discover(down func(netip.Addr) bool) <-chan live {
+func (r *run) sweepLinks(down func(netip.Addr) bool) <-chan live {
 	out := make(chan live)
 	send := func(l live) bool {
 		select {

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,7 +184,7 @@ func scanLines(res []synscan.Result) string {
 
 func TestScanStages(t *testing.T) {
 	targets, plan, sw, ports := lan(22)
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: ports, Raw: true})
 	res, st, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
 		return e.Scan(context.Background(), []uint16{22, 80}, out)
 	})
@@ -227,7 +226,7 @@ func TestScanStages(t *testing.T) {
 func TestScanConnectPath(t *testing.T) {
 	targets, _, _, ports := lan(22)
 	ports.states[synscan.Target{Addr: addr("198.18.0.5"), Port: 22}] = synscan.Down
-	e := New(targets, Plan{Direct: targets}, nil, ports, false, Config{})
+	e := New(targets, Parts{Plan: Plan{Direct: targets}, Ports: ports})
 	res, st, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
 		return e.Scan(context.Background(), []uint16{22}, out)
 	})
@@ -249,7 +248,7 @@ func TestScanPortFailure(t *testing.T) {
 	targets, plan, sw, ports := lan(22)
 	errSend := errors.New("sendto: operation not permitted")
 	ports.err, ports.failAfter = errSend, 2
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: ports, Raw: true})
 	_, st, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
 		return e.Scan(context.Background(), []uint16{22}, out)
 	})
@@ -267,7 +266,7 @@ func TestSweepFailure(t *testing.T) {
 	targets, plan, sw, ports := lan(22)
 	errIface := errors.New("eth0: network is down")
 	sw.err, sw.failAfter = errIface, 1
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: ports, Raw: true})
 	res, st, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
 		return e.Scan(context.Background(), []uint16{22}, out)
 	})
@@ -289,7 +288,7 @@ func TestSweepFailure(t *testing.T) {
 
 func TestScanCancelled(t *testing.T) {
 	targets, plan, sw, ports := lan(22)
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: ports, Raw: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan synscan.Result)
 	fin := make(chan error, 1)
@@ -327,15 +326,13 @@ func TestProbeStages(t *testing.T) {
 		}()
 		return c1, nil
 	}}
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
-	var settled atomic.Int64
-	e.Settled = func(n int) { settled.Add(int64(n)) }
-	res, st, err := collect(t, func(out chan<- verify.Result) (Stats, error) {
-		return e.Probe(context.Background(), p, out)
-	})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: ports, Raw: true})
+	var progress []Progress
+	round, err := e.Probe(context.Background(), p, RoundOptions{All: true, Progress: func(p Progress) { progress = append(progress, p) }})
 	if err != nil {
 		t.Fatalf("Probe: %v", err)
 	}
+	res, st := round.Results, round.Stats
 	close(dialled)
 	var got []string
 	for a := range dialled {
@@ -347,25 +344,28 @@ func TestProbeStages(t *testing.T) {
 	}
 	byAddr := map[string]string{}
 	for _, r := range res {
-		byAddr[r.Addr.String()] = fmt.Sprintf("%v/%v/%v", r.Status, r.Reason, r.Dialled)
+		byAddr[r.Addr.String()] = fmt.Sprintf("%v/%v", r.Status, r.Reason)
 	}
 	want := map[string]string{
-		"198.18.0.1": "not-agent/other-service/true",
-		"198.18.0.2": "not-agent/other-service/true",
-		"198.18.9.9": "not-agent/other-service/true",
-		"198.18.0.3": "closed/refused/false",
-		"198.18.0.4": "filtered/timeout/false",
-		"198.18.0.5": "down/no-arp-reply/false",
-		"198.18.0.6": "down/no-arp-reply/false",
+		"198.18.0.1": "not-agent/other-service",
+		"198.18.0.2": "not-agent/other-service",
+		"198.18.9.9": "not-agent/other-service",
+		"198.18.0.3": "closed/refused",
+		"198.18.0.4": "filtered/timeout",
+		"198.18.0.5": "down/no-arp-reply",
+		"198.18.0.6": "down/no-arp-reply",
 	}
 	if fmt.Sprint(byAddr) != fmt.Sprint(want) {
 		t.Errorf("results:\n got %v\nwant %v", byAddr, want)
 	}
-	if n := settled.Load(); n != 4 {
-		t.Errorf("settled %d, want the 4 addresses ruled out", n)
+	if len(progress) != 7 || progress[6] != (Progress{Settled: 7}) {
+		t.Errorf("progress %v, want one step for each of the 7 targets", progress)
 	}
-	if st.Open != 3 || st.Down != 2 || st.SYNSent != 5 {
+	if st.Open != 3 || st.Down != 2 || st.SYNSent != 5 || st.Probed != 3 || st.NotAgents != 3 {
 		t.Errorf("stats %+v", st)
+	}
+	if !round.Complete || round.Method != MethodRaw || len(round.Observations) != 0 {
+		t.Errorf("round %+v", round)
 	}
 }
 
@@ -377,11 +377,9 @@ func TestProbeSYNFailure(t *testing.T) {
 	p := &verify.Verifier{Key: key, Port: 7440, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
 		return nil, errors.New("refused")
 	}}
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, ports, true, Config{})
-	_, _, err := collect(t, func(out chan<- verify.Result) (Stats, error) {
-		return e.Probe(context.Background(), p, out)
-	})
-	if !errors.Is(err, errSend) {
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: ports, Raw: true})
+	round, err := e.Probe(context.Background(), p, RoundOptions{})
+	if !errors.Is(err, errSend) || round.Complete {
 		t.Fatalf("Probe: %v, want the SYN stage's error", err)
 	}
 }
@@ -421,7 +419,7 @@ func (l *learningPorts) Stream(ctx context.Context, in <-chan synscan.Target, ou
 func TestScanTeachesMACs(t *testing.T) {
 	targets, plan, sw, ports := lan(22)
 	lp := &learningPorts{fakePorts: *ports, learned: map[netip.Addr]string{}}
-	e := New(targets, plan, map[string]Sweeper{"eth0": sw}, lp, true, Config{})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: lp, Raw: true})
 	e.ifindex["eth0"] = 7
 	if _, _, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
 		return e.Scan(context.Background(), []uint16{22}, out)

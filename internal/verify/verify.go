@@ -66,9 +66,6 @@ type Result struct {
 	// Reason is why, in one word for scripts: "" for Agent, else one of
 	// the Reason constants.
 	Reason string
-	// Dialled is false for the results internal/engine sends for the
-	// addresses its sweep or SYN probes ruled out.
-	Dialled bool
 	// Also are the other addresses where the same agent (by identity)
 	// answered and verified in this probe: one host on IPv4 and IPv6.
 	Also []netip.Addr
@@ -290,7 +287,7 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 				o := <-results
 				return o.r
 			}
-			return Result{Addr: t.Addr, Port: p.Port, Dialled: true, Status: Failed, Reason: ReasonError, Err: ctx.Err()}
+			return Result{Addr: t.Addr, Port: p.Port, Status: Failed, Reason: ReasonError, Err: ctx.Err()}
 		case <-timer.C:
 			launched++
 			running++
@@ -298,7 +295,7 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 				var r Result
 				var again bool
 				if first != nil {
-					r = p.verify(ctx, first.c, Result{Addr: t.Addr, Port: p.Port, Dialled: true}, first.start)
+					r = p.verify(ctx, first.c, Result{Addr: t.Addr, Port: p.Port}, first.start)
 					again = r.Status != Agent && timedOut(r.Err)
 				} else {
 					r, again = p.attempt(ctx, t.Addr)
@@ -348,7 +345,7 @@ func (p *Verifier) attempt(ctx context.Context, a netip.Addr) (r Result, again b
 // dial connects to a's port: the connection, or no connection and why
 // (again: a timeout, which another dial might not have).
 func (p *Verifier) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool) {
-	r := Result{Addr: a, Port: p.Port, Dialled: true}
+	r := Result{Addr: a, Port: p.Port}
 	dial := p.Dial
 	if dial == nil {
 		dial = (&net.Dialer{Control: fastRetransmit}).DialContext
