@@ -25,6 +25,15 @@
 // with a wrong magic means the peer speaks another protocol; one with a
 // length over MaxPayload ends the connection.
 //
+// # Keys
+//
+// A network key is 32 random bytes, the same on every controller and
+// agent of a fleet; an agent's key is a Curve25519 private key, 32 bytes,
+// its public half the agent's identity. Both are kept in files of one
+// line: a tag, a space, the 32 bytes in standard base64 with padding, and
+// a newline ("ifl-network-key-v1 ..." and "ifl-agent-key-v1 ..."), so
+// that one passed where the other belongs is a clear error.
+//
 // # Handshake
 //
 // Noise_NXpsk0_25519_ChaChaPoly_BLAKE2s (noiseprotocol.org, revision 34),
@@ -33,9 +42,15 @@
 //	-> psk, e          hello    (frame type 1), controller to agent
 //	<- e, ee, s, es    welcome  (frame type 2), agent to controller
 //
-// The hello's payload is 8 bytes, the controller's clock in Unix
-// nanoseconds, big endian; bytes after them are ignored. The welcome's
-// payload is empty.
+// The prologue is the 5 ASCII bytes "ifl/1". A frame's payload is one
+// Noise handshake message. The hello's Noise payload (what the message
+// carries encrypted) is 8 bytes, the controller's clock in Unix
+// nanoseconds, a signed integer, big endian; bytes after them are
+// ignored. So a hello frame's payload is 56 bytes: the 32-byte ephemeral
+// key, then the 8 bytes encrypted with their 16-byte tag. The welcome's
+// Noise payload is empty: its frame payload is 96 bytes, the agent's
+// ephemeral key (32), its static key encrypted (32 and a 16-byte tag),
+// and the empty payload's tag (16).
 //
 // The agent answers a hello only if all of these hold, and otherwise closes
 // the connection without sending a byte:
@@ -44,9 +59,11 @@
 //     key fail here, before any Diffie-Hellman, and the agent's static key
 //     is never sent to a peer without the network key);
 //   - its timestamp is within MaxSkew (60 s) of the agent's clock;
-//   - its ephemeral key (the first 32 bytes of the hello's payload) was
-//     not seen in an accepted hello before: the agent remembers them until
-//     they leave the skew window, so a replayed hello gets nothing;
+//   - its ephemeral key (the first 32 bytes of the hello frame's
+//     payload) was not seen in an accepted hello before: the agent
+//     remembers each until the hello's timestamp plus MaxSkew, when the
+//     hello would be refused as too old anyway, so a replayed hello gets
+//     nothing;
 //   - the agent can remember one more: an agent that holds as many
 //     unexpired hellos as it has room for (ReplayFilter, 65,536 by
 //     default) refuses new ones until some expire rather than forget one
@@ -91,10 +108,13 @@
 // A newly verified connection over the cap of its address takes the place
 // of that address's least recently active connection; over the total cap,
 // the place of the least recently active connection of the source that
-// holds the most (by network, then address, as above). A connection
-// serving a request keeps its place, unless its reply has waited longer
-// than the handshake deadline for the peer to read it. When no connection
-// can give way, the newcomer's first request is answered busy. So a holder
+// holds the most (by network, then address, as above). The connection
+// that gives way is closed without a word: its controller sees its next
+// request go unanswered, as when an agent stops, and dials again. A
+// connection serving a request keeps its place for the handshake
+// deadline (5 s) from when the request came; past that, one whose reply
+// its peer has still not read may give way. When no connection can give
+// way, the newcomer's first request is answered busy. So a holder
 // of the network key keeps 8 connections per address it controls, can
 // hold every place only from 8 addresses or more, and even then gives a
 // place up to each newcomer. What it can still do is make the agent
@@ -290,10 +310,15 @@
 // answered can answer the handshake there with its own identity only. So
 // that such answers cannot make a controller dial at will, ifl dials in
 // one round at most 1,024 addresses for one query (each agent answers a
-// query once: a link with more agents loses the surplus to each query)
-// and at most 2 addresses of each kind (IPv4, link-local IPv6, other IPv6)
-// for one claimed identity, past the addresses where it verified that
-// identity before, which are dialled whatever else answers.
+// query once: a link with more agents loses the surplus to each query;
+// a round sends a query to each destination from each source address,
+// and again for loss, each with its own bound) and at most 2 addresses
+// of each kind (IPv4, link-local IPv6, other IPv6) for one claimed
+// identity, past the addresses where it verified that identity before,
+// which are dialled whatever else answers. A controller does not check
+// the TTL or hop limit of answers: they must come from an address of the
+// link and answer a nonce it sent, which a sender off the link never
+// sees.
 //
 // What a holder of the network key on the link can still do to
 // discovery: make every agent of the link send up to 1,000 answers a
