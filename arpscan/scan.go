@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/ifl-project/ifl/arpscan/oui"
 	"github.com/ifl-project/ifl/internal/kstamp"
 	"github.com/ifl-project/ifl/internal/pace"
 	"github.com/ifl-project/ifl/internal/readmark"
@@ -489,7 +490,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	var res []Result
 	for _, t := range order {
 		if t.mac != nil {
-			res = append(res, Result{IP: t.ip, MAC: t.mac, RTT: t.rtt, Vendor: Vendor(t.mac), Others: t.others})
+			res = append(res, Result{IP: t.ip, MAC: t.mac, RTT: t.rtt, Vendor: oui.Vendor(t.mac), Others: t.others})
 		}
 	}
 	sortResults(res)
@@ -1348,7 +1349,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		// (30 ms), and the reader must not stop reading for it. It is
 		// read beside the sweep, once a MAC needs it.
 		if mac[0]&0x02 == 0 {
-			warmVendors()
+			oui.Warm()
 		}
 		return Result{IP: ip, MAC: t.mac, RTT: t.rtt}, true
 	}

@@ -559,22 +559,6 @@ func TestScanRejectsIPv6(t *testing.T) {
 	}
 }
 
-func TestVendor(t *testing.T) {
-	for _, tt := range []struct {
-		mac  string
-		want string
-	}{
-		{"00:1b:21:01:02:03", "Intel Corporate"},
-		{"02:18:c6:12:00:05", "(locally administered)"},
-		{"00:00:00:00:00:00", "XEROX CORPORATION"},
-	} {
-		hw, _ := net.ParseMAC(tt.mac)
-		if got := Vendor(hw); got != tt.want {
-			t.Errorf("Vendor(%s) = %q, want %q", tt.mac, got, tt.want)
-		}
-	}
-}
-
 // TestScanWaitsFollowTheRoundTrip: with a timeout of an hour (the wait
 // before anything is measured, and the ceiling), a sweep of a segment
 // whose host answers at once still ends: its waits follow the measured

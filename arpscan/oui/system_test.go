@@ -1,4 +1,4 @@
-package arpscan
+package oui
 
 import (
 	"net"

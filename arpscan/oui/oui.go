@@ -1,4 +1,10 @@
-package arpscan
+// Package oui names the vendor of a MAC address from the IEEE registry of
+// its prefix (MA-L, MA-M, MA-S): Debian's ieee-data where installed,
+// which is updated after ifl is built, else the table embedded at build
+// time.
+//
+//	oui.Vendor(mac) // "Intel Corporate", or "(locally administered)"
+package oui
 
 import (
 	"bytes"
@@ -38,8 +44,10 @@ var systemTable = sync.OnceValue(func() []byte {
 	return parseIEEE(f)
 })
 
-// warmVendors reads the system's registry in the background, once.
-var warmVendors = sync.OnceFunc(func() { go systemTable() })
+// Warm reads the system's registry in the background, once: a sweep
+// calls it at its first answer from a globally administered MAC, so that
+// the first Vendor lookup, at the sweep's end, does not wait for it.
+var Warm = sync.OnceFunc(func() { go systemTable() })
 
 // base16 marks the line of IEEE's oui.txt that names a prefix's owner:
 // "002272     (base 16)\t\tAmerican Micro-Fuel Device Corp."

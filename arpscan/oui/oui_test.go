@@ -1,4 +1,4 @@
-package arpscan
+package oui
 
 import (
 	"bufio"
@@ -33,5 +33,21 @@ func BenchmarkVendor(b *testing.B) {
 	mac, _ := hex.DecodeString("001b21010203")
 	for b.Loop() {
 		Vendor(net.HardwareAddr(mac))
+	}
+}
+
+func TestVendor(t *testing.T) {
+	for _, tt := range []struct {
+		mac  string
+		want string
+	}{
+		{"00:1b:21:01:02:03", "Intel Corporate"},
+		{"02:18:c6:12:00:05", "(locally administered)"},
+		{"00:00:00:00:00:00", "XEROX CORPORATION"},
+	} {
+		hw, _ := net.ParseMAC(tt.mac)
+		if got := Vendor(hw); got != tt.want {
+			t.Errorf("Vendor(%s) = %q, want %q", tt.mac, got, tt.want)
+		}
 	}
 }

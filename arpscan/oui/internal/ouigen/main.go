@@ -2,7 +2,7 @@
 // IEEE registries as Debian's ieee-data package ships them
 // (apt-get install ieee-data):
 //
-//	go run ./arpscan/internal/ouigen /usr/share/ieee-data > arpscan/oui.txt
+//	go run ./arpscan/oui/internal/ouigen /usr/share/ieee-data > arpscan/oui/oui.txt
 //
 // Each line is a lowercase hex prefix (6, 7 or 9 digits: MA-L, MA-M,
 // MA-S) and the organisation's name, separated by a tab, sorted, so that
