@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // Defaults for the zero values of Config: fast and reliable on a wired
@@ -124,8 +126,8 @@ func (c *Config) withDefaults() Config {
 			out.Patience = c.Patience
 		}
 		out.Probes = c.Probes
-		out.Retries = orDefault(c.Retries, DefaultRetries)
-		out.MinRetries = orDefault(c.MinRetries, DefaultMinRetries)
+		out.Retries = defaults.Count(c.Retries, DefaultRetries)
+		out.MinRetries = defaults.Count(c.MinRetries, DefaultMinRetries)
 		if c.Timeout > 0 {
 			out.Timeout = c.Timeout
 		}
@@ -140,17 +142,6 @@ func (c *Config) withDefaults() Config {
 	}
 	out.Patience = min(out.Patience, out.Timeout)
 	return out
-}
-
-// orDefault maps a count's zero value to def and a negative one to 0.
-func orDefault(n, def int) int {
-	switch {
-	case n < 0:
-		return 0
-	case n == 0:
-		return def
-	}
-	return n
 }
 
 // Result is one address that answered.

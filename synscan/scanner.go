@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // ErrPermission is returned by NewRaw when the process may not open raw
@@ -139,12 +141,7 @@ func (c *Config) withDefaults() Config {
 		if c.MinRate > 0 {
 			out.MinRate = c.MinRate
 		}
-		switch {
-		case c.Retries < 0:
-			out.Retries = 0
-		case c.Retries > 0:
-			out.Retries = c.Retries
-		}
+		out.Retries = defaults.Count(c.Retries, DefaultRetries)
 		if c.Timeout > 0 {
 			out.Timeout = c.Timeout
 		}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/progress"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // ArpScanCmd sweeps a segment with ARP.
@@ -95,7 +97,7 @@ type arpReport struct {
 func (c *ArpScanCmd) sweepConfig() *arpscan.Config {
 	cfg := c.arpConfig()
 	cfg.Rate, cfg.MinRate, cfg.Timeout = c.Rate, c.MinRate, c.Timeout
-	cfg.Retries, cfg.MinRetries = orNone(c.Retries), orNone(c.MinRetries)
+	cfg.Retries, cfg.MinRetries = defaults.None(c.Retries), defaults.None(c.MinRetries)
 	return cfg
 }
 

@@ -303,16 +303,6 @@ func outputFormat(jsonFlag bool, output string) (string, error) {
 	return "json", nil
 }
 
-// orNone turns a flag's 0 into the libraries' "none": there a zero value
-// means "the default", and a negative one "none" (no retries, no rate
-// limit).
-func orNone(n int) int {
-	if n == 0 {
-		return -1
-	}
-	return n
-}
-
 // SweepFlags tune the ARP sweep of the commands that have one. Patience
 // is how long it waits for an address after its first request, whatever
 // the segment's round trips say; its zero value is the sweep's default,

@@ -15,6 +15,8 @@ import (
 	"github.com/ifl-project/ifl/internal/verify"
 	"github.com/ifl-project/ifl/proto"
 	"github.com/ifl-project/ifl/synscan"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // engineConfig is how the fast path's stages are tuned for a probe.
@@ -171,7 +173,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 	}
-	v := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: orNone(c.Retries), Concurrency: c.Concurrency, Rate: orNone(c.Rate)}
+	v := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: defaults.None(c.Retries), Concurrency: c.Concurrency, Rate: defaults.None(c.Rate)}
 	r := &prober{cmd: c, v: v, addrs: addrs, env: env, statePath: statePath}
 	if c.Fast {
 		if ok, _ := caps.Has(caps.NetRaw); !ok {

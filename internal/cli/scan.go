@@ -9,6 +9,8 @@ import (
 	"github.com/ifl-project/ifl/internal/engine"
 	"github.com/ifl-project/ifl/internal/progress"
 	"github.com/ifl-project/ifl/synscan"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // ScanCmd is a general port scanner.
@@ -83,7 +85,7 @@ type scanReport struct {
 
 // engineConfig is how the engine's stages are tuned for a scan.
 func (c *ScanCmd) engineConfig() engine.Config {
-	return engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: orNone(c.Retries), Timeout: c.Timeout}, ARP: c.arpConfig()}
+	return engine.Config{SYN: &synscan.Config{Rate: c.Rate, MinRate: c.MinRate, Retries: defaults.None(c.Retries), Timeout: c.Timeout}, ARP: c.arpConfig()}
 }
 
 // wantsRaw: SYN probes need raw sockets; --connect needs no capability.

@@ -38,6 +38,8 @@ import (
 
 	"github.com/ifl-project/ifl/internal/netinfo"
 	"github.com/ifl-project/ifl/proto"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // Defaults for the zero values of Discoverer.
@@ -202,13 +204,7 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 		ceiling = DefaultCeiling
 	}
 	ceiling = max(ceiling, floor)
-	retries := d.Retries
-	switch {
-	case retries == 0:
-		retries = DefaultRetries
-	case retries < 0:
-		retries = 0
-	}
+	retries := defaults.Count(d.Retries, DefaultRetries)
 	var v4, v6 []netip.AddrPort
 	for _, a := range dests {
 		if a.Addr().Is4() {

@@ -21,6 +21,8 @@ import (
 
 	"github.com/ifl-project/ifl/internal/pace"
 	"github.com/ifl-project/ifl/proto"
+
+	"github.com/ifl-project/ifl/internal/defaults"
 )
 
 // Status is what verifying one address found.
@@ -130,15 +132,7 @@ type Verifier struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-func (p *Verifier) retries() int {
-	switch {
-	case p.Retries < 0:
-		return 0
-	case p.Retries == 0:
-		return DefaultRetries
-	}
-	return p.Retries
-}
+func (p *Verifier) retries() int { return defaults.Count(p.Retries, DefaultRetries) }
 
 func (p *Verifier) timeout() time.Duration {
 	if p.Timeout > 0 {
