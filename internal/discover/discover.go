@@ -26,17 +26,20 @@
 package discover
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
 	"github.com/ifl-project/ifl/internal/netinfo"
+	"github.com/ifl-project/ifl/internal/rtt"
 	"github.com/ifl-project/ifl/proto"
 
 	"github.com/ifl-project/ifl/internal/defaults"
@@ -196,82 +199,14 @@ type datagram struct {
 // answers are verified as they come and queued for it.
 func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<- Answer) (Stats, error) {
 	var st Stats
-	floor, ceiling := d.Floor, d.Ceiling
-	if floor <= 0 {
-		floor = DefaultFloor
-	}
-	if ceiling <= 0 {
-		ceiling = DefaultCeiling
-	}
-	ceiling = max(ceiling, floor)
+	floor := cmp.Or(max(d.Floor, 0), DefaultFloor)
+	ceiling := max(cmp.Or(max(d.Ceiling, 0), DefaultCeiling), floor)
 	retries := defaults.Count(d.Retries, DefaultRetries)
-	var v4, v6 []netip.AddrPort
-	for _, a := range dests {
-		if a.Addr().Is4() {
-			v4 = append(v4, a)
-		} else {
-			v6 = append(v6, a)
-		}
-	}
-	in := make(chan datagram, 256)
-	var conns []*net.UDPConn
-	readers := make(chan struct{}, 2)
-	// The readers stop with the run, not only with ctx: one blocked on a
-	// full queue would wait for ctx for ever.
-	rctx, stop := context.WithCancel(ctx)
-	defer func() {
-		stop()
-		for _, c := range conns {
-			c.Close()
-		}
-		for range conns {
-			<-readers
-		}
-	}()
-	open := func(network string, dests []netip.AddrPort) (*net.UDPConn, error) {
-		if len(dests) == 0 {
-			return nil, nil
-		}
-		lc := net.ListenConfig{Control: setBroadcast}
-		pc, err := lc.ListenPacket(ctx, network, ":0")
-		if err != nil {
-			return nil, fmt.Errorf("discover: %s socket: %w", network, err)
-		}
-		c := pc.(*net.UDPConn)
-		conns = append(conns, c)
-		// Agents answer only a query that no router forwarded.
-		if err := setHopLimit(c, network); err != nil {
-			return nil, fmt.Errorf("discover: %s socket: %w", network, err)
-		}
-		go func() {
-			defer func() { readers <- struct{}{} }()
-			for {
-				buf := make([]byte, proto.AnswerLen+1)
-				n, src, err := c.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-					continue
-				}
-				select {
-				case in <- datagram{buf[:n], src, time.Now()}:
-				case <-rctx.Done():
-					return
-				}
-			}
-		}()
-		return c, nil
-	}
-	c4, err := open("udp4", v4)
+	l, err := listen(ctx, dests)
 	if err != nil {
 		return st, err
 	}
-	c6, err := open("udp6", v6)
-	if err != nil {
-		return st, err
-	}
-
+	defer l.close()
 	links, err := readLinks()
 	if err != nil {
 		return st, err
@@ -280,103 +215,207 @@ func (d *Discoverer) Run(ctx context.Context, dests []netip.AddrPort, out chan<-
 	if err != nil {
 		return st, err
 	}
-
-	r := newRound(d, &st)
-	var srtt time.Duration
-	var sendErr error
-	// pending holds the verified addresses not yet taken from out.
-	var pending []Answer
-	// take verifies a datagram and queues a new address; it returns the
-	// round trip of a good answer.
-	take := func(dg datagram) (time.Duration, bool) {
-		a, rtt, v := r.take(dg)
-		switch v {
-		case fresh:
-			pending = append(pending, a)
-		case again:
-		default:
-			return 0, false
-		}
-		return rtt, true
-	}
+	w := &waiter{r: newRound(d, &st), out: out, in: l.in,
+		est: rtt.New(rtt.Limits{Initial: ceiling, Floor: minQuiet})}
 	for try := 0; try <= retries; try++ {
 		start := time.Now()
-		ok := 0
-		for _, snd := range sends {
-			// A nonce of its own for each datagram: an agent that hears
-			// two (IPv4 and IPv6, or from two sources) takes the second
-			// for a replay.
-			q, err := proto.NewQuery(&r.dk, time.Now())
+		if err := w.query(sends, l); err != nil {
+			return st, err
+		}
+		if err := w.await(ctx, start, floor, ceiling); err != nil {
+			return st, err
+		}
+	}
+	return st, w.flush(ctx)
+}
+
+// listeners are a run's sockets, one per family it queries, and the
+// datagrams their readers read.
+type listeners struct {
+	c4, c6 *net.UDPConn
+	in     chan datagram
+	// The readers stop with the run, not only with its context: one
+	// blocked on a full queue would wait for the context for ever.
+	stop    context.CancelFunc
+	readers sync.WaitGroup
+}
+
+// listen opens the sockets that dests need, each with a reader.
+func listen(ctx context.Context, dests []netip.AddrPort) (_ *listeners, err error) {
+	rctx, stop := context.WithCancel(ctx)
+	l := &listeners{in: make(chan datagram, 256), stop: stop}
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	for _, a := range dests {
+		switch {
+		case a.Addr().Is4() && l.c4 == nil:
+			l.c4, err = l.open(rctx, "udp4")
+		case !a.Addr().Is4() && l.c6 == nil:
+			l.c6, err = l.open(rctx, "udp6")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// open opens a socket of network, its queries sent with
+// proto.DiscoveryHopLimit, and starts its reader.
+func (l *listeners) open(ctx context.Context, network string) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: setBroadcast}
+	pc, err := lc.ListenPacket(ctx, network, ":0")
+	if err != nil {
+		return nil, fmt.Errorf("discover: %s socket: %w", network, err)
+	}
+	c := pc.(*net.UDPConn)
+	// Agents answer only a query that no router forwarded.
+	if err := setHopLimit(c, network); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("discover: %s socket: %w", network, err)
+	}
+	l.readers.Go(func() {
+		for {
+			buf := make([]byte, proto.AnswerLen+1)
+			n, src, err := c.ReadFromUDPAddrPort(buf)
 			if err != nil {
-				return st, err
-			}
-			b, _ := q.MarshalBinary()
-			r.sent[q.Nonce] = &sentQuery{at: time.Now(), seg: snd.seg}
-			if err := snd.write(c4, c6, b); err != nil {
-				sendErr = err
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
 				continue
 			}
-			ok++
-			st.Queries++
-		}
-		if ok == 0 {
-			return st, sendErr
-		}
-		end := start.Add(floor)
-		timer := time.NewTimer(floor)
-	wait:
-		for {
-			var outCh chan<- Answer
-			var next Answer
-			if len(pending) > 0 {
-				outCh, next = out, pending[0]
-			}
 			select {
+			case l.in <- datagram{buf[:n], src, time.Now()}:
 			case <-ctx.Done():
-				timer.Stop()
-				return st, ctx.Err()
-			case <-timer.C:
-				break wait
-			case outCh <- next:
-				pending = pending[1:]
-			case dg := <-in:
-				rtt, ok := take(dg)
-				if !ok {
-					continue
+				return
+			}
+		}
+	})
+	return c, nil
+}
+
+// close closes the sockets and waits for the readers.
+func (l *listeners) close() {
+	l.stop()
+	for _, c := range []*net.UDPConn{l.c4, l.c6} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	l.readers.Wait()
+}
+
+// waiter sends a run's queries and collects their answers.
+type waiter struct {
+	r   *round
+	out chan<- Answer
+	in  <-chan datagram
+	// est is the answers' round trip: a query waits quietRTTs of it
+	// after the last answer.
+	est *rtt.Estimator
+	// pending holds the verified addresses not yet taken from out.
+	pending []Answer
+}
+
+// query sends one query of each send, each with a nonce of its own: an
+// agent that hears two (IPv4 and IPv6, or from two sources) takes the
+// second for a replay. It fails only if none could be sent.
+func (w *waiter) query(sends []send, l *listeners) error {
+	ok := 0
+	var sendErr error
+	for _, snd := range sends {
+		q, err := proto.NewQuery(&w.r.dk, time.Now())
+		if err != nil {
+			return err
+		}
+		b, _ := q.MarshalBinary()
+		w.r.sent[q.Nonce] = &sentQuery{at: time.Now(), seg: snd.seg}
+		if err := snd.write(l.c4, l.c6, b); err != nil {
+			sendErr = err
+			continue
+		}
+		ok++
+		w.r.st.Queries++
+	}
+	if ok == 0 {
+		return sendErr
+	}
+	return nil
+}
+
+// await waits for the answers to the queries sent at start: at least
+// floor, at most ceiling, and between the two until quietRTTs round trips
+// have passed since the last answer. It hands answers on to out as they
+// are verified.
+func (w *waiter) await(ctx context.Context, start time.Time, floor, ceiling time.Duration) error {
+	end := start.Add(floor)
+	timer := time.NewTimer(floor)
+	defer timer.Stop()
+	for {
+		var outCh chan<- Answer
+		var next Answer
+		if len(w.pending) > 0 {
+			outCh, next = w.out, w.pending[0]
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			return nil
+		case outCh <- next:
+			w.pending = w.pending[1:]
+		case dg := <-w.in:
+			if !w.take(dg) {
+				continue
+			}
+			if e := dg.at.Add(max(quietRTTs*w.est.SRTT(), minQuiet)); e.After(end) {
+				end = e
+				if limit := start.Add(ceiling); e.After(limit) {
+					end = limit
 				}
-				if srtt == 0 {
-					srtt = rtt
-				} else {
-					srtt += (rtt - srtt) / 8
-				}
-				if e := dg.at.Add(max(quietRTTs*srtt, minQuiet)); e.After(end) {
-					if limit := start.Add(ceiling); e.After(limit) {
-						e = limit
-					}
-					end = e
-					timer.Reset(time.Until(end))
-				}
+				timer.Reset(time.Until(end))
 			}
 		}
 	}
-	// What arrived before the last wait ended counts: verify what is
-	// queued, then hand every address on.
+}
+
+// take verifies a datagram and queues a new address; it reports whether
+// the datagram was a good answer, and learns its round trip.
+func (w *waiter) take(dg datagram) bool {
+	a, d, v := w.r.take(dg)
+	switch v {
+	case fresh:
+		w.pending = append(w.pending, a)
+	case again:
+	default:
+		return false
+	}
+	w.est.Observe(d)
+	return true
+}
+
+// flush hands on what arrived before the last wait ended, then every
+// address still pending.
+func (w *waiter) flush(ctx context.Context) error {
 	for drained := false; !drained; {
 		select {
-		case dg := <-in:
-			take(dg)
+		case dg := <-w.in:
+			w.take(dg)
 		default:
 			drained = true
 		}
 	}
-	for _, a := range pending {
+	for _, a := range w.pending {
 		select {
-		case out <- a:
+		case w.out <- a:
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return st, nil
+	return nil
 }
 
 // setHopLimit makes c send with proto.DiscoveryHopLimit, to unicast,
