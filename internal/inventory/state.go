@@ -181,177 +181,230 @@ func (e event) change() HostChange {
 // longest ago forgotten first, with one warning. Every string of a host
 // is kept within its bound (bounds.go), with a warning when one is cut.
 func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
-	ch := Changes{New: []HostChange{}, Moved: []HostChange{}, Renamed: []HostChange{}, Unseen: []HostChange{}, Warnings: []Warning{}}
 	if s.Hosts == nil {
 		s.Hosts = map[string]*Host{}
 	}
 	s.expireReservations(now)
 	s.assignNames()
-	// An address the state could not be read back with (a zone that
-	// is no interface's name) is no place to reach a host at.
+	a := s.startApply(now, obs, covered)
+	refused, w := s.admit(a.groups)
+	if w != nil {
+		a.warns = append(a.warns, w)
+	}
+	for _, g := range a.groups {
+		for _, c := range g.copies {
+			a.warns = append(a.warns, &warning{kind: KindCopiedKey, identity: g.o.Identity, addr: g.o.Addr.String(), otherAddr: c.String()})
+		}
+		if !refused[g.o.Identity] {
+			a.observe(g)
+		}
+	}
+	a.warns = append(a.warns, s.evict(a.present, now)...)
+	if w := s.forgetProbation(a.present); w != nil {
+		a.warns = append(a.warns, w)
+	}
+	s.assignNames()
+	s.Updated = now
+	return a.changes(complete)
+}
+
+// applying is the state of one Apply.
+type applying struct {
+	s       *State
+	now     time.Time
+	covered func(netip.Addr) bool
+	groups  []*observed
+	// present are the identities that answered; seen, those of them
+	// recorded (not refused).
+	present, seen map[string]bool
+	// Known hosts by machine-id and by address, kept current as hosts
+	// are recorded, so that a new key is checked against them without a
+	// pass over every host. An entry whose host changed since is skipped
+	// where it is read.
+	byMachine, byAddr map[string][]*Host
+	// holder is who answered where in this round: an address another
+	// identity answered at is no longer this one's.
+	holder               map[netip.Addr]string
+	news, moves, renames []event
+	warns                []*warning
+}
+
+// startApply groups obs and indexes what the state knows.
+func (s *State) startApply(now time.Time, obs []Observation, covered func(netip.Addr) bool) *applying {
+	a := &applying{s: s, now: now, covered: covered, present: map[string]bool{}, seen: map[string]bool{},
+		byMachine: map[string][]*Host{}, byAddr: map[string][]*Host{}, holder: map[netip.Addr]string{}}
+	// An address the state could not be read back with (a zone that is
+	// no interface's name) is no place to reach a host at.
 	obs = slices.DeleteFunc(slices.Clone(obs), func(o Observation) bool {
 		_, err := parseAddr(o.Addr.String())
 		return err != nil
 	})
-	present := map[string]bool{}
 	for _, o := range obs {
-		present[o.Identity] = true
+		a.present[o.Identity] = true
 	}
-	// Known hosts by machine-id and by address, kept current below, so
-	// that a new key is checked against them without a pass over every
-	// host. An entry whose host changed since is skipped where it is read.
-	byMachine := map[string][]*Host{}
-	byAddr := map[string][]*Host{}
 	for _, h := range s.Sorted() {
 		if h.MachineID != "" {
-			byMachine[h.MachineID] = append(byMachine[h.MachineID], h)
+			a.byMachine[h.MachineID] = append(a.byMachine[h.MachineID], h)
 		}
-		byAddr[h.IP] = append(byAddr[h.IP], h)
+		a.byAddr[h.IP] = append(a.byAddr[h.IP], h)
 	}
-	var news, moves, renames []event
-	var warns []*warning
-	groups := groupObservations(obs)
-	// Who answered where in this probe: an address another identity
-	// answered at is no longer this one's.
-	holder := map[netip.Addr]string{}
-	for _, g := range groups {
-		for _, a := range g.addrs {
-			holder[a] = g.o.Identity
+	a.groups = groupObservations(obs)
+	for _, g := range a.groups {
+		for _, addr := range g.addrs {
+			a.holder[addr] = g.o.Identity
 		}
 	}
-	refused, w := s.admit(groups)
-	if w != nil {
-		warns = append(warns, w)
+	return a
+}
+
+// observe records one identity's observations: a new host, or a known
+// one that may have moved or been renamed, with its facts.
+func (a *applying) observe(g *observed) {
+	o := g.o
+	a.seen[o.Identity] = true
+	f := o.Facts
+	if f == nil {
+		f = &proto.Facts{}
 	}
-	seen := map[string]bool{}
-	for _, g := range groups {
-		o := g.o
-		for _, c := range g.copies {
-			warns = append(warns, &warning{kind: KindCopiedKey, identity: o.Identity, addr: o.Addr.String(), otherAddr: c.String()})
-		}
-		if refused[o.Identity] {
-			continue
-		}
-		seen[o.Identity] = true
-		f := o.Facts
-		if f == nil {
-			f = &proto.Facts{}
-		}
-		hostname, _ := bound(f.Hostname, MaxHostname)
-		machineID, _ := bound(f.MachineID, MaxMachineID)
-		ip := o.Addr.String()
-		h := s.Hosts[o.Identity]
-		taken := func(a netip.Addr) bool { return holder[a] != "" && holder[a] != o.Identity }
-		if h == nil {
-			if machineID != "" {
-				for _, other := range byMachine[machineID] {
-					if other.MachineID == machineID && other.Identity != o.Identity && s.Hosts[other.Identity] == other {
-						warns = append(warns, &warning{kind: KindMachineID, identity: o.Identity, addr: ip, other: other})
-					}
-				}
+	h := a.s.Hosts[o.Identity]
+	if h == nil {
+		h = a.newHost(g, f)
+	} else {
+		a.known(h, g, f)
+	}
+	if machineID, _ := bound(f.MachineID, MaxMachineID); machineID != "" && machineID != h.MachineID {
+		a.byMachine[machineID] = append(a.byMachine[machineID], h)
+	}
+	a.record(h, o, f)
+}
+
+// taken reports whether another identity than id answered at addr.
+func (a *applying) taken(id string) func(netip.Addr) bool {
+	return func(addr netip.Addr) bool { return a.holder[addr] != "" && a.holder[addr] != id }
+}
+
+// newHost adds the host of an identity seen for the first time. A new
+// key at an address whose last host answered one round only, and not
+// this one, replaces that host (a key made anew for each round is one
+// host, reported as a conflict); a machine-id another host has is a
+// conflict too.
+func (a *applying) newHost(g *observed, f *proto.Facts) *Host {
+	o := g.o
+	ip := o.Addr.String()
+	if machineID, _ := bound(f.MachineID, MaxMachineID); machineID != "" {
+		for _, other := range a.byMachine[machineID] {
+			if other.MachineID == machineID && other.Identity != o.Identity && a.s.Hosts[other.Identity] == other {
+				a.warns = append(a.warns, &warning{kind: KindMachineID, identity: o.Identity, addr: ip, other: other})
 			}
-			for _, old := range byAddr[ip] {
-				if old.IP == ip && old.Probes == 1 && !present[old.Identity] && s.Hosts[old.Identity] == old {
-					delete(s.Hosts, old.Identity)
-					warns = append(warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
-				}
-			}
-			h = &Host{Identity: o.Identity, FirstSeen: now}
-			h.Verified = updateVerified(nil, g.addrs, now, covered, taken)
-			h.IP = h.Verified[0].Addr
-			s.Hosts[o.Identity] = h
-			byAddr[h.IP] = append(byAddr[h.IP], h)
-			news = append(news, event{h: h, hostname: f.Hostname, to: h.IP})
-		} else {
-			h.Verified = updateVerified(h.verified(), g.addrs, now, covered, taken)
-			if to := h.Verified[0].Addr; to != h.IP {
-				moves = append(moves, event{h: h, hostname: f.Hostname, from: h.IP, to: to})
-				h.History = append(h.History, Move{At: now, From: h.IP, To: to})
-				if len(h.History) > MaxHistory {
-					h.History = slices.Delete(h.History, 0, len(h.History)-MaxHistory)
-				}
-				h.IP = to
-				byAddr[to] = append(byAddr[to], h)
-			}
-			if hostname != h.Hostname {
-				// The name follows the hostname: it is given anew below,
-				// from the new hostname, by the rules every name obeys.
-				renames = append(renames, event{h: h, hostname: f.Hostname, from: h.Hostname, to: f.Hostname, oldName: h.Name})
-				h.Name = ""
-			}
-		}
-		if machineID != "" && machineID != h.MachineID {
-			byMachine[machineID] = append(byMachine[machineID], h)
-		}
-		if cuts := h.setFacts(f); len(cuts) > 0 {
-			warns = append(warns, &warning{kind: KindTruncated, identity: h.Identity, host: h, addr: h.IP, cuts: cuts})
-		}
-		h.Port = o.Port
-		var dropped []DroppedLabel
-		h.Labels, dropped = checkLabels(f.Labels)
-		// The keys are remembered to warn once, not shown: a bounded
-		// number of them, each within a label key's bound.
-		keys := make([]string, 0, min(len(dropped), MaxLabels))
-		for i := range dropped {
-			dropped[i].Key, _ = bound(dropped[i].Key, MaxLabelKey)
-			if len(keys) < MaxLabels {
-				keys = append(keys, dropped[i].Key)
-			}
-		}
-		if len(dropped) > 0 && !slices.Equal(keys, h.Dropped) {
-			warns = append(warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: h.IP, dropped: dropped})
-		}
-		h.Dropped = keys
-		if len(keys) == 0 {
-			h.Dropped = nil
-		}
-		h.LastSeen = now
-		h.Probes++
-		h.Addresses = h.Addresses[:0]
-		for _, a := range f.Addresses() {
-			if len(h.Addresses) == MaxAddresses {
-				break
-			}
-			h.Addresses = append(h.Addresses, a.String())
 		}
 	}
-	warns = append(warns, s.evict(present, now)...)
-	if w := s.forgetProbation(present); w != nil {
-		warns = append(warns, w)
+	for _, old := range a.byAddr[ip] {
+		if old.IP == ip && old.Probes == 1 && !a.present[old.Identity] && a.s.Hosts[old.Identity] == old {
+			delete(a.s.Hosts, old.Identity)
+			a.warns = append(a.warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
+		}
 	}
-	s.assignNames()
+	h := &Host{Identity: o.Identity, FirstSeen: a.now}
+	h.Verified = updateVerified(nil, g.addrs, a.now, a.covered, a.taken(o.Identity))
+	h.IP = h.Verified[0].Addr
+	a.s.Hosts[o.Identity] = h
+	a.byAddr[h.IP] = append(a.byAddr[h.IP], h)
+	a.news = append(a.news, event{h: h, hostname: f.Hostname, to: h.IP})
+	return h
+}
+
+// known updates a known host's verified addresses (a move is a change of
+// the first) and its name, which follows its hostname.
+func (a *applying) known(h *Host, g *observed, f *proto.Facts) {
+	h.Verified = updateVerified(h.verified(), g.addrs, a.now, a.covered, a.taken(h.Identity))
+	if to := h.Verified[0].Addr; to != h.IP {
+		a.moves = append(a.moves, event{h: h, hostname: f.Hostname, from: h.IP, to: to})
+		h.History = append(h.History, Move{At: a.now, From: h.IP, To: to})
+		if len(h.History) > MaxHistory {
+			h.History = slices.Delete(h.History, 0, len(h.History)-MaxHistory)
+		}
+		h.IP = to
+		a.byAddr[to] = append(a.byAddr[to], h)
+	}
+	if hostname, _ := bound(f.Hostname, MaxHostname); hostname != h.Hostname {
+		// The name is given anew below, from the new hostname, by the
+		// rules every name obeys.
+		a.renames = append(a.renames, event{h: h, hostname: f.Hostname, from: h.Hostname, to: f.Hostname, oldName: h.Name})
+		h.Name = ""
+	}
+}
+
+// record keeps what an agent said of itself, within bounds, and when.
+func (a *applying) record(h *Host, o Observation, f *proto.Facts) {
+	if cuts := h.setFacts(f); len(cuts) > 0 {
+		a.warns = append(a.warns, &warning{kind: KindTruncated, identity: h.Identity, host: h, addr: h.IP, cuts: cuts})
+	}
+	h.Port = o.Port
+	var dropped []DroppedLabel
+	h.Labels, dropped = checkLabels(f.Labels)
+	// The keys are remembered to warn once, not shown: a bounded number
+	// of them, each within a label key's bound.
+	keys := make([]string, 0, min(len(dropped), MaxLabels))
+	for i := range dropped {
+		dropped[i].Key, _ = bound(dropped[i].Key, MaxLabelKey)
+		if len(keys) < MaxLabels {
+			keys = append(keys, dropped[i].Key)
+		}
+	}
+	if len(dropped) > 0 && !slices.Equal(keys, h.Dropped) {
+		a.warns = append(a.warns, &warning{kind: KindLabels, identity: h.Identity, host: h, addr: h.IP, dropped: dropped})
+	}
+	h.Dropped = keys
+	if len(keys) == 0 {
+		h.Dropped = nil
+	}
+	h.LastSeen = a.now
+	h.Probes++
+	h.Addresses = h.Addresses[:0]
+	for _, addr := range f.Addresses() {
+		if len(h.Addresses) == MaxAddresses {
+			break
+		}
+		h.Addresses = append(h.Addresses, addr.String())
+	}
+}
+
+// changes says what the round changed, once every host has its name: a
+// known host one of whose verified addresses the round covered, that did
+// not answer, is unseen, if the round was complete.
+func (a *applying) changes(complete bool) Changes {
+	ch := Changes{New: []HostChange{}, Moved: []HostChange{}, Renamed: []HostChange{}, Unseen: []HostChange{}, Warnings: []Warning{}}
 	if complete {
-		for _, h := range s.Sorted() {
-			if seen[h.Identity] {
+		for _, h := range a.s.Sorted() {
+			if a.seen[h.Identity] {
 				continue
 			}
 			for _, v := range h.verified() {
-				if a, err := netip.ParseAddr(v.Addr); err == nil && covered(a) {
-					ch.Unseen = append(ch.Unseen, HostChange{Identity: h.Identity, Name: h.Name, Hostname: h.Hostname, From: h.IP, Unseen: now.Sub(h.LastSeen)})
+				if addr, err := netip.ParseAddr(v.Addr); err == nil && a.covered(addr) {
+					ch.Unseen = append(ch.Unseen, HostChange{Identity: h.Identity, Name: h.Name, Hostname: h.Hostname, From: h.IP, Unseen: a.now.Sub(h.LastSeen)})
 					break
 				}
 			}
 		}
 	}
-	for _, e := range news {
-		if s.Hosts[e.h.Identity] == e.h {
+	for _, e := range a.news {
+		if a.s.Hosts[e.h.Identity] == e.h {
 			ch.New = append(ch.New, e.change())
 		}
 	}
-	for _, e := range moves {
+	for _, e := range a.moves {
 		ch.Moved = append(ch.Moved, e.change())
 	}
-	for _, e := range renames {
+	for _, e := range a.renames {
 		c := e.change()
 		if c.OldName == c.Name {
 			c.OldName = ""
 		}
 		ch.Renamed = append(ch.Renamed, c)
 	}
-	for _, w := range warns {
-		ch.Warnings = append(ch.Warnings, w.build(s))
+	for _, w := range a.warns {
+		ch.Warnings = append(ch.Warnings, w.build(a.s))
 	}
-	s.Updated = now
 	return ch
 }
 
