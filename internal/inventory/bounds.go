@@ -202,7 +202,7 @@ func (s *State) admit(groups []*observed) (map[string]bool, *warning) {
 func (s *State) forgetProbation(present map[string]bool) *warning {
 	byPrefix := map[string][]*Host{}
 	for _, h := range s.Hosts {
-		if h.Probes == 1 {
+		if h.Rounds == 1 {
 			p := hostPrefix(h)
 			byPrefix[p] = append(byPrefix[p], h)
 		}

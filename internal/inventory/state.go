@@ -63,7 +63,7 @@ type Host struct {
 	Dropped   []string  `json:"dropped_labels,omitempty"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
-	Probes    int       `json:"probes,omitempty"`  // probes it answered; 0 in a state written before they were counted
+	Rounds    int       `json:"probes,omitempty"`  // rounds it answered in (the key is the state file's since version 1); 0 in a state written before they were counted
 	History   []Move    `json:"history,omitempty"` // address changes, oldest first
 }
 
@@ -299,7 +299,7 @@ func (a *applying) newHost(g *observed, f *proto.Facts) *Host {
 		}
 	}
 	for _, old := range a.byAddr[ip] {
-		if old.IP == ip && old.Probes == 1 && !a.present[old.Identity] && a.s.Hosts[old.Identity] == old {
+		if old.IP == ip && old.Rounds == 1 && !a.present[old.Identity] && a.s.Hosts[old.Identity] == old {
 			delete(a.s.Hosts, old.Identity)
 			a.warns = append(a.warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
 		}
@@ -359,7 +359,7 @@ func (a *applying) record(h *Host, o Observation, f *proto.Facts) {
 		h.Dropped = nil
 	}
 	h.LastSeen = a.now
-	h.Probes++
+	h.Rounds++
 	h.Addresses = h.Addresses[:0]
 	for _, addr := range f.Addresses() {
 		if len(h.Addresses) == MaxAddresses {
@@ -487,7 +487,7 @@ func (s *State) evict(present map[string]bool, now time.Time) []*warning {
 			}
 			delete(s.Hosts, h.Identity)
 			out = append(out, &warning{kind: KindEvicted, identity: h.Identity, host: h, addr: a})
-			if h.Probes != 1 {
+			if h.Rounds != 1 {
 				for _, r := range s.reserve(h, ReservedEvicted, now) {
 					out = append(out, &warning{kind: KindUnreserved, identity: r.Identity, name: r.Name})
 				}

@@ -191,8 +191,8 @@ func (h *Host) check(key string) error {
 	if h.LastSeen.Before(h.FirstSeen) {
 		return fmt.Errorf(`field "last_seen": before first_seen`)
 	}
-	if h.Probes < 0 {
-		return fmt.Errorf(`field "probes": %d: want 0 or more`, h.Probes)
+	if h.Rounds < 0 {
+		return fmt.Errorf(`field "probes": %d: want 0 or more`, h.Rounds)
 	}
 	if len(h.History) > MaxHistory {
 		return fmt.Errorf(`field "history": %d moves, at most %d allowed`, len(h.History), MaxHistory)
