@@ -86,7 +86,7 @@ type Config struct {
 	// Timeout raises Timeout to it, for hosts farther away than that
 	// among fast ones.
 	Patience time.Duration
-	// Probes sends the broadcasts as ARP probes (RFC 5227): from sender
+	// FromZero sends the broadcasts as ARP probes (RFC 5227): from sender
 	// address 0.0.0.0, which a host answers as it answers a request for
 	// its address (but a Linux router does not proxy for it, and a
 	// switch's ARP inspection may drop it). Every host on a segment reads
@@ -101,7 +101,7 @@ type Config struct {
 	// (a DHCP client with conflict detection, IPv4 link-local
 	// addressing) takes a probe for that address from another MAC as a
 	// conflict, and gives the address up.
-	Probes bool
+	FromZero bool
 
 	// minWait, when set, replaces timeoutFloor. Tests of sweeps that
 	// must see no loss raise it: on a loaded machine (the race detector,
@@ -125,7 +125,7 @@ func (c *Config) withDefaults() Config {
 		if c.Patience > 0 {
 			out.Patience = c.Patience
 		}
-		out.Probes = c.Probes
+		out.FromZero = c.FromZero
 		out.Retries = defaults.Count(c.Retries, DefaultRetries)
 		out.MinRetries = defaults.Count(c.MinRetries, DefaultMinRetries)
 		if c.Timeout > 0 {
@@ -160,7 +160,7 @@ type Stats struct {
 	Targets int // addresses swept
 	Sent    int // broadcast requests sent, retries included
 	// Confirmations are the unicast requests sent to hosts that had
-	// answered: to see whether requests get lost, and with Probes to
+	// answered: to see whether requests get lost, and with FromZero to
 	// introduce the scanner to them.
 	Confirmations int
 	// LossSeen: a request went unanswered by a host that answers, so the

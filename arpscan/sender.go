@@ -29,7 +29,7 @@ type sender struct {
 	spent    []*target
 	confirm  []*target // hosts to confirm, round robin
 	checking []check   // confirmations awaiting their timeout, in order
-	// With Probes: hosts to introduce the scanner to, and the
+	// With FromZero: hosts to introduce the scanner to, and the
 	// introductions awaiting an answer, in the order they fall due.
 	introduce   []*target
 	introducing []check
@@ -186,7 +186,7 @@ func (sn *sender) absorbLocked(now, seen time.Time) (all bool, fresh []*target, 
 	sn.okSinceCut += len(sn.sw.echoRTTs)
 	sn.sw.echoRTTs = sn.sw.echoRTTs[:0]
 	sn.firstAnswered(fresh, now)
-	if sn.c.Probes {
+	if sn.c.FromZero {
 		sn.introduce = append(sn.introduce, fresh...)
 	}
 	sn.reintroduce(seen)
@@ -371,7 +371,7 @@ func (sn *sender) broadcast(ctx context.Context, t *target) error {
 	}
 	owed := t.tries <= sn.retries(t)
 	sn.sw.mu.Unlock()
-	if err := sn.w.send(ctx, request{ip: t.ip, dst: ethernet.Broadcast, probe: sn.c.Probes}); err != nil {
+	if err := sn.w.send(ctx, request{ip: t.ip, dst: ethernet.Broadcast, fromZero: sn.c.FromZero}); err != nil {
 		return err
 	}
 	sn.lastSend = now

@@ -175,9 +175,9 @@ func (s *Scanner) source(target netip.Addr) netip.Addr {
 
 // request is an ARP request for a writer to send.
 type request struct {
-	ip    netip.Addr
-	dst   net.HardwareAddr // broadcast, or a host that answered
-	probe bool             // from 0.0.0.0 (Config.Probes)
+	ip       netip.Addr
+	dst      net.HardwareAddr // broadcast, or a host that answered
+	fromZero bool             // from 0.0.0.0 (Config.FromZero)
 }
 
 // writers send the sender's requests, each on its own socket: the
@@ -243,7 +243,7 @@ func (w *writers) failed() error {
 // sender is told to slow down.
 func (s *Scanner) write(ctx context.Context, c *arp.Client, r request, congested *atomic.Int64) error {
 	src := netip.IPv4Unspecified()
-	if !r.probe {
+	if !r.fromZero {
 		src = s.source(r.ip)
 	}
 	p, err := arp.NewPacket(arp.OperationRequest, s.ifi.HardwareAddr, src, ethernet.Broadcast, r.ip)
@@ -257,7 +257,7 @@ func (s *Scanner) write(ctx context.Context, c *arp.Client, r request, congested
 			return nil
 		}
 		if !errors.Is(err, syscall.ENOBUFS) || i >= 1000 {
-			return fmt.Errorf("arp-scan: %s: sending: %w", s.ifi.Name, err)
+			return fmt.Errorf("arpscan: %s: sending: %w", s.ifi.Name, err)
 		}
 		congested.Add(1)
 		t := time.NewTimer(pause)

@@ -32,7 +32,7 @@ type target struct {
 	// extra are tries owed for tries that went out while the sweep's own
 	// rate was filling the queues.
 	extra      int
-	introduced int // introductions sent (Config.Probes)
+	introduced int // introductions sent (Config.FromZero)
 	// introEchoes is the count of echoes that answers the introduction in
 	// flight, if any: the reader wakes the sender when it is reached.
 	introEchoes int
@@ -71,7 +71,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	order := make([]*target, 0, len(targets))
 	for _, a := range targets {
 		if !a.Is4() {
-			return nil, Stats{}, fmt.Errorf("arp-scan: %v is not an IPv4 address", a)
+			return nil, Stats{}, fmt.Errorf("arpscan: %v is not an IPv4 address", a)
 		}
 		if _, dup := sw.byIP[a]; !dup {
 			t := &target{ip: a}

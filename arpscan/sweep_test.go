@@ -314,8 +314,8 @@ func TestScanRetriesWhatItDropped(t *testing.T) {
 
 // Probes go out from 0.0.0.0 as broadcasts and find the hosts as requests
 // do (the hosts answer to 0.0.0.0); confirmations keep the interface's
-// address, as every request does without Probes.
-func TestProbes(t *testing.T) {
+// address, as every request does without FromZero.
+func TestFromZero(t *testing.T) {
 	broadcasts, unicasts := 8*(1+DefaultMinRetries)+2, 2*confirmTries
 	for _, tt := range []struct {
 		probes bool
@@ -330,7 +330,7 @@ func TestProbes(t *testing.T) {
 			lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
 			s := testScanner(t, lan)
 			cfg := *fastConfig
-			cfg.Probes = tt.probes
+			cfg.FromZero = tt.probes
 			res, _, err := s.Scan(context.Background(), span("198.18.0.1", 10), &cfg, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -374,7 +374,7 @@ func TestIntroductions(t *testing.T) {
 			lan.drop[never] = []int{2, 3, 4}
 			s := testScanner(t, lan)
 			cfg := *steadyConfig
-			cfg.Probes, cfg.Retries, cfg.MinRetries = true, 1, 1
+			cfg.FromZero, cfg.Retries, cfg.MinRetries = true, 1, 1
 			res, st, err := s.Scan(context.Background(), tt.targets, &cfg, nil)
 			if err != nil {
 				t.Fatal(err)

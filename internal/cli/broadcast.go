@@ -69,7 +69,7 @@ func (c *ProbeCmd) checkBroadcast() error {
 // planBroadcast finds the links to query, for --broadcast and for the
 // broadcast rounds of --watch. For the latter a failure only means no
 // such rounds.
-func (r *prober) planBroadcast(env *Env) error {
+func (r *rounds) planBroadcast(env *Env) error {
 	c := r.cmd
 	if !c.Broadcast && (c.Watch == 0 || c.BroadcastEvery == 0 || c.BroadcastEvery >= c.Watch) {
 		return nil
@@ -142,7 +142,7 @@ func (res *probeRun) logWarnings(log zerolog.Logger) {
 
 // waitWatch waits out --watch's interval, running broadcast rounds every
 // --broadcast-every meanwhile; false means ctx is done.
-func (r *prober) waitWatch(ctx context.Context, log zerolog.Logger) bool {
+func (r *rounds) waitWatch(ctx context.Context, log zerolog.Logger) bool {
 	next := time.Now().Add(r.cmd.Watch)
 	for {
 		until := next

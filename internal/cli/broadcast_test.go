@@ -83,7 +83,7 @@ func TestOnceBroadcastRecordsEveryAddress(t *testing.T) {
 	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()
 	state := filepath.Join(t.TempDir(), "inventory.json")
 	var stderr bytes.Buffer
-	r := &prober{
+	r := &rounds{
 		cmd:       &ProbeCmd{Port: port},
 		v:         &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
 		env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &stderr},
@@ -191,7 +191,7 @@ func TestOnceBroadcastSilent(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		r := &prober{
+		r := &rounds{
 			cmd:       &ProbeCmd{Port: int(quiet.Port())},
 			v:         &verify.Verifier{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
 			env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},

@@ -314,7 +314,7 @@ type SweepFlags struct {
 
 // arpConfig is the sweep's configuration from the flags.
 func (f SweepFlags) arpConfig() *arpscan.Config {
-	return &arpscan.Config{Patience: f.Patience, Probes: f.ARPProbes}
+	return &arpscan.Config{Patience: f.Patience, FromZero: f.ARPProbes}
 }
 
 // check validates the flags of cmd; noSweep is the flag given that

@@ -229,7 +229,7 @@ func TestMissingStateIsNoFleet(t *testing.T) {
 func TestProbeEngineConfig(t *testing.T) {
 	c := &ProbeCmd{SweepFlags: SweepFlags{Patience: 400 * time.Millisecond, ARPProbes: true}}
 	cfg := c.engineConfig()
-	if cfg.SYN == nil || cfg.SYN.Retries != 4 || cfg.ARP == nil || cfg.ARP.Patience != 400*time.Millisecond || !cfg.ARP.Probes {
+	if cfg.SYN == nil || cfg.SYN.Retries != 4 || cfg.ARP == nil || cfg.ARP.Patience != 400*time.Millisecond || !cfg.ARP.FromZero {
 		t.Errorf("engine config %+v %+v; want 4 SYN retries, a 400ms patience and probes", cfg.SYN, cfg.ARP)
 	}
 }
@@ -239,13 +239,13 @@ func TestProbeEngineConfig(t *testing.T) {
 func TestSweepConfigs(t *testing.T) {
 	sweep := SweepFlags{Patience: 400 * time.Millisecond, ARPProbes: true}
 	a := &ArpScanCmd{Rate: 500, MinRate: 100, Retries: 0, MinRetries: 3, Timeout: time.Second, SweepFlags: sweep}
-	want := arpscan.Config{Rate: 500, MinRate: 100, Retries: -1, MinRetries: 3, Timeout: time.Second, Patience: 400 * time.Millisecond, Probes: true}
+	want := arpscan.Config{Rate: 500, MinRate: 100, Retries: -1, MinRetries: 3, Timeout: time.Second, Patience: 400 * time.Millisecond, FromZero: true}
 	if got := a.sweepConfig(); *got != want {
 		t.Errorf("arp-scan: sweep config %+v, want %+v", *got, want)
 	}
 	s := &ScanCmd{Rate: 5000, Retries: 1, SweepFlags: sweep}
 	cfg := s.engineConfig()
-	if cfg.ARP == nil || *cfg.ARP != (arpscan.Config{Patience: 400 * time.Millisecond, Probes: true}) || cfg.SYN == nil || cfg.SYN.Rate != 5000 || cfg.SYN.Retries != 1 {
+	if cfg.ARP == nil || *cfg.ARP != (arpscan.Config{Patience: 400 * time.Millisecond, FromZero: true}) || cfg.SYN == nil || cfg.SYN.Rate != 5000 || cfg.SYN.Retries != 1 {
 		t.Errorf("scan: engine config %+v %+v", cfg.SYN, cfg.ARP)
 	}
 }

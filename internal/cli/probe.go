@@ -174,7 +174,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		}
 	}
 	v := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: defaults.None(c.Retries), Concurrency: c.Concurrency, Rate: defaults.None(c.Rate)}
-	r := &prober{cmd: c, v: v, addrs: addrs, env: env, statePath: statePath}
+	r := &rounds{cmd: c, v: v, addrs: addrs, env: env, statePath: statePath}
 	if c.Fast {
 		if ok, _ := caps.Has(caps.NetRaw); !ok {
 			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
@@ -219,8 +219,8 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	return err
 }
 
-// prober runs probe rounds: once, or every interval.
-type prober struct {
+// rounds runs probe rounds: once, or every interval.
+type rounds struct {
 	cmd       *ProbeCmd
 	v         *verify.Verifier
 	addrs     []netip.Addr
@@ -239,13 +239,13 @@ type probeRun struct {
 }
 
 // once runs one round, by broadcast with --broadcast, and records it.
-func (r *prober) once(ctx context.Context, showProgress bool) (*probeRun, error) {
+func (r *rounds) once(ctx context.Context, showProgress bool) (*probeRun, error) {
 	return r.run(ctx, r.cmd.Broadcast, showProgress)
 }
 
 // run runs one round, a broadcast one or a sweep, and records it in the
 // inventory.
-func (r *prober) run(ctx context.Context, broadcast, showProgress bool) (*probeRun, error) {
+func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeRun, error) {
 	opts := engine.RoundOptions{All: r.cmd.All}
 	var round *engine.Round
 	var err error
@@ -281,7 +281,7 @@ func (run *probeRun) silent() error {
 
 // watch probes every interval until ctx is done, logging each change as
 // one event.
-func (r *prober) watch(ctx context.Context) error {
+func (r *rounds) watch(ctx context.Context) error {
 	log := newLogger(r.env, "auto")
 	ev := log.Info().Str("event", "watch").Dur("interval", r.cmd.Watch).Str("state", r.statePath)
 	if !r.cmd.Broadcast {

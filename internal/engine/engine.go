@@ -181,7 +181,7 @@ func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Re
 		return true
 	})
 	results := make(chan synscan.Result, 64)
-	r.wg.Go(func() { r.probePorts(livec, ports, results) })
+	r.wg.Go(func() { r.scanPorts(livec, ports, results) })
 	for res := range results {
 		send(r, out, res)
 	}
@@ -263,7 +263,7 @@ func (e *Engine) probe(ctx context.Context, v *verify.Verifier, ruled, verified 
 		return ruledOut(verify.Result{Addr: a, Port: v.Port, Status: verify.Down, Reason: verify.ReasonNoARP, Err: errNoARP})
 	})
 	results := make(chan synscan.Result, 64)
-	r.wg.Go(func() { r.probePorts(livec, []uint16{port}, results) })
+	r.wg.Go(func() { r.scanPorts(livec, []uint16{port}, results) })
 	open := make(chan verify.Target)
 	r.wg.Go(func() {
 		defer close(open)
@@ -481,11 +481,11 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 	}
 }
 
-// probePorts probes ports on every host from in and sends each result on
+// scanPorts probes ports on every host from in and sends each result on
 // results, which it closes when done. A swept host's probes carry the
 // round trip its ARP reply took, which their waits follow. A scanner that
 // fails stops the run.
-func (r *run) probePorts(in <-chan live, ports []uint16, results chan<- synscan.Result) {
+func (r *run) scanPorts(in <-chan live, ports []uint16, results chan<- synscan.Result) {
 	defer close(results)
 	// Buffered, so that the scanner finds its next targets ready and sends
 	// their probes in batches.
