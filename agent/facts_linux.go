@@ -56,24 +56,18 @@ func CollectFacts(version string, labels map[string]string) (*proto.Facts, error
 }
 
 func interfaces() ([]proto.Interface, error) {
-	ifis, err := net.Interfaces()
+	links, err := netinfo.Links()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]proto.Interface, 0, len(ifis))
-	for _, ifi := range ifis {
-		pi := proto.Interface{Name: ifi.Name, MTU: ifi.MTU, Flags: flagNames(ifi.Flags), Addrs: []string{}}
-		if len(ifi.HardwareAddr) > 0 {
-			pi.MAC = ifi.HardwareAddr.String()
+	out := make([]proto.Interface, 0, len(links))
+	for _, l := range links {
+		pi := proto.Interface{Name: l.Name, MTU: l.MTU, Flags: flagNames(l.Flags), Addrs: []string{}}
+		if len(l.HardwareAddr) > 0 {
+			pi.MAC = l.HardwareAddr.String()
 		}
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				pi.Addrs = append(pi.Addrs, ipn.String())
-			}
+		for _, p := range l.Prefixes {
+			pi.Addrs = append(pi.Addrs, p.String())
 		}
 		out = append(out, pi)
 	}

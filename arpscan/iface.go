@@ -16,10 +16,10 @@ func Interface(name string) (*net.Interface, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
 		var names []string
-		if ifis, err := net.Interfaces(); err == nil {
-			for _, i := range ifis {
-				if i.Flags&net.FlagLoopback == 0 {
-					names = append(names, i.Name)
+		if links, err := netinfo.Links(); err == nil {
+			for _, l := range links {
+				if l.Flags&net.FlagLoopback == 0 {
+					names = append(names, l.Name)
 				}
 			}
 		}

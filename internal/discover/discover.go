@@ -119,10 +119,11 @@ func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: no such interface (try: ip link)", ifname)
 	}
-	out, err := destinations(ifi, port, func(p netip.Prefix) bool { return p.Addr().Is4() || ipv6 })
+	prefixes, err := netinfo.Prefixes(ifi)
 	if err != nil {
 		return nil, err
 	}
+	out := destinations(ifi, prefixes, port, func(p netip.Prefix) bool { return p.Addr().Is4() || ipv6 })
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: no IPv4 subnet with a broadcast address, and no IPv6: nowhere to send a query (give targets to sweep instead)", ifname)
 	}
@@ -135,31 +136,22 @@ func Destinations(ifname string, port int, ipv6 bool) ([]netip.AddrPort, error) 
 // all-nodes address on each link with such an IPv6 prefix (link-local
 // fe80::/64 included). want gets each prefix masked (198.18.0.0/24).
 func LinkDestinations(port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
-	ifis, err := net.Interfaces()
+	links, err := netinfo.Links()
 	if err != nil {
-		return nil, fmt.Errorf("listing interfaces: %w", err)
+		return nil, err
 	}
 	var out []netip.AddrPort
-	for _, ifi := range ifis {
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 {
-			continue
+	for _, l := range links {
+		if l.Up() {
+			out = append(out, destinations(&l.Interface, l.Prefixes, port, want)...)
 		}
-		d, err := destinations(&ifi, port, want)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d...)
 	}
 	return out, nil
 }
 
 // destinations returns the destinations on one interface of the prefixes
 // that want accepts.
-func destinations(ifi *net.Interface, port int, want func(netip.Prefix) bool) ([]netip.AddrPort, error) {
-	prefixes, err := netinfo.Prefixes(ifi)
-	if err != nil {
-		return nil, err
-	}
+func destinations(ifi *net.Interface, prefixes []netip.Prefix, port int, want func(netip.Prefix) bool) []netip.AddrPort {
 	var out []netip.AddrPort
 	want6 := false
 	for _, p := range prefixes {
@@ -175,7 +167,7 @@ func destinations(ifi *net.Interface, port int, want func(netip.Prefix) bool) ([
 	if want6 && ifi.Flags&net.FlagMulticast != 0 {
 		out = append(out, netip.AddrPortFrom(AllNodes.WithZone(ifi.Name), uint16(port)))
 	}
-	return out, nil
+	return out
 }
 
 // Broadcast returns the broadcast address of an IPv4 prefix.

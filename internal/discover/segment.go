@@ -17,20 +17,15 @@ type link struct {
 
 // readLinks returns the interfaces that are up, loopback included.
 func readLinks() ([]link, error) {
-	ifis, err := net.Interfaces()
+	all, err := netinfo.Links()
 	if err != nil {
-		return nil, fmt.Errorf("discover: listing interfaces: %w", err)
+		return nil, fmt.Errorf("discover: %w", err)
 	}
 	var out []link
-	for _, ifi := range ifis {
-		if ifi.Flags&net.FlagUp == 0 {
-			continue
+	for _, l := range all {
+		if l.Flags&net.FlagUp != 0 {
+			out = append(out, link{name: l.Name, prefixes: l.Prefixes})
 		}
-		ps, err := netinfo.Prefixes(&ifi)
-		if err != nil {
-			return nil, fmt.Errorf("discover: %w", err)
-		}
-		out = append(out, link{name: ifi.Name, prefixes: ps})
 	}
 	return out, nil
 }

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 
@@ -19,20 +18,24 @@ type Link struct {
 // Links returns the links an ARP sweep can use: up, not loopback, with an
 // Ethernet address and an IPv4 prefix.
 func Links() ([]Link, error) {
-	ifis, err := net.Interfaces()
+	all, err := netinfo.Links()
 	if err != nil {
 		return nil, err
 	}
 	var links []Link
-	for _, ifi := range ifis {
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 || len(ifi.HardwareAddr) != 6 {
+	for _, l := range all {
+		if !l.Up() || len(l.HardwareAddr) != 6 {
 			continue
 		}
-		ps, err := netinfo.IPv4Prefixes(&ifi)
-		if err != nil {
-			continue
+		var ps []netip.Prefix
+		for _, p := range l.Prefixes {
+			if p.Addr().Is4() {
+				ps = append(ps, p)
+			}
 		}
-		links = append(links, Link{Name: ifi.Name, Prefixes: ps})
+		if len(ps) > 0 {
+			links = append(links, Link{Name: l.Name, Prefixes: ps})
+		}
 	}
 	return links, nil
 }

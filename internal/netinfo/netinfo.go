@@ -96,3 +96,31 @@ func IPv4Prefixes(ifi *net.Interface) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// Link is a network interface with the prefixes of its addresses.
+type Link struct {
+	net.Interface
+	Prefixes []netip.Prefix // of both families, with their lengths
+}
+
+// Up reports whether the link is up and not loopback: one traffic to
+// other hosts can leave on.
+func (l *Link) Up() bool { return l.Flags&net.FlagUp != 0 && l.Flags&net.FlagLoopback == 0 }
+
+// Links returns the host's interfaces with their prefixes: the one place
+// ifl lists them.
+func Links() ([]Link, error) {
+	ifis, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("listing interfaces: %w", err)
+	}
+	out := make([]Link, 0, len(ifis))
+	for _, ifi := range ifis {
+		ps, err := Prefixes(&ifi)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Link{Interface: ifi, Prefixes: ps})
+	}
+	return out, nil
+}
