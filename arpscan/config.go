@@ -13,11 +13,10 @@ import (
 // LAN. On a fragile or congested network lower the rate.
 const (
 	// DefaultRate is the most broadcast requests per second, where the
-	// sending rate starts: a /24's first pass takes 13 ms, all out
-	// before the first retry falls due (at 10,000/s it took 25 ms, and
-	// the retries pushed the last first tries past 40); the broadcast
-	// load (10 Mbit/s, for a few dozen milliseconds on a /24) is small
-	// next to a LAN's capacity. The rate halves when answers that should
+	// sending rate starts: fast enough that a /24's first pass is out
+	// before its first retries fall due, so that retries do not push
+	// first tries back; the broadcast load (10 Mbit/s, for a few dozen
+	// milliseconds on a /24) is small next to a LAN's capacity. The rate halves when answers that should
 	// come do not (see Config.Rate).
 	DefaultRate = 20000
 	// DefaultMinRateDivisor sets the least the rate falls to under loss
@@ -49,10 +48,11 @@ const (
 )
 
 // timeoutFloor is the least a try waits before its retry: the jitter of
-// a loaded machine's scheduler, which a few fast samples do not show. At
-// 2 ms, and still at 5, sweeps of a /22 on a busy two-core machine sent
-// retries for answers that were only late, took them for loss and slowed
-// down. It costs a sweep little: retries wait while first tries go out.
+// a loaded machine's scheduler and of the hosts' own queues, which a few
+// fast samples do not show. A retry sent for an answer that was only late
+// is a broadcast every host reads, and is taken for loss, which slows the
+// sweep: the floor is well above a SYN's (synscan). It costs a sweep
+// little: retries wait while first tries go out.
 const timeoutFloor = 20 * time.Millisecond
 
 // ErrPermission is returned by Dial when the process may not open a raw

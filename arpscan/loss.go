@@ -112,11 +112,10 @@ func (sn *sender) retries(t *target) int {
 // Where broadcasts are lost (the queues of a crowded segment overflow,
 // whatever the sweep's own rate), two tries miss a host too often: with
 // one try in 200 lost, a /21 of 400 hosts would miss one in 12 sweeps.
-// A try more from there; from one in 20, every try (with four, a virtual
-// /21 that lost one in eight still missed a host in some 30 sweeps). The
-// first late answer does not count: alone it is jitter (a reply held in
-// a busy host's queues past its retry looks the same), and on a /22 it
-// made the share one in 200 and cost every silent address a third try.
+// A try more from there; from one in 20, every try. The first late
+// answer does not count: alone it is jitter (a reply held in a busy
+// host's queues past its retry looks the same), and on a large segment
+// it would cost every silent address a third try.
 func (sn *sender) lossShareExtra() int {
 	if sn.firstAnswers < lossSample || sn.lateAnswers < 2 {
 		return 0

@@ -105,11 +105,10 @@ func Dial(name string) (*Scanner, error) {
 
 // maxWriters bounds the sending sockets. On a virtual LAN the kernel
 // floods a broadcast to every port of the bridge within the sending
-// call, so one socket sends only as fast as one CPU floods (on two CPUs a
-// /24's sweep took 75 ms with one, 60 with two); a physical interface is
-// far from that limit with one. The reading socket is one of them: each
-// packet socket's close waits for an RCU grace period, and a socket
-// fewer took some 5 ms off a sweep's end.
+// call, so one socket sends only as fast as one CPU floods, and a socket
+// per CPU sends faster; a physical interface is far from that limit with
+// one. The reading socket is one of them: each packet socket's close
+// waits for an RCU grace period, which a sweep's end waits for.
 const maxWriters = 4
 
 // New returns a scanner that sends and reads Ethernet frames on pc, for

@@ -86,18 +86,23 @@ const (
 	DefaultMinRateDivisor = 16
 	DefaultRetries        = 2
 	// DefaultTimeout is how long a probe waits for its answer before
-	// anything is measured, and the most a wait follows a measurement:
-	// ample on a LAN, where a port answers within a millisecond; raise it
-	// for distant networks.
+	// anything is measured, and the ceiling of the waits that follow
+	// the round trips measured, but for a slow host's, which are twice
+	// its own round trip (a slow host is no lost one): ample on a LAN,
+	// where a port answers within a millisecond; raise it for distant
+	// networks.
 	DefaultTimeout = 100 * time.Millisecond
 	// DefaultConcurrency bounds connect-mode dials in flight.
 	DefaultConcurrency = 256
 )
 
 // timeoutFloor is the least a probe waits before it is sent again: the
-// jitter of a loaded machine's scheduler, which a few fast samples do not
-// show (arpscan's sweeps on a busy two-core machine took answers 3 ms
-// late for loss with 2 ms).
+// jitter of a loaded machine's scheduler and of the host's answer, which
+// a few fast samples do not show. It is below the sweep's floor
+// (arpscan): a SYN sent again for an answer that was only late costs one
+// packet to one host, where a broadcast costs every host of the segment;
+// and the reader's mark keeps a reader that fell behind from being taken
+// for loss.
 const timeoutFloor = 5 * time.Millisecond
 
 // Config tunes a scan. Zero values mean the defaults.

@@ -121,9 +121,8 @@ func (e *Engine) Raw() bool { return e.raw }
 func (e *Engine) Notes() []error { return e.notes }
 
 // Close closes the sockets, all at once: the kernel waits for an RCU
-// grace period (4 to 36 ms here, mostly 8 to 16) to release each packet
-// socket, and one after the other they cost a short scan a third of its
-// time.
+// grace period (milliseconds) to release each packet socket, and one
+// after the other they would add up to much of a short scan's time.
 func (e *Engine) Close() error {
 	var wg sync.WaitGroup
 	for _, s := range e.sweepers {
