@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"time"
@@ -106,6 +107,35 @@ func (c *ArpScanCmd) wantsRaw() bool { return true }
 
 // Run sweeps.
 func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	s, err := arpscan.Dial(c.Interface)
+	if err != nil {
+		return fmt.Errorf("arp-scan: %w", rawHint(err))
+	}
+	defer s.Close()
+	// The sockets are open: nothing that follows needs a capability.
+	if err := dropAllCaps(env, "arp-scan"); err != nil {
+		return err
+	}
+	addrs, err := c.expand(ctx, s, env)
+	if err != nil {
+		return err
+	}
+	rep, err := c.sweep(ctx, env, s, addrs)
+	if werr := c.write(env.Stdout, rep); werr != nil {
+		return werr
+	}
+	fmt.Fprintln(env.Stderr, c.summary(rep.Summary))
+	if err != nil {
+		return err
+	}
+	return unsureError("arp-scan", rep.Summary.Dropped, rep.Summary.Unsure, "addresses found silent")
+}
+
+// check checks the flags.
+func (c *ArpScanCmd) check() error {
 	if _, err := c.format(); err != nil {
 		return err
 	}
@@ -121,20 +151,12 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.MinRetries < 0 || c.MinRetries > 20 {
 		return fmt.Errorf("--min-retries %d: want 0-20", c.MinRetries)
 	}
-	s, err := arpscan.Dial(c.Interface)
-	if err != nil {
-		return fmt.Errorf("arp-scan: %w", rawHint(err))
-	}
-	defer s.Close()
-	// The sockets are open: nothing that follows needs a capability.
-	if err := dropAllCaps(env, "arp-scan"); err != nil {
-		return err
-	}
-	addrs, err := c.expand(ctx, s, env)
-	if err != nil {
-		return err
-	}
+	return nil
+}
 
+// sweep sweeps addrs, with a progress bar on a terminal, and returns the
+// report.
+func (c *ArpScanCmd) sweep(ctx context.Context, env *Env, s *arpscan.Scanner, addrs []netip.Addr) (arpReport, error) {
 	found := make(chan arpscan.Result)
 	type scanned struct {
 		res   []arpscan.Result
@@ -160,10 +182,7 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	}
 	bar.Done()
 	r := <-done
-
-	rep := arpReport{SchemaVersion: SchemaVersion}
-	rep.Interface = c.Interface
-	rep.Hosts = []arpHost{}
+	rep := arpReport{SchemaVersion: SchemaVersion, Interface: c.Interface, Hosts: []arpHost{}}
 	for _, h := range r.res {
 		ah := arpHost{Address: h.IP.String(), MAC: h.MAC.String(), Vendor: h.Vendor, RTTMS: float64(h.RTT.Microseconds()) / 1000}
 		for _, o := range h.Others {
@@ -182,48 +201,51 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 	rep.Summary.Dropped, rep.Summary.Unsure = r.stats.Dropped, r.stats.Unsure
 	rep.Summary.Seconds = r.stats.Elapsed.Seconds()
 	rep.Summary.Complete = r.err == nil
+	return rep, r.err
+}
 
-	if ok, err := writeMachine(env.Stdout, c.Output, rep); ok {
-		if err != nil {
-			return err
-		}
-	} else if c.Output == formatTSV {
-		t := newTSV(env.Stdout, c.NoHeader, "address", "mac", "vendor", "rtt_ms", "conflicting_macs")
+// write writes the report in the format asked for.
+func (c *ArpScanCmd) write(w io.Writer, rep arpReport) error {
+	if ok, err := writeMachine(w, c.Output, rep); ok {
+		return err
+	}
+	if c.Output == formatTSV {
+		t := newTSV(w, c.NoHeader, "address", "mac", "vendor", "rtt_ms", "conflicting_macs")
 		for _, h := range rep.Hosts {
 			rtt := h.RTTMS
 			t.row(h.Address, h.MAC, tsvText(h.Vendor), tsvMS(&rtt), tsvList(h.Others))
 		}
-		if err := t.Flush(); err != nil {
-			return err
-		}
-	} else {
-		tw := newTable(env.Stdout)
-		fmt.Fprintln(tw, "ADDRESS\tMAC\tVENDOR\tRTT\tNOTE")
-		for _, h := range rep.Hosts {
-			note := ""
-			if len(h.Others) > 0 {
-				note = "CONFLICT: also answered by " + strings.Join(h.Others, ", ")
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2fms\t%s\n", h.Address, h.MAC, dash(h.Vendor), h.RTTMS, note)
-		}
-		tw.Flush()
+		return t.Flush()
 	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ADDRESS\tMAC\tVENDOR\tRTT\tNOTE")
+	for _, h := range rep.Hosts {
+		note := ""
+		if len(h.Others) > 0 {
+			note = "CONFLICT: also answered by " + strings.Join(h.Others, ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2fms\t%s\n", h.Address, h.MAC, dash(h.Vendor), h.RTTMS, note)
+	}
+	return tw.Flush()
+}
+
+// summary is the sweep's summary line.
+func (c *ArpScanCmd) summary(s arpSummary) string {
 	sum := fmt.Sprintf("%s found; %d addresses swept on %s in %.2fs, %d requests broadcast, %d unicast",
-		plural(rep.Summary.Hosts, "host"), rep.Summary.Addresses, c.Interface, rep.Summary.Seconds, rep.Summary.ARPSent, rep.Summary.ARPUnicastSent)
-	if rep.Summary.LossSeen {
+		plural(s.Hosts, "host"), s.Addresses, c.Interface, s.Seconds, s.ARPSent, s.ARPUnicastSent)
+	if s.LossSeen {
 		sum += fmt.Sprintf("; requests were lost, so silent addresses got %d tries", 1+c.Retries)
 	}
-	if rep.Summary.Conflicts > 0 {
-		sum += fmt.Sprintf("; %d address conflicts", rep.Summary.Conflicts)
+	if s.Conflicts > 0 {
+		sum += fmt.Sprintf("; %d address conflicts", s.Conflicts)
 	}
-	if !rep.Summary.Complete {
+	if s.Dropped > 0 {
+		sum += fmt.Sprintf("; %d replies dropped by this host, their addresses asked again", s.Dropped)
+	}
+	if !s.Complete {
 		sum += " (interrupted)"
 	}
-	fmt.Fprintln(env.Stderr, sum)
-	if r.err != nil {
-		return r.err
-	}
-	return unsureError("arp-scan", r.stats.Dropped, r.stats.Unsure, "addresses found silent")
+	return sum
 }
 
 func (c *ArpScanCmd) expand(ctx context.Context, s *arpscan.Scanner, env *Env) ([]netip.Addr, error) {

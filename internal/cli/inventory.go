@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -156,22 +157,7 @@ func (c *InventoryCmd) Run(env *Env) error {
 		return stateError(err, c.State == "")
 	}
 	if c.Prune != "" {
-		age, err := parseAge(c.Prune)
-		if err != nil {
-			return fmt.Errorf("--prune: %w", err)
-		}
-		err = inventory.Update(path, func(s *inventory.State) error {
-			pruned, dropped := s.Prune(now, age)
-			for _, h := range pruned {
-				fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", untrusted.Text(h.Name), untrusted.Text(h.Identity), h.LastSeen.Format(time.RFC3339), untrusted.Text(h.IP))
-			}
-			for _, r := range dropped {
-				fmt.Fprintf(env.Stderr, "warning: name %s is no longer reserved for identity %s: more than %d names reserved\n", untrusted.Text(r.Name), untrusted.Text(r.Identity), inventory.MaxReserved)
-			}
-			st = s
-			return nil
-		})
-		if err != nil {
+		if st, err = c.prune(env, path, now); err != nil {
 			return err
 		}
 	}
@@ -209,7 +195,36 @@ func (c *InventoryCmd) Run(env *Env) error {
 		_, err = env.Stdout.Write(untrusted.YAML(b))
 		return err
 	}
-	tw := newTable(env.Stdout)
+	writeInventoryTable(env.Stdout, st, inv, now, prefer)
+	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
+	return nil
+}
+
+// prune removes the hosts not seen for --prune, says which, and returns
+// the state left.
+func (c *InventoryCmd) prune(env *Env, path string, now time.Time) (*inventory.State, error) {
+	age, err := parseAge(c.Prune)
+	if err != nil {
+		return nil, fmt.Errorf("--prune: %w", err)
+	}
+	var st *inventory.State
+	err = inventory.Update(path, func(s *inventory.State) error {
+		pruned, dropped := s.Prune(now, age)
+		for _, h := range pruned {
+			fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", untrusted.Text(h.Name), untrusted.Text(h.Identity), h.LastSeen.Format(time.RFC3339), untrusted.Text(h.IP))
+		}
+		for _, r := range dropped {
+			fmt.Fprintf(env.Stderr, "warning: name %s is no longer reserved for identity %s: more than %d names reserved\n", untrusted.Text(r.Name), untrusted.Text(r.Identity), inventory.MaxReserved)
+		}
+		st = s
+		return nil
+	})
+	return st, err
+}
+
+// writeInventoryTable prints the inventory for people.
+func writeInventoryTable(w io.Writer, st *inventory.State, inv *inventory.Ansible, now time.Time, prefer inventory.Prefer) {
+	tw := newTable(w)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tIDENTITY\tLAST SEEN\tMOVES\tGROUPS")
 	groupsOf := map[string][]string{}
 	for g, members := range inv.Groups {
@@ -232,8 +247,6 @@ func (c *InventoryCmd) Run(env *Env) error {
 			age(now.Sub(h.LastSeen)), len(h.History), untrusted.Cell(dash(strings.Join(groups, ",")), 0))
 	}
 	tw.Flush()
-	fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
-	return nil
 }
 
 // stateError says what to do about a state that cannot be read.

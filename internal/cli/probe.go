@@ -106,6 +106,52 @@ func (c *ProbeCmd) stateFile() string {
 // Run probes the targets, updates the inventory and prints the report; with
 // --watch it does so on every interval until stopped.
 func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	// A broadcast sweeps no target: it queries the links that hold them
+	// and drops the answers from elsewhere, so they are kept as a set,
+	// of any size, and never listed.
+	c.TargetFlags.unlisted = c.Broadcast
+	addrs, err := c.expand(ctx, env)
+	if err != nil {
+		return err
+	}
+	r, err := c.open(env, addrs)
+	if err != nil {
+		return err
+	}
+	if r.engine != nil {
+		defer r.engine.Close()
+	}
+	if c.Watch > 0 {
+		return r.watch(ctx)
+	}
+	res, err := r.once(ctx, env.Terminal)
+	if res == nil {
+		return err
+	}
+	if werr := writeReport(env.Stdout, &c.OutputFlags, res.round.Results, res.summary, res.changes); werr != nil {
+		return werr
+	}
+	fmt.Fprintln(env.Stderr, res.summary)
+	printChanges(env, res.changes)
+	for _, w := range res.round.Warnings {
+		fmt.Fprintf(env.Stderr, "probe: %s\n", w)
+	}
+	switch {
+	case res.stateErr != nil:
+		return res.stateErr
+	case err != nil:
+		return err
+	case res.silent() != nil:
+		return problem(res.silent())
+	}
+	return unsureError("probe", res.summary.Dropped, res.summary.Unsure, "addresses down or ports filtered")
+}
+
+// check checks the flags.
+func (c *ProbeCmd) check() error {
 	if _, err := c.format(); err != nil {
 		return err
 	}
@@ -144,20 +190,16 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.SweepFlags.check("probe", noSweep); err != nil {
 		return err
 	}
-	if err := c.checkBroadcast(); err != nil {
-		return err
-	}
-	// A broadcast sweeps no target: it queries the links that hold them
-	// and drops the answers from elsewhere, so they are kept as a set,
-	// of any size, and never listed.
-	c.TargetFlags.unlisted = c.Broadcast
-	addrs, err := c.expand(ctx, env)
-	if err != nil {
-		return err
-	}
+	return c.checkBroadcast()
+}
+
+// open reads the key and the state, as the state's owner where root
+// probes another user's state, and opens what the rounds need: the
+// broadcast plan, and the engine unless every round is a broadcast one.
+func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 	key, err := proto.LoadNetworkKey(c.NetworkKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	statePath := c.stateFile()
 	var keep []int
@@ -165,58 +207,30 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		keep = append(keep, caps.NetRaw)
 	}
 	if err := becomeStateOwner(env, "probe", statePath, keep...); err != nil {
-		return err
+		return nil, err
 	}
 	// Refuse a foreign or damaged state before any work, not after it.
 	if statePath != "" {
 		if _, err := inventory.Load(statePath); err != nil {
-			return err
+			return nil, err
+		}
+	}
+	if c.Fast {
+		if ok, _ := caps.Has(caps.NetRaw); !ok {
+			return nil, fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
 		}
 	}
 	v := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: defaults.None(c.Retries), Concurrency: c.Concurrency, Rate: defaults.None(c.Rate)}
 	r := &rounds{cmd: c, v: v, addrs: addrs, env: env, statePath: statePath}
-	if c.Fast {
-		if ok, _ := caps.Has(caps.NetRaw); !ok {
-			return fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
-		}
-	}
 	if err := r.planBroadcast(env); err != nil {
-		return err
+		return nil, err
 	}
 	if !c.Broadcast {
-		// Broadcast rounds need no engine.
-		e, err := openEngine(env, "probe", addrs, c.engineConfig(), c.Connect)
-		if err != nil {
-			return err
+		if r.engine, err = openEngine(env, "probe", addrs, c.engineConfig(), c.Connect); err != nil {
+			return nil, err
 		}
-		defer e.Close()
-		r.engine = e
 	}
-	if c.Watch > 0 {
-		return r.watch(ctx)
-	}
-	res, err := r.once(ctx, env.Terminal)
-	if res == nil {
-		return err
-	}
-	if werr := writeReport(env.Stdout, &c.OutputFlags, res.round.Results, res.summary, res.changes); werr != nil {
-		return werr
-	}
-	fmt.Fprintln(env.Stderr, res.summary)
-	printChanges(env, res.changes)
-	for _, w := range res.round.Warnings {
-		fmt.Fprintf(env.Stderr, "probe: %s\n", w)
-	}
-	if res.stateErr != nil {
-		return res.stateErr
-	}
-	if err == nil && res.silent() != nil {
-		return problem(res.silent())
-	}
-	if err == nil {
-		err = unsureError("probe", res.summary.Dropped, res.summary.Unsure, "addresses down or ports filtered")
-	}
-	return err
+	return r, nil
 }
 
 // rounds runs probe rounds: once, or every interval.

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -93,22 +95,9 @@ func (c *ScanCmd) wantsRaw() bool { return !c.Connect }
 
 // Run scans.
 func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
-	if _, err := c.format(); err != nil {
-		return err
-	}
-	rate := c.Rate
-	switch {
-	case rate == 0:
-		rate = synscan.DefaultRate
-	case rate < 0 || rate > 1_000_000:
-		return fmt.Errorf("--rate %d: want 1 to 1000000 probes per second, or 0 for the default", rate)
-	}
-	if err := checkPacing(rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
-		return err
-	}
-	ports, err := synscan.ParsePorts(c.Ports)
+	ports, err := c.check()
 	if err != nil {
-		return fmt.Errorf("scan: %w", err)
+		return err
 	}
 	words, err := c.TargetFlags.words("scan", c.Targets, env)
 	if err != nil {
@@ -121,22 +110,57 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	e, err := openEngine(env, "scan", addrs, c.engineConfig(), c.Connect)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	rep, err := c.scan(ctx, env, e, addrs, ports)
+	if werr := c.write(env.Stdout, rep); werr != nil {
+		return werr
+	}
+	fmt.Fprintln(env.Stderr, rep.Summary)
+	if err != nil {
+		return err
+	}
+	return unsureError("scan", rep.Summary.Dropped, rep.Summary.Unsure, "addresses down or ports filtered")
+}
+
+// check checks the flags, and returns the ports to scan.
+func (c *ScanCmd) check() ([]uint16, error) {
+	if _, err := c.format(); err != nil {
+		return nil, err
+	}
+	rate := c.Rate
+	switch {
+	case rate == 0:
+		rate = synscan.DefaultRate
+	case rate < 0 || rate > 1_000_000:
+		return nil, fmt.Errorf("--rate %d: want 1 to 1000000 probes per second, or 0 for the default", rate)
+	}
+	if err := checkPacing(rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
+		return nil, err
+	}
 	if c.MinRate < 0 || c.MinRate > rate {
-		return fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, rate)
+		return nil, fmt.Errorf("--min-rate %d: want 0 (a 16th of --rate) to --rate (%d) probes per second", c.MinRate, rate)
 	}
 	noSweep := ""
 	if c.Connect {
 		noSweep = "--connect"
 	}
 	if err := c.SweepFlags.check("scan", noSweep); err != nil {
-		return err
+		return nil, err
 	}
-	e, err := openEngine(env, "scan", addrs, c.engineConfig(), c.Connect)
+	ports, err := synscan.ParsePorts(c.Ports)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("scan: %w", err)
 	}
-	defer e.Close()
+	return ports, nil
+}
 
+// scan runs the scan, with a progress bar on a terminal, and returns its
+// report: the open ports, or every port with --all, and the summary.
+func (c *ScanCmd) scan(ctx context.Context, env *Env, e *engine.Engine, addrs []netip.Addr, ports []uint16) (scanReport, error) {
 	out := make(chan synscan.Result, 64)
 	type done struct {
 		st  engine.Stats
@@ -170,7 +194,6 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if e.Raw() {
 		method = engine.MethodRaw
 	}
-
 	st := d.st
 	rep := scanReport{SchemaVersion: SchemaVersion, Ports: make([]scanRow, 0, len(res)), Summary: scanSummary{
 		Method: method, Addresses: len(addrs), Ports: len(ports),
@@ -182,35 +205,31 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	for _, r := range res {
 		rep.Ports = append(rep.Ports, scanRow{Address: r.Addr.String(), Port: r.Port, Status: r.State.String(), RTTMS: msOrNil(r.RTT)})
 	}
-	if ok, err := writeMachine(env.Stdout, c.Output, rep); ok {
-		if err != nil {
-			return err
-		}
-	} else if c.Output == formatTSV {
-		t := newTSV(env.Stdout, c.NoHeader, "address", "port", "status", "rtt_ms")
+	return rep, d.err
+}
+
+// write writes the report in the format asked for.
+func (c *ScanCmd) write(w io.Writer, rep scanReport) error {
+	if ok, err := writeMachine(w, c.Output, rep); ok {
+		return err
+	}
+	if c.Output == formatTSV {
+		t := newTSV(w, c.NoHeader, "address", "port", "status", "rtt_ms")
 		for _, r := range rep.Ports {
 			t.row(r.Address, strconv.Itoa(int(r.Port)), r.Status, tsvMS(r.RTTMS))
 		}
-		if err := t.Flush(); err != nil {
-			return err
-		}
-	} else {
-		tw := newTable(env.Stdout)
-		fmt.Fprintln(tw, "ADDRESS\tPORT\tSTATE\tRTT")
-		for _, r := range rep.Ports {
-			rtt := "-"
-			if r.RTTMS != nil {
-				rtt = fmt.Sprintf("%.2fms", *r.RTTMS)
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Address, r.Port, r.Status, rtt)
-		}
-		tw.Flush()
+		return t.Flush()
 	}
-	fmt.Fprintln(env.Stderr, rep.Summary)
-	if d.err != nil {
-		return d.err
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ADDRESS\tPORT\tSTATE\tRTT")
+	for _, r := range rep.Ports {
+		rtt := "-"
+		if r.RTTMS != nil {
+			rtt = fmt.Sprintf("%.2fms", *r.RTTMS)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Address, r.Port, r.Status, rtt)
 	}
-	return unsureError("scan", st.Dropped, st.Unsure, "addresses down or ports filtered")
+	return tw.Flush()
 }
 
 func (s scanSummary) String() string {
