@@ -264,79 +264,38 @@ func (a *Agent) admit(c net.Conn) {
 	go a.handle(cs)
 }
 
+// admission is the state of one connection on its way from accept to
+// serving requests: how its handshake ended, and the place the agent
+// found it among the verified connections.
+type admission struct {
+	a     *Agent
+	cs    *conn
+	cur   *reloadable
+	pc    *proto.Conn
+	first proto.Message // the request that verified the connection
+	err   error         // of the handshake or of the first request
+	// welcomed tells whether the hello was answered, verified whether
+	// the first request came.
+	welcomed, verified bool
+	evicted            bool  // dropped for a newcomer while pending
+	victim             *conn // a verified connection closed for this one
+	room               bool  // a place among the verified connections
+}
+
+// handle runs one accepted connection: its handshake, its place among the
+// verified connections, then its requests.
 func (a *Agent) handle(cs *conn) {
 	defer a.wg.Done()
 	defer cs.c.Close()
 	defer cs.cancel()
 	cur := a.cur.Load()
-	pc := proto.Server(cs.c, cur.server)
-	// A good hello does not verify the peer: anyone who saw it on its way
-	// to this or another agent can replay it within the skew window. The
-	// controller's first request does, so until it arrives the connection
-	// stays pending, evictable and under the handshake deadline.
-	ctx, cancel := context.WithTimeout(cs.ctx, a.opts.HandshakeTimeout)
-	err := pc.Handshake(ctx)
-	welcomed := err == nil
-	var first proto.Message
-	if welcomed {
-		a.mu.Lock()
-		cs.welcomed = true
-		a.mu.Unlock()
-		first, err = pc.Receive(ctx)
-	}
-	cancel()
-	verified := pc.Verified()
-
-	now := time.Now()
-	a.mu.Lock()
-	evicted := cs.evicted
-	var victim *conn
-	room := false
-	if !evicted {
-		a.pending.Remove(cs.elem)
-		a.waiting.remove(cs)
-		cs.elem = nil
-		if verified {
-			victim, room = a.makeRoom(cs, now)
-			if victim != nil {
-				delete(a.active, victim)
-				a.verified.remove(victim)
-				victim.evicted = true
-			}
-			if room {
-				cs.last, cs.serving = now, now
-				a.active[cs] = struct{}{}
-				a.verified.add(cs)
-			}
-		}
-	}
-	a.mu.Unlock()
-	if evicted {
-		// Closed and logged already. A welcomed controller can read an
-		// answer, and is told why rather than left to guess at its key.
-		if welcomed {
-			a.busy(pc, cs.remote, "dropped after the welcome for a newcomer: too many connections in the handshake")
-		}
+	ad := &admission{a: a, cs: cs, cur: cur, pc: proto.Server(cs.c, cur.server)}
+	ad.handshake()
+	ad.place(time.Now())
+	if ad.turnedAway() {
 		return
 	}
-	if !verified {
-		ev := a.log.Info()
-		if isAuthFailure(err) {
-			a.budget.fail(cs.src, time.Now())
-			ev = a.log.Warn()
-		} else if errors.Is(err, proto.ErrReplayFull) {
-			ev = a.log.Warn()
-		}
-		ev.Str("event", "handshake_failed").Str("remote", cs.remote).Str("reason", reason(err, welcomed)).Msg("handshake failed")
-		return
-	}
-	if !room {
-		a.log.Warn().Str("event", "refused").Str("remote", cs.remote).Int("max_conns", a.opts.MaxConns).Int("max_conns_per_source", a.opts.MaxConnsPerSource).
-			Msg("refused: verified connection limit reached, every connection serving a request; answered busy")
-		a.busy(pc, cs.remote, fmt.Sprintf("at its limit of verified connections (%d, %d per source address), all serving requests: try again later", a.opts.MaxConns, a.opts.MaxConnsPerSource))
-		return
-	}
-	if victim != nil {
+	if victim := ad.victim; victim != nil {
 		a.log.Info().Str("event", "evicted").Str("remote", victim.remote).Str("for", cs.remote).
 			Msg("closed the least recently active verified connection of the source holding the most, for a newcomer")
 		victim.c.Close()
@@ -350,7 +309,91 @@ func (a *Agent) handle(cs *conn) {
 		a.mu.Unlock()
 	}()
 	a.log.Info().Str("event", "handshake_ok").Str("remote", cs.remote).Msg("handshake ok")
-	a.serve(pc, cs, cur, first, err)
+	a.serve(ad.pc, cs, cur, ad.first, ad.err)
+}
+
+// handshake runs the handshake and reads the first request, under the
+// handshake deadline.
+func (ad *admission) handshake() {
+	a, cs := ad.a, ad.cs
+	// A good hello does not verify the peer: anyone who saw it on its way
+	// to this or another agent can replay it within the skew window. The
+	// controller's first request does, so until it arrives the connection
+	// stays pending, evictable and under the handshake deadline.
+	ctx, cancel := context.WithTimeout(cs.ctx, a.opts.HandshakeTimeout)
+	ad.err = ad.pc.Handshake(ctx)
+	ad.welcomed = ad.err == nil
+	if ad.welcomed {
+		a.mu.Lock()
+		cs.welcomed = true
+		a.mu.Unlock()
+		ad.first, ad.err = ad.pc.Receive(ctx)
+	}
+	cancel()
+	ad.verified = ad.pc.Verified()
+}
+
+// place takes the connection out of the pending ones and, if it was
+// verified, finds it a place among the verified ones, evicting one if
+// need be; unless it was itself evicted meanwhile.
+func (ad *admission) place(now time.Time) {
+	a, cs := ad.a, ad.cs
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ad.evicted = cs.evicted
+	if ad.evicted {
+		return
+	}
+	a.pending.Remove(cs.elem)
+	a.waiting.remove(cs)
+	cs.elem = nil
+	if !ad.verified {
+		return
+	}
+	ad.victim, ad.room = a.makeRoom(cs, now)
+	if ad.victim != nil {
+		delete(a.active, ad.victim)
+		a.verified.remove(ad.victim)
+		ad.victim.evicted = true
+	}
+	if ad.room {
+		cs.last, cs.serving = now, now
+		a.active[cs] = struct{}{}
+		a.verified.add(cs)
+	}
+}
+
+// turnedAway ends a connection that was evicted, not verified, or found
+// no place, saying why in the log and, to a welcomed controller, in an
+// answer. It reports whether it did.
+func (ad *admission) turnedAway() bool {
+	a, cs := ad.a, ad.cs
+	if ad.evicted {
+		// Closed and logged already. A welcomed controller can read an
+		// answer, and is told why rather than left to guess at its key.
+		if ad.welcomed {
+			a.busy(ad.pc, cs.remote, "dropped after the welcome for a newcomer: too many connections in the handshake")
+		}
+		return true
+	}
+	if !ad.verified {
+		ev := a.log.Info()
+		if isAuthFailure(ad.err) {
+			a.budget.fail(cs.src, time.Now())
+			ev = a.log.Warn()
+		} else if errors.Is(ad.err, proto.ErrReplayFull) {
+			ev = a.log.Warn()
+		}
+		ev.Str("event", "handshake_failed").Str("remote", cs.remote).Str("reason", reason(ad.err, ad.welcomed)).Msg("handshake failed")
+		return true
+	}
+	if !ad.room {
+		a.log.Warn().Str("event", "refused").Str("remote", cs.remote).Int("max_conns", a.opts.MaxConns).Int("max_conns_per_source", a.opts.MaxConnsPerSource).
+			Msg("refused: verified connection limit reached, every connection serving a request; answered busy")
+		a.busy(ad.pc, cs.remote, fmt.Sprintf("at its limit of verified connections (%d, %d per source address), all serving requests: try again later", a.opts.MaxConns, a.opts.MaxConnsPerSource))
+		return true
+	}
+	return false
 }
 
 // busy answers a connection the agent has no room for, within a short

@@ -35,28 +35,46 @@ var widestTime = time.Date(2026, 12, 31, 23, 59, 59, 999_000_000, time.UTC)
 // within each group the later in the list goes first. It fails only if the
 // facts do not fit with none of them.
 func fitFacts(f *proto.Facts, maxLen int) (*proto.Facts, error) {
-	size := func(g *proto.Facts) (int, error) {
-		t := *g
-		t.Time = widestTime
-		b, err := json.Marshal(&t)
-		return len(b), err
-	}
-	n, err := size(f)
+	n, err := factsSize(f)
 	if err != nil || n <= maxLen {
 		return f, err
 	}
-
-	// Interfaces and labels, in the order they are kept.
-	type item struct {
-		group int
-		ifc   int    // interface index, -1 for a label
-		label string // label key
+	ft := &fitting{f: f, maxLen: maxLen, items: keepOrder(f)}
+	if ok, err := ft.fits(0); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%w: over %d bytes even without interfaces and labels", errFactsTooLarge, maxLen)
 	}
+	keep, err := ft.most()
+	if err != nil {
+		return nil, err
+	}
+	return ft.build(keep), nil
+}
+
+// factsSize is the length of g's JSON with the widest time stamped on it.
+func factsSize(g *proto.Facts) (int, error) {
+	t := *g
+	t.Time = widestTime
+	b, err := json.Marshal(&t)
+	return len(b), err
+}
+
+// keepItem is an interface or a label of the facts being fitted.
+type keepItem struct {
+	group int
+	ifc   int    // interface index, -1 for a label
+	label string // label key
+}
+
+// keepOrder returns f's interfaces and labels, in the order they are kept
+// (see fitFacts).
+func keepOrder(f *proto.Facts) []keepItem {
 	routed := make(map[string]bool)
 	for _, r := range f.DefaultRoutes {
 		routed[r.Interface] = true
 	}
-	var items []item
+	var items []keepItem
 	for i, ifc := range f.Interfaces {
 		g := 3
 		switch {
@@ -65,59 +83,72 @@ func fitFacts(f *proto.Facts, maxLen int) (*proto.Facts, error) {
 		case hasUsefulAddr(ifc):
 			g = 1
 		}
-		items = append(items, item{group: g, ifc: i})
+		items = append(items, keepItem{group: g, ifc: i})
 	}
 	for _, k := range slices.Sorted(maps.Keys(f.Labels)) {
-		items = append(items, item{group: 2, ifc: -1, label: k})
+		items = append(items, keepItem{group: 2, ifc: -1, label: k})
 	}
-	slices.SortStableFunc(items, func(a, b item) int { return a.group - b.group })
+	slices.SortStableFunc(items, func(a, b keepItem) int { return a.group - b.group })
+	return items
+}
 
-	build := func(keep int) *proto.Facts {
-		g := *f
-		kept := make([]bool, len(f.Interfaces))
-		labels := make(map[string]string)
-		for _, it := range items[:keep] {
-			if it.ifc >= 0 {
-				kept[it.ifc] = true
-			} else {
-				labels[it.label] = f.Labels[it.label]
-			}
-		}
-		g.Interfaces = nil
-		for i, ifc := range f.Interfaces {
-			if kept[i] {
-				g.Interfaces = append(g.Interfaces, ifc)
-			}
-		}
-		if len(labels) > 0 {
-			g.Labels = labels
+// fitting is the state of one fitFacts that must leave something out.
+type fitting struct {
+	f      *proto.Facts
+	maxLen int
+	items  []keepItem // in the order they are kept
+}
+
+// build returns a copy of the facts with the first keep items only, and
+// Truncated saying how many were left out.
+func (ft *fitting) build(keep int) *proto.Facts {
+	f := ft.f
+	g := *f
+	kept := make([]bool, len(f.Interfaces))
+	labels := make(map[string]string)
+	for _, it := range ft.items[:keep] {
+		if it.ifc >= 0 {
+			kept[it.ifc] = true
 		} else {
-			g.Labels = nil
+			labels[it.label] = f.Labels[it.label]
 		}
-		g.Truncated = &proto.Truncated{
-			Interfaces: len(f.Interfaces) - len(g.Interfaces),
-			Labels:     len(f.Labels) - len(labels),
+	}
+	g.Interfaces = nil
+	for i, ifc := range f.Interfaces {
+		if kept[i] {
+			g.Interfaces = append(g.Interfaces, ifc)
 		}
-		return &g
 	}
-	fits := func(keep int) (bool, error) {
-		n, err := size(build(keep))
-		return n <= maxLen, err
+	if len(labels) > 0 {
+		g.Labels = labels
+	} else {
+		g.Labels = nil
 	}
-	if ok, err := fits(0); err != nil {
-		return nil, err
-	} else if !ok {
-		return nil, fmt.Errorf("%w: over %d bytes even without interfaces and labels", errFactsTooLarge, maxLen)
+	g.Truncated = &proto.Truncated{
+		Interfaces: len(f.Interfaces) - len(g.Interfaces),
+		Labels:     len(f.Labels) - len(labels),
 	}
-	// The size grows with keep, but for the few bytes saved where a count
-	// in the marker loses a digit or drops to zero, so the search finds the
-	// largest keep that fits or one close to it; whichever it finds fits.
-	lo, hi := 0, len(items) // build(lo) fits; build(hi) is not known to
+	return &g
+}
+
+// fits reports whether the facts with the first keep items fit.
+func (ft *fitting) fits(keep int) (bool, error) {
+	n, err := factsSize(ft.build(keep))
+	return n <= ft.maxLen, err
+}
+
+// most returns how many items to keep, given that keeping none fits.
+//
+// The size grows with keep, but for the few bytes saved where a count
+// in the marker loses a digit or drops to zero, so the search finds the
+// largest keep that fits or one close to it; whichever it finds fits.
+func (ft *fitting) most() (int, error) {
+	lo, hi := 0, len(ft.items) // build(lo) fits; build(hi) is not known to
 	for lo < hi {
 		mid := lo + (hi-lo+1)/2
-		ok, err := fits(mid)
+		ok, err := ft.fits(mid)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		if ok {
 			lo = mid
@@ -125,7 +156,7 @@ func fitFacts(f *proto.Facts, maxLen int) (*proto.Facts, error) {
 			hi = mid - 1
 		}
 	}
-	return build(lo), nil
+	return lo, nil
 }
 
 // hasUsefulAddr reports whether ifc has an address that can reach the host
