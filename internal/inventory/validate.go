@@ -113,6 +113,26 @@ func (h *Host) check(key string) error {
 	if h == nil {
 		return fmt.Errorf("no record: want an object")
 	}
+	if err := h.checkKey(key); err != nil {
+		return err
+	}
+	if err := h.checkFacts(); err != nil {
+		return err
+	}
+	if err := h.checkAddrs(); err != nil {
+		return err
+	}
+	if err := h.checkLabelsField(); err != nil {
+		return err
+	}
+	if err := h.checkSeen(); err != nil {
+		return err
+	}
+	return h.checkHistory()
+}
+
+// checkKey checks the host's key, its identity and its name.
+func (h *Host) checkKey(key string) error {
 	if !validIdentity(key) {
 		return fmt.Errorf("the key is not an identity: want %d hex digits in lower case", IdentityLen)
 	}
@@ -122,6 +142,11 @@ func (h *Host) check(key string) error {
 	if h.Name != "" && !nameFor(h.Name, h.Identity) {
 		return fmt.Errorf(`field "name": %s is not a name ifl gives this host: want a host name, not reserved, whose hex suffix, if any, starts the identity`, quoteKey(h.Name))
 	}
+	return nil
+}
+
+// checkFacts checks the lengths of the host's facts.
+func (h *Host) checkFacts() error {
 	for _, c := range []struct {
 		field, v string
 		max      int
@@ -137,6 +162,12 @@ func (h *Host) check(key string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkAddrs checks where the host is reached, and the addresses and MACs
+// it reported.
+func (h *Host) checkAddrs() error {
 	if err := checkAddrField("ip", h.IP); err != nil {
 		return err
 	}
@@ -171,6 +202,12 @@ func (h *Host) check(key string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkLabelsField checks the host's labels, and trims the keys of those
+// dropped.
+func (h *Host) checkLabelsField() error {
 	if _, dropped := checkLabels(h.Labels); len(dropped) > 0 {
 		return fmt.Errorf(`field "labels": label %s: %s`, quoteKey(dropped[0].Key), dropped[0].Reason)
 	}
@@ -182,6 +219,11 @@ func (h *Host) check(key string) error {
 	for i := range h.Dropped {
 		h.Dropped[i], _ = bound(h.Dropped[i], MaxLabelKey)
 	}
+	return nil
+}
+
+// checkSeen checks when the host was seen, and in how many rounds.
+func (h *Host) checkSeen() error {
 	if err := checkTime(h.FirstSeen); err != nil {
 		return fmt.Errorf(`field "first_seen": %v`, err)
 	}
@@ -194,6 +236,11 @@ func (h *Host) check(key string) error {
 	if h.Rounds < 0 {
 		return fmt.Errorf(`field "probes": %d: want 0 or more`, h.Rounds)
 	}
+	return nil
+}
+
+// checkHistory checks the host's moves.
+func (h *Host) checkHistory() error {
 	if len(h.History) > MaxHistory {
 		return fmt.Errorf(`field "history": %d moves, at most %d allowed`, len(h.History), MaxHistory)
 	}
