@@ -1,7 +1,6 @@
 package clidoc
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -98,7 +97,23 @@ func synopsis(c *kong.Node) string {
 // then one section per command with its help, arguments and flags.
 func Man(app *kong.Application) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, `.\" Generated from ifl's command line by internal/clidoc (make docs); do not edit.
+	b.WriteString(manHead)
+	b.WriteString(manDescription(app.Help))
+	b.WriteString(".SH GLOBAL FLAGS\nEvery command takes these.\n")
+	for _, f := range flags(app.Node) {
+		b.WriteString(manFlag(f))
+	}
+	b.WriteString(".SH COMMANDS\n")
+	for _, c := range commands(app) {
+		b.WriteString(manCommand(c))
+	}
+	b.WriteString(manTail)
+	return []byte(b.String())
+}
+
+// manHead is the page's header, name and synopsis, up to its
+// description.
+const manHead = `.\" Generated from ifl's command line by internal/clidoc (make docs); do not edit.
 .TH IFL 1 "" "ifl" "ifl manual"
 .SH NAME
 ifl \- find the hosts of a fleet that run the ifl agent, and keep an Ansible inventory
@@ -107,8 +122,14 @@ ifl \- find the hosts of a fleet that run the ifl agent, and keep an Ansible inv
 .br
 \fBifl\fR \fIcommand\fR \fB\-\-help\fR
 .SH DESCRIPTION
-`)
-	desc, quick, _ := strings.Cut(app.Help, "\n\n")
+`
+
+// manDescription renders the application's help: its first paragraph,
+// then the quick start that follows, its title filled and its lines as
+// they are.
+func manDescription(help string) string {
+	var b strings.Builder
+	desc, quick, _ := strings.Cut(help, "\n\n")
 	b.WriteString(roff(oneLine(desc)) + "\n")
 	if quick != "" {
 		b.WriteString(".PP\n")
@@ -116,33 +137,38 @@ ifl \- find the hosts of a fleet that run the ifl agent, and keep an Ansible inv
 		b.WriteString(roff(strings.TrimSpace(title)) + "\n")
 		b.WriteString(".PP\n.RS 4\n" + verbatim(body) + ".RE\n")
 	}
-	b.WriteString(".SH GLOBAL FLAGS\nEvery command takes these.\n")
-	for _, f := range flags(app.Node) {
-		b.WriteString(manFlag(f))
+	return b.String()
+}
+
+// manCommand renders a command's section: its synopsis, help, arguments
+// and flags.
+func manCommand(c *kong.Node) string {
+	var b strings.Builder
+	b.WriteString(".SS \"" + strings.ReplaceAll(synopsis(c), `"`, `\(dq`) + "\"\n")
+	b.WriteString(roff(oneLine(c.Help)) + "\n")
+	if c.Detail != "" {
+		b.WriteString(".PP\n" + detail(c.Detail))
 	}
-	b.WriteString(".SH COMMANDS\n")
-	for _, c := range commands(app) {
-		b.WriteString(".SS \"" + strings.ReplaceAll(synopsis(c), `"`, `\(dq`) + "\"\n")
-		b.WriteString(roff(oneLine(c.Help)) + "\n")
-		if c.Detail != "" {
-			b.WriteString(".PP\n" + detail(c.Detail))
+	if len(c.Positional) > 0 {
+		b.WriteString(".PP\nArguments:\n.RS 4\n")
+		for _, a := range c.Positional {
+			b.WriteString(manArg(a))
 		}
-		if len(c.Positional) > 0 {
-			b.WriteString(".PP\nArguments:\n.RS 4\n")
-			for _, a := range c.Positional {
-				b.WriteString(manArg(a))
-			}
-			b.WriteString(".RE\n")
-		}
-		if fl := flags(c); len(fl) > 0 {
-			b.WriteString(".PP\nFlags:\n.RS 4\n")
-			for _, f := range fl {
-				b.WriteString(manFlag(f))
-			}
-			b.WriteString(".RE\n")
-		}
+		b.WriteString(".RE\n")
 	}
-	b.WriteString(`.SH EXIT STATUS
+	if fl := flags(c); len(fl) > 0 {
+		b.WriteString(".PP\nFlags:\n.RS 4\n")
+		for _, f := range fl {
+			b.WriteString(manFlag(f))
+		}
+		b.WriteString(".RE\n")
+	}
+	return b.String()
+}
+
+// manTail is the page's sections after the commands: exit status, files
+// and see also.
+const manTail = `.SH EXIT STATUS
 .TP
 0
 Success.
@@ -176,6 +202,4 @@ The Ansible dynamic inventory script.
 The IEEE registry of MAC prefixes, read for vendor names when installed; a copy built into ifl fills in what it lacks.
 .SH SEE ALSO
 \fBsystemctl\fR(1), \fBansible\-inventory\fR(1)
-`)
-	return []byte(b.String())
-}
+`
