@@ -121,25 +121,59 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Helper == "" {
-		if opts.Helper, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	if opts.IFL != "" {
-		// The helper execs it from another working directory.
-		if opts.IFL, err = filepath.Abs(opts.IFL); err != nil {
-			return nil, err
-		}
-	}
-	if opts.ReadyTimeout <= 0 {
-		opts.ReadyTimeout = 20 * time.Second
+	if err := opts.fill(); err != nil {
+		return nil, err
 	}
 	if err := Down(spec.Name); err != nil {
 		return nil, fmt.Errorf("testnet: cleaning up a previous %s: %w", spec.Name, err)
 	}
+	lan = newLAN(spec, opts, routerAddr, ctlAddr)
+	defer func() {
+		if err != nil {
+			lan.Down()
+			lan = nil
+		}
+	}()
+	if err := lan.makeDir(); err != nil {
+		return lan, err
+	}
+	// Saved before anything is created, so that Down finds it all.
+	if err := lan.save(); err != nil {
+		return lan, err
+	}
+	if err := lan.build(ctx); err != nil {
+		return lan, err
+	}
+	if err := lan.start(ctx, opts); err != nil {
+		return lan, err
+	}
+	return lan, lan.save()
+}
+
+// fill fills in the defaults of o, and makes IFL absolute.
+func (o *Options) fill() (err error) {
+	if o.Helper == "" {
+		if o.Helper, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	if o.IFL != "" {
+		// The helper execs it from another working directory.
+		if o.IFL, err = filepath.Abs(o.IFL); err != nil {
+			return err
+		}
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 20 * time.Second
+	}
+	return nil
+}
+
+// newLAN lays out the LAN of a resolved spec: its namespaces, addresses
+// and MACs. It creates nothing.
+func newLAN(spec Spec, opts Options, routerAddr, ctlAddr netip.Addr) *LAN {
 	prefix := "ifl-" + spec.Name + "-"
-	lan = &LAN{
+	lan := &LAN{
 		Spec:       spec,
 		Dir:        filepath.Join(StateRoot, spec.Name),
 		IFL:        opts.IFL,
@@ -154,51 +188,46 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 		}
 	}
 	for _, h := range spec.Hosts {
-		host := Host{HostSpec: h}
-		if h.NoIPv4 {
-			host.MAC = mac(h.Addr6)
-		} else {
-			host.MAC = mac(h.Addr)
-		}
-		if h.Duplicate {
-			host.MAC = host.MAC[:3] + "19" + host.MAC[5:] // the address's owner has 02:18… (02:20…)
-		}
-		if h.Role != Empty {
-			host.Namespace = prefix + h.Name
-			host.LinkLocal = linkLocal(host.MAC)
-		}
-		if h.Delay > 0 {
-			host.Relay = prefix + h.Name + "-slow"
-		}
-		lan.Hosts = append(lan.Hosts, host)
+		lan.Hosts = append(lan.Hosts, newHost(h, prefix))
 	}
-	defer func() {
-		if err != nil {
-			lan.Down()
-			lan = nil
-		}
-	}()
+	return lan
+}
+
+// newHost lays out host h of a LAN whose namespaces' names start with
+// prefix.
+func newHost(h HostSpec, prefix string) Host {
+	host := Host{HostSpec: h}
+	if h.NoIPv4 {
+		host.MAC = mac(h.Addr6)
+	} else {
+		host.MAC = mac(h.Addr)
+	}
+	if h.Duplicate {
+		host.MAC = host.MAC[:3] + "19" + host.MAC[5:] // the address's owner has 02:18… (02:20…)
+	}
+	if h.Role != Empty {
+		host.Namespace = prefix + h.Name
+		host.LinkLocal = linkLocal(host.MAC)
+	}
+	if h.Delay > 0 {
+		host.Relay = prefix + h.Name + "-slow"
+	}
+	return host
+}
+
+// makeDir makes the LAN's state directory.
+func (l *LAN) makeDir() error {
 	// Traversable, so that a sandboxed agent reaches its own directory;
 	// every file in it is 0600.
-	if err := os.MkdirAll(lan.Dir, 0o711); err != nil {
-		return lan, err
+	if err := os.MkdirAll(l.Dir, 0o711); err != nil {
+		return err
 	}
-	for _, d := range []string{StateRoot, lan.Dir} {
+	for _, d := range []string{StateRoot, l.Dir} {
 		if err := os.Chmod(d, 0o711); err != nil {
-			return lan, err
+			return err
 		}
 	}
-	// Saved before anything is created, so that Down finds it all.
-	if err := lan.save(); err != nil {
-		return lan, err
-	}
-	if err := lan.build(ctx); err != nil {
-		return lan, err
-	}
-	if err := lan.start(ctx, opts); err != nil {
-		return lan, err
-	}
-	return lan, lan.save()
+	return nil
 }
 
 // nodes returns every namespace with an interface on the bridge.

@@ -21,6 +21,33 @@ import (
 // impostors, each in its host's network namespace and a UTS namespace of
 // its own with the host's name, so that an agent reports that hostname.
 func (l *LAN) start(ctx context.Context, opts Options) error {
+	if err := l.writeKeys(); err != nil {
+		return err
+	}
+	if err := l.startRelays(opts); err != nil {
+		return err
+	}
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
+		args, err := l.serviceArgs(h, opts)
+		if err != nil {
+			return err
+		}
+		if args == nil {
+			continue
+		}
+		if err := l.startService(h, opts, args); err != nil {
+			return err
+		}
+	}
+	if err := l.save(); err != nil {
+		return err
+	}
+	return l.waitReady(ctx, opts.ReadyTimeout)
+}
+
+// writeKeys makes the LAN's network key and the wrong one.
+func (l *LAN) writeKeys() error {
 	l.NetworkKey = filepath.Join(l.Dir, "network.key")
 	l.WrongKey = filepath.Join(l.Dir, "wrong.key")
 	for _, f := range []string{l.NetworkKey, l.WrongKey} {
@@ -32,6 +59,11 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// startRelays starts the relays of the hosts with a delay.
+func (l *LAN) startRelays(opts Options) error {
 	for i := range l.Hosts {
 		h := &l.Hosts[i]
 		if h.Relay == "" {
@@ -45,98 +77,120 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 		}
 		h.RelayPID = l.reap(cmd)
 	}
-	for i := range l.Hosts {
-		h := &l.Hosts[i]
-		var args []string
-		switch h.Role {
-		case Agent, WrongKey:
-			if opts.IFL == "" {
-				return errors.New("testnet: Options.IFL is required for agents")
-			}
-			key := l.NetworkKey
-			if h.Role == WrongKey {
-				key = l.WrongKey
-			}
-			id, err := proto.NewIdentity()
-			if err != nil {
-				return err
-			}
-			dir := l.Dir
-			if h.Sandbox {
-				// Its own directory, which only nobody may read, as a
-				// credentials directory would be.
-				if dir, err = sandboxDir(l.Dir, h.Name, key); err != nil {
-					return err
-				}
-				key = filepath.Join(dir, "network.key")
-			}
-			idFile := filepath.Join(dir, h.Name+".key")
-			if err := proto.WriteKeyFile(idFile, id, true); err != nil {
-				return err
-			}
-			h.Identity = id.Fingerprint()
-			cfg := filepath.Join(dir, h.Name+".yaml")
-			if err := writeAgentConfig(cfg, h.Labels); err != nil {
-				return err
-			}
-			args = []string{opts.IFL, "agent", "--config", cfg, "--network-key", key, "--identity-key", idFile,
-				"--port", fmt.Sprint(l.Port), "--log-format", "json"}
-			if h.Sandbox {
-				if err := chownAll(dir, nobody); err != nil {
-					return err
-				}
-				setpriv, err := exec.LookPath("setpriv")
-				if err != nil {
-					return errors.New("testnet: a sandboxed agent needs setpriv (util-linux)")
-				}
-				args = append([]string{setpriv, fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
-					"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"}, args...)
-			}
-		case Hostile:
-			id, err := proto.NewIdentity()
-			if err != nil {
-				return err
-			}
-			idFile := filepath.Join(l.Dir, h.Name+".key")
-			if err := proto.WriteKeyFile(idFile, id, true); err != nil {
-				return err
-			}
-			h.Identity = id.Fingerprint()
-			facts := h.Facts
-			if facts == nil {
-				facts = HostileFacts()
-			}
-			b, err := json.Marshal(facts)
-			if err != nil {
-				return err
-			}
-			factsFile := filepath.Join(l.Dir, h.Name+".facts.json")
-			if err := os.WriteFile(factsFile, b, 0o600); err != nil {
-				return err
-			}
-			args = []string{helperHostile, fmt.Sprint(l.Port), l.NetworkKey, idFile, factsFile}
-			if h.Churn {
-				args = append(args, "churn")
-			}
-		case Impostor:
-			args = []string{helperHTTP, fmt.Sprintf(":%d", l.Port)}
-		default:
-			continue
-		}
-		h.MachineID = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
-		if err := os.WriteFile(l.machineIDFile(h), []byte(h.MachineID+"\n"), 0o644); err != nil {
-			return err
-		}
-		cmd, err := l.spawn(h.Namespace, l.logFile(h), opts.Helper, args, []string{envHostname + "=" + h.Name, envMachineID + "=" + l.machineIDFile(h)})
-		if err != nil {
-			return err
-		}
-		h.PID = l.reap(cmd)
+	return nil
+}
+
+// serviceArgs writes the files of h's service and returns its command
+// line, or nil for a host that runs none.
+func (l *LAN) serviceArgs(h *Host, opts Options) ([]string, error) {
+	switch h.Role {
+	case Agent, WrongKey:
+		return l.agentArgs(h, opts)
+	case Hostile:
+		return l.hostileArgs(h)
+	case Impostor:
+		return []string{helperHTTP, fmt.Sprintf(":%d", l.Port)}, nil
 	}
-	if err := l.save(); err != nil {
+	return nil, nil
+}
+
+// agentArgs writes an agent's identity and config, and returns its
+// command line.
+func (l *LAN) agentArgs(h *Host, opts Options) ([]string, error) {
+	if opts.IFL == "" {
+		return nil, errors.New("testnet: Options.IFL is required for agents")
+	}
+	key := l.NetworkKey
+	if h.Role == WrongKey {
+		key = l.WrongKey
+	}
+	id, err := proto.NewIdentity()
+	if err != nil {
+		return nil, err
+	}
+	dir := l.Dir
+	if h.Sandbox {
+		// Its own directory, which only nobody may read, as a
+		// credentials directory would be.
+		if dir, err = sandboxDir(l.Dir, h.Name, key); err != nil {
+			return nil, err
+		}
+		key = filepath.Join(dir, "network.key")
+	}
+	idFile := filepath.Join(dir, h.Name+".key")
+	if err := proto.WriteKeyFile(idFile, id, true); err != nil {
+		return nil, err
+	}
+	h.Identity = id.Fingerprint()
+	cfg := filepath.Join(dir, h.Name+".yaml")
+	if err := writeAgentConfig(cfg, h.Labels); err != nil {
+		return nil, err
+	}
+	args := []string{opts.IFL, "agent", "--config", cfg, "--network-key", key, "--identity-key", idFile,
+		"--port", fmt.Sprint(l.Port), "--log-format", "json"}
+	if h.Sandbox {
+		return sandboxed(dir, args)
+	}
+	return args, nil
+}
+
+// sandboxed gives a sandboxed agent's directory to nobody, and returns
+// args run as nobody with no capability and no_new_privs.
+func sandboxed(dir string, args []string) ([]string, error) {
+	if err := chownAll(dir, nobody); err != nil {
+		return nil, err
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return nil, errors.New("testnet: a sandboxed agent needs setpriv (util-linux)")
+	}
+	return append([]string{setpriv, fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
+		"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"}, args...), nil
+}
+
+// hostileArgs writes a hostile host's identity and facts, and returns its
+// command line.
+func (l *LAN) hostileArgs(h *Host) ([]string, error) {
+	id, err := proto.NewIdentity()
+	if err != nil {
+		return nil, err
+	}
+	idFile := filepath.Join(l.Dir, h.Name+".key")
+	if err := proto.WriteKeyFile(idFile, id, true); err != nil {
+		return nil, err
+	}
+	h.Identity = id.Fingerprint()
+	facts := h.Facts
+	if facts == nil {
+		facts = HostileFacts()
+	}
+	b, err := json.Marshal(facts)
+	if err != nil {
+		return nil, err
+	}
+	factsFile := filepath.Join(l.Dir, h.Name+".facts.json")
+	if err := os.WriteFile(factsFile, b, 0o600); err != nil {
+		return nil, err
+	}
+	args := []string{helperHostile, fmt.Sprint(l.Port), l.NetworkKey, idFile, factsFile}
+	if h.Churn {
+		args = append(args, "churn")
+	}
+	return args, nil
+}
+
+// startService gives h a machine-id and starts its service, args.
+func (l *LAN) startService(h *Host, opts Options, args []string) error {
+	h.MachineID = fmt.Sprintf("%016x%016x", rand.Uint64(), rand.Uint64())
+	if err := os.WriteFile(l.machineIDFile(h), []byte(h.MachineID+"\n"), 0o644); err != nil {
 		return err
 	}
-	return l.waitReady(ctx, opts.ReadyTimeout)
+	cmd, err := l.spawn(h.Namespace, l.logFile(h), opts.Helper, args, []string{envHostname + "=" + h.Name, envMachineID + "=" + l.machineIDFile(h)})
+	if err != nil {
+		return err
+	}
+	h.PID = l.reap(cmd)
+	return nil
 }
 
 // nobody is the uid and gid a sandboxed agent runs as.

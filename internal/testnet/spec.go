@@ -118,123 +118,196 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]{1,8}$`)
 // IPv6-only host takes a slot of the spread all the same, for that offset,
 // and then gives its IPv4 address up.
 func (s *Spec) resolve() (router, controller netip.Addr, err error) {
+	free, err := s.checkLAN()
+	if err != nil {
+		return router, controller, err
+	}
+	r := s.startResolve(free)
+	for i := range s.Hosts {
+		if err := r.host(i); err != nil {
+			return r.router, r.controller, err
+		}
+	}
+	r.spread()
+	if err := r.fill6(); err != nil {
+		return r.router, r.controller, err
+	}
+	return r.router, r.controller, nil
+}
+
+// checkLAN checks the spec's name, prefixes, port and number of hosts,
+// and returns how many addresses the hosts have to share.
+func (s *Spec) checkLAN() (free int, err error) {
 	if !nameRE.MatchString(s.Name) {
-		return router, controller, fmt.Errorf("testnet: name %q: want 1 to 8 of [a-z0-9]", s.Name)
+		return 0, fmt.Errorf("testnet: name %q: want 1 to 8 of [a-z0-9]", s.Name)
 	}
 	if !s.Prefix.IsValid() || !s.Prefix.Addr().Is4() || s.Prefix.Bits() < TestRange.Bits() || s.Prefix.Bits() > 29 || !TestRange.Contains(s.Prefix.Addr()) {
-		return router, controller, fmt.Errorf("testnet: prefix %v: want an IPv4 prefix from /15 to /29 inside %v", s.Prefix, TestRange)
+		return 0, fmt.Errorf("testnet: prefix %v: want an IPv4 prefix from /15 to /29 inside %v", s.Prefix, TestRange)
 	}
 	s.Prefix = s.Prefix.Masked()
 	if s.Prefix6 != (netip.Prefix{}) {
 		if !s.Prefix6.IsValid() || !s.Prefix6.Addr().Is6() || s.Prefix6.Addr().Is4In6() || s.Prefix6.Bits() != 64 || !TestRange6.Contains(s.Prefix6.Addr()) {
-			return router, controller, fmt.Errorf("testnet: prefix6 %v: want a /64 inside %v (documentation addresses, which nothing routes)", s.Prefix6, TestRange6)
+			return 0, fmt.Errorf("testnet: prefix6 %v: want a /64 inside %v (documentation addresses, which nothing routes)", s.Prefix6, TestRange6)
 		}
 		s.Prefix6 = s.Prefix6.Masked()
 	}
 	if s.Port < 1024 || s.Port > 65535 {
-		return router, controller, fmt.Errorf("testnet: port %d: want 1024-65535", s.Port)
+		return 0, fmt.Errorf("testnet: port %d: want 1024-65535", s.Port)
 	}
 	size := 1 << (32 - s.Prefix.Bits())
 	usable := size - 2
-	free := usable - 2
+	free = usable - 2
 	if len(s.Hosts) > free {
-		return router, controller, fmt.Errorf("testnet: %d hosts do not fit in %v (room for %d)", len(s.Hosts), s.Prefix, free)
+		return 0, fmt.Errorf("testnet: %d hosts do not fit in %v (room for %d)", len(s.Hosts), s.Prefix, free)
 	}
 	if len(s.Hosts) > 1000 {
 		// The kernel's neighbour table (gc_thresh3 = 1024) is shared by
 		// every namespace.
-		return router, controller, fmt.Errorf("testnet: %d hosts: at most 1000 fit in the kernel's neighbour table", len(s.Hosts))
+		return 0, fmt.Errorf("testnet: %d hosts: at most 1000 fit in the kernel's neighbour table", len(s.Hosts))
 	}
+	return free, nil
+}
+
+// resolving is the state of one resolve, once the LAN itself is checked.
+type resolving struct {
+	s                  *Spec
+	router, controller netip.Addr
+	free               int // addresses for the hosts
+	// taken and taken6 are the addresses given so far.
+	taken, taken6 map[netip.Addr]bool
+	names         map[string]bool
+}
+
+// startResolve gives the router and the controller their addresses.
+func (s *Spec) startResolve(free int) *resolving {
 	first := s.Prefix.Addr().Next()
-	router, controller = first, first.Next()
-	taken := map[netip.Addr]bool{router: true, controller: true}
-	taken6 := map[netip.Addr]bool{}
+	r := &resolving{s: s, router: first, controller: first.Next(), free: free, names: map[string]bool{}}
+	r.taken = map[netip.Addr]bool{r.router: true, r.controller: true}
+	r.taken6 = map[netip.Addr]bool{}
 	if s.Prefix6.IsValid() {
-		taken6[s.Prefix6.Addr()] = true // the subnet-router anycast address
-		taken6[s.addr6(router)] = true
-		taken6[s.addr6(controller)] = true
+		r.taken6[s.Prefix6.Addr()] = true // the subnet-router anycast address
+		r.taken6[s.addr6(r.router)] = true
+		r.taken6[s.addr6(r.controller)] = true
 	}
-	names := map[string]bool{}
-	for i := range s.Hosts {
-		h := &s.Hosts[i]
-		found := false
-		for _, r := range roles {
-			found = found || h.Role == r
-		}
-		if !found {
-			return router, controller, fmt.Errorf("testnet: host %d: role %q: want one of %v", i, h.Role, roles)
-		}
-		if h.Loss < 0 || h.Loss > 100 {
-			return router, controller, fmt.Errorf("testnet: host %d: loss %d%%: want 0-100", i, h.Loss)
-		}
-		if h.Delay < 0 || h.Delay > 2*time.Second || (h.Delay > 0 && h.Role == Empty) {
-			return router, controller, fmt.Errorf("testnet: host %d: delay %v: want 0 to 2s, on a host that is there", i, h.Delay)
-		}
-		if h.Name == "" {
-			h.Name = fmt.Sprintf("h%03d", i+1)
-		}
-		if names[h.Name] {
-			return router, controller, fmt.Errorf("testnet: host name %q used twice", h.Name)
-		}
-		if h.Name == "network" || h.Name == "wrong" {
-			// Its key file would be the LAN's key of that name.
-			return router, controller, fmt.Errorf("testnet: host name %q is the name of one of the LAN's key files", h.Name)
-		}
-		names[h.Name] = true
-		h.IPv6 = h.IPv6 || h.NoIPv4 || h.Addr6.IsValid()
-		if h.IPv6 && !s.Prefix6.IsValid() {
-			return router, controller, fmt.Errorf("testnet: host %s: IPv6 needs the LAN's prefix6", h.Name)
-		}
-		if h.NoIPv4 && h.Addr.IsValid() {
-			return router, controller, fmt.Errorf("testnet: host %s: address %v on an IPv6-only host (no_ipv4)", h.Name, h.Addr)
-		}
-		if h.Addr.IsValid() {
-			if !s.Prefix.Contains(h.Addr) || (taken[h.Addr] && !h.Duplicate) {
-				return router, controller, fmt.Errorf("testnet: host %s: address %v is outside %v or taken", h.Name, h.Addr, s.Prefix)
-			}
-			taken[h.Addr] = true
-		}
-		if h.Addr6.IsValid() {
-			if !s.Prefix6.Contains(h.Addr6) || h.Addr6.Zone() != "" || (taken6[h.Addr6] && !h.Duplicate) {
-				return router, controller, fmt.Errorf("testnet: host %s: IPv6 address %v is outside %v or taken", h.Name, h.Addr6, s.Prefix6)
-			}
-			taken6[h.Addr6] = true
-		}
+	return r
+}
+
+// host checks host i, names it, and takes the addresses it was given.
+func (r *resolving) host(i int) error {
+	h := &r.s.Hosts[i]
+	if err := h.check(i); err != nil {
+		return err
 	}
-	// Spread: host i of n gets the middle of the i-th of n equal slices of
-	// the free addresses, skipping any taken explicitly.
+	if err := r.name(i, h); err != nil {
+		return err
+	}
+	return r.claim(h)
+}
+
+// check checks the role, loss and delay of host i.
+func (h *HostSpec) check(i int) error {
+	found := false
+	for _, r := range roles {
+		found = found || h.Role == r
+	}
+	if !found {
+		return fmt.Errorf("testnet: host %d: role %q: want one of %v", i, h.Role, roles)
+	}
+	if h.Loss < 0 || h.Loss > 100 {
+		return fmt.Errorf("testnet: host %d: loss %d%%: want 0-100", i, h.Loss)
+	}
+	if h.Delay < 0 || h.Delay > 2*time.Second || (h.Delay > 0 && h.Role == Empty) {
+		return fmt.Errorf("testnet: host %d: delay %v: want 0 to 2s, on a host that is there", i, h.Delay)
+	}
+	return nil
+}
+
+// name gives host i its default name, and checks it is the only one of
+// that name.
+func (r *resolving) name(i int, h *HostSpec) error {
+	if h.Name == "" {
+		h.Name = fmt.Sprintf("h%03d", i+1)
+	}
+	if r.names[h.Name] {
+		return fmt.Errorf("testnet: host name %q used twice", h.Name)
+	}
+	if h.Name == "network" || h.Name == "wrong" {
+		// Its key file would be the LAN's key of that name.
+		return fmt.Errorf("testnet: host name %q is the name of one of the LAN's key files", h.Name)
+	}
+	r.names[h.Name] = true
+	return nil
+}
+
+// claim checks the addresses the host was given and takes them.
+func (r *resolving) claim(h *HostSpec) error {
+	s := r.s
+	h.IPv6 = h.IPv6 || h.NoIPv4 || h.Addr6.IsValid()
+	if h.IPv6 && !s.Prefix6.IsValid() {
+		return fmt.Errorf("testnet: host %s: IPv6 needs the LAN's prefix6", h.Name)
+	}
+	if h.NoIPv4 && h.Addr.IsValid() {
+		return fmt.Errorf("testnet: host %s: address %v on an IPv6-only host (no_ipv4)", h.Name, h.Addr)
+	}
+	if h.Addr.IsValid() {
+		if !s.Prefix.Contains(h.Addr) || (r.taken[h.Addr] && !h.Duplicate) {
+			return fmt.Errorf("testnet: host %s: address %v is outside %v or taken", h.Name, h.Addr, s.Prefix)
+		}
+		r.taken[h.Addr] = true
+	}
+	if h.Addr6.IsValid() {
+		if !s.Prefix6.Contains(h.Addr6) || h.Addr6.Zone() != "" || (r.taken6[h.Addr6] && !h.Duplicate) {
+			return fmt.Errorf("testnet: host %s: IPv6 address %v is outside %v or taken", h.Name, h.Addr6, s.Prefix6)
+		}
+		r.taken6[h.Addr6] = true
+	}
+	return nil
+}
+
+// spread gives the hosts without an address one. Spread: host i of n
+// gets the middle of the i-th of n equal slices of the free addresses,
+// skipping any taken explicitly.
+func (r *resolving) spread() {
+	s := r.s
 	n := len(s.Hosts)
 	for i := range s.Hosts {
 		h := &s.Hosts[i]
 		if h.Addr.IsValid() {
 			continue
 		}
-		off := (2*i + 1) * free / (2 * n)
-		a := nth(controller, off+1)
-		for taken[a] {
+		off := (2*i + 1) * r.free / (2 * n)
+		a := nth(r.controller, off+1)
+		for r.taken[a] {
 			a = a.Next()
 			if !s.Prefix.Contains(a) || a == last(s.Prefix) {
-				a = controller.Next()
+				a = r.controller.Next()
 			}
 		}
 		h.Addr = a
-		taken[a] = true
+		r.taken[a] = true
 	}
+}
+
+// fill6 gives the IPv6 hosts without an IPv6 address the one at their
+// IPv4 address's offset, and takes the IPv4 address of the IPv6-only
+// ones back.
+func (r *resolving) fill6() error {
+	s := r.s
 	for i := range s.Hosts {
 		h := &s.Hosts[i]
 		if h.IPv6 && !h.Addr6.IsValid() {
 			a := s.addr6(h.Addr)
-			if taken6[a] && !h.Duplicate {
-				return router, controller, fmt.Errorf("testnet: host %s: IPv6 address %v, from its IPv4 address, is taken: give it addr6", h.Name, a)
+			if r.taken6[a] && !h.Duplicate {
+				return fmt.Errorf("testnet: host %s: IPv6 address %v, from its IPv4 address, is taken: give it addr6", h.Name, a)
 			}
 			h.Addr6 = a
-			taken6[a] = true
+			r.taken6[a] = true
 		}
 		if h.NoIPv4 {
 			h.Addr = netip.Addr{}
 		}
 	}
-	return router, controller, nil
+	return nil
 }
 
 // addr6 returns the address of Prefix6 at a's offset in Prefix.
