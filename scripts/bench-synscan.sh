@@ -7,6 +7,8 @@
 #                          does not even authenticate), ifl probe --arp-probes
 #                          and ifl probe --connect
 #   ifl scan -p PORT   vs  the same nmap
+#   ifl scan -p 1-1000,PORT vs nmap -sS -T5 --min-rate 10000 -p 1-1000,PORT
+#                      (on the /24: every live host and open port, or 0)
 # Found: verified agents for ifl probe (a run that calls anything else an
 # agent counts -1), open agent ports for the scanners (agents, wrong-key
 # agents and decoys). Then every port of one host, and the raw sender's
@@ -26,6 +28,8 @@ run_tool() {
 	"ifl probe --arp-probes") time_run "$2" ./ifl probe --network-key "$key" --no-state --arp-probes -p $port "$prefix" ;;
 	"ifl probe --connect") time_run "$2" ./ifl probe --network-key "$key" --no-state --connect -p $port "$prefix" ;;
 	"ifl scan -p $port") time_run "$2" ./ifl scan -p $port "$prefix" ;;
+	"ifl scan -p 1-1000,$port") time_run "$2" ./ifl scan -p 1-1000,$port "$prefix" ;;
+	"nmap -sS -T5 --min-rate 10000 -p 1-1000,$port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p 1-1000,$port "$prefix" ;;
 	"nmap -sS -T5 --min-rate 10000 -p $port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p $port "$prefix" ;;
 	esac
 }
@@ -33,6 +37,10 @@ run_tool() {
 count_tool() {
 	case $1 in
 	"ifl probe"*) agents_ok "$2" ;;
+	# Many ports: the open ones count only if every live host was found
+	# (the router and the LAN's hosts; nmap counts itself up too).
+	"ifl scan -p 1-1000"*) grep -q " $hosts_want live" "$2" && grep -c ' open ' "$2" || echo 0 ;;
+	"nmap -sS -T5 --min-rate 10000 -p 1-1000"*) grep -q "($((hosts_want + 1)) hosts up)" "$2" && grep -c '^[0-9]*/tcp *open' "$2" || echo 0 ;;
 	"ifl scan"*) grep -c ' open ' "$2" || true ;;
 	nmap*) grep -c '^[0-9]*/tcp *open' "$2" || true ;;
 	esac
@@ -51,6 +59,10 @@ for lan in "198.18.0.0/24 50 10" "198.18.4.0/22 200 40" "198.18.8.0/21 400 80"; 
 	want=$(($(echo "$agents_want" | grep -c .) + (nagents + 19) / 20 + (nagents + 9) / 10))
 	echo "open agent ports (agents, wrong-key agents, decoys):"
 	race "$runs" "ifl scan -p $port" "nmap -sS -T5 --min-rate 10000 -p $port"
+	if [ "$hosts" -le 50 ]; then
+		echo "open ports of 1,001 on every address, counted only where every live host was found:"
+		race "$runs" "ifl scan -p 1-1000,$port" "nmap -sS -T5 --min-rate 10000 -p 1-1000,$port"
+	fi
 	$tn down --name $bench_name
 done
 
