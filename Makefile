@@ -40,7 +40,7 @@ docs: ## Regenerate the man page and the shell completion from the command line 
 
 demo: build ## Build ifl, bring up a virtual LAN of agents, probe it, tear it down (as root, through sudo if need be).
 	mkdir -p .build
-	$(GO) build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+	$(GO) build -o .build/ifl-testnet ./internal/testbed/testnet/cmd/ifl-testnet
 	@$(call as_root,scripts/demo.sh)
 
 test: ## Run every test with the race detector; the network tests need root (through sudo if need be).

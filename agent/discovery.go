@@ -15,7 +15,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/ifl-project/ifl/internal/netinfo"
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ifl-project/ifl/internal/netinfo"
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/defaults"
+	"github.com/ifl-project/ifl/internal/support/defaults"
 )
 
 // Defaults for the zero values of Config: fast and reliable on a wired

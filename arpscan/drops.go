@@ -3,7 +3,7 @@ package arpscan
 import (
 	"time"
 
-	"github.com/ifl-project/ifl/internal/readmark"
+	"github.com/ifl-project/ifl/internal/support/readmark"
 )
 
 // Replies the reading socket dropped for want of room (its reader fell

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ifl-project/ifl/internal/netinfo"
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 )
 
 // Interface looks up an interface for a sweep and checks that it can do

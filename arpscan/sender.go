@@ -8,8 +8,8 @@ import (
 
 	"github.com/mdlayher/ethernet"
 
-	"github.com/ifl-project/ifl/internal/pace"
-	"github.com/ifl-project/ifl/internal/rtt"
+	"github.com/ifl-project/ifl/internal/support/pace"
+	"github.com/ifl-project/ifl/internal/support/rtt"
 )
 
 // sender is the sweep's sending side. It interleaves three kinds of work:

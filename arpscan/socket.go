@@ -19,8 +19,8 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/ifl-project/ifl/internal/kstamp"
-	"github.com/ifl-project/ifl/internal/readmark"
+	"github.com/ifl-project/ifl/internal/support/kstamp"
+	"github.com/ifl-project/ifl/internal/support/readmark"
 )
 
 // Scanner sweeps one interface. Create it with Dial or New; it is not

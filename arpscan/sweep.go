@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/arpscan/oui"
-	"github.com/ifl-project/ifl/internal/pace"
-	"github.com/ifl-project/ifl/internal/readmark"
-	"github.com/ifl-project/ifl/internal/rtt"
+	"github.com/ifl-project/ifl/internal/support/pace"
+	"github.com/ifl-project/ifl/internal/support/readmark"
+	"github.com/ifl-project/ifl/internal/support/rtt"
 )
 
 // target is the sweep's state for one address.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the agent's resident memory: idle after start, after 200 pings,
 # and the most it reaches under a hostile load from another loopback
-# address (internal/hostileload: 1,500 idle connections, slowloris hellos,
+# address (internal/testbed/hostileload: 1,500 idle connections, slowloris hellos,
 # headers announcing the largest payload, garbage) while a controller
 # pings it every 100 ms from a third.
 # Usage: scripts/bench-agent-rss.sh [path/to/ifl]
@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP PIPE
 
-go build -o "$dir/hostileload" ./internal/hostileload
+go build -o "$dir/hostileload" ./internal/testbed/hostileload
 "$ifl" keygen "$dir/network.key" 2>/dev/null
 port=$(( 20000 + RANDOM % 20000 ))
 "$ifl" agent --network-key "$dir/network.key" --identity-key "$dir/agent.key" \

@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP PIPE
-go build -o "$dir/pingload" ./internal/pingload
+go build -o "$dir/pingload" ./internal/testbed/pingload
 "$ifl" keygen "$dir/network.key" 2>/dev/null
 port=$(( 20000 + RANDOM % 20000 ))
 GOMAXPROCS=1 taskset -c 0 "$ifl" agent --network-key "$dir/network.key" --identity-key "$dir/agent.key" \

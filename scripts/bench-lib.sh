@@ -18,7 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 make -s build
 mkdir -p .build
-go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+go build -o .build/ifl-testnet ./internal/testbed/testnet/cmd/ifl-testnet
 tn=.build/ifl-testnet
 lan_json=/tmp/bench-lan.$bench_name.$$.json
 trap '$tn down --name $bench_name >/dev/null 2>&1 || true; rm -f $lan_json' EXIT

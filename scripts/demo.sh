@@ -22,7 +22,7 @@ fi
 # make demo builds both as the user who ran it; run by hand, build here.
 [ -x ifl ] || make -s build
 mkdir -p .build
-[ -x .build/ifl-testnet ] || go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+[ -x .build/ifl-testnet ] || go build -o .build/ifl-testnet ./internal/testbed/testnet/cmd/ifl-testnet
 trap '.build/ifl-testnet down --name demo' EXIT
 trap 'exit 130' INT TERM HUP PIPE
 

@@ -15,5 +15,5 @@ cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 make -s build >/dev/null
 mkdir -p .build
-go build -o .build/ifl-testnet ./internal/testnet/cmd/ifl-testnet
+go build -o .build/ifl-testnet ./internal/testbed/testnet/cmd/ifl-testnet
 exec .build/ifl-testnet "$@"

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ifl-project/ifl/internal/pace"
-	"github.com/ifl-project/ifl/internal/rtt"
+	"github.com/ifl-project/ifl/internal/support/pace"
+	"github.com/ifl-project/ifl/internal/support/rtt"
 )
 
 // Connect scans with connect(2): it needs no privilege.

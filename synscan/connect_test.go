@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ifl-project/ifl/internal/pace"
-	"github.com/ifl-project/ifl/internal/rtt"
+	"github.com/ifl-project/ifl/internal/support/pace"
+	"github.com/ifl-project/ifl/internal/support/rtt"
 )
 
 // connectFake runs a connect scan of targets over n's hosts.

@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
-	"github.com/ifl-project/ifl/internal/testnet"
+	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
 
 // Two namespaces joined by a veth pair, IPv4 and IPv6 on it: the

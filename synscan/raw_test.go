@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/ifl-project/ifl/internal/readmark"
+	"github.com/ifl-project/ifl/internal/support/readmark"
 )
 
 var addrs = cmpopts.EquateComparable(netip.Addr{})

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ifl-project/ifl/internal/kstamp"
-	"github.com/ifl-project/ifl/internal/readmark"
+	"github.com/ifl-project/ifl/internal/support/kstamp"
+	"github.com/ifl-project/ifl/internal/support/readmark"
 )
 
 // socketMark is how far one reading socket has been read.

@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/pace"
-	"github.com/ifl-project/ifl/internal/rtt"
+	"github.com/ifl-project/ifl/internal/support/pace"
+	"github.com/ifl-project/ifl/internal/support/rtt"
 )
 
 // flight is a target whose probe has been sent and not yet answered or

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/defaults"
+	"github.com/ifl-project/ifl/internal/support/defaults"
 )
 
 // ErrPermission is returned by NewRaw when the process may not open raw

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
-	"github.com/ifl-project/ifl/internal/readmark"
+	"github.com/ifl-project/ifl/internal/support/readmark"
 )
 
 // NewRaw opens the sockets of a raw scan. After it returns the process

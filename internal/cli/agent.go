@@ -18,7 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ifl-project/ifl/agent"
-	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/progress"
+	"github.com/ifl-project/ifl/internal/support/progress"
 
-	"github.com/ifl-project/ifl/internal/defaults"
+	"github.com/ifl-project/ifl/internal/support/defaults"
 )
 
 // ArpScanCmd sweeps a segment with ARP.

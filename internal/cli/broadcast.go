@@ -10,10 +10,10 @@ import (
 	"github.com/rs/zerolog"
 	"go4.org/netipx"
 
-	"github.com/ifl-project/ifl/internal/discover"
-	"github.com/ifl-project/ifl/internal/engine"
-	"github.com/ifl-project/ifl/internal/netinfo"
-	"github.com/ifl-project/ifl/internal/targets"
+	"github.com/ifl-project/ifl/internal/controller/discover"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/support/netinfo"
+	"github.com/ifl-project/ifl/internal/support/targets"
 )
 
 // BroadcastFlags are ifl probe's flags for discovery by broadcast.

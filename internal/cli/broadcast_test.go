@@ -16,9 +16,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ifl-project/ifl/agent"
-	"github.com/ifl-project/ifl/internal/engine"
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/controller/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 

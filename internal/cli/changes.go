@@ -6,13 +6,13 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 )
 
 // printChanges tells people what a probe changed in the inventory. Hosts
 // go by their inventory name, the one Ansible uses (ifl chose it, see
-// internal/inventory/names.go); what an agent chose (hostnames, label
+// internal/controller/inventory/names.go); what an agent chose (hostnames, label
 // keys) goes through untrusted.Text.
 func printChanges(env *Env, ch *inventory.Changes) {
 	if ch == nil || ch.Empty() {

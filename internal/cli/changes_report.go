@@ -1,6 +1,6 @@
 package cli
 
-import "github.com/ifl-project/ifl/internal/inventory"
+import "github.com/ifl-project/ifl/internal/controller/inventory"
 
 // changesReport is what a probe changed in the inventory, as probe's JSON
 // and YAML show it: the inventory's Changes in the reports' vocabulary

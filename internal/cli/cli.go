@@ -22,9 +22,9 @@ import (
 
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/targets"
-	"github.com/ifl-project/ifl/internal/untrusted"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/verify"
+	"github.com/ifl-project/ifl/internal/support/targets"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 	"github.com/ifl-project/ifl/synscan"
 )
 

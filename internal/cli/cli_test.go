@@ -18,8 +18,8 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/ifl-project/ifl/internal/agenttest"
-	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/agenttest"
 	"github.com/ifl-project/ifl/proto"
 )
 

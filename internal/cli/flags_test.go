@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -18,8 +18,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ifl-project/ifl/internal/agenttest"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/verify"
+	"github.com/ifl-project/ifl/internal/testbed/agenttest"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
 )
 
 // minIdentityPrefix is the shortest identity prefix ifl takes, as git

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 )
 
 // InventoryCmd shows the inventory, for people and for Ansible.

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ifl-project/ifl/internal/agenttest"
-	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/agenttest"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 

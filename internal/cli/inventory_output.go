@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/inventory"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
 )
 
 // checkOutput refuses the output flags that contradict each other: --list

@@ -9,7 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 )
 
 // SchemaVersion is the version of every report's JSON and YAML layout

@@ -18,9 +18,9 @@ import (
 
 	"github.com/ifl-project/ifl/internal/cli/schema"
 	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
-	"github.com/ifl-project/ifl/internal/engine"
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/controller/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/agent"
-	"github.com/ifl-project/ifl/internal/untrusted"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/verify"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/ifl-project/ifl/arpscan"
-	"github.com/ifl-project/ifl/internal/caps"
-	"github.com/ifl-project/ifl/internal/engine"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/support/caps"
 	"github.com/ifl-project/ifl/synscan"
 )
 

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ifl-project/ifl/internal/caps"
+	"github.com/ifl-project/ifl/internal/support/caps"
 )
 
 // TestMain keeps the test process's own capabilities: every command asks

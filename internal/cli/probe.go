@@ -7,16 +7,16 @@ import (
 	"os"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/caps"
-	"github.com/ifl-project/ifl/internal/engine"
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/netinfo"
-	"github.com/ifl-project/ifl/internal/progress"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/controller/verify"
+	"github.com/ifl-project/ifl/internal/support/caps"
+	"github.com/ifl-project/ifl/internal/support/netinfo"
+	"github.com/ifl-project/ifl/internal/support/progress"
 	"github.com/ifl-project/ifl/proto"
 	"github.com/ifl-project/ifl/synscan"
 
-	"github.com/ifl-project/ifl/internal/defaults"
+	"github.com/ifl-project/ifl/internal/support/defaults"
 )
 
 // engineConfig is how the fast path's stages are tuned for a probe.

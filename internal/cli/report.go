@@ -11,10 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/engine"
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/untrusted"
-	"github.com/ifl-project/ifl/internal/verify"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/controller/verify"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 	"github.com/ifl-project/ifl/proto"
 )
 

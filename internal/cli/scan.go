@@ -8,11 +8,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/engine"
-	"github.com/ifl-project/ifl/internal/progress"
+	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/support/progress"
 	"github.com/ifl-project/ifl/synscan"
 
-	"github.com/ifl-project/ifl/internal/defaults"
+	"github.com/ifl-project/ifl/internal/support/defaults"
 )
 
 // ScanCmd is a general port scanner.

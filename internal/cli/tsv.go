@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ifl-project/ifl/internal/untrusted"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 )
 
 // tsvWriter writes -o tsv: one header line (unless --no-header), then one

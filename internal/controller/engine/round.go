@@ -1,0 +1,137 @@
+package engine
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/controller/verify"
+)
+
+// Methods: how a round found what it verified.
+const (
+	MethodRaw       = "arp+syn"   // an ARP sweep of the on-link targets, then SYN probes
+	MethodConnect   = "connect"   // connect() to every target
+	MethodBroadcast = "broadcast" // an authenticated UDP query to the targets' links
+)
+
+// RoundOptions are what one round is asked for.
+type RoundOptions struct {
+	// All keeps in Round.Results every target the round looked at, not
+	// only those whose port opened.
+	All bool
+	// Progress, if set, is told how far the round has come each time a
+	// target settles, one call at a time.
+	Progress func(Progress)
+	// Known is the inventory as it stood before the round, nil for
+	// none. A broadcast round dials the addresses where it verified an
+	// identity whatever the bounds on answers claiming that identity,
+	// and says so when it hears no agent where the inventory has some.
+	Known *inventory.State
+}
+
+// Progress is how far a round has come.
+type Progress struct {
+	Settled int // targets with a result: ruled out by the sweep or the SYN probes, or verified
+	Agents  int // of which verified agents
+}
+
+// Round is what one round found and did.
+type Round struct {
+	Method string // MethodRaw, MethodConnect or MethodBroadcast
+	// Results, by address: every target looked at with RoundOptions.All,
+	// else those whose port opened. A broadcast round lists a verified
+	// agent once, at its IPv4 address if it has one, with its other
+	// addresses in Also.
+	Results []verify.Result
+	Stats   Stats
+	Elapsed time.Duration
+	// Complete is false when the round was cut short: its context was
+	// cancelled, or a stage failed.
+	Complete bool
+	// Observations are the verified agents, one per address each was
+	// verified at: the inventory learns a dual-stack host's IPv4 and
+	// IPv6 addresses from one round.
+	Observations []inventory.Observation
+	// Warnings are what a person should know of the round: answers
+	// dropped past discovery's bounds.
+	Warnings []string
+	// Silent, if set, says why a broadcast round that heard no agent
+	// should have heard some.
+	Silent error
+	// looked reports whether the round looked at an address: a known
+	// host there that did not answer is not seen.
+	looked func(netip.Addr) bool
+}
+
+// Record applies the round to the inventory at path, at now, and returns
+// what changed: the one place where a round reaches the inventory. A
+// round cut short, or whose own dropped answers may hide hosts
+// (Stats.Unsure), reports no host unseen.
+func (r *Round) Record(path string, now time.Time) (*inventory.Changes, error) {
+	var ch inventory.Changes
+	err := inventory.Update(path, func(st *inventory.State) error {
+		ch = st.Apply(now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ch, nil
+}
+
+// roundCollector gathers one round's results as they settle.
+type roundCollector struct {
+	round *Round
+	opts  RoundOptions
+	all   []verify.Result // every result, for the observations
+	prog  Progress
+}
+
+func newCollector(method string, opts RoundOptions) *roundCollector {
+	return &roundCollector{round: &Round{Method: method}, opts: opts}
+}
+
+// add takes one target's result: dialled is false for the targets the
+// sweep or the SYN probes ruled out.
+func (c *roundCollector) add(res verify.Result, dialled bool) {
+	c.all = append(c.all, res)
+	if dialled {
+		c.round.Stats.count(res)
+	}
+	c.prog.Settled++
+	if res.Status == verify.Agent {
+		c.prog.Agents++
+		c.round.Observations = append(c.round.Observations, inventory.Observation{Identity: res.Identity, Addr: res.Addr, Port: res.Port, Facts: res.Facts})
+	}
+	if c.opts.Progress != nil {
+		c.opts.Progress(c.prog)
+	}
+}
+
+// results keeps what the round lists of rs, sorted by address.
+func (c *roundCollector) results(rs []verify.Result) []verify.Result {
+	if !c.opts.All {
+		rs = slices.DeleteFunc(rs, func(r verify.Result) bool { return !r.Status.Open() })
+	}
+	slices.SortFunc(rs, func(a, b verify.Result) int { return a.Addr.Compare(b.Addr) })
+	return rs
+}
+
+// count counts one verified target.
+func (st *Stats) count(r verify.Result) {
+	st.Probed++
+	switch r.Status {
+	case verify.Agent:
+		st.Agents++
+	case verify.Busy:
+		st.Busy++
+	case verify.Rejected, verify.Mismatch:
+		st.Rejected++
+	case verify.NotAgent:
+		st.NotAgents++
+	case verify.Failed:
+		st.Errors++
+	}
+}
