@@ -488,3 +488,197 @@ func jsonValues(t *testing.T, vars map[string]json.RawMessage) map[string]any {
 	}
 	return out
 }
+
+// warnings returns what an Ansible command warned, one string each, its
+// lines joined as they were before Ansible wrapped them.
+func warnings(stderr string) []string {
+	var out []string
+	for _, w := range strings.Split(stderr, "[WARNING]:")[1:] {
+		out = append(out, strings.Join(strings.Fields(w), " "))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestAnsiblePluginHostile puts compromised agents on a LAN beside an
+// honest one and reads them through the plugin with keyed_groups made of
+// their labels and hostnames with no prefix, compose made of their facts,
+// and a group conditional on them, through a jsonfile cache. The labels
+// name Ansible's reserved groups, ifl's groups, the control node and the
+// honest host; the facts carry Jinja that would run commands on the
+// control node. No keyed group takes a reserved name, an ifl_* group or
+// a host's name (each refusal is one warning, and nothing else is
+// warned), every variable is what ifl gave (unsafe stays unsafe, a label
+// named __ansible_unsafe or __ansible_vault stays a label), what compose
+// made of agent values is unsafe, and templating every variable of every
+// host, before and after the cache, runs no payload.
+func TestAnsiblePluginHostile(t *testing.T) {
+	testnet.Require(t, true)
+	testnet.RequireCommands(t, "ansible-core", "ansible", "ansible-inventory")
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "pwned")
+	pipe := func(n int) string { return fmt.Sprintf("{{ lookup('pipe', 'touch %s%d') }}", marker, n) }
+	evil := &testnet.HostSpec{Role: testnet.Hostile, Name: "evil"}
+	evil.Facts = testnet.HostileFacts()
+	evil.Facts.MachineID = "3123456789abcdef0123456789abcdef"
+	evil.Facts.OS.PrettyName = pipe(1)
+	evil.Facts.Kernel = "{% for x in [1] %}" + pipe(2) + "{% endfor %}"
+	evil.Facts.Interfaces[0].MAC = pipe(3)
+	evil.Facts.Labels = map[string]string{
+		"role": "all", "site": "ifl_stale", "tier": "localhost", "zone": "web", "group": "ungrouped",
+		"meta": "_meta", "rack": "IFL_All", "env": pipe(4), "__ansible_unsafe": "x", "__ansible_vault": "y",
+	}
+	squat := &testnet.HostSpec{Role: testnet.Hostile, Name: "squat"}
+	squat.Facts = testnet.HostileFacts()
+	squat.Facts.Hostname = "web"
+	squat.Facts.MachineID = "4123456789abcdef0123456789abcdef"
+	squat.Facts.Labels = map[string]string{"role": "frontend"}
+	spec := testnet.Spec{Name: "e2eplhx", Prefix: netip.MustParsePrefix("198.19.68.0/28"), Port: 7440, Hosts: []testnet.HostSpec{
+		{Role: testnet.Agent, Name: "web", Labels: map[string]string{"role": "frontend"}}, *evil, *squat,
+	}}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	state := filepath.Join(dir, "inventory.json")
+	// The honest web is known first; the squatter must not take its name.
+	if _, stderr, code := ifl(t, lan, "probe", "--state", state, lan.Hosts[0].Addr.String()); code != 0 {
+		t.Fatalf("probe of web: exit %d: %s", code, stderr)
+	}
+	if _, stderr, code := ifl(t, lan, "probe", "--state", state, lan.Prefix.String()); code != 0 {
+		t.Fatalf("probe: exit %d: %s", code, stderr)
+	}
+	truth := iflList(t, lan.IFL, state)
+	byAddr := map[string]string{}
+	for name, vars := range truth {
+		var addr string
+		json.Unmarshal(vars["ansible_host"], &addr)
+		byAddr[addr] = name
+	}
+	web, evilName, squatName := byAddr[lan.Hosts[0].Addr.String()], byAddr[lan.Hosts[1].Addr.String()], byAddr[lan.Hosts[2].Addr.String()]
+	if web != "web" || !strings.HasPrefix(evilName, "ifl-") || !strings.HasPrefix(squatName, "web-") || len(truth) != 3 {
+		t.Fatalf("ifl named the hosts %v: want web, ifl-... for localhost, web-... for the squatter", byAddr)
+	}
+
+	bin, calls := countingIFL(t, lan.IFL)
+	cfg := writeConfig(t, fmt.Sprintf(`plugin: ifl.fleet.ifl
+binary: %s
+state: %s
+leading_separator: false
+keyed_groups:
+  - key: ifl_labels.role
+  - key: ifl_labels.site
+  - key: ifl_labels.tier
+  - key: ifl_labels.zone
+  - key: ifl_labels.group
+  - key: ifl_labels.meta
+  - key: ifl_labels.rack
+  - key: ifl_labels.env
+    prefix: env
+  - key: ifl_hostname
+    prefix: name
+compose:
+  os_text: ifl_os
+  kernel_text: ifl_kernel
+  env_text: ifl_labels.env | default('')
+groups:
+  says_touch: "'touch' in ifl_os"
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: %s
+`, bin, state, t.TempDir()))
+	env := ansibleEnv(t)
+	from := func(key, name, why string) string {
+		return fmt.Sprintf("ifl.fleet.ifl: no group %s for host %s from keyed_groups key %s: %s", name, evilName, key, why)
+	}
+	wantWarnings := []string{
+		from("ifl_labels.role", "all", "reserved by Ansible"),
+		from("ifl_labels.site", "ifl_stale", "the groups ifl and ifl_* are ifl's"),
+		from("ifl_labels.tier", "localhost", "reserved by Ansible"),
+		from("ifl_labels.zone", "web", "a host's name"),
+		from("ifl_labels.group", "ungrouped", "reserved by Ansible"),
+		from("ifl_labels.meta", "_meta", "reserved by Ansible"),
+		from("ifl_labels.rack", "IFL_All", "the groups ifl and ifl_* are ifl's"),
+	}
+	sort.Strings(wantWarnings)
+
+	stdout, stderr, err := runAnsible(t, env, "ansible-inventory", "-i", cfg, "--list")
+	if err != nil {
+		t.Fatalf("ansible-inventory --list: %v\n%s", err, stderr)
+	}
+	if diff := cmp.Diff(wantWarnings, warnings(stderr)); diff != "" || strings.Count(stderr, "[WARNING]") != len(wantWarnings) {
+		t.Errorf("warnings (-want +got):\n%s\nstderr:\n%s", diff, stderr)
+	}
+	list := parseList(t, stdout)
+	envGroup := "env_" + ansibleGroupSafe(pipe(4))
+	want := map[string][]string{
+		"ifl_all":            {evilName, web, squatName},
+		"role_frontend":      {web, squatName},
+		"frontend":           {web, squatName},
+		"role_all":           {evilName},
+		"site_ifl_stale":     {evilName},
+		"tier_localhost":     {evilName},
+		"zone_web":           {evilName},
+		"group_ungrouped":    {evilName},
+		"meta__meta":         {evilName},
+		"rack_IFL_All":       {evilName},
+		envGroup:             {evilName},
+		"__ansible_unsafe_x": {evilName},
+		"__ansible_vault_y":  {evilName},
+		"name_localhost":     {evilName},
+		"name_web":           {web, squatName},
+		"says_touch":         {evilName},
+	}
+	for g := range want {
+		sort.Strings(want[g])
+	}
+	if diff := cmp.Diff(want, list.Groups); diff != "" {
+		t.Errorf("groups (-want +got):\n%s", diff)
+	}
+	composed := map[string]string{"os_text": "ifl_os", "kernel_text": "ifl_kernel"}
+	for name, vars := range list.HostVars {
+		for c, from := range composed {
+			v, ok := unsafeString(vars[c])
+			if w, _ := unsafeString(truth[name][from]); !ok || v != w {
+				t.Errorf("%s: %s is %s, want %q marked unsafe", name, c, vars[c], w)
+			}
+			delete(vars, c)
+		}
+		if name == evilName {
+			if got, ok := unsafeString(vars["env_text"]); !ok || got != pipe(4) {
+				t.Errorf("%s: env_text is %s, want %q marked unsafe", name, vars["env_text"], pipe(4))
+			}
+		}
+		delete(vars, "env_text")
+		if diff := cmp.Diff(jsonValues(t, truth[name]), jsonValues(t, vars)); diff != "" {
+			t.Errorf("%s: variables differ from ifl's (-ifl +plugin):\n%s", name, diff)
+		}
+	}
+
+	// Templating every variable of every host shows the payloads and
+	// runs none of them: first from ifl, then from the cache.
+	for _, round := range []string{"first", "cached"} {
+		stdout, stderr, err := runAnsible(t, env, "ansible", "-i", cfg, "all", "-m", "debug", "-a", "var=hostvars[inventory_hostname]")
+		if err != nil {
+			t.Errorf("%s: ansible all -m debug: %v\n%s\n%s", round, err, stdout, stderr)
+		}
+		if diff := cmp.Diff(wantWarnings, warnings(stderr)); diff != "" {
+			t.Errorf("%s: ansible warned (-want +got):\n%s", round, diff)
+		}
+		if !strings.Contains(stdout, "lookup('pipe', 'touch "+marker+"1')") || !strings.Contains(stdout, "lookup('pipe', 'touch "+marker+"4')") {
+			t.Errorf("%s: the payloads are not shown literally:\n%s", round, stdout)
+		}
+		stdout, stderr, err = runAnsible(t, env, "ansible", "-i", cfg, "all", "-m", "debug", "-a", "var=[os_text,kernel_text,env_text,ifl_labels]")
+		if err != nil || !strings.Contains(stdout, "lookup('pipe', 'touch "+marker+"2')") || !strings.Contains(stdout, "lookup('pipe', 'touch "+marker+"4')") {
+			t.Errorf("%s: ansible all -m debug -a msg=...: %v\n%s\n%s", round, err, stdout, stderr)
+		}
+		// The control node is still the implicit localhost.
+		stdout, stderr, err = runAnsible(t, env, "ansible", "-i", cfg, "localhost", "-m", "debug", "-a", "var=ifl_identity")
+		if err != nil || !strings.Contains(stdout, "VARIABLE IS NOT DEFINED") {
+			t.Errorf("%s: ansible localhost reached an agent: %v\n%s\n%s", round, err, stdout, stderr)
+		}
+		if m, _ := filepath.Glob(marker + "*"); len(m) > 0 {
+			t.Fatalf("%s: an agent's template ran on the control node: %v", round, m)
+		}
+	}
+	if n := len(calls()); n != 1 {
+		t.Errorf("ifl ran %d times, want 1: every run after the first reads the cache", n)
+	}
+}
