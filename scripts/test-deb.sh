@@ -2,10 +2,12 @@
 # Installs the .deb with dpkg, checks what it put where, scores and
 # verifies the installed units, runs the installed agent and probe as their
 # units would (credentials, users, capabilities) through a network key
-# rotation, reinstalls (keys unchanged), removes (keys kept), purges
-# (nothing left), and installs again with the fleet's key already in place
-# (the agent enabled). Changes this machine: for CI, or a throwaway one.
-# Needs root; systemd need not be running.
+# rotation, reads the probe's inventory through the installed Ansible
+# inventory plugin as a member of group ifl would (no ansible-galaxy step),
+# reinstalls (keys unchanged), removes (keys kept), purges (nothing left),
+# and installs again with the fleet's key already in place (the agent
+# enabled). Changes this machine: for CI, or a throwaway one. Needs root
+# and ansible-core; systemd need not be running.
 #
 #   scripts/test-deb.sh dist/ifl_*_amd64.deb
 set -euo pipefail
@@ -15,7 +17,11 @@ wants=/etc/systemd/system/multi-user.target.wants/ifl-agent.service
 fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root"
 if dpkg -s ifl >/dev/null 2>&1; then fail "ifl is installed already; this test needs a machine without it"; fi
+command -v ansible-inventory >/dev/null || fail "needs ansible-core, to check the inventory plugin (apt-get install ansible-core)"
+collection=/usr/share/ansible/collections/ansible_collections/ifl/fleet
 tmp=$(mktemp -d)
+# A home for the Ansible user, who is not root.
+ahome=$(mktemp -d)
 pids=()
 # Purge keeps the system user, as Debian does; this test leaves the
 # machine as it found it.
@@ -23,7 +29,7 @@ had_user=no
 getent passwd ifl >/dev/null && had_user=yes
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	rm -rf "$tmp" /run/credentials/ifl-agent.service /run/credentials/ifl-probe.service
+	rm -rf "$tmp" "$ahome" /run/credentials/ifl-agent.service /run/credentials/ifl-probe.service
 	dpkg -P ifl >/dev/null 2>&1 || true
 	if [ $had_user = no ] && getent passwd ifl >/dev/null; then userdel ifl; fi
 	if getent group ifl >/dev/null && [ $had_user = no ]; then groupdel ifl; fi
@@ -35,7 +41,8 @@ grep -q "created /etc/ifl/network.key" "$tmp/dpkg.err" || fail "dpkg -i did not 
 /usr/bin/ifl version >/dev/null || fail "/usr/bin/ifl does not run"
 for f in $units/ifl-agent.service $units/ifl-probe.service /usr/share/ifl/ifl-inventory /etc/ifl/agent.yaml \
 	/usr/share/bash-completion/completions/ifl /usr/share/zsh/vendor-completions/_ifl \
-	/usr/share/doc/ifl/copyright /usr/lib/sysusers.d/ifl.conf /usr/lib/tmpfiles.d/ifl.conf; do
+	/usr/share/doc/ifl/copyright /usr/lib/sysusers.d/ifl.conf /usr/lib/tmpfiles.d/ifl.conf \
+	$collection/galaxy.yml $collection/meta/runtime.yml $collection/plugins/inventory/ifl.py; do
 	[ -f "$f" ] || fail "$f missing"
 done
 [ "$(man -w ifl)" = /usr/share/man/man1/ifl.1.gz ] || fail "man -w ifl: $(man -w ifl 2>&1)"
@@ -143,6 +150,19 @@ state_mode=$(stat -c %a /var/lib/ifl/inventory.json)
 inv=$(cd / && env -i PATH=/usr/bin:/bin HOME=/nonexistent setpriv --reuid=nobody --regid=ifl --clear-groups ifl inventory --list 2>"$tmp/inv.err") ||
 	fail "a member of group ifl cannot read the inventory: $(cat "$tmp/inv.err")"
 echo "$inv" | grep -q '"ansible_host": "127.0.0.1"' || fail "a member of group ifl reads no agent: $inv"
+# So does Ansible, through the installed plugin: Debian's ansible-core
+# looks in /usr/share/ansible/collections by default.
+ansible-config dump | grep '^COLLECTIONS_PATHS' | grep -q "'/usr/share/ansible/collections'" ||
+	fail "ansible-core does not look for collections in /usr/share/ansible/collections: $(ansible-config dump | grep '^COLLECTIONS_PATHS')"
+chown nobody "$ahome"
+printf 'plugin: ifl.fleet.ifl\n' >"$ahome/ifl.yml"
+as_user() { (cd / && env -i PATH=/usr/bin:/bin HOME="$ahome" setpriv --reuid=nobody --regid=ifl --clear-groups "$@"); }
+inv=$(as_user ansible-inventory -i "$ahome/ifl.yml" --list 2>"$tmp/ansible.err") ||
+	fail "ansible-inventory through the installed plugin: $(cat "$tmp/ansible.err")"
+[ ! -s "$tmp/ansible.err" ] || fail "ansible-inventory through the installed plugin warned: $(cat "$tmp/ansible.err")"
+echo "$inv" | grep -q '"ansible_host": "127.0.0.1"' || fail "the installed plugin lists no agent: $inv"
+as_user ansible-doc -t inventory ifl.fleet.ifl 2>"$tmp/ansible.err" | grep -q "^> IFL.FLEET.IFL " ||
+	fail "ansible-doc does not show the installed plugin: $(cat "$tmp/ansible.err")"
 stop
 # Leave the keys as installed, for the reinstall's check.
 cp -p "$tmp/old.key" /etc/ifl/network.key
@@ -154,6 +174,7 @@ dpkg -r ifl >/dev/null
 [ ! -e /usr/bin/ifl ] || fail "remove left /usr/bin/ifl"
 [ ! -e $units/ifl-agent.service ] || fail "remove left the unit"
 [ ! -e /usr/share/man/man1/ifl.1.gz ] || fail "remove left the man page"
+[ ! -e /usr/share/ansible/collections/ansible_collections/ifl ] || fail "remove left the collection: $(find /usr/share/ansible/collections/ansible_collections/ifl)"
 [ "$(sha256sum /etc/ifl/network.key /etc/ifl/agent.key)" = "$sums" ] || fail "remove lost a key"
 
 dpkg -P ifl >/dev/null
@@ -178,4 +199,4 @@ dpkg -P ifl >/dev/null
 [ ! -e /etc/ifl ] || fail "purge left /etc/ifl"
 
 score() { systemd-analyze security --offline=true "$(dirname "$0")/$1" 2>/dev/null | sed -n 's/.*: \([0-9.]*\) .*/\1/p'; }
-echo "test-deb: install, units, key rotation, probe as ifl (inventory mode $state_mode), reinstall, remove, purge, enable with the fleet's key ok; exposure ifl-agent $(score ifl-agent.service), ifl-probe $(score ifl-probe.service)"
+echo "test-deb: install, units, key rotation, probe as ifl (inventory mode $state_mode), the Ansible plugin, reinstall, remove, purge, enable with the fleet's key ok; exposure ifl-agent $(score ifl-agent.service), ifl-probe $(score ifl-probe.service)"
