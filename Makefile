@@ -21,7 +21,12 @@ DEB_VERSION ?= $(shell git describe --tags --exact-match 2>/dev/null | sed 's/^v
 DEB_ARCHES ?= amd64 arm64
 DEB_ARCH   ?= $(shell $(GO) env GOARCH)
 
-.PHONY: help build docs demo test fuzz lint bench install uninstall deb test-deb clean
+# The Ansible collection ifl.fleet, and where make collection puts its
+# tarball.
+COLLECTION     := scripts/ansible_collections/ifl/fleet
+COLLECTION_OUT ?= dist
+
+.PHONY: help build docs demo test fuzz lint bench install uninstall deb test-deb collection clean
 
 # Targets that need root run $(1) as root: directly for root, else through
 # sudo, saying so. A minimal Debian has no sudo, but there one is root.
@@ -86,6 +91,12 @@ deb: ## Build dist/ifl_VERSION_ARCH.deb for each of DEB_ARCHES (amd64 arm64) wit
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o .build/deb/ifl ./cmd/ifl; \
 	  DEB_ARCH=$$arch DEB_VERSION=$(DEB_VERSION) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package -f scripts/nfpm.yaml -p deb -t dist/; \
 	done
+
+collection: ## Build dist/ifl-fleet-VERSION.tar.gz (COLLECTION_OUT=DIR: there), the Ansible collection ifl.fleet, with ansible-galaxy.
+	@mkdir -p $(COLLECTION_OUT)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  cp -R $(COLLECTION)/. "$$tmp"/ && cp LICENSE "$$tmp"/LICENSE && \
+	  ansible-galaxy collection build "$$tmp" --output-path $(COLLECTION_OUT) --force
 
 test-deb: build deb ## Lintian, scripts/install.sh in a temporary root, then install, reinstall, remove and purge the .deb with dpkg: changes this machine (CI).
 	lintian --fail-on error,warning $(foreach a,$(DEB_ARCHES),dist/ifl_$(DEB_VERSION)_$(a).deb)
