@@ -304,9 +304,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._uncache_templates()
 
     def _cache_templates(self):
-        env = self.templar.environment
+        env = getattr(self.templar, 'environment', None)
+        from_string = getattr(env, 'from_string', None)
+        if from_string is None:
+            # A templating engine without a Jinja environment of its own
+            # (later ansible-core): templates render uncached.
+            return
         cache = {}
-        from_string = env.from_string
 
         def cached(source, *args, **kwargs):
             if args or kwargs:
@@ -323,7 +327,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         env.from_string = cached
 
     def _uncache_templates(self):
-        self.templar.environment.__dict__.pop('from_string', None)
+        env = getattr(self.templar, 'environment', None)
+        if env is not None:
+            vars(env).pop('from_string', None)
 
     def _group_for(self, raw, host, origin):
         """The group a name made from an agent's value gives, or None
