@@ -323,7 +323,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             return t
 
         # An attribute of this parse's own environment: nothing outside
-        # this plugin renders with it.
+        # this plugin renders with it. Ansible disables lookups on a
+        # template object when it renders with disable_lookups (compose and
+        # keyed_groups do), so a cached template can only lose lookups, never
+        # gain them.
         env.from_string = cached
 
     def _uncache_templates(self):
