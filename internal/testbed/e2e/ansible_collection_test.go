@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/testnet"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
 
 // The collection ifl.fleet as a whole, and the inventory plugin where no
@@ -249,7 +249,7 @@ func writeHosts(t *testing.T, path string, n int) {
 				MACs: []string{fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", i>>24&255, i>>16&255, i>>8&255, i&255)},
 				OS:   []string{"Debian GNU/Linux 12 (bookworm)", "Ubuntu 24.04.1 LTS"}[i%2], Kernel: "6.1.0-28-amd64", AgentVersion: "1.0.0",
 				Labels:    map[string]string{"site": fmt.Sprintf("s%d", i%20), "role": []string{"web", "db", "bastion"}[i%3]},
-				FirstSeen: seen, LastSeen: seen, Probes: 2}
+				FirstSeen: seen, LastSeen: seen, Rounds: 2}
 		}
 		return nil
 	})
@@ -281,7 +281,7 @@ keyed_groups:
 `, bin, state)
 	cfg := writeConfig(t, config)
 	cached := writeConfig(t, config+"cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: "+t.TempDir()+"\n")
-	script, err := filepath.Abs("../../scripts/ifl-inventory")
+	script, err := filepath.Abs("../../../scripts/ifl-inventory")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ifl-project/ifl/internal/inventory"
-	"github.com/ifl-project/ifl/internal/testnet"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
 
 // The inventory plugin ifl.fleet.ifl (scripts/ansible_collections/ifl/fleet),
@@ -29,7 +29,7 @@ import (
 // Ansible's collections path.
 func collections(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs("../../scripts")
+	dir, err := filepath.Abs("../../../scripts")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,7 @@ func TestAnsiblePlugin(t *testing.T) {
 
 	// Time: ansible-inventory --list through the plugin (no cache: ifl
 	// runs each time) and through the script, interleaved, 5 each.
-	script, err := filepath.Abs("../../scripts/ifl-inventory")
+	script, err := filepath.Abs("../../../scripts/ifl-inventory")
 	if err != nil {
 		t.Fatal(err)
 	}

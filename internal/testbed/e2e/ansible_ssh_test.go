@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ifl-project/ifl/internal/testnet"
+	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
 
 // sshd is an OpenSSH server started by a test in a host's namespace.
