@@ -35,14 +35,21 @@ type InventoryCmd struct {
 // Help is shown by 'ifl inventory --help'.
 func (c *InventoryCmd) Help() string {
 	return `The inventory is what 'ifl probe' learned: every agent by identity, with
-its current address. Ansible reads it through the dynamic inventory
-protocol:
+its current address. Ansible reads it through the inventory plugin
+ifl.fleet.ifl (the .deb installs the collection where Ansible finds it),
+which runs 'ifl inventory --list':
 
-  ansible-inventory -i scripts/ifl-inventory --list
-  ansible -i scripts/ifl-inventory role_web -m ping
+  # ifl.yml
+  plugin: ifl.fleet.ifl
 
-(scripts/ifl-inventory runs 'ifl inventory "$@"'; point IFL_STATE at the
-state file if it is not in the default place.)
+  ansible-inventory -i ifl.yml --graph
+  ansible -i ifl.yml role_web -m ping
+
+or through the script, for one-liners (it runs 'ifl inventory "$@"'):
+
+  ansible-inventory -i /usr/share/ifl/ifl-inventory --list
+
+Point IFL_STATE at the state file if it is not in the default place.
 
 Agents are untrusted input: every string an agent chose (hostname, OS,
 kernel, version, gateway, MACs, addresses, label values) reaches Ansible

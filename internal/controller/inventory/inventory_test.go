@@ -291,3 +291,36 @@ func TestKillDuringWritesLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelKeysOfAnsible: a label whose key starts with "__" is dropped:
+// Ansible's JSON loader takes {"__ansible_vault": ...} for a vault value,
+// and the host's labels would vanish into it.
+func TestLabelKeysOfAnsible(t *testing.T) {
+	kept, dropped := checkLabels(map[string]string{"__ansible_vault": "x", "__ansible_unsafe": "y", "_ok": "z", "role": "web"})
+	if len(kept) != 2 || kept["_ok"] != "z" || kept["role"] != "web" {
+		t.Errorf("kept %v, want _ok and role", kept)
+	}
+	if len(dropped) != 2 || dropped[0].Key != "__ansible_unsafe" || dropped[1].Reason != "reserved key: __* are Ansible's" {
+		t.Errorf("dropped %+v", dropped)
+	}
+}
+
+// TestOldAnsibleLabelKeysAreDropped: a state written when keys of
+// Ansible's were kept still loads, without them.
+func TestOldAnsibleLabelKeysAreDropped(t *testing.T) {
+	s := New()
+	s.Apply(time.Now(), []Observation{{Identity: "00112233445566778899aabbccddeeff", Addr: netip.MustParseAddr("198.18.0.5"), Port: 7440,
+		Facts: &proto.Facts{Hostname: "web", Labels: map[string]string{"role": "web"}}}}, func(netip.Addr) bool { return false }, true)
+	s.Hosts["00112233445566778899aabbccddeeff"].Labels["__ansible_vault"] = "x"
+	path := filepath.Join(t.TempDir(), "inventory.json")
+	if err := Update(path, func(st *State) error { *st = *s; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if l := back.Hosts["00112233445566778899aabbccddeeff"].Labels; len(l) != 1 || l["role"] != "web" {
+		t.Errorf("labels %v, want role alone", l)
+	}
+}

@@ -27,7 +27,8 @@ type DroppedLabel struct {
 
 // checkLabels returns the labels the inventory keeps and those it drops.
 // A key must match the agent's rule ([A-Za-z0-9_.-], 1 to 64 characters)
-// and must not make a group of ifl's own (ifl, ifl_*, in any case); a
+// and must not make a group of ifl's own (ifl, ifl_*, in any case) nor
+// start with "__" (Ansible's own markers, __ansible_vault and the like); a
 // value must be 1 to 128 bytes once invalid UTF-8 is made U+FFFD (as the
 // state's JSON would make it: a value must read back as it was kept);
 // past MaxLabels, in key order, labels are
@@ -52,6 +53,11 @@ func checkLabels(m map[string]string) (map[string]string, []DroppedLabel) {
 			why = "bad key: want 1 to 64 of A-Z a-z 0-9 _ . -"
 		case reservedKey(k):
 			why = "reserved key: groups ifl_* are ifl's"
+		case strings.HasPrefix(k, "__"):
+			// Ansible's JSON loader takes an object with a key such as
+			// __ansible_vault or __ansible_unsafe for a value of its
+			// own, and would read the labels as that.
+			why = "reserved key: __* are Ansible's"
 		case v == "":
 			why = "empty value"
 		case len(v) > MaxLabelValue:

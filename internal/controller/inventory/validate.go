@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -208,6 +209,13 @@ func (h *Host) checkAddrs() error {
 // checkLabelsField checks the host's labels, and trims the keys of those
 // dropped.
 func (h *Host) checkLabelsField() error {
+	// Keys of Ansible's (__*) were kept before they were refused: they
+	// are dropped here, not held against the state.
+	for k := range h.Labels {
+		if strings.HasPrefix(k, "__") {
+			delete(h.Labels, k)
+		}
+	}
 	if _, dropped := checkLabels(h.Labels); len(dropped) > 0 {
 		return fmt.Errorf(`field "labels": label %s: %s`, quoteKey(dropped[0].Key), dropped[0].Reason)
 	}
