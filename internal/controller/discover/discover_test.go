@@ -480,3 +480,25 @@ func TestReach(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyFromOffTheLink: a copy of an answer sent first from off the
+// link is dropped, and does not make the answer itself, from the link,
+// pass for a copy.
+func TestCopyFromOffTheLink(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	var st Stats
+	r := newRound(&Discoverer{Key: key, Port: 7440}, &st)
+	links := []link{{name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.56.2/24")}}}
+	seg, _ := segmentFor(netip.MustParseAddr("198.18.56.255"), links)
+	q, _ := proto.NewQuery(&r.dk, time.Now())
+	r.sent[q.Nonce] = &sentQuery{at: time.Now(), seg: seg}
+	real := answerFrom(&r.dk, q, [16]byte{1}, "198.18.56.10")
+	copied := real
+	copied.src = netip.MustParseAddrPort("198.18.99.10:7440")
+	if _, _, v := r.take(copied); v != dropped {
+		t.Fatalf("a copy from off the link: %v, want dropped", v)
+	}
+	if a, _, v := r.take(real); v != fresh || a.Addr != netip.MustParseAddr("198.18.56.10") {
+		t.Errorf("the answer itself: %v %v, want it handed on", a.Addr, v)
+	}
+}

@@ -120,8 +120,17 @@ func (r *round) check(dg datagram) (Answer, time.Duration, verdict) {
 	if err != nil || (r.d.Port != 0 && int(a.Port) != r.d.Port) {
 		return Answer{}, 0, dropped
 	}
+	addr := dg.src.Addr().Unmap()
+	if !addr.IsLinkLocalUnicast() {
+		addr = addr.WithZone("")
+	}
+	if !q.seg.contains(addr) || (r.d.Accept != nil && !r.d.Accept(addr)) {
+		return Answer{}, 0, dropped
+	}
 	// One answer, seen once: the agent salts each answer anew, so the
-	// same salt again is a copy, whatever address it comes from.
+	// same salt again is a copy, whatever address it comes from. Only
+	// what passed the checks above is remembered: a copy from off the
+	// link must not make the answer it copies pass for a copy.
 	if _, ok := q.salts[a.Salt]; ok {
 		return Answer{}, 0, dropped
 	}
@@ -132,13 +141,6 @@ func (r *round) check(dg datagram) (Answer, time.Duration, verdict) {
 		q.salts = map[[8]byte]struct{}{}
 	}
 	q.salts[a.Salt] = struct{}{}
-	addr := dg.src.Addr().Unmap()
-	if !addr.IsLinkLocalUnicast() {
-		addr = addr.WithZone("")
-	}
-	if !q.seg.contains(addr) || (r.d.Accept != nil && !r.d.Accept(addr)) {
-		return Answer{}, 0, dropped
-	}
 	rtt := dg.at.Sub(q.at)
 	ans := Answer{Addr: addr, Identity: id, RTT: rtt}
 	if r.seen[addr] {
