@@ -9,6 +9,7 @@ import (
 	"github.com/mdlayher/ethernet"
 
 	"github.com/ifl-project/ifl/internal/support/pace"
+	"github.com/ifl-project/ifl/internal/support/readmark"
 	"github.com/ifl-project/ifl/internal/support/rtt"
 )
 
@@ -484,11 +485,14 @@ func (sn *sender) wait(ctx context.Context, until time.Time) error {
 		// Past, and read up to: a reader at rest sets no mark.
 		return ctx.Err()
 	}
-	if d > 0 {
-		// Since Go 1.23 Stop and Reset discard a pending tick: no draining.
-		sn.timer.Reset(d)
-		defer sn.timer.Stop()
+	if d <= 0 {
+		// Not read up to: the reader says when it is, or, at rest, a
+		// look at its socket.
+		d = readmark.Recheck
 	}
+	// Since Go 1.23 Stop and Reset discard a pending tick: no draining.
+	sn.timer.Reset(d)
+	defer sn.timer.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()

@@ -12,6 +12,8 @@ import (
 
 	"github.com/ifl-project/ifl/internal/support/pace"
 	"github.com/ifl-project/ifl/internal/support/rtt"
+
+	"github.com/ifl-project/ifl/internal/support/readmark"
 )
 
 // flight is a target whose probe has been sent and not yet answered or
@@ -140,17 +142,21 @@ func (s *scan) run(ctx context.Context, in <-chan Target, answers <-chan answer,
 		// that came before the mark is queued by the time it is set. A
 		// flight whose wait ended while its answer waited, here or in
 		// the socket, is not sent again, nor given up.
-		upTo := s.readUpTo()
+		// Asked only when a wait is over: asking may cost system
+		// calls, and most turns only send.
+		upTo := time.Now()
+		if len(s.waiting) > 0 && !s.waiting[0].due.After(upTo) {
+			if m := s.readUpTo(); !m.IsZero() && m.Before(upTo) {
+				upTo = m
+			}
+		}
 		if err := s.answered(ctx, answers); err != nil {
 			return err
-		}
-		now := time.Now()
-		if upTo.IsZero() || upTo.After(now) {
-			upTo = now
 		}
 		if err := s.expire(ctx, upTo); err != nil {
 			return err
 		}
+		now := time.Now()
 		s.pacer.SetRate(s.win.Rate())
 		s.st.MinRate = min(s.st.MinRate, s.win.Rate())
 		if err := s.retry(now); err != nil {
@@ -478,8 +484,9 @@ func (s *scan) wait(ctx context.Context, now time.Time, answers <-chan answer, r
 				// no mark): due now.
 				return nil
 			}
-			// Due, but not read up to: the reader says when it is.
-			wake, advanced = time.Time{}, s.marker.Advanced()
+			// Due, but not read up to: the reader says when it is, or,
+			// at rest, a look at its socket.
+			wake, advanced = now.Add(readmark.Recheck), s.marker.Advanced()
 		}
 	}
 	var admit <-chan Target

@@ -31,7 +31,18 @@ type Mark struct {
 	ns       atomic.Int64 // since epoch
 	reading  atomic.Bool
 	advanced chan struct{}
+	// idle is when a reader at rest was last found with an empty socket,
+	// since epoch: an earlier time is always true of what was read, so
+	// it stands for a while without asking the socket again.
+	idle atomic.Int64
 }
+
+// Recheck is how long an empty socket, once asked, stands for a reader at
+// rest before the socket is asked again: asking costs system calls, and a
+// scan's turns come far more often than a wait can end. A waiter that
+// waits for the reader asks again after Recheck, since a reader at rest
+// signals nothing.
+const Recheck = 200 * time.Microsecond
 
 // New returns a mark at its epoch: nothing read yet.
 func New() *Mark { return &Mark{advanced: make(chan struct{}, 1)} }
@@ -62,12 +73,19 @@ func (m *Mark) Advanced() <-chan struct{} { return m.advanced }
 func (m *Mark) UpTo(empty func() bool) time.Time {
 	at := epoch.Add(time.Duration(m.ns.Load()))
 	now := time.Now()
-	if m.reading.Load() || !at.Before(now) || !empty() {
+	if m.reading.Load() || !at.Before(now) {
+		return at
+	}
+	if idle := epoch.Add(time.Duration(m.idle.Load())); idle.After(at) && now.Sub(idle) < Recheck {
+		return idle
+	}
+	if !empty() {
 		return at
 	}
 	// The reader may have woken and taken a packet since it was asked.
 	if m.reading.Load() {
 		return at
 	}
+	m.idle.Store(int64(now.Sub(epoch)))
 	return now
 }

@@ -36,7 +36,14 @@ func TestUpTo(t *testing.T) {
 	if got := m.UpTo(empty); got.Before(before) {
 		t.Errorf("a reader at rest on an empty socket: UpTo = %v, want now", got)
 	}
+	// Asked again at once, the empty socket stands: no system call.
+	asked := false
+	if got := m.UpTo(func() bool { asked = true; return true }); asked || got.Before(before) {
+		t.Errorf("asked again within %v: %v, UpTo = %v", Recheck, asked, got)
+	}
 	// The reader woke while the socket was asked.
+	m = New()
+	m.Set(t0)
 	woke := func() bool { m.Reading(true); return true }
 	if got := m.UpTo(woke); !got.Equal(t0) {
 		t.Errorf("a reader that woke: UpTo = %v, want %v", got, t0)
