@@ -51,7 +51,10 @@ type Engine struct {
 	ports    synscan.Scanner
 	raw      bool // ports sends SYNs: sweep first, then hand open ports to the handshake
 	arp      *arpscan.Config
-	// ifindex is each swept link's interface index, for learner.
+	// learn, if set, tells the port scanner the MAC that a host the
+	// sweep found answered from, on the link with its index in ifindex:
+	// its SYNs go to that MAC as frames, without a second resolution.
+	learn   func(a netip.Addr, ifindex int, mac net.HardwareAddr)
 	ifindex map[string]int
 	// notes say what the plan could not do as planned (a link that
 	// could not be opened for a sweep): its addresses go on unswept.
@@ -68,7 +71,7 @@ func OpenRaw(addrs []netip.Addr, links []Link, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{addrs: addrs, plan: NewPlan(addrs, links), sweepers: map[string]Sweeper{}, ports: raw, raw: true, arp: cfg.ARP, ifindex: map[string]int{}}
+	e := &Engine{addrs: addrs, plan: NewPlan(addrs, links), sweepers: map[string]Sweeper{}, ports: raw, raw: true, arp: cfg.ARP, learn: raw.Learn, ifindex: map[string]int{}}
 	for _, name := range e.plan.LinkNames() {
 		s, err := arpscan.Dial(name)
 		if err != nil {
@@ -99,6 +102,9 @@ type Parts struct {
 	// on unswept.
 	Sweepers map[string]Sweeper
 	Ports    synscan.Scanner
+	// Learn, if set, is told the MAC each host the sweep finds answered
+	// from, with the index of its link (Raw.Learn).
+	Learn func(a netip.Addr, ifindex int, mac net.HardwareAddr)
 	// Raw says Ports sends raw SYNs, and open ports go on to
 	// verification; else Ports dials, and the dial is the probe.
 	Raw    bool
@@ -111,7 +117,7 @@ func New(addrs []netip.Addr, p Parts) *Engine {
 	if p.Sweepers == nil {
 		p.Sweepers = map[string]Sweeper{}
 	}
-	return &Engine{addrs: addrs, plan: p.Plan, sweepers: p.Sweepers, ports: p.Ports, raw: p.Raw, arp: p.Config.ARP, ifindex: map[string]int{}}
+	return &Engine{addrs: addrs, plan: p.Plan, sweepers: p.Sweepers, ports: p.Ports, raw: p.Raw, arp: p.Config.ARP, learn: p.Learn, ifindex: map[string]int{}}
 }
 
 // Raw reports whether the engine is on the fast path.
@@ -367,12 +373,6 @@ func (r *run) count(f func(st *Stats)) {
 	r.mu.Unlock()
 }
 
-// learner is a port scanner that sends to on-link hosts by the MAC their
-// ARP reply came from (synscan.Raw).
-type learner interface {
-	Learn(a netip.Addr, ifindex int, mac net.HardwareAddr)
-}
-
 // live is a host worth a port probe, with the round trip its ARP reply
 // took (0: not swept).
 type live struct {
@@ -426,14 +426,13 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 	found := make(chan arpscan.Result)
 	forwarded := make(chan struct{})
 	answered := make(map[netip.Addr]bool, len(group))
-	learner, _ := r.e.ports.(learner)
 	ifindex, linked := r.e.ifindex[name]
 	go func() {
 		defer close(forwarded)
 		for res := range found {
 			answered[res.IP] = true
-			if learner != nil && linked {
-				learner.Learn(res.IP, ifindex, res.MAC)
+			if r.e.learn != nil && linked {
+				r.e.learn(res.IP, ifindex, res.MAC)
 			}
 			if !send(live{addr: res.IP, rtt: res.RTT}) {
 				// Keep reading: the sweep sends until it sees the

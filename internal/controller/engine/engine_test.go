@@ -419,7 +419,7 @@ func (l *learningPorts) Stream(ctx context.Context, in <-chan synscan.Target, ou
 func TestScanTeachesMACs(t *testing.T) {
 	targets, plan, sw, ports := lan(22)
 	lp := &learningPorts{fakePorts: *ports, learned: map[netip.Addr]string{}}
-	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: lp, Raw: true})
+	e := New(targets, Parts{Plan: plan, Sweepers: map[string]Sweeper{"eth0": sw}, Ports: lp, Learn: lp.Learn, Raw: true})
 	e.ifindex["eth0"] = 7
 	if _, _, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
 		return e.Scan(context.Background(), []uint16{22}, out)
