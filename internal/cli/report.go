@@ -133,11 +133,6 @@ func plural(n int, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// sortResults orders results by address.
-func sortResults(rs []verify.Result) {
-	slices.SortFunc(rs, func(a, b verify.Result) int { return a.Addr.Compare(b.Addr) })
-}
-
 func sortStrings(s []string) { sort.Strings(s) }
 
 // Column bounds for what an agent or a peer chose: a hostname may be 253

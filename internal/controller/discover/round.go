@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -32,23 +33,6 @@ const (
 	maxSaltsPerQuery = 4 * MaxAnswersPerQuery
 )
 
-// Kinds of address, each with its own MaxAddrsPerKind.
-const (
-	kindIPv4 = iota
-	kindIPv6
-	kindLinkLocal
-)
-
-func kind(a netip.Addr) int {
-	switch {
-	case a.Unmap().Is4():
-		return kindIPv4
-	case a.IsLinkLocalUnicast():
-		return kindLinkLocal
-	}
-	return kindIPv6
-}
-
 // sentQuery is a query of the round and what its answers did.
 type sentQuery struct {
 	at  time.Time
@@ -62,7 +46,7 @@ type sentQuery struct {
 
 type claim struct {
 	identity string
-	kind     int
+	kind     netinfo.AddrKind
 }
 
 // round is what Run knows of the answers so far.
@@ -147,7 +131,7 @@ func (r *round) check(dg datagram) (Answer, time.Duration, verdict) {
 		return ans, rtt, again
 	}
 	if r.d.Known == nil || !r.d.Known(id, addr) {
-		c := claim{id, kind(addr)}
+		c := claim{id, netinfo.Kind(addr)}
 		if q.handed >= MaxAnswersPerQuery || r.claims[c] >= MaxAddrsPerKind {
 			return Answer{}, 0, capped
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/ifl-project/ifl/internal/controller/discover"
 	"github.com/ifl-project/ifl/internal/controller/inventory"
 	"github.com/ifl-project/ifl/internal/controller/verify"
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 )
 
 // BroadcastPlan is where a broadcast round's queries go and which answers
@@ -145,15 +146,7 @@ func knownOnLinks(st *inventory.State, plan *BroadcastPlan) int {
 // it has one (then a global IPv6, then a link-local one), with the others
 // in Also. Other results stay as they are.
 func mergeByIdentity(rs []verify.Result) []verify.Result {
-	rank := func(a netip.Addr) int {
-		switch {
-		case a.Is4():
-			return 0
-		case !a.IsLinkLocalUnicast():
-			return 1
-		}
-		return 2
-	}
+	rank := netinfo.Kind
 	byID := map[string]int{}
 	var out []verify.Result
 	for _, res := range rs {

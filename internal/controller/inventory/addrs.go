@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -38,24 +39,6 @@ type Verified struct {
 	At   time.Time `json:"at"`   // the last probe that verified it
 }
 
-// Address kinds, in the order a host's verified addresses are kept and
-// chosen from: IPv4, then IPv6 that is not link-local, then link-local.
-const (
-	kindIPv4 = iota
-	kindIPv6
-	kindLinkLocal
-)
-
-func kind(a netip.Addr) int {
-	switch {
-	case a.Unmap().Is4():
-		return kindIPv4
-	case a.IsLinkLocalUnicast():
-		return kindLinkLocal
-	}
-	return kindIPv6
-}
-
 // verified returns the host's verified addresses; a state written before
 // they were kept has only the address that answered last.
 func (h *Host) verified() []Verified {
@@ -80,7 +63,7 @@ func (h *Host) Address(prefer Prefer) string {
 		if err != nil {
 			continue
 		}
-		if (kind(a) != kindIPv4) == want6 {
+		if (netinfo.Kind(a) != netinfo.KindIPv4) == want6 {
 			return a.String()
 		}
 		if first == "" {
@@ -148,7 +131,7 @@ func sortVerified(vs []Verified) []Verified {
 		if errA != nil || errB != nil {
 			return boolCmp(errA != nil, errB != nil)
 		}
-		if c := kind(a) - kind(b); c != 0 {
+		if c := int(netinfo.Kind(a) - netinfo.Kind(b)); c != 0 {
 			return c
 		}
 		if c := y.At.Compare(x.At); c != 0 {
@@ -178,16 +161,16 @@ func boolCmp(a, b bool) int {
 // the probe did not look (a broadcast round looks nowhere in particular).
 func updateVerified(old []Verified, answered []netip.Addr, now time.Time, covered func(netip.Addr) bool, taken func(netip.Addr) bool) []Verified {
 	out := make([]Verified, 0, len(old)+len(answered))
-	answeredKind := map[int]bool{}
+	answeredKind := map[netinfo.AddrKind]bool{}
 	here := map[netip.Addr]bool{}
 	for _, a := range answered {
 		out = append(out, Verified{Addr: a.String(), At: now})
-		answeredKind[kind(a)] = true
+		answeredKind[netinfo.Kind(a)] = true
 		here[a] = true
 	}
 	for _, v := range old {
 		a, err := netip.ParseAddr(v.Addr)
-		if err != nil || here[a] || answeredKind[kind(a)] || covered(a) || taken(a) {
+		if err != nil || here[a] || answeredKind[netinfo.Kind(a)] || covered(a) || taken(a) {
 			continue
 		}
 		out = append(out, v)

@@ -208,32 +208,9 @@ func (s *State) forgetProbation(present map[string]bool) *warning {
 		}
 	}
 	w := &warning{kind: KindForgotten}
-	var over []string
-	for p, hs := range byPrefix {
-		if len(hs) > MaxNewPerPrefix {
-			over = append(over, p)
-		}
-	}
-	sort.Strings(over)
-	for _, p := range over {
-		hs := byPrefix[p]
-		sort.Slice(hs, func(i, j int) bool {
-			if !hs[i].LastSeen.Equal(hs[j].LastSeen) {
-				return hs[i].LastSeen.Before(hs[j].LastSeen)
-			}
-			return hs[i].Identity < hs[j].Identity
-		})
-		n := len(hs)
-		for _, h := range hs {
-			if n <= MaxNewPerPrefix {
-				break
-			}
-			if present[h.Identity] {
-				continue
-			}
-			delete(s.Hosts, h.Identity)
+	for _, p := range over(byPrefix, MaxNewPerPrefix) {
+		for _, h := range s.forgetOldest(byPrefix[p], MaxNewPerPrefix, present) {
 			w.ids = append(w.ids, h.Identity)
-			n--
 		}
 		w.prefixes = append(w.prefixes, p)
 	}

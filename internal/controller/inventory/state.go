@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ifl-project/ifl/internal/support/netinfo"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -422,7 +423,7 @@ type observed struct {
 func groupObservations(obs []Observation) []*observed {
 	obs = slices.Clone(obs)
 	slices.SortStableFunc(obs, func(a, b Observation) int {
-		if c := kind(a.Addr) - kind(b.Addr); c != 0 {
+		if c := int(netinfo.Kind(a.Addr) - netinfo.Kind(b.Addr)); c != 0 {
 			return c
 		}
 		return a.Addr.Compare(b.Addr)
@@ -461,39 +462,53 @@ func (s *State) evict(present map[string]bool, now time.Time) []*warning {
 	for _, h := range s.Hosts {
 		byAddr[h.IP] = append(byAddr[h.IP], h)
 	}
-	addrs := make([]string, 0, len(byAddr))
-	for a, hs := range byAddr {
-		if len(hs) > MaxPerAddress {
-			addrs = append(addrs, a)
-		}
-	}
-	sort.Strings(addrs)
 	var out []*warning
-	for _, a := range addrs {
-		hs := byAddr[a]
-		sort.Slice(hs, func(i, j int) bool {
-			if !hs[i].LastSeen.Equal(hs[j].LastSeen) {
-				return hs[i].LastSeen.Before(hs[j].LastSeen)
-			}
-			return hs[i].Identity < hs[j].Identity
-		})
-		n := len(hs)
-		for _, h := range hs {
-			if n <= MaxPerAddress {
-				break
-			}
-			if present[h.Identity] {
-				continue
-			}
-			delete(s.Hosts, h.Identity)
+	for _, a := range over(byAddr, MaxPerAddress) {
+		for _, h := range s.forgetOldest(byAddr[a], MaxPerAddress, present) {
 			out = append(out, &warning{kind: KindEvicted, identity: h.Identity, host: h, addr: a})
 			if h.Rounds != 1 {
 				for _, r := range s.reserve(h, ReservedEvicted, now) {
 					out = append(out, &warning{kind: KindUnreserved, identity: r.Identity, name: r.Name})
 				}
 			}
-			n--
 		}
+	}
+	return out
+}
+
+// over returns the keys of groups that hold more than keep hosts, sorted.
+func over(groups map[string][]*Host, keep int) []string {
+	var out []string
+	for k, hs := range groups {
+		if len(hs) > keep {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// forgetOldest forgets of hs those not seen for longest until keep are
+// left, sparing those present in this round, and returns them.
+func (s *State) forgetOldest(hs []*Host, keep int, present map[string]bool) []*Host {
+	sort.Slice(hs, func(i, j int) bool {
+		if !hs[i].LastSeen.Equal(hs[j].LastSeen) {
+			return hs[i].LastSeen.Before(hs[j].LastSeen)
+		}
+		return hs[i].Identity < hs[j].Identity
+	})
+	var out []*Host
+	n := len(hs)
+	for _, h := range hs {
+		if n <= keep {
+			break
+		}
+		if present[h.Identity] {
+			continue
+		}
+		delete(s.Hosts, h.Identity)
+		out = append(out, h)
+		n--
 	}
 	return out
 }

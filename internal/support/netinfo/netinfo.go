@@ -124,3 +124,25 @@ func Links() ([]Link, error) {
 	}
 	return out, nil
 }
+
+// AddrKind is what kind of address an address is, in the order ifl
+// prefers them: IPv4, then IPv6 that is not link-local, then link-local.
+type AddrKind int
+
+// Address kinds.
+const (
+	KindIPv4 AddrKind = iota
+	KindIPv6
+	KindLinkLocal
+)
+
+// Kind returns a's kind.
+func Kind(a netip.Addr) AddrKind {
+	switch {
+	case a.Unmap().Is4():
+		return KindIPv4
+	case a.IsLinkLocalUnicast():
+		return KindLinkLocal
+	}
+	return KindIPv6
+}
