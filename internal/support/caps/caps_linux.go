@@ -49,13 +49,21 @@ func keepOnly(keep []int) error {
 	if data[0].Permitted&^want[0] == 0 && data[1].Permitted&^want[1] == 0 && data[0].Inheritable == 0 && data[1].Inheritable == 0 {
 		return nil
 	}
-	keepSet := map[int]bool{}
-	for _, c := range keep {
-		keepSet[c] = true
+	if err := dropInherited(data, keep); err != nil {
+		return err
 	}
-	// The bounding set, while CAP_SETPCAP allows it: then no exec can
-	// win the capabilities back.
+	return capset(hdr, data, want)
+}
+
+// dropInherited drops what an exec could win back: from the bounding set
+// every capability but keep, while CAP_SETPCAP (in data) allows it, and
+// the ambient set.
+func dropInherited(data *[2]unix.CapUserData, keep []int) error {
 	if data[unix.CAP_SETPCAP/32].Effective&(1<<(unix.CAP_SETPCAP%32)) != 0 {
+		keepSet := map[int]bool{}
+		for _, c := range keep {
+			keepSet[c] = true
+		}
 		if err := dropBounding(keepSet); err != nil {
 			return err
 		}
@@ -63,7 +71,7 @@ func keepOnly(keep []int) error {
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
 		return err
 	}
-	return capset(hdr, data, want)
+	return nil
 }
 
 // allThreads runs a system call on every thread of the process.
@@ -112,18 +120,9 @@ func become(uid, gid int, keep []int) error {
 	if err := unix.Capget(hdr, &data[0]); err != nil {
 		return err
 	}
-	keepSet := map[int]bool{}
-	for _, c := range keep {
-		keepSet[c] = true
-	}
 	// The bounding set first, while CAP_SETPCAP is held: after the
 	// change of user nothing could shrink it.
-	if data[unix.CAP_SETPCAP/32].Effective&(1<<(unix.CAP_SETPCAP%32)) != 0 {
-		if err := dropBounding(keepSet); err != nil {
-			return err
-		}
-	}
-	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
+	if err := dropInherited(data, keep); err != nil {
 		return err
 	}
 	// What the change of user needs stays until it is done.
