@@ -197,7 +197,7 @@ func TestAnsibleCollection(t *testing.T) {
 	// The tarball, installed the way users of ansible-galaxy would.
 	dist := t.TempDir()
 	cmd = exec.Command("make", "-s", "collection", "COLLECTION_OUT="+dist)
-	cmd.Dir, cmd.Env = filepath.Join("..", ".."), env
+	cmd.Dir, cmd.Env = filepath.Join("..", "..", ".."), env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make collection: %v\n%s", err, out)
 	}

@@ -507,8 +507,8 @@ func warnings(stderr string) []string {
 // honest host; the facts carry Jinja that would run commands on the
 // control node. No keyed group takes a reserved name, an ifl_* group or
 // a host's name (each refusal is one warning, and nothing else is
-// warned), every variable is what ifl gave (unsafe stays unsafe, a label
-// named __ansible_unsafe or __ansible_vault stays a label), what compose
+// warned), every variable is what ifl gave (unsafe stays unsafe; ifl
+// drops labels named __ansible_unsafe or __ansible_vault), what compose
 // made of agent values is unsafe, and templating every variable of every
 // host, before and after the cache, runs no payload.
 func TestAnsiblePluginHostile(t *testing.T) {
@@ -608,22 +608,20 @@ cache_connection: %s
 	list := parseList(t, stdout)
 	envGroup := "env_" + ansibleGroupSafe(pipe(4))
 	want := map[string][]string{
-		"ifl_all":            {evilName, web, squatName},
-		"role_frontend":      {web, squatName},
-		"frontend":           {web, squatName},
-		"role_all":           {evilName},
-		"site_ifl_stale":     {evilName},
-		"tier_localhost":     {evilName},
-		"zone_web":           {evilName},
-		"group_ungrouped":    {evilName},
-		"meta__meta":         {evilName},
-		"rack_IFL_All":       {evilName},
-		envGroup:             {evilName},
-		"__ansible_unsafe_x": {evilName},
-		"__ansible_vault_y":  {evilName},
-		"name_localhost":     {evilName},
-		"name_web":           {web, squatName},
-		"says_touch":         {evilName},
+		"ifl_all":         {evilName, web, squatName},
+		"role_frontend":   {web, squatName},
+		"frontend":        {web, squatName},
+		"role_all":        {evilName},
+		"site_ifl_stale":  {evilName},
+		"tier_localhost":  {evilName},
+		"zone_web":        {evilName},
+		"group_ungrouped": {evilName},
+		"meta__meta":      {evilName},
+		"rack_IFL_All":    {evilName},
+		envGroup:          {evilName},
+		"name_localhost":  {evilName},
+		"name_web":        {web, squatName},
+		"says_touch":      {evilName},
 	}
 	for g := range want {
 		sort.Strings(want[g])

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -410,7 +411,12 @@ func discAttack(spec string) error {
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	// send writes one UDP datagram in a frame of its own to dstMAC.
+	// The flood and the forger send from goroutines of their own: one
+	// frame built at a time.
+	var sendMu sync.Mutex
 	send := func(dstMAC net.HardwareAddr, src, dst netip.AddrPort, ttl uint8, payload []byte) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
 		eth := &layers.Ethernet{SrcMAC: ifi.HardwareAddr, DstMAC: dstMAC}
 		udp := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
 		var ip gopacket.SerializableLayer
