@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 . scripts/bench-lib.sh bsyn nmap masscan
 port=7440
+# An unprivileged user, with no capability: the connect() path.
+nobody=(setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --bounding-set=-all)
 
 run_tool() {
 	case $1 in
@@ -30,6 +32,8 @@ run_tool() {
 	"ifl scan -p $port") time_run "$2" ./ifl scan -p $port "$prefix" ;;
 	"ifl scan -p 1-1000,$port") time_run "$2" ./ifl scan -p 1-1000,$port "$prefix" ;;
 	"nmap -sS -T5 --min-rate 10000 -p 1-1000,$port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p 1-1000,$port "$prefix" ;;
+	"ifl scan -p 1-500,$port, no capability") time_run "$2" "${nobody[@]}" ./ifl scan -p 1-500,$port "$prefix" ;;
+	"nmap -sT --unprivileged -T5 -p 1-500,$port") time_run "$2" "${nobody[@]}" nmap -n -sT --unprivileged -T5 -p 1-500,$port "$prefix" ;;
 	"nmap -sS -T5 --min-rate 10000 -p $port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p $port "$prefix" ;;
 	esac
 }
@@ -40,6 +44,8 @@ count_tool() {
 	# Many ports: the open ones count only if every live host was found
 	# (the router and the LAN's hosts; nmap counts itself up too).
 	"ifl scan -p 1-1000"*) grep -q " $hosts_want live" "$2" && grep -c ' open ' "$2" || echo 0 ;;
+	"ifl scan -p 1-500"*) grep -c ' open ' "$2" || true ;;
+	"nmap -sT"*) grep -c '^[0-9]*/tcp *open' "$2" || true ;;
 	"nmap -sS -T5 --min-rate 10000 -p 1-1000"*) grep -q "($((hosts_want + 1)) hosts up)" "$2" && grep -c '^[0-9]*/tcp *open' "$2" || echo 0 ;;
 	"ifl scan"*) grep -c ' open ' "$2" || true ;;
 	nmap*) grep -c '^[0-9]*/tcp *open' "$2" || true ;;
@@ -62,6 +68,8 @@ for lan in "198.18.0.0/24 50 10" "198.18.4.0/22 200 40" "198.18.8.0/21 400 80"; 
 	if [ "$hosts" -le 50 ]; then
 		echo "open ports of 1,001 on every address, counted only where every live host was found:"
 		race "$runs" "ifl scan -p 1-1000,$port" "nmap -sS -T5 --min-rate 10000 -p 1-1000,$port"
+		echo "open ports of 501 on every address, without privilege (connect()):"
+		race "$runs" "ifl scan -p 1-500,$port, no capability" "nmap -sT --unprivileged -T5 -p 1-500,$port"
 	fi
 	$tn down --name $bench_name
 done

@@ -175,6 +175,9 @@ var (
 // address and port on out: Down for the addresses silent to the sweep.
 // It does not close out.
 func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Result) (Stats, error) {
+	if !e.raw && len(ports) > 1 {
+		return e.scanConnect(ctx, ports, out)
+	}
 	r := e.start(ctx)
 	defer r.cancel()
 	livec := r.sweepLinks(func(a netip.Addr) bool {
@@ -187,6 +190,66 @@ func (e *Engine) Scan(ctx context.Context, ports []uint16, out chan<- synscan.Re
 	})
 	results := make(chan synscan.Result, 64)
 	r.wg.Go(func() { r.scanPorts(livec, ports, results) })
+	for res := range results {
+		send(r, out, res)
+	}
+	return r.finish()
+}
+
+// scanConnect is Scan on the connect() path, with host discovery first,
+// as nmap's: every address's first port is dialled, and only the
+// addresses that answer it (a connection, or a refusal) get the other
+// ports. An address that does not (the kernel found no host, or nothing
+// came) is down, and so are its ports, as on the fast path for an
+// address silent to ARP: dialling every port of an empty address costs
+// the kernel's neighbour resolution for each, seconds a port.
+func (e *Engine) scanConnect(ctx context.Context, ports []uint16, out chan<- synscan.Result) (Stats, error) {
+	r := e.start(ctx)
+	defer r.cancel()
+	r.count(func(st *Stats) { st.Direct += len(e.addrs) })
+	all := make(chan live)
+	r.wg.Go(func() {
+		defer close(all)
+		for _, a := range e.addrs {
+			if !send(r, all, live{addr: a}) {
+				return
+			}
+		}
+	})
+	first := make(chan synscan.Result, 64)
+	r.wg.Go(func() { r.scanPorts(all, ports[:1], first) })
+	var up []netip.Addr
+	for res := range first {
+		switch res.State {
+		case synscan.Open, synscan.Closed:
+			up = append(up, res.Addr)
+			send(r, out, res)
+			continue
+		}
+		// Down, or silent: the address is down, its ports with it.
+		r.count(func(st *Stats) {
+			if res.State == synscan.Filtered {
+				st.Filtered--
+			}
+			r.markDown(res.Addr)
+		})
+		for _, p := range ports {
+			if !send(r, out, synscan.Result{Target: synscan.Target{Addr: res.Addr, Port: p}, State: synscan.Down}) {
+				break
+			}
+		}
+	}
+	rest := make(chan live)
+	r.wg.Go(func() {
+		defer close(rest)
+		for _, a := range up {
+			if !send(r, rest, live{addr: a}) {
+				return
+			}
+		}
+	})
+	results := make(chan synscan.Result, 64)
+	r.wg.Go(func() { r.scanPorts(rest, ports[1:], results) })
 	for res := range results {
 		send(r, out, res)
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/ifl-project/ifl/arpscan"
 	"github.com/ifl-project/ifl/internal/controller/verify"
 	"github.com/ifl-project/ifl/proto"
@@ -432,5 +434,45 @@ func TestScanTeachesMACs(t *testing.T) {
 	}
 	if fmt.Sprint(lp.learned) != fmt.Sprint(want) || len(lp.early) > 0 {
 		t.Errorf("learned %v (probed before: %v), want %v", lp.learned, lp.early, want)
+	}
+}
+
+// TestScanConnectFindsHostsFirst: without a sweep, each address's first
+// port tells up from down; only the addresses that answer it get their
+// other ports, and the ports of the others are down.
+func TestScanConnectFindsHostsFirst(t *testing.T) {
+	targets := addrs("198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4")
+	ports := &fakePorts{states: map[synscan.Target]synscan.State{
+		{Addr: addr("198.18.0.1"), Port: 22}: synscan.Closed,
+		{Addr: addr("198.18.0.1"), Port: 80}: synscan.Open,
+		{Addr: addr("198.18.0.2"), Port: 22}: synscan.Open,
+		{Addr: addr("198.18.0.3"), Port: 22}: synscan.Down, // the kernel found no host
+		// .4 is silent: filtered, and so down.
+	}}
+	e := New(targets, Parts{Plan: Plan{Direct: targets}, Ports: ports})
+	res, st, err := collect(t, func(out chan<- synscan.Result) (Stats, error) {
+		return e.Scan(context.Background(), []uint16{22, 80, 443}, out)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range res {
+		got[fmt.Sprintf("%v:%d", r.Addr, r.Port)] = r.State.String()
+	}
+	want := map[string]string{
+		"198.18.0.1:22": "closed", "198.18.0.1:80": "open", "198.18.0.1:443": "filtered",
+		"198.18.0.2:22": "open", "198.18.0.2:80": "filtered", "198.18.0.2:443": "filtered",
+		"198.18.0.3:22": "down", "198.18.0.3:80": "down", "198.18.0.3:443": "down",
+		"198.18.0.4:22": "down", "198.18.0.4:80": "down", "198.18.0.4:443": "down",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if len(ports.got) != 4+2*2 {
+		t.Errorf("%d dials, want one per address and the rest of the ports of the 2 that answered: %v", len(ports.got), ports.got)
+	}
+	if st.Down != 2 || st.Open != 2 || st.Closed != 1 || st.Filtered != 3 || st.Direct != 4 {
+		t.Errorf("stats %+v", st)
 	}
 }
