@@ -68,11 +68,14 @@ type summary struct {
 	Probed    int    `json:"probed" yaml:"probed"`                       // addresses dialled
 	Agents    int    `json:"agents" yaml:"agents"`
 	Busy      int    `json:"busy,omitempty" yaml:"busy,omitempty"` // verified agents with no room for another connection
-	Rejected  int    `json:"rejected" yaml:"rejected"`             // rejected and identity-mismatch
-	NotAgents int    `json:"not_agents" yaml:"not_agents"`
-	Errors    int    `json:"errors" yaml:"errors"`
-	Dropped   int    `json:"dropped" yaml:"dropped"` // answers this host's sockets dropped
-	Unsure    int    `json:"unsure" yaml:"unsure"`   // addresses down or filtered that may be wrong
+	// Broadcast: hosts that answered discovery and not on the agent's
+	// TCP port.
+	TCPFiltered int `json:"tcp_filtered,omitempty" yaml:"tcp_filtered,omitempty"`
+	Rejected    int `json:"rejected" yaml:"rejected"` // rejected and identity-mismatch
+	NotAgents   int `json:"not_agents" yaml:"not_agents"`
+	Errors      int `json:"errors" yaml:"errors"`
+	Dropped     int `json:"dropped" yaml:"dropped"` // answers this host's sockets dropped
+	Unsure      int `json:"unsure" yaml:"unsure"`   // addresses down or filtered that may be wrong
 	// Seconds the probe took; Complete is false after Ctrl-C.
 	Seconds  float64 `json:"seconds" yaml:"seconds"`
 	Complete bool    `json:"complete" yaml:"complete"`
@@ -83,7 +86,7 @@ func newSummary(r *engine.Round) summary {
 	st := r.Stats
 	s := summary{Method: r.Method, Addresses: st.Addresses, Queries: st.Queries, Answers: st.Answers, Open: st.Open,
 		Probed: st.Probed, Agents: st.Agents, Busy: st.Busy, Rejected: st.Rejected, NotAgents: st.NotAgents, Errors: st.Errors,
-		Dropped: st.Dropped, Unsure: st.Unsure, Seconds: r.Elapsed.Seconds(), Complete: r.Complete}
+		Dropped: st.Dropped, Unsure: st.Unsure, TCPFiltered: st.TCPFiltered, Seconds: r.Elapsed.Seconds(), Complete: r.Complete}
 	if r.Method == engine.MethodRaw {
 		s.ARPSwept, s.ARPLive, s.Routed, s.SYNSent = st.Swept, st.Live, st.Direct, st.SYNSent
 	}
@@ -103,6 +106,9 @@ func (s summary) String() string {
 	}
 	if s.Errors > 0 {
 		parts = append(parts, plural(s.Errors, "error"))
+	}
+	if s.TCPFiltered > 0 {
+		parts = append(parts, fmt.Sprintf("%d answered discovery but not on TCP (a firewall?)", s.TCPFiltered))
 	}
 	out := fmt.Sprintf("%s; %d of %s probed with connect() in %.2fs", strings.Join(parts, ", "), s.Probed, plural(s.Addresses, "address"), s.Seconds)
 	if s.Method == engine.MethodRaw {

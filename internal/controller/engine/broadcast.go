@@ -48,7 +48,10 @@ func Broadcast(ctx context.Context, plan *BroadcastPlan, v *verify.Verifier, opt
 		defer close(targets)
 		for a := range answers {
 			select {
-			case targets <- verify.Target{Addr: a.Addr}:
+			// The answer's round trip is the host's: its port is
+			// given a few of them to answer a connection, not the
+			// timeout of a host nothing is known of.
+			case targets <- verify.Target{Addr: a.Addr, RTT: a.RTT, Answered: true}:
 			case <-ctx.Done():
 			}
 		}

@@ -160,8 +160,10 @@ type Stats struct {
 	// were (Agents counts hosts once in a broadcast round).
 	Probed, Agents, Busy, Rejected, NotAgents, Errors int
 	// A broadcast round's queries sent, addresses that answered, and
-	// answers dropped past discovery's bounds.
+	// answers dropped past discovery's bounds; and the hosts that
+	// answered the query and not a connection to the agent port.
 	Queries, Answers, Capped int
+	TCPFiltered              int
 }
 
 // Errors of the results Probe sends for the addresses it ruled out.

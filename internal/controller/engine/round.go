@@ -110,10 +110,13 @@ func (c *roundCollector) add(res verify.Result, dialled bool) {
 	}
 }
 
-// results keeps what the round lists of rs, sorted by address.
+// results keeps what the round lists of rs, sorted by address: the open
+// ports, and a port that did not answer although its host answered on
+// another path (an operator's firewall mistake worth showing); every
+// target with All.
 func (c *roundCollector) results(rs []verify.Result) []verify.Result {
 	if !c.opts.All {
-		rs = slices.DeleteFunc(rs, func(r verify.Result) bool { return !r.Status.Open() })
+		rs = slices.DeleteFunc(rs, func(r verify.Result) bool { return !r.Status.Open() && r.Reason != verify.ReasonTCPFiltered })
 	}
 	slices.SortFunc(rs, func(a, b verify.Result) int { return a.Addr.Compare(b.Addr) })
 	return rs
@@ -133,5 +136,9 @@ func (st *Stats) count(r verify.Result) {
 		st.NotAgents++
 	case verify.Failed:
 		st.Errors++
+	case verify.Filtered:
+		if r.Reason == verify.ReasonTCPFiltered {
+			st.TCPFiltered++
+		}
 	}
 }

@@ -84,9 +84,11 @@ const (
 	ReasonSilent   = "no-answer"         // NotAgent: the port opened and said nothing
 	ReasonRefused  = "refused"           // Closed
 	ReasonTimeout  = "timeout"           // Filtered
-	ReasonNoARP    = "no-arp-reply"      // Down: silent to an ARP sweep
-	ReasonUnreach  = "unreachable"       // Down: the kernel or a router said so
-	ReasonError    = "error"             // Failed
+	// Filtered: the host answered discovery, and its TCP port nothing.
+	ReasonTCPFiltered = "tcp-filtered"
+	ReasonNoARP       = "no-arp-reply" // Down: silent to an ARP sweep
+	ReasonUnreach     = "unreachable"  // Down: the kernel or a router said so
+	ReasonError       = "error"        // Failed
 )
 
 // Defaults for the zero values of Verifier.
@@ -164,6 +166,29 @@ func (p *Verifier) Run(ctx context.Context, addrs []netip.Addr, out chan<- Resul
 type Target struct {
 	Addr netip.Addr
 	RTT  time.Duration
+	// Answered says the host answered on another path in RTT (a
+	// discovery query): a port silent for many of those round trips is
+	// filtered, not slow, and is given up after them (ConnectRTTs, at
+	// least ConnectFloor), not after the Timeout.
+	Answered bool
+}
+
+// For a target that answered on another path: how many of its round
+// trips, and at least how long, its port is given to answer a connection.
+// Several hedged connections start within that, so a lost SYN or two do
+// not make an open port filtered.
+const (
+	ConnectRTTs  = 16
+	ConnectFloor = 300 * time.Millisecond
+)
+
+// connectBy is how long t's port is given to answer a connection; 0: the
+// Timeout, and the tries it allows.
+func (t Target) connectBy() time.Duration {
+	if !t.Answered {
+		return 0
+	}
+	return max(ConnectRTTs*t.RTT, ConnectFloor)
 }
 
 // Stream verifies targets as they arrive on in, until in is closed, and
@@ -208,7 +233,7 @@ func (p *Verifier) one(ctx context.Context, t Target) Result {
 	// verification on its connection is hedged by it.
 	for try := 0; ; try++ {
 		start := time.Now()
-		c, r, again := p.dial(ctx, t.Addr)
+		c, r, again := p.dial(ctx, t.Addr, time.Time{})
 		if c != nil {
 			return p.hedged(ctx, Target{Addr: t.Addr, RTT: max(time.Since(start), time.Microsecond)}, &dialled{c, start})
 		}
@@ -272,6 +297,12 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 	defer timer.Stop()
 	launched, running := 0, 0
 	var last Result
+	// A host that answered on another path is given connectBy, from the
+	// first attempt, for its port to answer: no attempt starts after it.
+	var giveUp time.Time
+	if by := t.connectBy(); by > 0 {
+		giveUp = time.Now().Add(by)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -283,6 +314,12 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 			}
 			return Result{Addr: t.Addr, Port: p.Port, Status: Failed, Reason: ReasonError, Err: ctx.Err()}
 		case <-timer.C:
+			if !giveUp.IsZero() && !time.Now().Before(giveUp) {
+				if running == 0 {
+					return p.silentPort(t, last)
+				}
+				continue
+			}
 			launched++
 			running++
 			go func(first *dialled) {
@@ -292,7 +329,7 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 					r = p.verify(ctx, first.c, Result{Addr: t.Addr, Port: p.Port}, first.start)
 					again = r.Status != Agent && timedOut(r.Err)
 				} else {
-					r, again = p.attempt(ctx, t.Addr)
+					r, again = p.attempt(ctx, t.Addr, giveUp)
 				}
 				results <- outcome{r, again}
 			}(first)
@@ -313,6 +350,9 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 			}
 			last = o.r
 			if running == 0 {
+				if !giveUp.IsZero() && !time.Now().Before(giveUp) {
+					return p.silentPort(t, last)
+				}
 				if launched == attempts {
 					return last
 				}
@@ -324,11 +364,23 @@ func (p *Verifier) hedged(ctx context.Context, t Target, first *dialled) Result 
 	}
 }
 
-// attempt dials a once and verifies what answers; again reports a
-// result that a new connection might change (a timeout).
-func (p *Verifier) attempt(ctx context.Context, a netip.Addr) (r Result, again bool) {
+// silentPort is the result of a target that answered on another path
+// and whose port did not, within its connectBy: last, a timeout, says
+// so; any other result stands.
+func (p *Verifier) silentPort(t Target, last Result) Result {
+	if last.Addr.IsValid() && last.Status != Filtered {
+		return last
+	}
+	return Result{Addr: t.Addr, Port: p.Port, Status: Filtered, Reason: ReasonTCPFiltered,
+		Err: fmt.Errorf("it answered discovery in %v, and its TCP port nothing within %v: a firewall that drops the agent's TCP port and lets its UDP port through?", t.RTT.Round(time.Microsecond), t.connectBy())}
+}
+
+// attempt dials a once, by giveUp if it is set, and verifies what
+// answers; again reports a result that a new connection might change (a
+// timeout).
+func (p *Verifier) attempt(ctx context.Context, a netip.Addr, giveUp time.Time) (r Result, again bool) {
 	start := time.Now()
-	c, r, again := p.dial(ctx, a)
+	c, r, again := p.dial(ctx, a, giveUp)
 	if c == nil {
 		return r, again
 	}
@@ -336,15 +388,20 @@ func (p *Verifier) attempt(ctx context.Context, a netip.Addr) (r Result, again b
 	return v, v.Status != Agent && timedOut(v.Err)
 }
 
-// dial connects to a's port: the connection, or no connection and why
-// (again: a timeout, which another dial might not have).
-func (p *Verifier) dial(ctx context.Context, a netip.Addr) (net.Conn, Result, bool) {
+// dial connects to a's port, by giveUp if it is set: the connection, or
+// no connection and why (again: a timeout, which another dial might not
+// have).
+func (p *Verifier) dial(ctx context.Context, a netip.Addr, giveUp time.Time) (net.Conn, Result, bool) {
 	r := Result{Addr: a, Port: p.Port}
 	dial := p.Dial
 	if dial == nil {
 		dial = (&net.Dialer{Control: fastRetransmit}).DialContext
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.timeout())
+	if !giveUp.IsZero() {
+		cancel()
+		dctx, cancel = context.WithDeadline(ctx, earliest(giveUp, time.Now().Add(p.timeout())))
+	}
 	c, err := dial(dctx, "tcp", netip.AddrPortFrom(a, uint16(p.Port)).String())
 	cancel()
 	if err == nil {
@@ -409,4 +466,11 @@ func classifyHandshake(err error) (Status, string) {
 		return Failed, ReasonTimeout
 	}
 	return Failed, ReasonError
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -354,5 +355,28 @@ func TestHedgeSpacing(t *testing.T) {
 		if gap := starts[i+1].Sub(starts[i]); gap < least {
 			t.Errorf("connection %d started %v after the one before, want at least %v", i+2, gap, least)
 		}
+	}
+}
+
+// TestAnsweredTargetSilentPort: a host that answered on another path
+// (discovery) and whose port does not answer a connection is given up as
+// tcp-filtered after a few of its round trips, with no attempt started
+// after that, not after the whole timeout and its retries.
+func TestAnsweredTargetSilentPort(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	var dials atomic.Int32
+	v := &Verifier{Key: key, Port: 7440, Timeout: time.Hour, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		<-ctx.Done() // a dropped SYN: nothing comes
+		return nil, ctx.Err()
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := v.one(ctx, Target{Addr: netip.MustParseAddr("198.18.0.5"), RTT: time.Millisecond, Answered: true})
+	if r.Status != Filtered || r.Reason != ReasonTCPFiltered || ctx.Err() != nil {
+		t.Errorf("result %v %v %v; want filtered, %s, well within the minute", r.Status, r.Reason, r.Err, ReasonTCPFiltered)
+	}
+	if n := dials.Load(); n < 2 || n > hedgeAttempts+1 {
+		t.Errorf("%d connections; want a few hedged ones", n)
 	}
 }

@@ -161,3 +161,60 @@ func waitLinkLocal(t *testing.T, n testnet.Node) {
 	}
 	t.Fatalf("%s: no usable link-local IPv6 address after 15s", n.Namespace)
 }
+
+// TestBroadcastTCPFiltered: an agent that answers the broadcast query
+// but whose firewall drops its TCP port is given up after a few of its
+// round trips, listed as filtered (tcp-filtered) without --all, and
+// counted in the summary; the other agents are found as always.
+func TestBroadcastTCPFiltered(t *testing.T) {
+	testnet.Require(t, true)
+	hosts := testnet.Mix(map[testnet.Role]int{testnet.Agent: 4, testnet.Closed: 2}, 28)
+	var walled string
+	for i := range hosts {
+		if hosts[i].Role == testnet.Agent {
+			hosts[i].DropTCP = true
+			break
+		}
+	}
+	spec := testnet.Spec{Name: "e2etcpf", Prefix: netip.MustParsePrefix("198.18.20.0/28"), Port: 7440, Hosts: hosts}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	want := map[string]string{}
+	for _, h := range lan.Hosts {
+		switch {
+		case h.Role != testnet.Agent:
+		case h.DropTCP:
+			walled = h.Addr.String()
+			want[walled] = "filtered/tcp-filtered"
+		default:
+			want[h.Addr.String()] = "agent/"
+		}
+	}
+	stdout, stderr, code := iflWithoutNetRaw(t, lan, "probe", "--broadcast", "--no-state", "-o", "json", lan.Prefix.String())
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Hosts []struct {
+			Address string `json:"address"`
+			Status  string `json:"status"`
+			Reason  string `json:"reason"`
+		} `json:"hosts"`
+		Summary struct {
+			Agents      int `json:"agents"`
+			TCPFiltered int `json:"tcp_filtered"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, h := range rep.Hosts {
+		got[h.Address] = h.Status + "/" + h.Reason
+	}
+	if diff := cmp.Diff(want, got); diff != "" || rep.Summary.Agents != 3 || rep.Summary.TCPFiltered != 1 {
+		t.Errorf("hosts (-want +got):\n%s\nsummary %+v", diff, rep.Summary)
+	}
+	if !strings.Contains(stderr, "1 answered discovery but not on TCP") {
+		t.Errorf("the summary line does not say so:\n%s", stderr)
+	}
+}

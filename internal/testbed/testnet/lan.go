@@ -395,7 +395,7 @@ func (l *LAN) uplinkAddr6() netip.Addr {
 }
 
 // firewall installs the nftables rules of Dropped hosts, hosts that drop
-// UDP and hosts with loss, inside their own namespaces.
+// UDP or TCP and hosts with loss, inside their own namespaces.
 func (l *LAN) firewall(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -421,6 +421,9 @@ func firewallRules(h HostSpec, there bool, port int) string {
 	var rules strings.Builder
 	if h.Role == Dropped {
 		fmt.Fprintf(&rules, "table inet ifltest {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport %d drop\n }\n}\n", port)
+	}
+	if h.DropTCP && there {
+		fmt.Fprintf(&rules, "table inet ifltesttcp {\n chain input {\n  type filter hook input priority 0; policy accept;\n  tcp dport %d drop\n }\n}\n", port)
 	}
 	if h.DropUDP && there {
 		fmt.Fprintf(&rules, "table inet ifltestudp {\n chain input {\n  type filter hook input priority 0; policy accept;\n  udp dport %d drop\n }\n}\n", port)

@@ -62,6 +62,9 @@ type HostSpec struct {
 	// DropUDP makes the host's firewall drop the agent port on UDP
 	// silently: an agent there answers no discovery query.
 	DropUDP bool `json:"drop_udp,omitempty" yaml:"drop_udp,omitempty"`
+	// DropTCP makes an agent host's firewall drop the agent port on TCP
+	// silently: the agent answers discovery, and no connection.
+	DropTCP bool `json:"drop_tcp,omitempty" yaml:"drop_tcp,omitempty"`
 	// Delay is the round trip the host's link adds: its frames go through
 	// a relay that holds each for half of it, each way, as a distant or
 	// sleepy host's would be (this kernel has no netem).

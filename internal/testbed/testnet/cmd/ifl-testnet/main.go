@@ -36,6 +36,7 @@ type upCmd struct {
 	Loss      int          `default:"0" help:"Percentage of ARP, neighbour solicitation and TCP packets dropped by the lossy hosts."`
 	Lossy     int          `default:"0" help:"How many agent hosts have --loss."`
 	DropUDP   int          `name:"drop-udp" default:"0" placeholder:"N" help:"How many agent hosts have a firewall that drops the agent port on UDP: found by a sweep, never by --broadcast."`
+	DropTCP   int          `name:"drop-tcp" default:"0" placeholder:"N" help:"How many agent hosts have a firewall that drops the agent port on TCP (the last ones in the order): they answer --broadcast's query, and a probe finds their port filtered."`
 	Prefix6   netip.Prefix `name:"prefix6" placeholder:"PREFIX" help:"The LAN's IPv6 prefix: a /64 inside 2001:db8::/32 (documentation addresses), e.g. 2001:db8:48::/64. The router is ::1, the controller ::2, and a host's IPv6 address is its IPv4 address's offset in --prefix (198.18.0.5 of a /24 is 2001:db8:48::5). Without it, hosts have link-local IPv6 addresses only."`
 	DualStack int          `name:"dual-stack" default:"-1" placeholder:"N" help:"With --prefix6: how many hosts also have an IPv6 address; -1, the default, for all (the IPv6-only ones aside)."`
 	V6Only    int          `name:"v6-only" default:"0" placeholder:"N" help:"With --prefix6: how many hosts have an IPv6 address and no IPv4 address at all."`
@@ -122,6 +123,16 @@ func (c *upCmd) shape(hosts []testnet.HostSpec) error {
 	if mute > 0 {
 		return fmt.Errorf("--drop-udp %d: only %d agents", c.DropUDP, c.DropUDP-mute)
 	}
+	walled := c.DropTCP
+	for i := len(hosts) - 1; i >= 0 && walled > 0; i-- {
+		if hosts[i].Role == testnet.Agent {
+			hosts[i].DropTCP = true
+			walled--
+		}
+	}
+	if c.DropTCP < 0 || walled > 0 {
+		return fmt.Errorf("--drop-tcp %d: want 0 up to the number of agents", c.DropTCP)
+	}
 	if !c.Prefix6.IsValid() {
 		return nil
 	}
@@ -182,7 +193,7 @@ func print(lan *testnet.LAN, asJSON bool) error {
 		return a.String()
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ADDRESS\tIPV6\tNAME\tROLE\tMAC\tLOSS\tUDP\tIDENTITY")
+	fmt.Fprintln(w, "ADDRESS\tIPV6\tNAME\tROLE\tMAC\tLOSS\tFIREWALL\tIDENTITY")
 	fmt.Fprintf(w, "%v\t%s\t%s\t%s\t%s\t-\t-\t-\n", lan.Router.Addr, dash(lan.Router.Addr6), "gw", "router", lan.Router.MAC)
 	fmt.Fprintf(w, "%v\t%s\t%s\t%s\t%s\t-\t-\t-\n", lan.Controller.Addr, dash(lan.Controller.Addr6), "ctl", "controller", lan.Controller.MAC)
 	for _, h := range hosts {
@@ -191,8 +202,11 @@ func print(lan *testnet.LAN, asJSON bool) error {
 			id = "-"
 		}
 		udp := "-"
-		if h.DropUDP {
-			udp = "dropped"
+		switch {
+		case h.DropUDP:
+			udp = "udp dropped"
+		case h.DropTCP:
+			udp = "tcp dropped"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d%%\t%s\t%s\n", dash(h.Addr), dash(h.Addr6), h.Name, h.Role, h.MAC, h.Loss, udp, id)
 	}
