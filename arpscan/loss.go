@@ -1,6 +1,7 @@
 package arpscan
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -38,14 +39,14 @@ func (sn *sender) sawLoss() {
 }
 
 // cut reports a request sent at sent left unanswered, at now (with the
-// sweep locked): the window
-// halves, once a round; it reports whether it did. A cut means the
-// sweep's own rate filled the queues (the kernel's backlogs, a switch's
-// buffers) from before the lost request until after the cut takes
-// effect: the silent addresses tried in that
-// span are owed a try (one: a try owed for a try owed would make one
-// congested moment cost a sweep's worth of broadcasts). That is not loss
-// to a host, which the
+// sweep locked): the window halves, once a round; it reports whether it
+// did. A cut means the sweep's own rate filled the queues (the kernel's
+// backlogs, a switch's buffers) from before the lost request until after
+// the cut takes effect: the silent addresses tried in that span are owed
+// a try (one: a try owed for a try owed would make one congested moment
+// cost a sweep's worth of broadcasts). What is lost between the cuts
+// shows in the tries the hosts found took, which set the tries of every
+// silent address (lossShareExtra). That is not loss to a host, which the
 // confirmations tell apart: a sweep that slows down loses little after,
 // where a lossy host goes on losing at any rate.
 func (sn *sender) cut(sent, now time.Time) bool {
@@ -64,7 +65,7 @@ func (sn *sender) cut(sent, now time.Time) bool {
 			owed = true
 		}
 	}
-	if owed || sn.win.Cuts() == congestedCuts {
+	if owed {
 		sn.respend()
 	}
 	return true
@@ -86,11 +87,6 @@ func (sn *sender) lost(sent, now time.Time) bool {
 // and a lossy host among many, far fewer.
 const lossShare = 32
 
-// congestedCuts: a sweep whose rate was cut this often runs at what the
-// network takes, where loss comes and goes unseen between the cuts: every
-// silent address gets a try more than MinRetries.
-const congestedCuts = 3
-
 // maxExtra is the most tries an address is owed for congestion.
 func (sn *sender) maxExtra() int { return min(1, sn.c.Retries-sn.c.MinRetries) }
 
@@ -99,38 +95,42 @@ func (sn *sender) retries(t *target) int {
 	if sn.loss {
 		return sn.c.Retries
 	}
-	extra := t.extra
-	if sn.win.Cuts() >= congestedCuts {
-		extra = max(extra, 1)
-	}
-	extra = max(extra, sn.shareExtra)
-	return min(sn.c.MinRetries+extra, sn.c.Retries)
+	return min(sn.c.MinRetries+max(t.extra, sn.shareExtra), sn.c.Retries)
 }
 
-// lossShareExtra is how many tries more than MinRetries the share of
-// first answers that came only to a retry owes every silent address.
-// Where broadcasts are lost (the queues of a crowded segment overflow,
-// whatever the sweep's own rate), two tries miss a host too often: with
-// one try in 200 lost, a /21 of 400 hosts would miss one in 12 sweeps.
-// A try more from there; from one in 20, every try. The first late
-// answer does not count: alone it is jitter (a reply held in a busy
+// lossShareExtra is how many tries more than MinRetries the silent
+// addresses are owed for what a broadcast try loses on this segment
+// (where the queues of a crowded segment overflow, whatever the sweep's
+// own rate): as many as it takes for the hosts still missing to be
+// expected well under one (missBound). A try's loss q is estimated from
+// the hosts found so far, as a geometric's: the tries they left
+// unanswered over all the tries they took. F hosts found, each missed by
+// all of n tries with q^n, leave F·q^n/(1-q^n) missing. The first try
+// found lost does not count: alone it is jitter (a reply held in a busy
 // host's queues past its retry looks the same), and on a large segment
 // it would cost every silent address a third try.
 func (sn *sender) lossShareExtra() int {
-	if sn.firstAnswers < lossSample || sn.lateAnswers < 2 {
+	if sn.firstAnswers < lossSample || sn.failedTries < 2 {
 		return 0
 	}
-	switch p := float64(sn.lateAnswers-1) / float64(sn.firstAnswers); {
-	case p >= 0.05:
-		return sn.c.Retries
-	case p >= 0.005:
-		return 1
+	failed := float64(sn.failedTries - 1)
+	q := failed / (failed + float64(sn.firstAnswers))
+	found := float64(sn.firstAnswers)
+	for extra := 0; extra < sn.c.Retries-sn.c.MinRetries; extra++ {
+		qn := math.Pow(q, float64(sn.c.MinRetries+1+extra))
+		if found*qn/(1-qn) < missBound {
+			return extra
+		}
 	}
-	return 0
+	return sn.c.Retries
 }
 
-// lossSample is the fewest first answers whose share of late ones says
-// what a try loses.
+// missBound is how many hosts a sweep may expect to miss for want of a
+// try: one sweep in 200 misses one.
+const missBound = 0.005
+
+// lossSample is the fewest first answers whose tries say what a try
+// loses.
 const lossSample = 20
 
 // respend makes the spent addresses that are owed tries due at once:

@@ -45,11 +45,11 @@ type sender struct {
 	// lost are a lossShare of them: one late answer on a busy machine
 	// is jitter, not a full queue.
 	lostSinceCut, okSinceCut int
-	// Over the whole sweep: first answers, and those that came only to
-	// a retry. Their ratio is what a broadcast try loses on this
-	// segment, and sets how many tries the silent addresses get.
-	firstAnswers, lateAnswers int
-	// shareExtra are the tries that share owes every silent address; it
+	// Over the whole sweep: first answers, and the tries before them
+	// that were lost. They say what a broadcast try loses on this
+	// segment, and set how many tries the silent addresses get.
+	firstAnswers, failedTries int
+	// shareExtra are the tries that loss owes every silent address; it
 	// only grows, and each time it does the spent addresses are respent.
 	shareExtra int
 	// The loss episode: when its first missed confirmation was found,
@@ -219,7 +219,7 @@ func (sn *sender) firstAnswered(fresh []*target, now time.Time) {
 		// full queues, the step before loss. One such answer may be
 		// one host's hiccup; a second since the last cut is the queues.
 		if gap := t.lastSent.Sub(t.firstSent); 2*t.rtt < gap {
-			sn.lateAnswers++
+			sn.failedTries += t.firstTry - 1
 			sn.lost(t.firstSent, now)
 		}
 	}

@@ -655,10 +655,12 @@ func TestScanRetriesWhatWentOutAsTheRateWasCut(t *testing.T) {
 	}
 }
 
-// TestScanTriesFollowTheLateShare: where first answers come only to a
-// retry (their first request lost), the silent addresses get every try;
-// where they all come to the first, two; where one in 200 does, two (one
-// late answer is jitter), and where two in 200 do, three.
+// TestScanTriesFollowTheLateShare: the silent addresses get as many
+// tries as it takes for the hosts expected still missing to fall under
+// missBound, from the share of tries the hosts found left unanswered:
+// of 200 hosts, none or one with its first request lost (one is jitter)
+// leave two tries; three, three tries; 10 (5%), four; 20 (10%) and every
+// first request lost, all five.
 func TestScanTriesFollowTheLateShare(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
@@ -669,7 +671,9 @@ func TestScanTriesFollowTheLateShare(t *testing.T) {
 		{"first requests answered", lossSample, 0, 1 + DefaultMinRetries},
 		{"first requests lost", lossSample, lossSample, 1 + DefaultRetries},
 		{"one lost in 200", 200, 1, 1 + DefaultMinRetries},
-		{"two lost in 200", 200, 2, 2 + DefaultMinRetries},
+		{"three lost in 200", 200, 3, 2 + DefaultMinRetries},
+		{"ten lost in 200", 200, 10, 3 + DefaultMinRetries},
+		{"twenty lost in 200", 200, 20, 1 + DefaultRetries},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			lan := newFakeLAN()
