@@ -16,7 +16,9 @@
 // number of targets. New runs the same scan over any PacketIO, such as a
 // test's network. An on-link IPv4 host whose MAC a sweep learned (AddLink,
 // Learn) gets its SYNs as Ethernet frames to that MAC, with no neighbour
-// resolution by the kernel in between.
+// resolution by the kernel in between. Probes are queued as the pacer
+// lets them go, and a goroutine of their own sends them a batch at a
+// time, with one sendmmsg(2) for the probes in a row to one socket.
 //
 // # Timing
 //

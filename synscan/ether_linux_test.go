@@ -15,15 +15,17 @@ import (
 // Close, nothing is queued.
 func TestFrameQueueReportsFailures(t *testing.T) {
 	// No sockets of its own: Close must close no descriptor.
-	bad := neighbour{link: &ethLink{fd: -1, ifi: &net.Interface{Index: 1, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}, mac: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
 	dst := netip.MustParseAddr("198.18.0.2")
-	s := &sockets{send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1, neigh: map[netip.Addr]neighbour{dst: bad}}
+	s := &sockets{send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1,
+		links: map[int]*ethLink{1: {fd: -1, ifi: &net.Interface{Index: 1, HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}}, neigh: map[netip.Addr]neighbour{}}
+	s.learn(dst, 1, net.HardwareAddr{2, 0, 0, 0, 0, 2})
+	delete(s.links, 1)
 	n, q, ok, err := s.frameTo(dst)
 	if !ok || err != nil {
 		t.Fatalf("frameTo a learned address: %v, %v", ok, err)
 	}
 	t.Cleanup(q.close)
-	if err := q.write(make([]byte, 40), dst, n); err != nil {
+	if err := q.writeFrame(make([]byte, 40), dst, n); err != nil {
 		t.Fatalf("first write: %v, want it queued", err)
 	}
 	s.Flush()
@@ -47,7 +49,7 @@ func TestFrameQueueReportsFailures(t *testing.T) {
 	if _, _, _, err := s.frameTo(dst); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a frame after Close: %v, want net.ErrClosed", err)
 	}
-	if err := q.write(make([]byte, 40), dst, n); !errors.Is(err, net.ErrClosed) {
+	if err := q.writeFrame(make([]byte, 40), dst, n); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("a write to the closed queue: %v, want net.ErrClosed", err)
 	}
 	s.Flush() // nothing to hand over, and no panic

@@ -58,8 +58,8 @@ type dropCounter interface {
 }
 
 // flusher is a PacketIO that may queue what it is given to write (the
-// sockets of NewRaw queue Ethernet frames): a scan calls Flush before it
-// waits for anything.
+// sockets of NewRaw queue every probe, and send a batch with one system
+// call): a scan calls Flush before it waits for anything.
 type flusher interface {
 	Flush()
 }

@@ -171,9 +171,9 @@ type Stats struct {
 	Sent    int // probes sent, retries included (connect mode: dials)
 	Retries int // of those, the ones sent again to a target
 	// Refused counts the probes held back because the kernel had no room
-	// (ENOBUFS), sent again after a pause; they are not in Sent. A frame
-	// the kernel refused after it was queued is in Sent, and counts as
-	// lost: the next write reports the refusal.
+	// (ENOBUFS), sent again after a pause; they are not in Sent. A probe
+	// the kernel refused after it was queued (NewRaw queues them all) is
+	// in Sent, and counts as lost: the next write reports the refusal.
 	Refused int
 	// RateCuts counts the times loss cut the sending rate; MinRate is the
 	// lowest rate it reached (raw mode).

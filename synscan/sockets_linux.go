@@ -75,13 +75,13 @@ type sockets struct {
 	// mu keeps Close from closing the reading sockets under a read.
 	mu     sync.Mutex
 	closed bool
-	// nmu guards what sends frames: links, neigh and frames.
-	nmu    sync.Mutex
-	links  map[int]*ethLink // by interface index
-	neigh  map[netip.Addr]neighbour
-	frames *frameQueue // nil until a frame is sent
-	// framesClosed: the sockets are closed, and no frame goes out.
-	framesClosed bool
+	// nmu guards what sends probes: links, neigh and queue.
+	nmu   sync.Mutex
+	links map[int]*ethLink // by interface index
+	neigh map[netip.Addr]neighbour
+	queue *sendQueue // nil until a probe is sent
+	// queueClosed: the sockets are closed, and no probe goes out.
+	queueClosed bool
 }
 
 func openSockets(first, n uint16) (_ *sockets, err error) {
@@ -278,9 +278,9 @@ func (s *sockets) Close() error {
 	}
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
-	s.framesClosed = true
-	if s.frames != nil {
-		s.frames.close()
+	s.queueClosed = true
+	if s.queue != nil {
+		s.queue.close()
 	}
 	// Packet sockets each wait for an RCU grace period to close: at
 	// once, not one after the other.
@@ -355,19 +355,22 @@ func (s *sockets) zoneIndex(zone string) (int, error) {
 	return idx, nil
 }
 
-// WriteTo implements PacketIO.
+// WriteTo implements PacketIO. The probe is queued (see sendQueue): a
+// failure to send it is returned by a later WriteTo.
 func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
 	if dst.Is4() {
 		pkt, err := s.framer.frame(seg, src, dst)
 		if err != nil {
 			return err
 		}
-		if n, q, ok, err := s.frameTo(dst); err != nil {
+		n, q, ok, err := s.frameTo(dst)
+		if err != nil {
 			return err
-		} else if ok {
-			return q.write(pkt, dst, n)
 		}
-		return unix.Sendto(s.send4, pkt, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+		if ok {
+			return q.writeFrame(pkt, dst, n)
+		}
+		return q.add(s.send4, nil, pkt, nil, inet4Name(dst), dst)
 	}
 	if s.send6 < 0 {
 		return errNoIPv6
@@ -382,8 +385,13 @@ func (s *sockets) WriteTo(seg []byte, src, dst netip.Addr) error {
 		s.oob6 = (&ipv6.ControlMessage{Src: src.AsSlice(), IfIndex: idx}).Marshal()
 		s.oobSrc, s.oobIf = src, idx
 	}
-	_, err = unix.SendmsgN(s.send6, seg, s.oob6, &unix.SockaddrInet6{Addr: dst.As16(), ZoneId: uint32(idx)}, 0)
-	return err
+	s.nmu.Lock()
+	q, err := s.queueLocked()
+	s.nmu.Unlock()
+	if err != nil {
+		return err
+	}
+	return q.add(s.send6, nil, seg, s.oob6, inet6Name(dst, idx), dst)
 }
 
 // SetReadDeadline implements PacketIO.
