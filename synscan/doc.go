@@ -6,9 +6,11 @@
 // is ours, the IPv6 header the kernel's, from the source address given
 // with each segment; the TCP checksum is computed here over the
 // pseudo-header of either), while one reader, behind kernel filters that
-// pass only TCP to our source ports, matches replies statelessly: each probe's sequence number is a keyed hash of its
-// 4-tuple, so a SYN-ACK or RST is accepted only if its acknowledgement
-// number proves it answers our probe. SYN-ACK means open, RST closed, and
+// pass only TCP to our source ports, takes up to 16 segments from a socket
+// with each recvmmsg(2) and matches replies statelessly: each probe's
+// sequence number is a keyed hash of its 4-tuple, so a SYN-ACK or RST is
+// accepted only if its acknowledgement number proves it answers our
+// probe. SYN-ACK means open, RST closed, and
 // nothing after the retries filtered. The kernel, which knows of no
 // connection on our source port, answers each SYN-ACK with a RST, which
 // closes the half-open connection on the target. Memory is bounded by the

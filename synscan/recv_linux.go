@@ -2,10 +2,12 @@ package synscan
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -39,11 +41,12 @@ func (s *sockets) Drops() uint64 {
 	return n
 }
 
-// empty reports whether neither reading socket holds a segment.
+// empty reports whether neither reading socket holds a segment, nor
+// what was read from it and not returned.
 func (s *sockets) empty() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.rx4.held() || s.rx6.held() {
 		return false
 	}
 	for _, fd := range []int{s.recv4, s.recv6} {
@@ -86,16 +89,23 @@ func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
 			err = net.ErrClosed
 			return true
 		}
-		// Each socket in turn; the runtime's poller is edge-triggered, so
-		// both are read until empty before it is waited on.
+		// A batch from one socket, then one from the other, so that
+		// neither waits behind a flood to the other; the runtime's poller
+		// is edge-triggered, so both are read until empty before it is
+		// waited on.
 		for range 2 {
-			s.turn = !s.turn
 			var ok bool
+			rx := s.rx4
 			if s.turn {
-				n, arr, ok, err = s.read4(b)
-			} else {
+				rx = s.rx6
 				n, arr, ok, err = s.read6(b)
+			} else {
+				n, arr, ok, err = s.read4(b)
 			}
+			if ok && rx.held() {
+				return true
+			}
+			s.turn = !s.turn
 			if ok || err != nil {
 				return true
 			}
@@ -117,19 +127,122 @@ func (s *sockets) ReadFrom(b []byte) (n int, arr Arrival, err error) {
 	return n, arr, err
 }
 
-// read4 reads the next IPv4 segment; ok is false when none is left.
+// A reading socket is read rxBatch segments at a time with recvmmsg(2):
+// answers come in bursts (a batch of probes sent, a flood of RSTs), and
+// a system call for each would cost the reader as much as the reading.
+const (
+	rxBatch  = 16
+	rxBufLen = 2048 // a segment, with its IPv4 header
+	rxOOBLen = 128  // its timestamp, and its IPv6 destination
+)
+
+// rxQueue is what was read from one socket and not returned yet:
+// hdrs[next:n].
+type rxQueue struct {
+	v6      bool // names are read, as sockaddr_in6
+	bufs    []byte
+	oobs    []byte
+	names   []unix.RawSockaddrInet6
+	iovs    []unix.Iovec
+	hdrs    []unix.Mmsghdr
+	next, n int
+	// recvmmsg reads into msgs from fd without waiting: how many, or an
+	// error when none (EAGAIN: the socket is empty).
+	recvmmsg func(fd int, msgs []unix.Mmsghdr) (int, error)
+}
+
+func newRxQueue(v6 bool) *rxQueue {
+	q := &rxQueue{v6: v6, bufs: make([]byte, rxBatch*rxBufLen), oobs: make([]byte, rxBatch*rxOOBLen),
+		iovs: make([]unix.Iovec, rxBatch), hdrs: make([]unix.Mmsghdr, rxBatch), recvmmsg: recvmmsg}
+	if v6 {
+		q.names = make([]unix.RawSockaddrInet6, rxBatch)
+	}
+	for i := range q.hdrs {
+		q.iovs[i].Base = &q.bufs[i*rxBufLen]
+		q.iovs[i].SetLen(rxBufLen)
+		q.hdrs[i].Hdr.Iov = &q.iovs[i]
+		q.hdrs[i].Hdr.SetIovlen(1)
+		q.hdrs[i].Hdr.Control = &q.oobs[i*rxOOBLen]
+		if v6 {
+			q.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&q.names[i]))
+		}
+	}
+	return q
+}
+
+func recvmmsg(fd int, msgs []unix.Mmsghdr) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// held reports whether q holds segments not returned yet.
+func (q *rxQueue) held() bool { return q.next < q.n }
+
+// fill reads what fd holds, up to a batch, into q, which holds nothing.
+func (q *rxQueue) fill(fd int) (int, error) {
+	for i := range q.hdrs {
+		h := &q.hdrs[i]
+		h.Hdr.SetControllen(rxOOBLen)
+		h.Hdr.Flags, h.Len = 0, 0
+		if q.v6 {
+			h.Hdr.Namelen = unix.SizeofSockaddrInet6
+		}
+	}
+	n, err := q.recvmmsg(fd, q.hdrs)
+	if err != nil {
+		return 0, err
+	}
+	if n <= 0 || n > len(q.hdrs) {
+		return 0, fmt.Errorf("recvmmsg returned %d of %d", n, len(q.hdrs))
+	}
+	q.next, q.n = 0, n
+	return n, nil
+}
+
+// pop returns the next segment q holds: its bytes, control messages and
+// sender (IPv6 only; ok false for one that is no sockaddr_in6).
+func (q *rxQueue) pop() (buf, oob []byte, from unix.RawSockaddrInet6, fromOK bool) {
+	i := q.next
+	q.next++
+	h := &q.hdrs[i].Hdr
+	buf = q.bufs[i*rxBufLen:][:min(int(q.hdrs[i].Len), rxBufLen)]
+	oob = q.oobs[i*rxOOBLen:][:min(int(h.Controllen), rxOOBLen)]
+	if q.v6 {
+		from = q.names[i]
+		fromOK = h.Namelen >= unix.SizeofSockaddrInet6 && from.Family == unix.AF_INET6
+	}
+	return buf, oob, from, fromOK
+}
+
+// nextFrom returns the next segment of q, reading fd once q is empty; ok
+// is false when fd is empty too, and it was so at the time upTo is set
+// to.
+func (q *rxQueue) nextFrom(fd int, upTo *time.Time) (buf, oob []byte, from unix.RawSockaddrInet6, fromOK, ok bool, err error) {
+	if !q.held() {
+		before := time.Now()
+		if _, err := q.fill(fd); err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				*upTo = before
+			}
+			return nil, nil, from, false, false, recvErr(err)
+		}
+	}
+	buf, oob, from, fromOK = q.pop()
+	return buf, oob, from, fromOK, true, nil
+}
+
+// read4 returns the next IPv4 segment; ok is false when none is left.
 func (s *sockets) read4(b []byte) (n int, arr Arrival, ok bool, err error) {
 	for {
-		before := time.Now()
-		k, oobn, _, _, err := unix.Recvmsg(s.recv4, s.rbuf, s.roob, unix.MSG_DONTWAIT)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				s.mark4.upTo = before
-			}
-			return 0, arr, false, recvErr(err)
+		pkt, oob, _, _, ok, err := s.rx4.nextFrom(s.recv4, &s.mark4.upTo)
+		if !ok {
+			return 0, arr, false, err
 		}
-		at, _ := parseControl(s.roob[:oobn])
-		seg, src, dst, ok := ipv4Segment(&s.ip4, s.rbuf[:k])
+		at, _ := parseControl(oob)
+		seg, src, dst, ok := ipv4Segment(&s.ip4, pkt)
 		if !ok {
 			s.mark4.upTo = later(s.mark4.upTo, at)
 			continue
@@ -139,32 +252,27 @@ func (s *sockets) read4(b []byte) (n int, arr Arrival, ok bool, err error) {
 	}
 }
 
-// read6 reads the next IPv6 segment; ok is false when none is left.
+// read6 returns the next IPv6 segment; ok is false when none is left.
 func (s *sockets) read6(b []byte) (n int, arr Arrival, ok bool, err error) {
 	if s.recv6 < 0 {
 		return 0, arr, false, nil
 	}
 	for {
-		before := time.Now()
-		k, oobn, _, from, err := unix.Recvmsg(s.recv6, b, s.roob, unix.MSG_DONTWAIT)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
-				s.mark6.upTo = before
-			}
-			return 0, arr, false, recvErr(err)
+		seg, oob, sa, saOK, ok, err := s.rx6.nextFrom(s.recv6, &s.mark6.upTo)
+		if !ok {
+			return 0, arr, false, err
 		}
-		sa, ok := from.(*unix.SockaddrInet6)
-		at, dst := parseControl(s.roob[:oobn])
-		if !ok || !dst.IsValid() {
+		at, dst := parseControl(oob)
+		if !saOK || !dst.IsValid() {
 			s.mark6.upTo = later(s.mark6.upTo, at)
 			continue
 		}
 		s.mark6.pending = at
 		src := netip.AddrFrom16(sa.Addr)
-		if src.IsLinkLocalUnicast() && sa.ZoneId != 0 {
-			src = src.WithZone(s.zoneName(int(sa.ZoneId)))
+		if src.IsLinkLocalUnicast() && sa.Scope_id != 0 {
+			src = src.WithZone(s.zoneName(int(sa.Scope_id)))
 		}
-		return k, Arrival{From: src, To: dst, At: at}, true, nil
+		return copy(b, seg), Arrival{From: src, To: dst, At: at}, true, nil
 	}
 }
 

@@ -60,12 +60,11 @@ type sockets struct {
 	oobIf  int
 	zones  map[string]int
 
-	// Used by ReadFrom only.
-	rbuf  []byte
-	roob  []byte
-	ip4   layers.IPv4
-	turn  bool
-	names map[int]string
+	// Used by ReadFrom only, under mu: empty looks at rx4 and rx6 too.
+	rx4, rx6 *rxQueue
+	ip4      layers.IPv4
+	turn     bool
+	names    map[int]string
 	// How far each reading socket is read (see readMarker): up to when
 	// it was last found empty, or to the arrival of the last segment
 	// read from it, which counts once ReadFrom is called again.
@@ -87,7 +86,7 @@ type sockets struct {
 func openSockets(first, n uint16) (_ *sockets, err error) {
 	s := &sockets{first: first, n: n, send4: -1, route4: -1, send6: -1, route6: -1, recv4: -1, recv6: -1,
 		framer: newIPv4Framer(), zones: map[string]int{}, links: map[int]*ethLink{}, neigh: map[netip.Addr]neighbour{},
-		rbuf: make([]byte, 2048), roob: make([]byte, 128), names: map[int]string{}, mark: readmark.New()}
+		rx4: newRxQueue(false), rx6: newRxQueue(true), names: map[int]string{}, mark: readmark.New()}
 	defer func() {
 		if err != nil {
 			s.Close()
