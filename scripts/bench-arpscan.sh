@@ -16,8 +16,8 @@ runs=${1:-5}
 
 run_tool() {
 	case $1 in
-	"ifl arp-scan") time_run "$2" ./ifl arp-scan eth0 ;;
-	"ifl arp-scan --arp-probes") time_run "$2" ./ifl arp-scan --arp-probes eth0 ;;
+	"ifl arp-scan") time_run "$2" "$ifl" arp-scan eth0 ;;
+	"ifl arp-scan --arp-probes") time_run "$2" "$ifl" arp-scan --arp-probes eth0 ;;
 	"nmap -sn -PR -T5 --min-rate 10000") time_run "$2" nmap -n -sn -PR -T5 --min-rate 10000 "$prefix" ;;
 	"arp-scan") time_run "$2" arp-scan -I eth0 "$prefix" ;;
 	esac

@@ -58,21 +58,40 @@ lan_up() {
 	lan_desc="$hosts hosts: $agents agents, $wrong wrong-key, $impostors decoys on the agent port, $dropped firewalled, $closed closed, a router"
 }
 
+# The ifl that run_tool runs. IFL_BEFORE=PATH (another build, say of an
+# older commit) gives each of race's tools whose name starts with "ifl" a
+# twin, "NAME (before)", run the same way with $ifl set to PATH, in the
+# same runs: its ratio is the new build's speed-up.
+ifl=./ifl
+if [ -n "${IFL_BEFORE:-}" ]; then
+	[ -x "$IFL_BEFORE" ] || { echo "IFL_BEFORE=$IFL_BEFORE: not an executable" >&2; exit 2; }
+	IFL_BEFORE=$(realpath "$IFL_BEFORE")
+fi
+
 # race RUNS NAME...: runs each tool RUNS times, interleaved, with
 # run_tool NAME OUT (which the script defines, printing the wall time in
-# microseconds with time_run) and count_tool NAME OUT (which prints what
-# the run found, a number). Then prints, per tool, the median time, the
-# fewest found in any run against $want, and the median as a ratio to
-# the first tool's. Sets times[NAME] and found[NAME].
+# microseconds with time_run of "$ifl" for ifl) and count_tool NAME OUT
+# (which prints what the run found, a number). Then prints, per tool, the
+# median time, the fewest found in any run against $want, and the median
+# as a ratio to the first tool's. Sets times[NAME] and found[NAME].
 declare -A times found
 race() {
 	local runs=$1; shift
-	local names=("$@") r name out=/tmp/bench-race.$$ us n
+	local names=() r name tool out=/tmp/bench-race.$$ us n
+	for name in "$@"; do
+		names+=("$name")
+		if [ -n "${IFL_BEFORE:-}" ] && [[ $name == ifl* ]]; then names+=("$name (before)"); fi
+	done
 	for name in "${names[@]}"; do times[$name]=""; found[$name]=""; done
 	for ((r = 0; r < runs; r++)); do
 		for name in "${names[@]}"; do
-			us=$(run_tool "$name" $out)
-			n=$(count_tool "$name" $out)
+			tool=${name% (before)}
+			if [ "$tool" != "$name" ]; then
+				us=$(ifl=$IFL_BEFORE run_tool "$tool" $out)
+			else
+				us=$(run_tool "$tool" $out)
+			fi
+			n=$(count_tool "$tool" $out)
 			times[$name]+="$us "
 			if [ -z "${found[$name]}" ] || [ "$n" -lt "${found[$name]}" ]; then found[$name]=$n; fi
 		done

@@ -5,9 +5,10 @@
 # (ifl scan as an unprivileged user, so connect()) against nmap -sT
 # --unprivileged -p-. Found: the open and filtered ports together (11),
 # or -1 for a run whose port states differ. Needs root; installs nmap if
-# missing.
+# missing. IFL_BEFORE=PATH races another build of ifl beside it (see
+# bench-lib.sh).
 #
-#   scripts/bench-ports.sh [RUNS]
+#   [IFL_BEFORE=PATH] scripts/bench-ports.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -46,9 +47,9 @@ nobody=(setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --
 
 run_tool() {
 	case $1 in
-	"ifl scan -p 1-65535") time_run "$2" ./ifl scan -p 1-65535 --all -o tsv "$host" ;;
+	"ifl scan -p 1-65535") time_run "$2" "$ifl" scan -p 1-65535 --all -o tsv "$host" ;;
 	"nmap -sS -p- -T5 --min-rate 10000") time_run "$2" nmap -n -sS -p- -T5 --min-rate 10000 "$host" ;;
-	"ifl scan -p 1-65535, no capability") time_run "$2" "${nobody[@]}" ./ifl scan -p 1-65535 --all -o tsv "$host" ;;
+	"ifl scan -p 1-65535, no capability") time_run "$2" "${nobody[@]}" "$ifl" scan -p 1-65535 --all -o tsv "$host" ;;
 	"nmap -sT --unprivileged -p-") time_run "$2" nmap -n -sT --unprivileged -p- "$host" ;;
 	esac
 }

@@ -13,9 +13,10 @@
 # agent counts -1), open agent ports for the scanners (agents, wrong-key
 # agents and decoys). Then every port of one host, and the raw sender's
 # peak rate against masscan's. Needs root; installs nmap and masscan if
-# missing.
+# missing. IFL_BEFORE=PATH races another build of ifl beside it (see
+# bench-lib.sh).
 #
-#   scripts/bench-synscan.sh [RUNS]
+#   [IFL_BEFORE=PATH] scripts/bench-synscan.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -26,13 +27,13 @@ nobody=(setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all --
 
 run_tool() {
 	case $1 in
-	"ifl probe") time_run "$2" ./ifl probe --network-key "$key" --no-state -p $port "$prefix" ;;
-	"ifl probe --arp-probes") time_run "$2" ./ifl probe --network-key "$key" --no-state --arp-probes -p $port "$prefix" ;;
-	"ifl probe --connect") time_run "$2" ./ifl probe --network-key "$key" --no-state --connect -p $port "$prefix" ;;
-	"ifl scan -p $port") time_run "$2" ./ifl scan -p $port "$prefix" ;;
-	"ifl scan -p 1-1000,$port") time_run "$2" ./ifl scan -p 1-1000,$port "$prefix" ;;
+	"ifl probe") time_run "$2" "$ifl" probe --network-key "$key" --no-state -p $port "$prefix" ;;
+	"ifl probe --arp-probes") time_run "$2" "$ifl" probe --network-key "$key" --no-state --arp-probes -p $port "$prefix" ;;
+	"ifl probe --connect") time_run "$2" "$ifl" probe --network-key "$key" --no-state --connect -p $port "$prefix" ;;
+	"ifl scan -p $port") time_run "$2" "$ifl" scan -p $port "$prefix" ;;
+	"ifl scan -p 1-1000,$port") time_run "$2" "$ifl" scan -p 1-1000,$port "$prefix" ;;
 	"nmap -sS -T5 --min-rate 10000 -p 1-1000,$port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p 1-1000,$port "$prefix" ;;
-	"ifl scan -p 1-500,$port, no capability") time_run "$2" "${nobody[@]}" ./ifl scan -p 1-500,$port "$prefix" ;;
+	"ifl scan -p 1-500,$port, no capability") time_run "$2" "${nobody[@]}" "$ifl" scan -p 1-500,$port "$prefix" ;;
 	"nmap -sT --unprivileged -T5 -p 1-500,$port") time_run "$2" "${nobody[@]}" nmap -n -sT --unprivileged -T5 -p 1-500,$port "$prefix" ;;
 	"nmap -sS -T5 --min-rate 10000 -p $port") time_run "$2" nmap -n -sS -T5 --min-rate 10000 -p $port "$prefix" ;;
 	esac
@@ -77,10 +78,14 @@ done
 peak() {
 	$tn up --name $bench_name --prefix 198.18.0.0/24 --agents 0 --wrong-key 0 --impostors 0 --closed 1 --dropped 0 --empty 0 >/dev/null
 	echo "== raw sender peak rate: 65536 SYNs to a routed /16 (through the LAN's router), one try each"
-	local out=/tmp/bench-syn.$$ us sent
-	us=$(time_run $out ./ifl scan -p $port 198.19.0.0/16 --rate 1000000 --retries 0 --timeout 1ms)
-	sent=$(grep -o '[0-9]* SYN packets sent' $out | awk '{print $1}')
-	printf '%-34s %12.0f packets/s\n' "ifl scan" "$(echo "$sent / ($us / 1000000)" | bc -l)"
+	local out=/tmp/bench-syn.$$ us sent name bin
+	for name in "ifl scan" ${IFL_BEFORE:+"ifl scan (before)"}; do
+		bin=$ifl
+		[ "$name" = "ifl scan" ] || bin=$IFL_BEFORE
+		us=$(time_run $out "$bin" scan -p $port 198.19.0.0/16 --rate 1000000 --retries 0 --timeout 1ms)
+		sent=$(grep -o '[0-9]* SYN packets sent' $out | awk '{print $1}')
+		printf '%-34s %12.0f packets/s\n' "$name" "$(echo "$sent / ($us / 1000000)" | bc -l)"
+	done
 	us=$(time_run $out masscan -p$port 198.19.0.0/16 --rate 10000000 --wait 0)
 	printf '%-34s %12.0f packets/s\n' "masscan --rate 10000000" "$(echo "65536 / ($us / 1000000)" | bc -l)"
 	rm -f $out
