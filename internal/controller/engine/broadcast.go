@@ -93,6 +93,7 @@ func Broadcast(ctx context.Context, plan *BroadcastPlan, v *verify.Verifier, opt
 		probed[res.Addr] = true
 	}
 	r.looked = func(a netip.Addr) bool { return probed[a] }
+	r.port = v.Port
 	r.Elapsed = time.Since(start)
 	r.Complete = err == nil
 	return r, err

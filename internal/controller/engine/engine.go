@@ -314,6 +314,7 @@ func (e *Engine) Probe(ctx context.Context, v *verify.Verifier, opts RoundOption
 		targets[a] = true
 	}
 	r.looked = func(a netip.Addr) bool { return targets[a] }
+	r.port = v.Port
 	return r, err
 }
 

@@ -63,6 +63,9 @@ type Round struct {
 	// looked reports whether the round looked at an address: a known
 	// host there that did not answer is not seen.
 	looked func(netip.Addr) bool
+	// port is the agent port the round dialled: a known host that
+	// answers on another port was not looked for.
+	port int
 }
 
 // Record applies the round to the inventory at path, at now, and returns
@@ -73,12 +76,26 @@ func (r *Round) Record(path string, now time.Time) (*inventory.Changes, error) {
 	var ch inventory.Changes
 	err := inventory.Update(path, func(st *inventory.State) error {
 		ch = st.Apply(now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
+		ch.Unseen = r.onPort(st, ch.Unseen)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &ch, nil
+}
+
+// onPort keeps the hosts of unseen that the inventory knows on the port
+// the round dialled: one known on another port (a second agent of the
+// same machine, say) was not looked for, wherever the round looked.
+func (r *Round) onPort(st *inventory.State, unseen []inventory.HostChange) []inventory.HostChange {
+	if r.port == 0 {
+		return unseen
+	}
+	return slices.DeleteFunc(unseen, func(c inventory.HostChange) bool {
+		h := st.Hosts[c.Identity]
+		return h != nil && h.Port != r.port
+	})
 }
 
 // roundCollector gathers one round's results as they settle.
