@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"net/netip"
@@ -26,11 +27,11 @@ import (
 type AgentCmd struct {
 	Config      string   `short:"c" type:"path" default:"${config}" placeholder:"FILE" help:"Config file (${default}; optional at the default path)."`
 	NetworkKey  []string `name:"network-key" env:"IFL_NETWORK_KEY" placeholder:"FILE" help:"Network key file; repeat the flag (or separate with commas) to accept several during a key rotation (overrides network_keys: in the config; default $CREDENTIALS_DIRECTORY/network.key under systemd, else ${network_key})."`
-	Port        *int     `short:"p" help:"TCP port to listen on (overrides the config; default ${agent_port})."`
+	Port        *int     `short:"p" type:"port" aliases:"ports" placeholder:"PORT" help:"TCP port to listen on, 1024 or above (overrides the config; default ${agent_port})."`
 	Listen      string   `placeholder:"ADDR" help:"Address to listen on (overrides the config; default: all addresses)."`
 	IdentityKey string   `type:"path" placeholder:"FILE" help:"Agent key file, created on first start (overrides the config; default $CREDENTIALS_DIRECTORY/agent.key under systemd, else ${identity_key})."`
 	LogLevel    string   `enum:"debug,info,warn,error," default:"" help:"Log level: debug, info, warn or error (overrides the config; default info)."`
-	LogFormat   string   `enum:"auto,console,json" default:"auto" help:"Log format: console on a terminal, JSON otherwise (auto), or forced."`
+	LogFormat   string   `enum:"auto,console,json" default:"auto" help:"Log format: auto (console on a terminal, JSON otherwise), console or json."`
 }
 
 // Help is shown by 'ifl agent --help'.
@@ -132,7 +133,7 @@ func (c *AgentCmd) settings(log *zerolog.Logger) (*settings, error) {
 func loadNetworkKeys(files []string) ([]proto.NetworkKey, error) {
 	keys := make([]proto.NetworkKey, 0, len(files))
 	for _, f := range files {
-		k, err := proto.LoadNetworkKey(f)
+		k, err := loadNetworkKey(f)
 		if err != nil {
 			return nil, err
 		}
@@ -183,6 +184,15 @@ func (c *AgentCmd) Run(ctx context.Context, env *Env) error {
 	keys, err := loadNetworkKeys(s.keyFiles)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Stat(s.identityKey); errors.Is(err, fs.ErrNotExist) {
+		dir, err := keyDir(s.identityKey)
+		if err != nil {
+			return fmt.Errorf("agent key: %w", err)
+		}
+		if dir != "" {
+			log.Info().Str("event", "key_dir_created").Str("dir", dir).Msg("created the agent key's directory (mode 0700)")
+		}
 	}
 	id, created, err := proto.LoadOrCreateIdentity(s.identityKey)
 	if err != nil {

@@ -18,9 +18,9 @@ import (
 type ArpScanCmd struct {
 	Interface   string        `arg:"" help:"Interface on the segment to sweep, e.g. eth0."`
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, prefixes or ranges to sweep. Default: the interface's IPv4 subnets."`
-	Rate        int           `default:"${arp_rate}" help:"Most broadcast ARP requests per second: the sending rate starts there, halves when requests go unanswered and grows back while answers come."`
-	MinRate     int           `default:"${arp_min_rate}" help:"Least broadcast ARP requests per second, however much is lost; 0: a 16th of --rate."`
-	Retries     int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost."`
+	Rate        int           `default:"${arp_rate}" help:"Most broadcast ARP requests per second: the sending rate starts there, halves when requests go unanswered and grows back while answers come; 0: the default."`
+	MinRate     int           `default:"${arp_min_rate}" help:"Least broadcast ARP requests per second, however much is lost; 0, the default: a 16th of --rate."`
+	Retries     int           `default:"${arp_retries}" help:"Extra requests for a silent address once the sweep has seen requests get lost: it gets 1 + --retries requests then."`
 	MinRetries  int           `default:"${arp_min_retries}" help:"Extra requests for a silent address when no loss is seen (at most --retries)."`
 	Timeout     time.Duration `default:"${arp_timeout}" help:"Wait for a reply before any round trip is measured, and the most any wait lasts; the waits follow the round trips the answers show."`
 	SweepFlags  `embed:""`
@@ -46,17 +46,32 @@ Timing follows the segment: a retry waits a few of the round trips the
 answers have shown (smoothed, with their deviation, as TCP does), at most
 --timeout, and a sweep ends when that wait has passed since its last
 request and --patience (40 ms) since the last address's first: a host
-farther away than that among fast ones needs it raised. The rate starts at
---rate and halves when requests go unanswered (confirmations, retries
-that draw an answer, the kernel's ENOBUFS), at least --min-rate, and
-grows back while answers come: a flood of broadcasts that overruns the
-hosts slows itself down.
+farther away than that among fast ones needs it raised (e.g. 400ms for
+one behind a satellite link, 300 ms away); a sweep then lasts that much
+longer, and its longest wait is raised to it. The rate starts at --rate
+and halves when requests go unanswered (confirmations, retries that draw
+an answer, the kernel's ENOBUFS), at least --min-rate, and grows back
+while answers come: a flood of broadcasts that overruns the hosts slows
+itself down.
+
+--arp-probes broadcasts ARP probes (RFC 5227, from 0.0.0.0), not
+requests from the interface's address. Every host on the segment reads
+every broadcast, and a Linux host that a probe is not for skips the route
+and neighbour lookups that a request costs it: sweeps of virtual segments
+(VMs or containers bridged on one machine) go faster, three times on a
+/21 of 400 hosts. Hosts that answer are then sent a unicast request, so
+that they know the scanner's MAC. It is off by default because a host
+checking an address before it takes it (DHCP conflict detection,
+link-local addressing) gives the address up when probed for it; ifl probe
+refuses it with --watch, which sweeps again and again. The sweeps of ifl
+probe and ifl scan take --patience and --arp-probes too.
 
 Needs CAP_NET_RAW: run it with sudo, or grant the binary the capability
 once with: sudo setcap cap_net_raw+ep $(command -v ifl)
 
 Exit status: 0 when the sweep ran, 1 when replies this host dropped may
-have hidden hosts (unsure), 2 for usage and environment errors.
+have hidden hosts (unsure), 2 for usage and environment errors, 130 when
+interrupted.
 
 Examples:
   sudo ifl arp-scan eth0
@@ -138,6 +153,9 @@ func (c *ArpScanCmd) Run(ctx context.Context, env *Env) error {
 func (c *ArpScanCmd) check() error {
 	if _, err := c.format(); err != nil {
 		return err
+	}
+	if c.Rate == 0 {
+		c.Rate = arpscan.DefaultRate
 	}
 	if err := checkPacing(c.Rate, "requests", c.Retries, 20, c.Timeout, "20ms"); err != nil {
 		return err

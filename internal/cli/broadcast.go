@@ -126,8 +126,8 @@ func (c *ProbeCmd) broadcastPlan() (*engine.BroadcastPlan, error) {
 	return &engine.BroadcastPlan{Dests: dests, Size: size, Accept: func(a netip.Addr) bool { return set.Contains(a.WithZone("")) }}, nil
 }
 
-// logWarnings logs what a round warns of, a silenced broadcast round
-// included, as warnings: a watch goes on.
+// logWarnings logs what a round warns of, a silenced broadcast round and
+// a key most agents refuse included, as warnings: a watch goes on.
 func (res *probeRun) logWarnings(log zerolog.Logger) {
 	if res == nil {
 		return
@@ -137,6 +137,10 @@ func (res *probeRun) logWarnings(log zerolog.Logger) {
 	}
 	if err := res.silent(); err != nil {
 		log.Warn().Str("event", "broadcast_silent").Msg(err.Error())
+	}
+	if res.rejected != nil {
+		s := res.summary
+		log.Warn().Str("event", "key_rejected").Int("rejected", s.Rejected).Int("open", s.Agents+s.Busy+s.Rejected+s.NotAgents).Msg(res.rejected.Error())
 	}
 }
 

@@ -62,7 +62,7 @@ func logChanges(log zerolog.Logger, ch *inventory.Changes) {
 		log.Info().Str("event", "host_renamed").Str("name", c.Name).Str("old_name", c.OldName).Str("from", c.From).Str("to", c.To).Str("identity", c.Identity).Msg("host renamed")
 	}
 	for _, c := range ch.Unseen {
-		log.Warn().Str("event", "host_unseen").Str("name", c.Name).Str("hostname", c.Hostname).Str("address", c.From).Dur("unseen", c.Unseen).Str("identity", c.Identity).Msg("host not seen")
+		log.Warn().Str("event", "host_unseen").Str("name", c.Name).Str("hostname", c.Hostname).Str("address", c.From).Float64("unseen_seconds", c.Unseen.Seconds()).Str("identity", c.Identity).Msg("host not seen")
 	}
 	for _, w := range ch.Warnings {
 		event := "identity_conflict"

@@ -61,7 +61,13 @@ type Env struct {
 	Terminal bool
 	// Width is the terminal's width in columns (0 when unknown).
 	Width int
+	// given are the flags given on the command line, by name (not
+	// their defaults, nor the environment's values).
+	given map[string]bool
 }
+
+// Given reports whether the flag was given on the command line.
+func (e *Env) Given(flag string) bool { return e.given[flag] }
 
 const description = `ifl finds the machines of a fleet that run the ifl agent, proves that each
 one is really one of ours (mutual authentication with a pre-shared network
@@ -92,7 +98,7 @@ func problem(err error) error { return &exitError{code: 1, err: err} }
 
 // New returns the kong parser for the ifl command line, writing to env.
 func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
-	return kong.New(cli,
+	return kong.New(cli, append(mappers(),
 		kong.Name("ifl"),
 		kong.Description(description),
 		kong.Writers(env.Stdout, env.Stderr),
@@ -120,7 +126,7 @@ func New(cli *CLI, env *Env, exit func(int)) (*kong.Kong, error) {
 			"probe_retries":     fmt.Sprint(verify.DefaultRetries),
 		},
 		kong.Bind(env),
-	)
+	)...)
 }
 
 // Main runs the command line in args and returns the exit status.
@@ -145,7 +151,7 @@ func runEnv(ctx context.Context, args []string, env *Env) int {
 		fmt.Fprintf(stderr, "ifl: %v\n", err)
 		return 2
 	}
-	kctx, err := parser.Parse(nmapFlags(args))
+	kctx, err := parser.Parse(joinDashValues(parser.Model, nmapFlags(args)))
 	if exited { // --help, or a usage error already printed by kong
 		if code != 0 {
 			code = 2
@@ -160,6 +166,7 @@ func runEnv(ctx context.Context, args []string, env *Env) int {
 		}
 		return 2
 	}
+	env.given = givenFlags(kctx)
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if _, err = dropAtStart(env, kctx); err == nil {
 		err = kctx.Run()
@@ -306,10 +313,12 @@ func outputFormat(jsonFlag bool, output string) (string, error) {
 // SweepFlags tune the ARP sweep of the commands that have one. Patience
 // is how long it waits for an address after its first request, whatever
 // the segment's round trips say; its zero value is the sweep's default,
-// which a --timeout below it lowers.
+// which a --timeout below it lowers. Their help is written for every
+// command that has them: what only one command does with them is in
+// that command's flags and help (arp-scan's tells the whole story once).
 type SweepFlags struct {
-	Patience  time.Duration `default:"0" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer (0: ${arp_patience}, or --timeout if that is less): raise it to find hosts farther away than that among fast ones (e.g. 400ms for one behind a satellite link, 300 ms away). A sweep then lasts that much longer, and its longest wait is raised to it. No sweep with --connect."`
-	ARPProbes bool          `name:"arp-probes" help:"Broadcast ARP probes (RFC 5227, from 0.0.0.0), not requests from the interface's address. Every host on the segment reads every broadcast, and a Linux host that a probe is not for skips the route and neighbour lookups that a request costs it: sweeps of virtual segments (VMs or containers bridged on one machine) go faster, three times on a /21 of 400 hosts. Hosts that answer are then sent a unicast request, so that they know the scanner's MAC. Off by default, and refused with --watch: a host checking an address before it takes it (DHCP conflict detection, link-local addressing) gives the address up when probed for it. No sweep with --connect."`
+	Patience  time.Duration `default:"0" help:"Least wait of the ARP sweep for an address after its first request, however fast the other hosts answer (0, the default: ${arp_patience}, or --timeout if less); raise it for hosts farther away, e.g. 400ms for one 300 ms away."`
+	ARPProbes bool          `name:"arp-probes" help:"Sweep with ARP probes (RFC 5227, from 0.0.0.0) rather than requests: faster on virtual segments, but a host checking an address before it takes it (DHCP conflict detection) gives the address up (see ifl arp-scan --help)."`
 }
 
 // arpConfig is the sweep's configuration from the flags.
@@ -334,7 +343,7 @@ func (f SweepFlags) check(cmd, noSweep string) error {
 func checkPacing(rate int, what string, retries, maxRetries int, timeout time.Duration, example string) error {
 	switch {
 	case rate < 1 || rate > 1_000_000:
-		return fmt.Errorf("--rate %d: want 1 to 1000000 %s per second", rate, what)
+		return fmt.Errorf("--rate %d: want 1 to 1000000 %s per second, or 0 for the default", rate, what)
 	case retries < 0 || retries > maxRetries:
 		return fmt.Errorf("--retries %d: want 0-%d", retries, maxRetries)
 	case timeout <= 0:

@@ -75,7 +75,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"probe", "--bogus"}, "ifl: unknown flag --bogus\nrun 'ifl probe --help' for usage\n"},
 		{[]string{"probe", "-o", "xml", "127.0.0.1"}, "ifl: --output must be one of \"table\",\"tsv\",\"json\",\"yaml\" but got \"xml\"\nrun 'ifl probe --help' for usage\n"},
 		{[]string{"ping", "--network-key", "/nonexistent/key", "127.0.0.1"}, "ifl: key file /nonexistent/key does not exist (create one with: ifl keygen /nonexistent/key)\n"},
-		{[]string{"scan", "198.18.0.1", "--rate", "2000000"}, "ifl: --rate 2000000: want 1 to 1000000 probes per second, or 0 for the default\n"},
+		{[]string{"scan", "198.18.0.1", "--rate", "2000000"}, "ifl: --rate 2000000: want 1 to 1000000 probes per second, or 0 for the default (250000 raw SYNs, 2000 dials with connect())\n"},
 		{[]string{"scan", "198.18.0.1", "--retries", "11"}, "ifl: --retries 11: want 0-10\n"},
 		{[]string{"arp-scan", "eth0", "--timeout", "0s"}, "ifl: --timeout 0s: want a positive duration such as 20ms\n"},
 		{[]string{"arp-scan", "eth0", "--min-retries", "21"}, "ifl: --min-retries 21: want 0-20\n"},

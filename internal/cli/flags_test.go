@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,9 +152,9 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 func TestWatchJSONLines(t *testing.T) {
 	keyFile, port, id := startAgent(t)
 	t.Setenv("IFL_STATE", filepath.Join(t.TempDir(), "inventory.json"))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := &lineWriter{done: cancel}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	out := &lineWriter{done: func() { cancel(&Signalled{syscall.SIGTERM}) }}
 	var errb bytes.Buffer
 	code := runEnv(ctx, []string{"probe", "--network-key", keyFile, "--connect", "--watch", "1h", "-o", "json", "-p", strconv.Itoa(port), "127.0.0.1"},
 		&Env{Stdout: out, Stderr: &errb})

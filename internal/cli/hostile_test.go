@@ -209,12 +209,12 @@ func FuzzHumanFormats(f *testing.F) {
 		facts := &m.(*proto.PingReply).Facts
 		r := verify.Result{Addr: mustAddr("198.18.0.5"), Port: 7440, Status: verify.Agent, Identity: "0123456789abcdef0123456789abcdef", Facts: facts}
 		var out bytes.Buffer
-		printFacts(&Env{Stdout: &out, Stderr: &out}, r)
+		printFacts(&Env{Stdout: &out, Stderr: &out}, r, "")
 		if bad, ok := terminalSafe(out.String()); !ok {
 			t.Fatalf("ping shows %s raw: %q", bad, out.String())
 		}
 		out.Reset()
-		if err := writeTable(&out, []verify.Result{r, {Addr: mustAddr("198.18.0.6"), Status: verify.Failed, Err: &proto.Error{Code: facts.Hostname, Message: facts.Kernel}}}); err != nil {
+		if err := writeTable(&out, []verify.Result{r, {Addr: mustAddr("198.18.0.6"), Status: verify.Failed, Err: &proto.Error{Code: facts.Hostname, Message: facts.Kernel}}}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if bad, ok := terminalSafe(out.String()); !ok {

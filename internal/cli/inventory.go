@@ -25,6 +25,7 @@ type InventoryCmd struct {
 	List       bool   `help:"Print the Ansible dynamic inventory (groups, and every host's variables under _meta.hostvars)."`
 	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host: by inventory name, or by the first 8 or more hex digits of its identity."`
 	Output     string `short:"o" enum:"table,tsv,json,yaml" default:"table" help:"table (for people), tsv (tab-separated rows for scripts), json (same as --list) or yaml (a static Ansible inventory file)."`
+	JSON       bool   `help:"Same as -o json."`
 	NoHeader   bool   `name:"no-header" help:"With -o tsv, leave out the header line."`
 	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root; else ~/.local/state/ifl/inventory.json, or the controller's /var/lib/ifl/inventory.json when the first does not exist)."`
 	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
@@ -136,6 +137,11 @@ func (c *InventoryCmd) stateFile() string {
 
 // Run prints the inventory.
 func (c *InventoryCmd) Run(env *Env) error {
+	f, err := outputFormat(c.JSON, c.Output)
+	if err != nil {
+		return err
+	}
+	c.Output = f
 	if err := c.checkOutput(); err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func (c *KeycheckCmd) Run(env *Env) error {
 			}
 			id = k.Fingerprint()
 		} else {
-			k, err := proto.LoadNetworkKey(f)
+			k, err := loadNetworkKey(f)
 			if err != nil {
 				return fmt.Errorf("keycheck: %w", err)
 			}

@@ -22,6 +22,9 @@ An agent key is one agent's identity, /etc/ifl/agent.key: the install script
 and the .deb create it (the systemd unit hands it to the agent as a
 credential), and an agent run by hand creates it on first start.
 
+A key's folder is created (mode 0700) when its parent exists, as the agent
+creates it for its key; a deeper path that does not exist is refused.
+
 Examples:
   ifl keygen /etc/ifl/network.key
   ifl keygen --agent /etc/ifl/agent.key`
@@ -30,10 +33,20 @@ Examples:
 // Run writes the key.
 func (c *KeygenCmd) Run(env *Env) error {
 	path := c.File
-	if c.Agent {
-		if path == "" {
+	if path == "" {
+		path = agent.DefaultNetworkKey
+		if c.Agent {
 			path = agent.DefaultIdentityKey
 		}
+	}
+	dir, err := keyDir(path)
+	if err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	if dir != "" {
+		fmt.Fprintf(env.Stderr, "created directory %s (mode 0700)\n", dir)
+	}
+	if c.Agent {
 		id, err := proto.NewIdentity()
 		if err != nil {
 			return err
@@ -44,9 +57,6 @@ func (c *KeygenCmd) Run(env *Env) error {
 		fmt.Fprintf(env.Stderr, "wrote agent key %s (mode 0600)\n", path)
 		fmt.Fprintln(env.Stdout, id.Fingerprint())
 		return nil
-	}
-	if path == "" {
-		path = agent.DefaultNetworkKey
 	}
 	k, err := proto.NewNetworkKey()
 	if err != nil {

@@ -92,10 +92,10 @@ func TestFullReportsMatchSchema(t *testing.T) {
 		command string
 		report  any
 	}{
-		{"probe", newProbeReport(rs, summary{Method: engine.MethodRaw, Busy: 1}, ch)},
-		{"ping", pingReport{SchemaVersion, newHostReport(rs[0])}},
-		{"ping", pingReport{SchemaVersion, newHostReport(rs[2])}},
-		{"ping", pingReport{SchemaVersion, newHostReport(rs[3])}},
+		{"probe", newProbeReport(rs, summary{Method: engine.MethodRaw, Busy: 1}, ch, map[string]string{"0123456789abcdef": "web"})},
+		{"ping", pingReport{SchemaVersion, newHostReport(rs[0], "web", true)}},
+		{"ping", pingReport{SchemaVersion, newHostReport(rs[2], "web", true)}},
+		{"ping", pingReport{SchemaVersion, newHostReport(rs[3], "web", true)}},
 		{"arp-scan", arp},
 		{"scan", scanReport{SchemaVersion: SchemaVersion, Ports: []scanRow{{Address: "198.18.0.5", Port: 22, Status: "open", RTTMS: msOrNil(time.Millisecond)}}, Summary: scanSummary{Method: engine.MethodRaw, Ports: 1}}},
 	} {
@@ -305,27 +305,27 @@ func TestProbeTSV(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	rows := tsvRows(t, stdout, 8)
+	rows := tsvRows(t, stdout, 9)
 	if len(rows) != 3 {
 		t.Fatalf("%d rows, want a header and 2:\n%s", len(rows), stdout)
 	}
-	if diff := cmp.Diff([]string{"address", "port", "status", "reason", "identity", "hostname", "other_addresses", "rtt_ms"}, rows[0]); diff != "" {
+	if diff := cmp.Diff([]string{"address", "port", "status", "reason", "identity", "hostname", "other_addresses", "rtt_ms", "name"}, rows[0]); diff != "" {
 		t.Errorf("header (-want +got):\n%s", diff)
 	}
 	agent := rows[1]
-	if agent[0] != "127.0.0.1" || agent[1] != p || agent[2] != "agent" || agent[3] != "-" || agent[4] != id.Fingerprint() || agent[5] == "-" {
+	if agent[0] != "127.0.0.1" || agent[1] != p || agent[2] != "agent" || agent[3] != "-" || agent[4] != id.Fingerprint() || agent[5] == "-" || agent[8] != agent[5] {
 		t.Errorf("agent row: %q", agent)
 	}
 	if _, err := strconv.ParseFloat(agent[7], 64); err != nil {
 		t.Errorf("rtt_ms %q: %v", agent[7], err)
 	}
 	// 127.0.0.2 answers on loopback too: the same agent, or nothing.
-	if other := rows[2]; other[0] != "127.0.0.2" || (other[2] != "agent" && (other[2] != "closed" || other[3] != "refused" || other[4] != "-" || other[7] != "-")) {
+	if other := rows[2]; other[0] != "127.0.0.2" || (other[2] != "agent" && (other[2] != "closed" || other[3] != "refused" || other[4] != "-" || other[7] != "-" || other[8] != "-")) {
 		t.Errorf("second row: %q", other)
 	}
 
 	code, stdout, _ = run(t, "probe", "--network-key", keyFile, "--connect", "--no-state", "-p", p, "127.0.0.1", "-o", "tsv", "--no-header")
-	if rows := tsvRows(t, stdout, 8); code != 0 || len(rows) != 1 || rows[0][0] != "127.0.0.1" {
+	if rows := tsvRows(t, stdout, 9); code != 0 || len(rows) != 1 || rows[0][0] != "127.0.0.1" || rows[0][8] != "-" {
 		t.Errorf("--no-header: exit %d\n%s", code, stdout)
 	}
 }
@@ -341,11 +341,11 @@ func TestScanTSV(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	rows := tsvRows(t, stdout, 4)
+	rows := tsvRows(t, stdout, 5)
 	if len(rows) != 3 {
 		t.Fatalf("%q", stdout)
 	}
-	if diff := cmp.Diff([]string{"address", "port", "status", "rtt_ms"}, rows[0]); diff != "" {
+	if diff := cmp.Diff([]string{"address", "port", "status", "rtt_ms", "name"}, rows[0]); diff != "" {
 		t.Errorf("header (-want +got):\n%s", diff)
 	}
 	byPort := map[string][]string{rows[1][1]: rows[1], rows[2][1]: rows[2]}
@@ -399,20 +399,20 @@ func TestTSVHostileAgent(t *testing.T) {
 	failed := verify.Result{Addr: mustAddr("198.18.0.6"), Port: 7440, Status: verify.Failed, Reason: verify.ReasonError,
 		Err: &proto.Error{Code: "x", Message: "a\tb\nc d"}}
 	var out bytes.Buffer
-	if err := writeProbeTSV(&out, false, []verify.Result{r, failed}); err != nil {
+	if err := writeProbeTSV(&out, false, []verify.Result{r, failed}, map[string]string{r.Identity: "web-1"}); err != nil {
 		t.Fatal(err)
 	}
-	rows := tsvRows(t, out.String(), 8)
+	rows := tsvRows(t, out.String(), 9)
 	if len(rows) != 3 || rows[1][5] != `a\x20b\tc\nd\re` || rows[2][3] != "error" {
 		t.Errorf("rows %q", rows)
 	}
 	out.Reset()
-	if err := writePing(&out, &OutputFlags{Output: formatTSV}, r); err != nil {
+	if err := writePing(&out, &OutputFlags{Output: formatTSV}, r, "web-1"); err != nil {
 		t.Fatal(err)
 	}
 	tsvRows(t, out.String(), 2)
 	out.Reset()
-	if err := writePing(&out, &OutputFlags{Output: formatTSV, NoHeader: true}, failed); err != nil {
+	if err := writePing(&out, &OutputFlags{Output: formatTSV, NoHeader: true}, failed, ""); err != nil {
 		t.Fatal(err)
 	}
 	if rows := tsvRows(t, out.String(), 2); rows[0][0] != "address" {

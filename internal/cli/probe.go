@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/controller/engine"
@@ -35,21 +34,21 @@ const probeSYNRetries = 4
 // ProbeCmd finds agents.
 type ProbeCmd struct {
 	Targets        []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes (198.18.0.0/24), ranges (198.18.0.1-50) or host names. Default: the subnets of the interface of the default route."`
-	Port           int           `short:"p" default:"${agent_port}" help:"Agent port."`
+	Port           int           `short:"p" type:"port" aliases:"ports" default:"${agent_port}" placeholder:"PORT" help:"Agent port, a number or a service name."`
 	Fast           bool          `help:"Insist on the fast path: ARP sweep, then SYN probes, then handshakes; without CAP_NET_RAW an error rather than the connect() fallback (the fast path is the default with the capability)."`
-	Connect        bool          `help:"connect() to every address: no ARP sweep, no SYN probes (needs no privilege)."`
+	Connect        bool          `help:"connect() to every address: no ARP sweep (so no --patience or --arp-probes), no SYN probes (needs no privilege)."`
 	Timeout        time.Duration `default:"${probe_timeout}" help:"Per-host time for one TCP connection attempt, and again for the handshake and ping."`
 	SweepFlags     `embed:""`
-	Retries        int `default:"${probe_retries}" help:"Connection attempts repeated for hosts that did not answer."`
+	Retries        int `default:"${probe_retries}" help:"Extra connect() attempts, each --timeout long, for an address that did not answer; the fast path's SYN probes give the agent port 5 tries whatever this says."`
 	Concurrency    int `default:"${probe_concurrency}" help:"Hosts probed at once."`
-	Rate           int `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0 for no limit."`
+	Rate           int `default:"${probe_rate}" help:"New addresses dialled per second with connect() (each may cost an ARP broadcast); 0: the default."`
 	OutputFlags    `embed:""`
 	All            bool `help:"List every target address: closed, filtered and down ones too, on the ARP+SYN and connect() paths alike (default: open ports only)."`
 	TargetFlags    `embed:""`
 	KeyFlag        `embed:""`
 	State          string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
 	NoState        bool          `help:"Do not read or update the inventory."`
-	Watch          time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m) until stopped, logging each change; the inventory stays current."`
+	Watch          time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m, at least 1s) until stopped, logging each change; the inventory stays current. Refused with --arp-probes."`
 	BroadcastFlags `embed:""`
 }
 
@@ -65,18 +64,26 @@ handshake. Hosts
 whose port is open but fail the handshake are reported as "rejected" (wrong
 network key, or clocks more than a minute apart) or "not-agent" (another
 service), never as agents; an agent that proves its identity but has no room
-for another connection is "busy" (try again later). Results are sorted by address; progress shows on
-stderr when it is a terminal. Ctrl-C stops and prints what was found.
+for another connection is "busy" (try again later). When most of the open
+ports reject the handshake, the probe says that the network key is likely
+not the fleet's (or the clocks are off) and exits 1. Results are sorted by
+address; progress shows on stderr when it is a terminal. Ctrl-C stops and
+prints what was found.
 
 Every probe updates the inventory (see 'ifl inventory'), keyed by each
 agent's identity, and says what changed since the last one: new hosts,
 hosts that moved (old IP -> new IP), renamed hosts, hosts not seen (on
-addresses this probe covered), and identity conflicts.
+addresses and the port this probe covered), and identity conflicts. Each
+agent is listed with its inventory name (NAME, the one Ansible uses) and
+the hostname it reports.
 
-Exit status: 0 when the probe ran (whatever it found), 1 when a
-broadcast round heard no agent although the inventory has agents on the
-links it queried, or when answers this host dropped may have hidden
-hosts (unsure), 2 for usage errors.
+Exit status: 0 when the probe ran (whatever it found); 1 when most open
+ports rejected the handshake, when a broadcast round heard no agent
+although the inventory has agents on the links it queried, or when
+answers this host dropped may have hidden hosts (unsure); 2 for usage and
+environment errors (a key or state that cannot be read or written); 130
+when interrupted by Ctrl-C (SIGINT), a --watch too. A --watch stopped by
+SIGTERM (systemctl stop) exits 0.
 
 Examples:
   ifl probe 198.18.0.0/24
@@ -106,7 +113,7 @@ func (c *ProbeCmd) stateFile() string {
 // Run probes the targets, updates the inventory and prints the report; with
 // --watch it does so on every interval until stopped.
 func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
-	if err := c.check(); err != nil {
+	if err := c.check(env); err != nil {
 		return err
 	}
 	// A broadcast sweeps no target: it queries the links that hold them
@@ -131,7 +138,7 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if res == nil {
 		return err
 	}
-	if werr := writeReport(env.Stdout, &c.OutputFlags, res.round.Results, res.summary, res.changes); werr != nil {
+	if werr := writeReport(env.Stdout, &c.OutputFlags, res); werr != nil {
 		return werr
 	}
 	fmt.Fprintln(env.Stderr, res.summary)
@@ -146,21 +153,21 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	case res.silent() != nil:
 		return problem(res.silent())
+	case res.rejected != nil:
+		return problem(fmt.Errorf("probe: %w", res.rejected))
 	}
 	return unsureError("probe", res.summary.Dropped, res.summary.Unsure, "addresses down or ports filtered")
 }
 
 // check checks the flags.
-func (c *ProbeCmd) check() error {
+func (c *ProbeCmd) check(env *Env) error {
 	if _, err := c.format(); err != nil {
 		return err
 	}
-	// IFL_STATE in the environment gives way to --no-state; a --state on
-	// the same command line is a contradiction.
-	stateFlag := c.State != "" && c.State != os.Getenv("IFL_STATE")
+	if err := checkState(env, c.State, c.NoState); err != nil {
+		return err
+	}
 	switch {
-	case c.NoState && stateFlag:
-		return fmt.Errorf("--state %s and --no-state ask for opposite things: give one", c.State)
 	case c.Watch > 0 && (c.Output == formatYAML || c.Output == formatTSV):
 		return fmt.Errorf("--watch with -o %s: a watch prints events as they come; -o json prints each round as one line of JSON", c.Output)
 	case c.Port < 1 || c.Port > 65535:
@@ -169,14 +176,14 @@ func (c *ProbeCmd) check() error {
 		return fmt.Errorf("--retries %d: want 0-10", c.Retries)
 	case c.Concurrency < 1 || c.Concurrency > 4096:
 		return fmt.Errorf("--concurrency %d: want 1-4096", c.Concurrency)
-	case c.Rate < 0:
-		return fmt.Errorf("--rate %d: want a number of addresses per second, or 0 for no limit", c.Rate)
+	case c.Rate < 0 || c.Rate > 1_000_000:
+		return fmt.Errorf("--rate %d: want 1 to 1000000 new addresses per second, or 0 for the default (%d)", c.Rate, verify.DefaultRate)
 	case c.Timeout <= 0:
 		return fmt.Errorf("--timeout %v: want a positive duration such as 1s", c.Timeout)
 	case c.Fast && c.Connect:
 		return fmt.Errorf("probe: --fast and --connect exclude each other")
-	case c.Watch < 0 || (c.Watch > 0 && c.Watch < time.Second):
-		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m", c.Watch)
+	case c.Watch < 0 || (c.Watch < time.Second && env.Given("watch")):
+		return fmt.Errorf("--watch %v: want an interval of a second or more, such as 5m (without --watch, ifl probes once)", c.Watch)
 	case c.ARPProbes && c.Watch > 0:
 		return fmt.Errorf("probe: --arp-probes with --watch: a host checking an address before it takes it (DHCP conflict detection) gives the address up when probed for it, and a watch probes every address again and again; watch with requests (leave out --arp-probes)")
 	}
@@ -197,7 +204,7 @@ func (c *ProbeCmd) check() error {
 // probes another user's state, and opens what the rounds need: the
 // broadcast plan, and the engine unless every round is a broadcast one.
 func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
-	key, err := proto.LoadNetworkKey(c.NetworkKey)
+	key, err := loadNetworkKey(c.NetworkKey)
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +216,12 @@ func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 	if err := becomeStateOwner(env, "probe", statePath, keep...); err != nil {
 		return nil, err
 	}
-	// Refuse a foreign or damaged state before any work, not after it.
+	// Refuse a foreign or damaged state, or one that cannot be
+	// written, before any work, not after it.
 	if statePath != "" {
+		if err := checkWritable("probe", statePath); err != nil {
+			return nil, err
+		}
 		if _, err := inventory.Load(statePath); err != nil {
 			return nil, err
 		}
@@ -220,8 +231,7 @@ func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 			return nil, fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
 		}
 	}
-	v := &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: defaults.None(c.Retries), Concurrency: c.Concurrency, Rate: defaults.None(c.Rate)}
-	r := &rounds{cmd: c, v: v, addrs: addrs, env: env, statePath: statePath}
+	r := &rounds{cmd: c, v: c.verifier(key), addrs: addrs, env: env, statePath: statePath}
 	if err := r.planBroadcast(env); err != nil {
 		return nil, err
 	}
@@ -231,6 +241,12 @@ func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 		}
 	}
 	return r, nil
+}
+
+// verifier is how the probe's handshakes are made: --retries 0 is none,
+// --rate 0 the default rate, as with every command.
+func (c *ProbeCmd) verifier(key proto.NetworkKey) *verify.Verifier {
+	return &verify.Verifier{Key: key, Port: c.Port, Timeout: c.Timeout, Retries: defaults.None(c.Retries), Concurrency: c.Concurrency, Rate: c.Rate}
 }
 
 // rounds runs probe rounds: once, or every interval.
@@ -250,6 +266,12 @@ type probeRun struct {
 	summary  summary
 	changes  *inventory.Changes
 	stateErr error
+	// names are the inventory names of the hosts, by identity, once
+	// the round is recorded; nil without a state.
+	names map[string]string
+	// rejected says that most open ports refused the handshake: the
+	// likely causes, and what to check.
+	rejected error
 }
 
 // once runs one round, by broadcast with --broadcast, and records it.
@@ -278,8 +300,14 @@ func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeR
 		bar.Done()
 	}
 	run := &probeRun{round: round, summary: newSummary(round)}
+	run.rejected = rejectedMost(run.summary, r.cmd.NetworkKey, r.v)
 	if r.statePath != "" {
 		run.changes, run.stateErr = round.Record(r.statePath, time.Now().UTC())
+		if run.stateErr != nil {
+			run.stateErr = stateWriteError("probe", r.statePath, run.stateErr)
+		} else {
+			run.names = recordedNames(r.statePath)
+		}
 	}
 	return run, err
 }
@@ -297,7 +325,7 @@ func (run *probeRun) silent() error {
 // one event.
 func (r *rounds) watch(ctx context.Context) error {
 	log := newLogger(r.env, "auto")
-	ev := log.Info().Str("event", "watch").Dur("interval", r.cmd.Watch).Str("state", r.statePath)
+	ev := log.Info().Str("event", "watch").Float64("interval_seconds", r.cmd.Watch.Seconds()).Str("state", r.statePath)
 	if !r.cmd.Broadcast {
 		ev = ev.Int("addresses", len(r.addrs)) // a broadcast's targets are a set, never listed
 	}
@@ -305,8 +333,7 @@ func (r *rounds) watch(ctx context.Context) error {
 	for {
 		res, err := r.once(ctx, false)
 		if ctx.Err() != nil {
-			log.Info().Str("event", "stopped").Msg("stopped")
-			return nil
+			return watchStopped(ctx, log)
 		}
 		if r.cmd.Output == "json" && res != nil {
 			// One round, one line: JSON lines, for a reader that
@@ -330,8 +357,7 @@ func (r *rounds) watch(ctx context.Context) error {
 		}
 		res.logWarnings(log)
 		if !r.waitWatch(ctx, log) {
-			log.Info().Str("event", "stopped").Msg("stopped")
-			return nil
+			return watchStopped(ctx, log)
 		}
 	}
 }

@@ -20,30 +20,47 @@ import (
 
 // hostReport is one address as probe's and ping's JSON and YAML show it.
 type hostReport struct {
-	Address  string       `json:"address" yaml:"address"`
-	Port     int          `json:"port" yaml:"port"`
-	Status   string       `json:"status" yaml:"status"`
-	Reason   string       `json:"reason,omitempty" yaml:"reason,omitempty"` // one word, for every status but agent
-	Identity string       `json:"identity,omitempty" yaml:"identity,omitempty"`
-	Hostname string       `json:"hostname,omitempty" yaml:"hostname,omitempty"`
-	RTTMS    *float64     `json:"rtt_ms,omitempty" yaml:"rtt_ms,omitempty"` // connect, handshake and ping, when the port answered
-	Error    string       `json:"error,omitempty" yaml:"error,omitempty"`
-	AlsoAt   []string     `json:"also_at,omitempty" yaml:"also_at,omitempty"` // the same agent, verified there too
-	Facts    *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"`     // as the agent sent them
+	Address  string `json:"address" yaml:"address"`
+	Port     int    `json:"port" yaml:"port"`
+	Status   string `json:"status" yaml:"status"`
+	Reason   string `json:"reason,omitempty" yaml:"reason,omitempty"` // one word, for every status but agent
+	Identity string `json:"identity,omitempty" yaml:"identity,omitempty"`
+	// Name is the inventory name of the host of Identity, the one
+	// Ansible uses, once the inventory knows it.
+	Name     string   `json:"name,omitempty" yaml:"name,omitempty"`
+	Hostname string   `json:"hostname,omitempty" yaml:"hostname,omitempty"`
+	RTTMS    *float64 `json:"rtt_ms,omitempty" yaml:"rtt_ms,omitempty"` // connect, handshake and ping, when the port answered
+	Error    string   `json:"error,omitempty" yaml:"error,omitempty"`
+	AlsoAt   []string `json:"also_at,omitempty" yaml:"also_at,omitempty"` // the same agent, verified there too
+	// MachineIDHash is the hash of the agent's machine-id that the
+	// inventory keeps (ifl_machine_id_hash).
+	MachineIDHash string       `json:"machine_id_hash,omitempty" yaml:"machine_id_hash,omitempty"`
+	Facts         *proto.Facts `json:"facts,omitempty" yaml:"facts,omitempty"` // as the agent sent them; in a probe's report without the machine-id
 }
 
-func newHostReport(r verify.Result) hostReport {
+// newHostReport is r as the reports show it, with the inventory name of
+// its host (or ""). The raw machine-id stays in the facts only with
+// rawMachineID, for ping, where a person asked for one host's facts; a
+// probe's report carries its hash alone, as the inventory does.
+func newHostReport(r verify.Result, name string, rawMachineID bool) hostReport {
 	h := hostReport{
 		Address:  r.Addr.String(),
 		Port:     r.Port,
 		Status:   r.Status.String(),
 		Reason:   r.Reason,
 		Identity: r.Identity,
+		Name:     name,
 		RTTMS:    msOrNil(r.Latency),
 		Facts:    r.Facts,
 	}
 	if r.Facts != nil {
 		h.Hostname = r.Facts.Hostname
+		h.MachineIDHash = machineIDHash(r.Facts.MachineID)
+		if !rawMachineID && r.Facts.MachineID != "" {
+			f := *r.Facts
+			f.MachineID = ""
+			h.Facts = &f
+		}
 	}
 	if r.Err != nil {
 		h.Error = r.Err.Error()
@@ -52,6 +69,11 @@ func newHostReport(r verify.Result) hostReport {
 		h.AlsoAt = append(h.AlsoAt, a.String())
 	}
 	return h
+}
+
+// machineIDHash is the hash the inventory keeps of a machine-id.
+func machineIDHash(id string) string {
+	return (&inventory.Host{MachineID: id}).MachineIDHash()
 }
 
 // summary counts what a probe found.
@@ -149,10 +171,11 @@ const (
 )
 
 // writeTable prints one row per host: agents and open ports that failed
-// verification.
-func writeTable(w io.Writer, rs []verify.Result) error {
+// verification, with the inventory name of each agent the inventory
+// knows (names, by identity).
+func writeTable(w io.Writer, rs []verify.Result, names map[string]string) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tHOSTNAME\tIDENTITY\tOTHER ADDRESSES\tLATENCY")
+	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tNAME\tHOSTNAME\tIDENTITY\tOTHER ADDRESSES\tRTT")
 	for _, r := range rs {
 		host, other := "-", "-"
 		if r.Facts != nil {
@@ -169,7 +192,10 @@ func writeTable(w io.Writer, rs []verify.Result) error {
 		if r.Status != verify.Agent && r.Err != nil {
 			host = reasonShort(r)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, status, host, id, other, fmtLatency(r.Latency))
+		// Names are ifl's, checked when the state was read; Cell
+		// guards the column all the same.
+		name := untrusted.Cell(dash(nameOf(names, r)), 0)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Addr, status, name, host, id, other, fmtLatency(r.Latency))
 	}
 	return tw.Flush()
 }
@@ -211,39 +237,51 @@ type probeReport struct {
 	Changes       *changesReport `json:"changes,omitempty" yaml:"changes,omitempty"`
 }
 
-func newProbeReport(rs []verify.Result, s summary, ch *inventory.Changes) probeReport {
+// nameOf is the inventory name of r's agent, "" when it has none.
+func nameOf(names map[string]string, r verify.Result) string {
+	if r.Identity == "" || r.Status != verify.Agent && r.Status != verify.Busy {
+		return ""
+	}
+	return names[r.Identity]
+}
+
+func newProbeReport(rs []verify.Result, s summary, ch *inventory.Changes, names map[string]string) probeReport {
 	rep := probeReport{SchemaVersion: SchemaVersion, Hosts: make([]hostReport, 0, len(rs)), Summary: s, Changes: newChangesReport(ch)}
 	for _, r := range rs {
-		rep.Hosts = append(rep.Hosts, newHostReport(r))
+		rep.Hosts = append(rep.Hosts, newHostReport(r, nameOf(names, r), false))
 	}
 	return rep
 }
 
 // writeJSONLine writes one probe round as one line of JSON.
 func writeJSONLine(w io.Writer, run *probeRun) error {
-	return json.NewEncoder(untrusted.JSONWriter(w)).Encode(newProbeReport(run.round.Results, run.summary, run.changes))
+	return json.NewEncoder(untrusted.JSONWriter(w)).Encode(newProbeReport(run.round.Results, run.summary, run.changes, run.names))
 }
 
-func writeReport(w io.Writer, out *OutputFlags, rs []verify.Result, s summary, ch *inventory.Changes) error {
-	if ok, err := writeMachine(w, out.Output, newProbeReport(rs, s, ch)); ok {
+// writeReport writes a probe's report in the format asked for.
+func writeReport(w io.Writer, out *OutputFlags, run *probeRun) error {
+	rs := run.round.Results
+	if ok, err := writeMachine(w, out.Output, newProbeReport(rs, run.summary, run.changes, run.names)); ok {
 		return err
 	}
 	if out.Output == formatTSV {
-		return writeProbeTSV(w, out.NoHeader, rs)
+		return writeProbeTSV(w, out.NoHeader, rs, run.names)
 	}
-	return writeTable(w, rs)
+	return writeTable(w, rs, run.names)
 }
 
-// writeProbeTSV writes one row per address, as writeTable does.
-func writeProbeTSV(w io.Writer, noHeader bool, rs []verify.Result) error {
-	t := newTSV(w, noHeader, "address", "port", "status", "reason", "identity", "hostname", "other_addresses", "rtt_ms")
+// writeProbeTSV writes one row per address, as writeTable does. The
+// inventory name is the last field, so that the fields before it keep
+// their places.
+func writeProbeTSV(w io.Writer, noHeader bool, rs []verify.Result, names map[string]string) error {
+	t := newTSV(w, noHeader, "address", "port", "status", "reason", "identity", "hostname", "other_addresses", "rtt_ms", "name")
 	for _, r := range rs {
 		var host, other string
 		if r.Facts != nil {
 			host = tsvText(r.Facts.Hostname)
 			other = tsvList(otherAddrs(r.Facts, r.Addr, r.Also))
 		}
-		t.row(r.Addr.String(), strconv.Itoa(r.Port), r.Status.String(), r.Reason, r.Identity, host, other, tsvMS(msOrNil(r.Latency)))
+		t.row(r.Addr.String(), strconv.Itoa(r.Port), r.Status.String(), r.Reason, r.Identity, host, other, tsvMS(msOrNil(r.Latency)), tsvText(nameOf(names, r)))
 	}
 	return t.Flush()
 }
@@ -257,18 +295,19 @@ type pingReport struct {
 // writePing writes ping's result in a format for machines: JSON or YAML,
 // or TSV as key/value rows, one fact a row; a list (flags, addresses) is
 // one comma-separated value, and each interface, route and label has rows
-// of its own.
-func writePing(w io.Writer, out *OutputFlags, r verify.Result) error {
-	if ok, err := writeMachine(w, out.Output, pingReport{SchemaVersion, newHostReport(r)}); ok {
+// of its own. name is the inventory name of the agent, or "".
+func writePing(w io.Writer, out *OutputFlags, r verify.Result, name string) error {
+	h := newHostReport(r, name, true)
+	if ok, err := writeMachine(w, out.Output, pingReport{SchemaVersion, h}); ok {
 		return err
 	}
 	t := newTSV(w, out.NoHeader, "key", "value")
-	h := newHostReport(r)
 	t.row("address", h.Address)
 	t.row("port", strconv.Itoa(h.Port))
 	t.row("status", h.Status)
 	t.row("reason", h.Reason)
 	t.row("identity", h.Identity)
+	t.row("name", tsvText(h.Name))
 	t.row("rtt_ms", tsvMS(h.RTTMS))
 	if h.Error != "" {
 		t.row("error", tsvText(h.Error))
@@ -279,6 +318,7 @@ func writePing(w io.Writer, out *OutputFlags, r verify.Result) error {
 	}
 	t.row("hostname", tsvText(f.Hostname))
 	t.row("machine_id", tsvText(f.MachineID))
+	t.row("machine_id_hash", h.MachineIDHash)
 	t.row("os.id", tsvText(f.OS.ID))
 	t.row("os.version_id", tsvText(f.OS.VersionID))
 	t.row("os.pretty_name", tsvText(f.OS.PrettyName))

@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/support/caps"
 	"github.com/ifl-project/ifl/internal/support/progress"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 	"github.com/ifl-project/ifl/synscan"
 
 	"github.com/ifl-project/ifl/internal/support/defaults"
@@ -18,16 +21,18 @@ import (
 // ScanCmd is a general port scanner.
 type ScanCmd struct {
 	Targets     []string      `arg:"" optional:"" placeholder:"TARGET" help:"Addresses, CIDR prefixes, ranges or host names (or --input-list FILE)."`
-	Ports       string        `short:"p" default:"${agent_port}" placeholder:"PORTS" help:"Ports: a list of ports and ranges, e.g. 22,80,7000-7010 (default ${default}, the ifl agent port)."`
+	Ports       string        `name:"port" short:"p" aliases:"ports" default:"${agent_port}" placeholder:"PORTS" help:"Ports, as nmap's -p: numbers and ranges (22,80,7000-7010), 1024- (to 65535), - (every port), service names from /etc/services (ssh,https) (default ${default}, the ifl agent port)."`
 	All         bool          `help:"Also list closed and filtered ports, and the ports of down hosts, on the SYN and connect() paths alike (default: open only)."`
-	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege)."`
-	Rate        int           `default:"0" help:"Most probes per second: the rate starts there and halves when answers go missing; 0: ${syn_rate} raw SYNs, or ${connect_rate} first dials to hosts with connect() (a host that has answered gets its other ports 256 dials at a time)."`
-	MinRate     int           `default:"0" help:"Least probes per second, however much is lost; 0: a 16th of --rate."`
-	Retries     int           `default:"${syn_retries}" help:"Extra probes for a port that did not answer."`
+	Connect     bool          `help:"Use connect() instead of raw SYN probes (needs no privilege): no ARP sweep, so no --patience or --arp-probes."`
+	Rate        int           `default:"0" help:"Most probes per second: the rate starts there and halves when answers go missing; 0, the default: ${syn_rate} raw SYNs, or ${connect_rate} first dials to hosts with connect() (a host that has answered gets its other ports 256 dials at a time)."`
+	MinRate     int           `default:"0" help:"Least probes per second, however much is lost; 0, the default: a 16th of --rate."`
+	Retries     int           `default:"${syn_retries}" help:"Extra SYNs (or dials) for a port that did not answer: a port gets 1 + --retries tries."`
 	Timeout     time.Duration `default:"${syn_timeout}" help:"Wait for an answer before any round trip is measured, and the most a probe waits: waits follow the round trips measured (the host's ARP reply, then its answers), at least twice a slow host's."`
 	SweepFlags  `embed:""`
 	OutputFlags `embed:""`
 	TargetFlags `embed:""`
+	State       string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to name the hosts from, by the address where each last proved its identity (default: as ifl inventory reads it)."`
+	NoState     bool   `help:"Leave the inventory out: no names."`
 }
 
 // Help is shown by 'ifl scan --help'.
@@ -43,12 +48,17 @@ with --connect, it uses connect() and says so.
 Answers this host's sockets dropped for want of room are probed again;
 a port or address still silent after them is counted unsure.
 
+An address where the inventory last verified an agent is shown with the
+agent's inventory name: a scan verifies nobody, so the name says who was
+there, not who is.
+
 Exit status: 0 when the scan ran, 1 when results may be wrong (unsure),
-2 for usage errors.
+2 for usage errors, 130 when interrupted.
 
 Examples:
   sudo ifl scan 198.18.0.0/24 -p 22,80,443
-  ifl scan --connect 198.18.0.5 -p 1-1024 --all --json`
+  sudo ifl scan 198.18.0.5 -p-                 # every port
+  ifl scan --connect 198.18.0.5 -p ssh,1-1024 --all --json`
 }
 
 // scanRow is one port of one address.
@@ -57,6 +67,8 @@ type scanRow struct {
 	Port    uint16   `json:"port" yaml:"port"`
 	Status  string   `json:"status" yaml:"status"`                     // open, closed, filtered or down
 	RTTMS   *float64 `json:"rtt_ms,omitempty" yaml:"rtt_ms,omitempty"` // for open and closed
+	// Name is the inventory name of the host last verified at Address.
+	Name string `json:"name,omitempty" yaml:"name,omitempty"`
 }
 
 // scanSummary counts what a scan did and found.
@@ -93,10 +105,24 @@ func (c *ScanCmd) engineConfig() engine.Config {
 // wantsRaw: SYN probes need raw sockets; --connect needs no capability.
 func (c *ScanCmd) wantsRaw() bool { return !c.Connect }
 
+// stateFile is the state the scan names hosts from, "" for none.
+func (c *ScanCmd) stateFile() string {
+	switch {
+	case c.NoState:
+		return ""
+	case c.State != "":
+		return c.State
+	}
+	return inventory.ReadPath()
+}
+
 // Run scans.
 func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	ports, err := c.check()
 	if err != nil {
+		return err
+	}
+	if err := checkState(env, c.State, c.NoState); err != nil {
 		return err
 	}
 	words, err := c.TargetFlags.words("scan", c.Targets, env)
@@ -110,12 +136,25 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
+	path := c.stateFile()
+	var keep []int
+	if c.wantsRaw() {
+		keep = append(keep, caps.NetRaw)
+	}
+	if err := becomeStateOwner(env, "scan", path, keep...); err != nil {
+		return err
+	}
+	st, err := readState(env, "scan", path, env.Given("state"))
+	if err != nil {
+		return err
+	}
 	e, err := openEngine(env, "scan", addrs, c.engineConfig(), c.Connect)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
 	rep, err := c.scan(ctx, env, e, addrs, ports)
+	rep.name(namesByAddress(st))
 	if werr := c.write(env.Stdout, rep); werr != nil {
 		return werr
 	}
@@ -136,7 +175,7 @@ func (c *ScanCmd) check() ([]uint16, error) {
 	case rate == 0:
 		rate = synscan.DefaultRate
 	case rate < 0 || rate > 1_000_000:
-		return nil, fmt.Errorf("--rate %d: want 1 to 1000000 probes per second, or 0 for the default", rate)
+		return nil, fmt.Errorf("--rate %d: want 1 to 1000000 probes per second, or 0 for the default (%d raw SYNs, %d dials with connect())", rate, synscan.DefaultRate, synscan.DefaultConnectRate)
 	}
 	if err := checkPacing(rate, "probes", c.Retries, 10, c.Timeout, "100ms"); err != nil {
 		return nil, err
@@ -151,9 +190,9 @@ func (c *ScanCmd) check() ([]uint16, error) {
 	if err := c.SweepFlags.check("scan", noSweep); err != nil {
 		return nil, err
 	}
-	ports, err := synscan.ParsePorts(c.Ports)
+	ports, err := parsePorts(c.Ports)
 	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
+		return nil, fmt.Errorf("--port %s: %w", c.Ports, err)
 	}
 	return ports, nil
 }
@@ -208,26 +247,38 @@ func (c *ScanCmd) scan(ctx context.Context, env *Env, e *engine.Engine, addrs []
 	return rep, d.err
 }
 
+// name gives each row the inventory name of its address, if any.
+func (rep *scanReport) name(names addrNames) {
+	for i, r := range rep.Ports {
+		if a, err := netip.ParseAddr(r.Address); err == nil {
+			rep.Ports[i].Name = names.name(a, int(r.Port))
+		}
+	}
+}
+
 // write writes the report in the format asked for.
 func (c *ScanCmd) write(w io.Writer, rep scanReport) error {
 	if ok, err := writeMachine(w, c.Output, rep); ok {
 		return err
 	}
 	if c.Output == formatTSV {
-		t := newTSV(w, c.NoHeader, "address", "port", "status", "rtt_ms")
+		// The name last, so that the fields before it keep their places.
+		t := newTSV(w, c.NoHeader, "address", "port", "status", "rtt_ms", "name")
 		for _, r := range rep.Ports {
-			t.row(r.Address, strconv.Itoa(int(r.Port)), r.Status, tsvMS(r.RTTMS))
+			t.row(r.Address, strconv.Itoa(int(r.Port)), r.Status, tsvMS(r.RTTMS), tsvText(r.Name))
 		}
 		return t.Flush()
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ADDRESS\tPORT\tSTATE\tRTT")
+	fmt.Fprintln(tw, "ADDRESS\tPORT\tSTATUS\tRTT\tNAME")
 	for _, r := range rep.Ports {
 		rtt := "-"
 		if r.RTTMS != nil {
 			rtt = fmt.Sprintf("%.2fms", *r.RTTMS)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", r.Address, r.Port, r.Status, rtt)
+		// Names are ifl's, checked when the state was read; Cell
+		// guards the column all the same.
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.Address, r.Port, r.Status, rtt, untrusted.Cell(dash(r.Name), 0))
 	}
 	return tw.Flush()
 }

@@ -117,15 +117,24 @@ func zshFlag(f *kong.Flag) string {
 	if takesValue(f) {
 		value = ":" + zq(f.FormatPlaceHolder()) + ":" + zshAction(valueCompletion(f.Value))
 	}
-	long := "--" + f.Name
+	eq := ""
 	if takesValue(f) {
-		long += "="
+		eq = "="
 	}
-	if f.Short == 0 {
-		return "'" + long + "[" + help + "]" + value + "'"
+	if f.Short == 0 && len(f.Aliases) == 0 {
+		return "'--" + f.Name + eq + "[" + help + "]" + value + "'"
 	}
-	short := "-" + string(f.Short)
-	return "'(" + short + " --" + f.Name + ")'{" + short + "," + long + "}'[" + help + "]" + value + "'"
+	// One flag under several names: each excludes the others.
+	var names, specs []string
+	if f.Short != 0 {
+		names = append(names, "-"+string(f.Short))
+		specs = append(specs, "-"+string(f.Short))
+	}
+	for _, n := range append([]string{f.Name}, f.Aliases...) {
+		names = append(names, "--"+n)
+		specs = append(specs, "--"+n+eq)
+	}
+	return "'(" + strings.Join(names, " ") + ")'{" + strings.Join(specs, ",") + "}'[" + help + "]" + value + "'"
 }
 
 func zshArg(a *kong.Value) string {

@@ -66,11 +66,13 @@ func manFlag(f *kong.Flag) string {
 	if f.Short != 0 {
 		names = append(names, `\fB\-`+string(f.Short)+`\fR`)
 	}
-	long := `\fB\-\-` + roff(f.Name) + `\fR`
-	if takesValue(f) {
-		long += `=\fI` + roff(f.FormatPlaceHolder()) + `\fR`
+	for _, n := range append([]string{f.Name}, f.Aliases...) {
+		long := `\fB\-\-` + roff(n) + `\fR`
+		if takesValue(f) {
+			long += `=\fI` + roff(f.FormatPlaceHolder()) + `\fR`
+		}
+		names = append(names, long)
 	}
-	names = append(names, long)
 	help := oneLine(f.Help)
 	if len(f.Envs) > 0 {
 		help += " Environment: " + strings.Join(f.Envs, ", ") + "."
@@ -171,16 +173,23 @@ func manCommand(c *kong.Node) string {
 const manTail = `.SH EXIT STATUS
 .TP
 0
-Success.
+Success; also a \fB\-\-watch\fR, and the agent, stopped by SIGTERM (\fBsystemctl stop\fR).
 .TP
 1
-Problems found: for example a host that is not an agent, or a wrong key.
+Problems found: a host that is not an agent (\fBping\fR), most open ports rejecting the handshake (a network key that is not the fleet's, or clocks apart), a silenced broadcast round, answers dropped by this host that may hide hosts, a host the inventory does not know (\fBinventory \-\-host\fR).
 .TP
 2
-A usage or environment error: a bad flag, a missing key file, no permission.
+A usage or environment error: a bad flag or value, a missing or unreadable key file, a state that cannot be read or written.
 .TP
 130
-Interrupted.
+Interrupted by Ctrl\-C (SIGINT), a \fB\-\-watch\fR included; what was found so far is printed.
+.SH SYSTEMD UNITS
+.TP
+\fBifl\-agent.service\fR
+Runs \fBifl agent\fR with no privilege, its keys handed in as credentials from \fI/etc/ifl\fR. Open TCP and UDP port 7440 in the host's firewall.
+.TP
+\fBifl\-probe.service\fR
+Runs \fBifl probe \-\-watch 5m\fR as user ifl with CAP_NET_RAW alone, keeping \fI/var/lib/ifl/inventory.json\fR. Its targets, and any other flag, are \fBIFL_PROBE_ARGS\fR, split at blanks: a line \fBIFL_PROBE_ARGS=198.18.0.0/22 \-\-exclude 198.18.0.1\fR in \fI/etc/ifl/probe.env\fR, or \fBEnvironment="IFL_PROBE_ARGS=..."\fR in a drop\-in (\fBsystemctl edit ifl\-probe\fR). Without it, the subnets of the default route's interface.
 .SH FILES
 .TP
 \fI/etc/ifl/network.key\fR
@@ -192,14 +201,17 @@ This host's agent identity (mode 0600).
 \fI/etc/ifl/agent.yaml\fR
 The agent's configuration.
 .TP
+\fI/etc/ifl/probe.env\fR
+\fBIFL_PROBE_ARGS\fR for \fBifl\-probe.service\fR: its targets and flags (optional).
+.TP
 \fI/var/lib/ifl/inventory.json\fR
 The inventory state that probes keep (as root, and for \fBifl\-probe.service\fR).
 .TP
 \fI/usr/share/ifl/ifl\-inventory\fR
-The Ansible dynamic inventory script.
+The Ansible dynamic inventory script; \fBIFL\fR names the ifl binary if it is not on PATH.
 .TP
 \fI/usr/share/ieee\-data/oui.txt\fR
 The IEEE registry of MAC prefixes, read for vendor names when installed; a copy built into ifl fills in what it lacks.
 .SH SEE ALSO
-\fBsystemctl\fR(1), \fBansible\-inventory\fR(1)
+\fBsystemctl\fR(1), \fBsystemd.exec\fR(5), \fBansible\-inventory\fR(1)
 `

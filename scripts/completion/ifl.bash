@@ -28,7 +28,7 @@ _ifl() {
 		;;
 	probe)
 		case $prev in
-		--port|-p) COMPREPLY=(); return ;;
+		--port|-p|--ports) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
 		--patience) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
@@ -43,7 +43,7 @@ _ifl() {
 		--broadcast-every) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -68,7 +68,7 @@ _ifl() {
 		;;
 	scan)
 		case $prev in
-		--ports|-p) COMPREPLY=(); return ;;
+		--port|-p|--ports) COMPREPLY=(); return ;;
 		--rate) COMPREPLY=(); return ;;
 		--min-rate) COMPREPLY=(); return ;;
 		--retries) COMPREPLY=(); return ;;
@@ -77,22 +77,25 @@ _ifl() {
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
+		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--ports -p --all --connect --rate --min-rate --retries --timeout --patience --arp-probes --output -o --json --no-header --exclude --input-list --force --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --all --connect --rate --min-rate --retries --timeout --patience --arp-probes --output -o --json --no-header --exclude --input-list --force --state --no-state --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
 		;;
 	ping)
 		case $prev in
+		--port|-p|--ports) COMPREPLY=(); return ;;
 		--timeout) COMPREPLY=(); return ;;
 		--identity) COMPREPLY=(); return ;;
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--timeout --identity --output -o --json --no-header --network-key --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --timeout --identity --output -o --json --no-header --network-key --state --no-state --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -107,7 +110,7 @@ _ifl() {
 		--prefer) COMPREPLY=($(compgen -W "ipv4 ipv6" -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--force --list --host --output -o --no-header --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--force --list --host --output -o --json --no-header --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=($(compgen -W "name" -- "$cur"))
@@ -116,14 +119,14 @@ _ifl() {
 		case $prev in
 		--config|-c) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--network-key) COMPREPLY=(); return ;;
-		--port|-p) COMPREPLY=(); return ;;
+		--port|-p|--ports) COMPREPLY=(); return ;;
 		--listen) COMPREPLY=(); return ;;
 		--identity-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")); return ;;
 		--log-format) COMPREPLY=($(compgen -W "auto console json" -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--config -c --network-key --port -p --listen --identity-key --log-level --log-format --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--config -c --network-key --port -p --ports --listen --identity-key --log-level --log-format --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
