@@ -28,10 +28,16 @@
 # DESTDIR=DIR         install under DIR (packaging, tests): no systemctl
 #                     calls, no user created; it says what to run instead
 #
+# FILE arguments are read from the directory install.sh is run from; the
+# rest (units, man page, ./ifl by default) from the repository it is in.
+#
 # Exit status: 0 done, 1 a different key is in place (nothing changed),
 # 2 usage or environment error (nothing changed).
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
+# fromcaller FILE: FILE as given from the caller's directory.
+fromcaller() { case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s/%s\n' "$caller" "$1" ;; esac; }
 
 usage() { echo "install.sh: $*; see --help" >&2; exit 2; }
 die() { echo "install.sh: $*" >&2; exit 2; }
@@ -40,7 +46,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--binary | --network-key)
 		[ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || usage "$1 needs a FILE"
-		if [ "$1" = --binary ]; then binary=$2; else network_key=$2; fi
+		if [ "$1" = --binary ]; then binary=$(fromcaller "$2"); else network_key=$(fromcaller "$2"); fi
 		shift
 		;;
 	--binary=* | --network-key=*) usage "write ${1%%=*} FILE, with a space" ;;
@@ -50,7 +56,7 @@ while [ $# -gt 0 ]; do
 	--cap-net-raw) cap=yes ;;
 	--uninstall) uninstall=yes ;;
 	--purge) purge=yes ;;
-	-h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) usage "unknown option $1" ;;
 	esac
 	shift
@@ -60,6 +66,7 @@ done
 [ $uninstall = no ] || { [ -z "$network_key" ] && [ $enable = auto ] && [ $cap = no ]; } || usage "--uninstall takes only --purge"
 
 root=${DESTDIR:-}
+[ -z "$root" ] || root=$(fromcaller "$root")
 if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
 	die "needs root (or DESTDIR=DIR)"
 fi

@@ -85,6 +85,19 @@ expect 0 "already holds this network key" "the same key again"
 run "$r" --network-key "$tmp/fleet.key" --no-enable
 expect 0 "ifl-agent is not enabled" "--no-enable"
 
+# Run from another directory, FILE arguments and DESTDIR are read from
+# there, as a shell user means them.
+rel=$tmp/rel
+mkdir -p "$rel/keys"
+cp "$ifl" "$rel/ifl-copy"
+cp "$tmp/fleet.key" "$rel/keys/net.key"
+rc=0
+(cd "$rel" && DESTDIR=root "$OLDPWD/scripts/install.sh" --binary ./ifl-copy --network-key keys/net.key) >"$tmp/out" 2>"$tmp/err" || rc=$?
+err=$(cat "$tmp/err")
+expect 0 "installed the network key" "relative paths from another directory"
+[ "$(id "$rel/root/etc/ifl/network.key")" = "$(id "$tmp/fleet600.key")" ] || fail "relative paths: not the fleet's key"
+[ -x "$rel/root/usr/bin/ifl" ] || fail "relative paths: no ifl under DESTDIR"
+
 # Bad keys and bad arguments: refused before anything is written.
 empty=$tmp/empty
 for c in "garbage.key|not a network key" "agent.key|agent key file, not a network key" "missing.key|no such readable file"; do
