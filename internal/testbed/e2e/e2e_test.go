@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ifl-project/ifl/internal/cli/schema/schematest"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
 	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
 
@@ -48,12 +49,14 @@ func TestMain(m *testing.M) {
 // probeReport mirrors the JSON of ifl probe.
 type probeReport struct {
 	Hosts []struct {
-		Address  string `json:"address"`
-		Status   string `json:"status"`
-		Error    string `json:"error"`
-		Identity string `json:"identity"`
-		Hostname string `json:"hostname"`
-		Facts    *struct {
+		Address       string `json:"address"`
+		Status        string `json:"status"`
+		Error         string `json:"error"`
+		Identity      string `json:"identity"`
+		Name          string `json:"name"`
+		Hostname      string `json:"hostname"`
+		MachineIDHash string `json:"machine_id_hash"`
+		Facts         *struct {
 			Hostname   string            `json:"hostname"`
 			MachineID  string            `json:"machine_id"`
 			Labels     map[string]string `json:"labels"`
@@ -237,8 +240,10 @@ func TestProbeConnect(t *testing.T) {
 		if len(f.DefaultRoutes) == 0 || f.DefaultRoutes[0].Gateway != lan.Router.Addr.String() {
 			t.Errorf("%s: default routes %+v, want via %v", h.Address, f.DefaultRoutes, lan.Router.Addr)
 		}
-		if f.MachineID != truth.MachineID {
-			t.Errorf("%s: machine-id %q, want %q", h.Address, f.MachineID, truth.MachineID)
+		// A probe's report carries the hash the inventory keeps, not
+		// the machine-id.
+		if want := (&inventory.Host{MachineID: truth.MachineID}).MachineIDHash(); h.MachineIDHash != want || f.MachineID != "" {
+			t.Errorf("%s: machine_id_hash %q, facts.machine_id %q; want %q and none", h.Address, h.MachineIDHash, f.MachineID, want)
 		}
 		if diff := cmp.Diff(truth.Labels, f.Labels); diff != "" {
 			t.Errorf("%s: labels (-want +got):\n%s", h.Address, diff)
