@@ -83,6 +83,35 @@ func TestProbeWithAnotherKey(t *testing.T) {
 	}
 }
 
+// TestRejectedIsNotUnseen: a known agent whose port rejects the
+// handshake (the controller's key is not the fleet's, or a clock is
+// off) may well be there: the probe says why it could not tell, and does
+// not report the agent not seen.
+func TestRejectedIsNotUnseen(t *testing.T) {
+	keyFile, port, _ := startAgent(t)
+	dir := t.TempDir()
+	state, other := filepath.Join(dir, "inventory.json"), filepath.Join(dir, "other.key")
+	if code, _, stderr := run(t, "keygen", other); code != 0 {
+		t.Fatal(stderr)
+	}
+	p := strconv.Itoa(port)
+	if code, _, stderr := run(t, "probe", "--network-key", keyFile, "--connect", "--state", state, "-p", p, "127.0.0.1"); code != 0 {
+		t.Fatalf("probe: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := run(t, "probe", "--network-key", other, "--connect", "--state", state, "-p", p, "127.0.0.1", "-o", "json")
+	var rep struct {
+		Changes struct {
+			Unseen []json.RawMessage `json:"unseen"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("exit %d, %v: %s%s", code, err, stdout, stderr)
+	}
+	if code != 1 || len(rep.Changes.Unseen) != 0 || strings.Contains(stderr, "not seen") {
+		t.Errorf("exit %d, unseen %s\n%s", code, rep.Changes.Unseen, stderr)
+	}
+}
+
 // TestExitCodes runs each command into each exit status it documents:
 // 0 done, 1 problems found, 2 usage or environment error, 130
 // interrupted (Ctrl-C); a --watch ends with 130 on Ctrl-C (SIGINT) and

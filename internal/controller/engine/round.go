@@ -71,12 +71,14 @@ type Round struct {
 // Record applies the round to the inventory at path, at now, and returns
 // what changed: the one place where a round reaches the inventory. A
 // round cut short, or whose own dropped answers may hide hosts
-// (Stats.Unsure), reports no host unseen.
+// (Stats.Unsure), reports no host unseen; nor does any round report a
+// host known on another port, or at an address that rejected the
+// handshake.
 func (r *Round) Record(path string, now time.Time) (*inventory.Changes, error) {
 	var ch inventory.Changes
 	err := inventory.Update(path, func(st *inventory.State) error {
 		ch = st.Apply(now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
-		ch.Unseen = r.onPort(st, ch.Unseen)
+		ch.Unseen = r.notRejected(st, r.onPort(st, ch.Unseen))
 		return nil
 	})
 	if err != nil {
@@ -95,6 +97,32 @@ func (r *Round) onPort(st *inventory.State, unseen []inventory.HostChange) []inv
 	return slices.DeleteFunc(unseen, func(c inventory.HostChange) bool {
 		h := st.Hosts[c.Identity]
 		return h != nil && h.Port != r.port
+	})
+}
+
+// notRejected keeps the hosts of unseen none of whose addresses
+// rejected the handshake in this round: a rejection is an agent there
+// that the round could not verify (the controller's key is not the
+// fleet's, or the clocks are apart), which may well be the host.
+func (r *Round) notRejected(st *inventory.State, unseen []inventory.HostChange) []inventory.HostChange {
+	rejected := map[string]bool{}
+	for _, res := range r.Results {
+		if res.Status == verify.Rejected {
+			rejected[res.Addr.String()] = true
+		}
+	}
+	if len(rejected) == 0 {
+		return unseen
+	}
+	return slices.DeleteFunc(unseen, func(c inventory.HostChange) bool {
+		h := st.Hosts[c.Identity]
+		if h == nil {
+			return rejected[c.From]
+		}
+		if rejected[h.IP] {
+			return true
+		}
+		return slices.ContainsFunc(h.Verified, func(v inventory.Verified) bool { return rejected[v.Addr] })
 	})
 }
 
