@@ -46,7 +46,7 @@ for f in $units/ifl-agent.service $units/ifl-probe.service /usr/share/ifl/ifl-in
 	[ -f "$f" ] || fail "$f missing"
 done
 [ "$(man -w ifl)" = /usr/share/man/man1/ifl.1.gz ] || fail "man -w ifl: $(man -w ifl 2>&1)"
-man ifl 2>/dev/null | grep -q "keycheck" || fail "man ifl does not show the commands"
+man ifl 2>/dev/null | grep "keycheck" >/dev/null || fail "man ifl does not show the commands"
 bash -c 'source /usr/share/bash-completion/completions/ifl; COMP_WORDS=(ifl pro); COMP_CWORD=1; _ifl; [ "${COMPREPLY[*]}" = probe ]' ||
 	fail "bash completion of 'ifl pro' is not probe"
 for k in /etc/ifl/network.key /etc/ifl/agent.key; do

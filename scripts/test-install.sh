@@ -55,7 +55,7 @@ for k in network.key agent.key; do
 done
 id "$r/etc/ifl/network.key" >/dev/null || fail "fresh install: a network key ifl refuses"
 id --agent "$r/etc/ifl/agent.key" >/dev/null || fail "fresh install: an agent key ifl refuses"
-zcat "$r/usr/share/man/man1/ifl.1.gz" | grep -q '^\.TH IFL 1' || fail "fresh install: not the man page"
+zcat "$r/usr/share/man/man1/ifl.1.gz" | grep '^\.TH IFL 1' >/dev/null || fail "fresh install: not the man page"
 
 # Again: nothing changes.
 before=$(tree "$r")
