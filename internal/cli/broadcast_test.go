@@ -180,7 +180,7 @@ func TestOnceBroadcastSilent(t *testing.T) {
 		at   string
 		want string
 	}{
-		{"127.0.0.7", "probe --broadcast: no agent answered, though the inventory has 1 agent on these links: the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that); a probe without --broadcast tries every address"},
+		{"127.0.0.7", "probe --broadcast: no agent answered, though the inventory has 1 agent on these links: this controller's network key is not the fleet's (agents answer no other; compare the ids of ifl keycheck here and on an agent), the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that); a probe without --broadcast tries every address"},
 		{"198.19.8.9", ""},
 	} {
 		state := filepath.Join(t.TempDir(), "inventory.json")

@@ -85,7 +85,7 @@ func Broadcast(ctx context.Context, plan *BroadcastPlan, v *verify.Verifier, opt
 	}
 	if err == nil && len(r.Observations) == 0 && opts.Known != nil {
 		if n := knownOnLinks(opts.Known, plan); n > 0 {
-			r.Silent = fmt.Errorf("no agent answered, though the inventory has %s on these links: the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that)", count(n, "agent"))
+			r.Silent = fmt.Errorf("no agent answered, though the inventory has %s on these links: this controller's network key is not the fleet's (agents answer no other; compare the ids of ifl keycheck here and on an agent), the queries or the answers were lost, or drowned out (a holder of the network key flooding the link with queries can do that)", count(n, "agent"))
 		}
 	}
 	probed := make(map[netip.Addr]bool, len(c.all))
