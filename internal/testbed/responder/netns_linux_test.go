@@ -147,6 +147,10 @@ func TestServeAnswersAKernel(t *testing.T) {
 		}
 	}
 
+	// Counted while it serves too.
+	if mid := srv.Stats(); mid.SynAck != 1 || mid.Reset != 2 || mid.ARP != 2 {
+		t.Errorf("stats while serving %+v: want 1 SYN-ACK, 2 resets and 2 ARP replies", mid)
+	}
 	s := stop()
 	if s.err != nil {
 		t.Fatalf("serve: %v", s.err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -29,6 +30,8 @@ type Server struct {
 	f   *os.File // fd, non-blocking, through the runtime's poller
 	rc  syscall.RawConn
 	ifi *net.Interface
+	// drops adds up the kernel's count of drops, which reading resets.
+	drops atomic.Uint64
 }
 
 // Listen opens a packet socket on the named link that reads, in
@@ -128,7 +131,10 @@ func (s *Server) Serve(ctx context.Context) (Stats, error) {
 	wake := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() { s.sendDelayed(ctx, &mu, wake) })
-	stop := context.AfterFunc(ctx, func() { s.f.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		s.kernelDrops()
+		s.f.Close()
+	})
 	defer stop()
 
 	base := time.Now()
@@ -165,12 +171,29 @@ func (s *Server) Serve(ctx context.Context) (Stats, error) {
 	}
 	cancel()
 	wg.Wait()
-	st := s.t.st.snapshot()
-	if ts, terr := unix.GetsockoptTpacketStats(s.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); terr == nil {
-		st.KernelDrops = uint64(ts.Drops)
-	}
 	s.f.Close()
+	st := s.t.st.snapshot()
+	st.KernelDrops = s.drops.Load()
 	return st, err
+}
+
+// Stats returns what the server did so far; it may be called while it
+// serves.
+func (s *Server) Stats() Stats {
+	st := s.t.st.snapshot()
+	st.KernelDrops = s.kernelDrops()
+	return st
+}
+
+// kernelDrops adds the kernel's drops since it last asked to the count,
+// and returns the count.
+func (s *Server) kernelDrops() uint64 {
+	_ = s.rc.Control(func(fd uintptr) {
+		if ts, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			s.drops.Add(uint64(ts.Drops))
+		}
+	})
+	return s.drops.Load()
 }
 
 // Close closes the socket of a Server that never served.
