@@ -53,6 +53,9 @@ func Down(name string) error {
 				}
 			}
 		}
+		if r := l.ResponderNode; r != nil && r.PID > 0 && inNamespaces(r.PID, nss) {
+			pids[r.PID] = true
+		}
 	}
 	for _, ns := range nss {
 		out, _ := exec.Command("ip", "netns", "pids", ns).Output()

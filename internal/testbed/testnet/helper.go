@@ -71,6 +71,8 @@ func helper(args []string) error {
 		return serveHostile(args)
 	case helperRelay:
 		return serveRelay(args)
+	case helperResponder:
+		return serveResponder(args)
 	}
 	if args[0] == helperHTTP {
 		if len(args) != 2 {

@@ -100,6 +100,8 @@ type LAN struct {
 	Controller Node   `json:"controller"`
 	Bridge     string `json:"bridge_namespace"`
 	Hosts      []Host `json:"hosts"`
+	// ResponderNode is the responder, when the spec asks for one.
+	ResponderNode *Responder `json:"responder_node,omitempty"`
 
 	procs map[int]*proc // by PID: the services this process started
 }
@@ -121,6 +123,10 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 	if err != nil {
 		return nil, err
 	}
+	rspHosts, err := spec.responderHosts()
+	if err != nil {
+		return nil, err
+	}
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
@@ -128,6 +134,9 @@ func Up(ctx context.Context, spec Spec, opts Options) (lan *LAN, err error) {
 		return nil, fmt.Errorf("testnet: cleaning up a previous %s: %w", spec.Name, err)
 	}
 	lan = newLAN(spec, opts, routerAddr, ctlAddr)
+	if spec.Responder != nil {
+		lan.ResponderNode = &Responder{Namespace: "ifl-" + spec.Name + "-rsp", MAC: responderMAC, Groups: spec.responderGroups(), Hosts: rspHosts}
+	}
 	defer func() {
 		if err != nil {
 			lan.Down()
@@ -267,6 +276,9 @@ func (l *LAN) build(ctx context.Context) error {
 		fmt.Fprintf(&b, "netns add %s\n", r)
 	}
 	fmt.Fprintf(&b, "link add br0 netns %s type bridge forward_delay 0\n", l.Bridge)
+	if l.ResponderNode != nil {
+		l.buildResponder(&b, "prsp")
+	}
 	for i, n := range nodes {
 		if r := relays[n.Namespace]; r != "" {
 			// A slow host: its link ends in the relay's namespace,
@@ -296,6 +308,9 @@ func (l *LAN) build(ctx context.Context) error {
 	for i := range nodes {
 		fmt.Fprintf(&b, "link set p%d master br0\nlink set p%d up\n", i, i)
 	}
+	if l.ResponderNode != nil {
+		b.WriteString("link set prsp master br0\nlink set prsp up\n")
+	}
 	if err := ipBatch(ctx, l.Bridge, b.String()); err != nil {
 		return err
 	}
@@ -314,6 +329,11 @@ func (l *LAN) build(ctx context.Context) error {
 	}
 	if err := run(ctx, nil, "ip", append([]string{"netns", "exec", l.Router.Namespace, "sysctl", "-qw"}, forward...)...); err != nil {
 		return err
+	}
+	if l.ResponderNode != nil {
+		if err := l.setUpResponder(ctx); err != nil {
+			return err
+		}
 	}
 	return l.firewall(ctx)
 }

@@ -27,6 +27,11 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 	if err := l.startRelays(opts); err != nil {
 		return err
 	}
+	if l.ResponderNode != nil {
+		if err := l.startResponder(opts); err != nil {
+			return err
+		}
+	}
 	for i := range l.Hosts {
 		h := &l.Hosts[i]
 		args, err := l.serviceArgs(h, opts)
@@ -291,6 +296,9 @@ func (l *LAN) waitReady(ctx context.Context, timeout time.Duration) error {
 		if h.RelayPID != 0 {
 			waiting[2*i+1] = service{h.Name + "'s relay", l.relayLogFile(h), h.RelayPID}
 		}
+	}
+	if l.ResponderNode != nil {
+		waiting[-1] = service{"the responder", l.ResponderLog(), l.ResponderNode.PID}
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()

@@ -96,6 +96,9 @@ type Spec struct {
 	Prefix6 netip.Prefix `json:"prefix6,omitzero" yaml:"prefix6,omitempty"`
 	Port    int          `json:"port" yaml:"port"` // the agent port
 	Hosts   []HostSpec   `json:"hosts" yaml:"hosts"`
+	// Responder, if set, answers for many more hosts than namespaces
+	// can be, from one process (see ResponderSpec).
+	Responder *ResponderSpec `json:"responder,omitempty" yaml:"responder,omitempty"`
 }
 
 // Mix returns n hosts of each role in counts, in a fixed pseudo-random

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/ifl-project/ifl/internal/testbed/responder"
 )
 
 func TestResolveSpreadsHosts(t *testing.T) {
@@ -145,6 +147,60 @@ func TestFirewallRulesCoverIPv6(t *testing.T) {
 		}
 		if strings.Contains(got, "table ip ") || strings.Contains(got, "table ip6 ") {
 			t.Errorf("%+v: a table of one family only:\n%s", tt.h, got)
+		}
+	}
+}
+
+func TestResponderHosts(t *testing.T) {
+	s := Spec{Name: "t", Prefix: netip.MustParsePrefix("198.18.0.0/28"), Port: 7440,
+		Hosts:     []HostSpec{{Role: Agent, Addr: netip.MustParseAddr("198.18.0.5")}, {Role: Empty, Addr: netip.MustParseAddr("198.18.0.6")}},
+		Responder: &ResponderSpec{Groups: []ResponderGroup{{Hosts: 2, Group: responder.Group{Open: []uint16{7440}}}, {Hosts: 1}}}}
+	if _, _, err := s.resolve(); err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := s.responderHosts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ten free addresses (.3 to .14 less the agent's and the empty
+	// one's): .3 .4 .7 .8 .9 .10 .11 .12 .13 .14, three hosts in the
+	// middles of their thirds.
+	var addrs []string
+	groups := map[int]int{}
+	for _, h := range hosts {
+		addrs = append(addrs, h.Addr.String())
+		groups[h.Group]++
+	}
+	if got, want := strings.Join(addrs, " "), "198.18.0.4 198.18.0.10 198.18.0.13"; got != want {
+		t.Errorf("addresses %s, want %s", got, want)
+	}
+	if groups[0] != 2 || groups[1] != 1 || len(groups) != 2 {
+		t.Errorf("hosts by group %v, want 2 of group 0 and 1 of group 1", groups)
+	}
+	if g := s.responderGroups(); len(g) != 2 || len(g[0].Open) != 1 || g[0].Open[0] != 7440 {
+		t.Errorf("groups %+v", g)
+	}
+}
+
+func TestResponderHostsErrors(t *testing.T) {
+	p := netip.MustParsePrefix("198.18.0.0/29")
+	tests := []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Name: "t", Prefix: p, Port: 7440, Responder: &ResponderSpec{Groups: []ResponderGroup{{Hosts: 5}}}},
+			"testnet: responder: 5 hosts: 198.18.0.0/29 has room for 4 beside the others (and a responder answers for at most 131072)"},
+		{Spec{Name: "t", Prefix: p, Port: 7440, Responder: &ResponderSpec{Groups: []ResponderGroup{{Hosts: 1}, {Hosts: -1}}}},
+			"testnet: responder group 1: -1 hosts: want 0 or more"},
+		{Spec{Name: "t", Prefix: p, Port: 7440, Hosts: []HostSpec{{Role: Closed, Name: "rsp"}}, Responder: &ResponderSpec{}},
+			`testnet: host name "rsp" is the responder's namespace's`},
+	}
+	for _, tt := range tests {
+		if _, _, err := tt.spec.resolve(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tt.spec.responderHosts(); err == nil || err.Error() != tt.want {
+			t.Errorf("got %v, want %q", err, tt.want)
 		}
 	}
 }

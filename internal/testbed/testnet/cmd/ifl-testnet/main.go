@@ -19,6 +19,7 @@ import (
 	"github.com/alecthomas/kong"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/ifl-project/ifl/internal/testbed/responder"
 	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
 
@@ -41,9 +42,16 @@ type upCmd struct {
 	DualStack int          `name:"dual-stack" default:"-1" placeholder:"N" help:"With --prefix6: how many hosts also have an IPv6 address; -1, the default, for all (the IPv6-only ones aside)."`
 	V6Only    int          `name:"v6-only" default:"0" placeholder:"N" help:"With --prefix6: how many hosts have an IPv6 address and no IPv4 address at all."`
 	Seed      uint64       `default:"1" help:"Seed for the order of roles over the prefix."`
-	Spec      string       `type:"existingfile" help:"A YAML spec (name, prefix, prefix6, port, hosts: [{role, name, addr, addr6, ipv6, no_ipv4, drop_udp, loss, labels}]) instead of the counts."`
-	IFL       string       `default:"./ifl" type:"path" help:"The ifl binary the agents run."`
-	JSON      bool         `help:"Print the LAN as JSON."`
+
+	Responder         int           `name:"responder" default:"0" placeholder:"N" help:"Hosts answered for by one process on a link of its own (ARP and TCP SYNs, each host at its own MAC), beside the namespace hosts: up to the whole prefix."`
+	ResponderOpen     int           `name:"responder-open" default:"0" placeholder:"N" help:"How many of the responder's hosts have the agent port open (a SYN-ACK); the others answer a reset."`
+	ResponderFiltered int           `name:"responder-filtered" default:"0" placeholder:"N" help:"How many of the responder's hosts drop the agent port silently."`
+	ResponderDelay    time.Duration `name:"responder-delay" default:"0" placeholder:"D" help:"How long the responder's replies wait (up to 2s)."`
+	ResponderLoss     int           `name:"responder-loss" default:"0" placeholder:"PERCENT" help:"Percentage of ARP requests and SYNs the responder leaves unanswered."`
+
+	Spec string `type:"existingfile" help:"A YAML spec (name, prefix, prefix6, port, hosts: [{role, name, addr, addr6, ipv6, no_ipv4, drop_udp, loss, labels}]) instead of the counts."`
+	IFL  string `default:"./ifl" type:"path" help:"The ifl binary the agents run."`
+	JSON bool   `help:"Print the LAN as JSON."`
 }
 
 // Help is shown by 'ifl-testnet up --help'.
@@ -80,6 +88,11 @@ func (c *upCmd) Run(ctx context.Context) error {
 		if err := c.shape(spec.Hosts); err != nil {
 			return err
 		}
+		rsp, err := c.responder()
+		if err != nil {
+			return err
+		}
+		spec.Responder = rsp
 	}
 	start := time.Now()
 	lan, err := testnet.Up(ctx, spec, testnet.Options{IFL: c.IFL})
@@ -93,7 +106,26 @@ func (c *upCmd) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "LAN %s up in %.2fs: %d hosts on %s; controller namespace %s (%s)\n",
 		lan.Name, time.Since(start).Seconds(), len(lan.Hosts), on, lan.Controller.Namespace, ctl)
+	if r := lan.ResponderNode; r != nil {
+		fmt.Fprintf(os.Stderr, "responder: %d hosts more, in namespace %s (%s, PID %d)\n", len(r.Hosts), r.Namespace, r.MAC, r.PID)
+	}
 	return print(lan, c.JSON)
+}
+
+// responder returns the responder's part of the spec, nil for none.
+func (c *upCmd) responder() (*testnet.ResponderSpec, error) {
+	closed := c.Responder - c.ResponderOpen - c.ResponderFiltered
+	switch {
+	case c.Responder == 0 && c.ResponderOpen+c.ResponderFiltered == 0:
+		return nil, nil
+	case c.ResponderOpen < 0 || c.ResponderFiltered < 0 || closed < 0:
+		return nil, fmt.Errorf("--responder-open %d and --responder-filtered %d: want 0 or more, %d together at most (--responder)", c.ResponderOpen, c.ResponderFiltered, c.Responder)
+	}
+	port := []uint16{uint16(c.Port)}
+	g := func(n int, open, filtered []uint16) testnet.ResponderGroup {
+		return testnet.ResponderGroup{Hosts: n, Group: responder.Group{Open: open, Filtered: filtered, Delay: c.ResponderDelay, Loss: c.ResponderLoss}}
+	}
+	return &testnet.ResponderSpec{Groups: []testnet.ResponderGroup{g(c.ResponderOpen, port, nil), g(c.ResponderFiltered, nil, port), g(closed, nil, nil)}}, nil
 }
 
 // shape applies the per-host counts to the mixed hosts.
@@ -196,6 +228,9 @@ func print(lan *testnet.LAN, asJSON bool) error {
 	fmt.Fprintln(w, "ADDRESS\tIPV6\tNAME\tROLE\tMAC\tLOSS\tFIREWALL\tIDENTITY")
 	fmt.Fprintf(w, "%v\t%s\t%s\t%s\t%s\t-\t-\t-\n", lan.Router.Addr, dash(lan.Router.Addr6), "gw", "router", lan.Router.MAC)
 	fmt.Fprintf(w, "%v\t%s\t%s\t%s\t%s\t-\t-\t-\n", lan.Controller.Addr, dash(lan.Controller.Addr6), "ctl", "controller", lan.Controller.MAC)
+	if r := lan.ResponderNode; r != nil {
+		fmt.Fprintf(w, "-\t-\trsp\tresponder of %d hosts (each at 02:18 and its address)\t%s\t-\t-\t-\n", len(r.Hosts), r.MAC)
+	}
 	for _, h := range hosts {
 		id := h.Identity
 		if id == "" {
