@@ -75,11 +75,11 @@ lint: ## gofmt check, go vet and staticcheck.
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-bench: build ## Run the benchmarks, measure the agent's memory (idle, and under a hostile load); as root, race the peers on virtual LANs.
+bench: build ## Run the benchmarks, measure the agent's memory (idle, and under a hostile load); as root, race the peers on virtual LANs, and on a responder's /24, /20 and /16.
 	$(GO) test -run '^$$' -bench . -benchtime 2s -cpu 1 ./proto ./agent
 	scripts/bench-agent-rss.sh ./ifl
 	scripts/bench-agent.sh ./ifl
-	@$(call as_root,scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5 && scripts/bench-ports.sh 10 && scripts/bench-loss.sh 20 && scripts/bench-broadcast.sh 5)
+	@$(call as_root,scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5 && scripts/bench-ports.sh 10 && scripts/bench-loss.sh 20 && scripts/bench-broadcast.sh 5 && scripts/bench-scale.sh 3)
 
 install: build ## Install ifl, its units, config and keys (scripts/install.sh; NETWORK_KEY=FILE the fleet's key, CAP_NET_RAW=1 the fast path).
 	@$(call as_root,scripts/install.sh --binary ./ifl $(if $(NETWORK_KEY),--network-key $(NETWORK_KEY)) $(if $(CAP_NET_RAW),--cap-net-raw))

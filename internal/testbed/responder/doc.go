@@ -24,6 +24,7 @@
 //
 // A scanner whose kernel answers a SYN-ACK (a port it has no socket for)
 // with a reset needs a neighbour entry for the host it resets, and the
-// kernel's neighbour table is one for the whole machine: see the README's
-// scale benchmark for how the test LANs keep it from filling.
+// kernel's neighbour table is one for the whole machine: the test LANs
+// drop those resets in the scanner's namespace before they take an entry
+// (package testnet; the README's Test network section says why).
 package responder
