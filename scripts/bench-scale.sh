@@ -53,12 +53,12 @@ measure() {
 
 run_tool() {
 	case $1 in
-	"ifl arp-scan") measure ./ifl arp-scan eth0 ;;
-	"ifl arp-scan --rate $rate") measure ./ifl arp-scan --rate $rate eth0 ;;
+	"ifl arp-scan") measure "$ifl" arp-scan eth0 ;;
+	"ifl arp-scan --rate $rate") measure "$ifl" arp-scan --rate $rate eth0 ;;
 	"nmap -sn -PR -T5 --min-rate $rate") measure nmap -n -sn -PR -T5 --min-rate $rate "$prefix" ;;
 	"arp-scan --interval $((1000000 / rate))u") measure arp-scan -I eth0 --interval=$((1000000 / rate))u "$prefix" ;;
-	"ifl scan -p $port") measure ./ifl scan -p $port "$prefix" ;;
-	"ifl scan -p $port --rate $rate") measure ./ifl scan -p $port --rate $rate "$prefix" ;;
+	"ifl scan -p $port") measure "$ifl" scan -p $port "$prefix" ;;
+	"ifl scan -p $port --rate $rate") measure "$ifl" scan -p $port --rate $rate "$prefix" ;;
 	"nmap -sS -T5 --min-rate $rate -p $port") measure nmap -n -sS -T5 --min-rate $rate -p $port "$prefix" ;;
 	# masscan sends every SYN to its router's MAC: the responder's link
 	# stands for it. It waits 10 s after its last SYN by default.
