@@ -81,6 +81,7 @@ type reloadable struct {
 	server    *proto.ServerConfig
 	labels    map[string]string
 	discovery []proto.DiscoveryKey // of server.NetworkKeys, in order
+	announce  proto.AnnounceKey    // of the first network key, the current one
 }
 
 // Agent answers authenticated pings. Create it with New, run it with Serve.
@@ -92,6 +93,7 @@ type Agent struct {
 	budget *failureBudget
 
 	disc        *discovery
+	ann         *announcer
 	fingerprint [16]byte // of the identity, for discovery answers
 
 	// quit is cancelled when Serve stops: waits for a hello or a request
@@ -170,6 +172,7 @@ func New(o Options) (*Agent, error) {
 		active:   make(map[*conn]struct{}),
 		verified: newTally(),
 		disc:     newDiscovery(),
+		ann:      newAnnouncer(),
 	}
 	a.fingerprint = proto.FingerprintBytes(o.Identity.Public[:])
 	a.quit, a.quitNow = context.WithCancel(context.Background())
@@ -191,6 +194,7 @@ func (a *Agent) Reload(keys []proto.NetworkKey, labels map[string]string) {
 		server:    &proto.ServerConfig{NetworkKeys: keys, Identity: a.opts.Identity, Replay: a.replay},
 		labels:    labels,
 		discovery: dks,
+		announce:  firstAnnounceKey(keys),
 	})
 }
 
@@ -481,8 +485,12 @@ func (a *Agent) serve(pc *proto.Conn, cs *conn, cur *reloadable, m proto.Message
 		}
 		a.log.Info().Str("event", "request").Str("remote", remote).Stringer("type", m.Type()).Msg("request")
 		var resp proto.Message
-		switch m.(type) {
+		switch m := m.(type) {
 		case *proto.PingRequest:
+			// A verified ping: its controller may be told of this
+			// host's next address, and it acknowledges an
+			// announcement of the address it came to.
+			a.ann.verified(cs.src, m.AnnouncePort, addrOf(cs.c.LocalAddr()))
 			facts, err := a.facts(cur)
 			if err != nil {
 				a.log.Error().Str("event", "facts").Err(err).Msg("collecting facts failed")
@@ -558,4 +566,13 @@ func addrOf(a net.Addr) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+// firstAnnounceKey is the announcement key of the current network key,
+// the first; none for none.
+func firstAnnounceKey(keys []proto.NetworkKey) proto.AnnounceKey {
+	if len(keys) == 0 {
+		return proto.AnnounceKey{}
+	}
+	return keys[0].AnnounceKey()
 }

@@ -39,6 +39,7 @@ const (
 //	max_pending: 128
 //	max_failures_per_minute: 30
 //	discovery: true            # answer broadcast queries on UDP at the port
+//	controllers: [ctl.example.org, 198.18.0.2:7441]  # where to announce address changes
 //	log_level: info            # debug, info, warn, error
 type Config struct {
 	Listen           string
@@ -54,6 +55,10 @@ type Config struct {
 	// NoDiscovery turns off the UDP listener that answers discovery
 	// queries (discovery: false).
 	NoDiscovery bool
+	// Controllers are where the agent announces its address changes,
+	// besides the controllers that verified it recently: host names or
+	// addresses, each with a UDP port or proto.DefaultAnnouncePort.
+	Controllers []string
 	LogLevel    string
 }
 
@@ -120,6 +125,19 @@ var fields = map[string]field{
 			return errors.New("bad")
 		}
 		c.NoDiscovery = !v
+		return nil
+	}},
+	"controllers": {fmt.Sprintf("a list of at most %d host names or addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441)", MaxControllers), func(c *Config, n *yaml.Node) error {
+		var v []string
+		if err := n.Decode(&v); err != nil || len(v) > MaxControllers {
+			return errors.New("bad")
+		}
+		for _, s := range v {
+			if _, _, err := SplitController(s); err != nil {
+				return err
+			}
+		}
+		c.Controllers = v
 		return nil
 	}},
 	"log_level": {"debug, info, warn or error", func(c *Config, n *yaml.Node) error {

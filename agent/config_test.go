@@ -24,6 +24,7 @@ idle_timeout: 1m
 max_connections: 10
 max_pending: 20
 max_failures_per_minute: 5
+controllers: [ctl.example.org, "198.18.0.2:7450"]
 log_level: debug
 `
 	got, err := ParseConfig("agent.yaml", []byte(in))
@@ -37,6 +38,7 @@ log_level: debug
 		Labels:           map[string]string{"role": "web", "site": "paris"},
 		HandshakeTimeout: 2 * time.Second, IdleTimeout: time.Minute,
 		MaxConnections: 10, MaxPending: 20, MaxFailures: 5, LogLevel: "debug",
+		Controllers: []string{"ctl.example.org", "198.18.0.2:7450"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -44,7 +46,7 @@ log_level: debug
 }
 
 func TestParseConfigErrors(t *testing.T) {
-	const allowed = "discovery, handshake_timeout, identity_key, idle_timeout, labels, listen, log_level, max_connections, max_failures_per_minute, max_pending, network_keys, port"
+	const allowed = "controllers, discovery, handshake_timeout, identity_key, idle_timeout, labels, listen, log_level, max_connections, max_failures_per_minute, max_pending, network_keys, port"
 	tests := []struct{ in, want string }{
 		{"prot: 7440", `a.yaml: line 1: unknown key "prot" (allowed: ` + allowed + `)`},
 		{"port: 80", `a.yaml: line 1: port: bad value "80" (allowed: a TCP port from 1024 to 65535)`},
@@ -56,6 +58,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"- a\n- b", `a.yaml: line 1: the file must be a map of keys (allowed: ` + allowed + `)`},
 		{"port: [", `a.yaml: line 1: did not find expected node content`},
 		{"discovery: maybe", `a.yaml: line 1: discovery: bad value "maybe" (allowed: true or false)`},
+		{"controllers: [ctl:0]", `a.yaml: line 1: controllers: controller "ctl:0": port "0": want 1-65535; bad value "['ctl:0']" (allowed: a list of at most 16 host names or addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
+		{"controllers: ctl", `a.yaml: line 1: controllers: bad value "ctl" (allowed: a list of at most 16 host names or addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
 	}
 	for _, tt := range tests {
 		_, err := ParseConfig("a.yaml", []byte(tt.in))

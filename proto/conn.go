@@ -75,6 +75,9 @@ type ClientConfig struct {
 	ExpectIdentity string
 	// Now is the clock for the hello timestamp; nil means time.Now.
 	Now func() time.Time
+	// AnnouncePort, if not zero, is sent with every ping: the UDP port
+	// where this controller listens for announcements.
+	AnnouncePort uint16
 }
 
 // ServerConfig configures the agent's side of a connection.
@@ -371,7 +374,11 @@ func (c *Conn) Receive(ctx context.Context) (Message, error) {
 // an agent that hangs up instead of answering gives an error wrapping
 // ErrNoReply. Facts the agent cut to fit in a frame say so in Truncated.
 func (c *Conn) Ping(ctx context.Context) (*Facts, error) {
-	if err := c.Send(ctx, &PingRequest{}); err != nil {
+	var port uint16
+	if c.client != nil {
+		port = c.client.AnnouncePort
+	}
+	if err := c.Send(ctx, &PingRequest{AnnouncePort: port}); err != nil {
 		return nil, err
 	}
 	m, err := c.Receive(ctx)

@@ -6,6 +6,8 @@
 // the Ping shortcut on the client side, as with crypto/tls. Discovery (see
 // below) is a second, connectionless exchange over UDP: NewQuery, then
 // Query.Check and Query.Answer on the agent, Answer.Open on the controller.
+// Announcements (see below) are a third: NewAnnouncement on the agent,
+// Announcement.Open on the controller.
 //
 // # Frames
 //
@@ -147,7 +149,9 @@
 // type byte and a body.
 //
 //	type body
-//	1    ping request: empty (later versions may add bytes; ignore them)
+//	1    ping request: empty, or the controller's announcement port, a
+//	     16-bit unsigned integer, big endian (see Announcements); later
+//	     versions may add bytes after it: ignore them
 //	2    ping reply: a JSON object, the Facts type (hostname, machine_id,
 //	     os, kernel, uptime_seconds, agent_version, interfaces,
 //	     default_routes, labels, time, truncated); unknown keys are ignored
@@ -341,4 +345,111 @@
 // with a new nonce for the agents that a datagram missed (ifl sends two),
 // and agents whose firewall drops the UDP port, or segments that filter
 // broadcast, are found only by trying every address.
+//
+// # Announcements
+//
+// An agent tells the controllers of a change of its addresses at once,
+// rather than wait for their next probe: when an address it can be
+// reached at appears or goes (an address added or removed, a link up or
+// down), it sends one UDP datagram, the announcement, from each new
+// address (when only addresses went, from each address left) to each
+// controller of that address's family. An announcement is a hint, as a
+// discovery answer is: it carries no address, and a controller verifies
+// the agent by handshake at the datagram's source address, and nowhere
+// else, before it records anything.
+//
+// Where to announce: a controller that listens for announcements puts
+// its UDP port in every ping request; an agent remembers the source
+// addresses of the latest 8 pings that carried one and verified (one
+// entry per address, the port of its latest ping), and adds the
+// controllers of its configuration (host names looked up at each change,
+// port 7441, DefaultAnnouncePort, when none is given). So the controller
+// chooses its port, and one that runs an agent too has no clash.
+//
+// An agent sends an announcement again with back-off, at 0, 0.25, 0.75,
+// 1.75, 3.75, 7.75 and 15.75 s after the change, each time with a new
+// nonce, until a verified ping from that controller's address reaches
+// the announced address: the controller's verification is the
+// acknowledgement, and a controller sends nothing else back. It sends at
+// most 64 datagrams at once and 16 a second after that, to every
+// controller together, so a flapping link cannot make it flood them.
+//
+// An announcement is authenticated as discovery's datagrams are, with
+// keys derived from the network key for announcements alone (other
+// labels than discovery's, so no MAC of one is ever valid for the other):
+//
+//	Kmac = BLAKE2s-256(key = network key, "ifl/1 announcement mac")
+//	Kid  = BLAKE2s-256(key = network key, "ifl/1 announcement identity")
+//
+// MAC(x) is the first 16 bytes of BLAKE2s-256(key = Kmac, x). An
+// announcement is exactly 64 bytes (AnnouncementLen), all integers big
+// endian:
+//
+//	offset size  field
+//	0      4     magic "IFL+" (0x49 0x46 0x4c 0x2b)
+//	4      1     protocol version, 1
+//	5      1     reserved, zero
+//	6      2     the agent's TCP port
+//	8      8     timestamp: the agent's clock in Unix nanoseconds (signed)
+//	16     16    nonce: random, new for every datagram sent
+//	32     16    sealed identity: the agent's fingerprint XOR the first
+//	             16 bytes of BLAKE2s-256(key = Kid, nonce)
+//	48     16    MAC(bytes 0 to 47)
+//
+// The agent signs with its first network key (the current one during a
+// rotation). The identity is sealed so that a listener without the key
+// cannot follow an agent from address to address; the nonce makes every
+// datagram's seal differ.
+//
+// A controller checks a datagram in this order, cheapest first, and
+// sends nothing back for one that fails any check (ifl counts each
+// refusal by its reason):
+//
+//  1. its length is exactly AnnouncementLen, with the magic, version 1
+//     and a zero reserved byte;
+//  2. its source is a unicast address and a port other than zero, inside
+//     the targets the controller watches: a datagram from elsewhere,
+//     forged or not, costs no cryptography and starts nothing;
+//  3. its timestamp is within MaxSkew (60 s) of the controller's clock;
+//  4. its MAC is right (compared in constant time) under the
+//     announcement key of the controller's network key;
+//  5. its port is the agent port the controller dials;
+//  6. its nonce was not seen in an accepted announcement within the skew
+//     window (a filter of 16,384 nonces; when it is full, announcements
+//     are taken unrecorded: only holders of the network key can fill it,
+//     and they can make fresh announcements anyway);
+//  7. the source address is not already waiting for or under
+//     verification (then the announcement joins it), and the
+//     controller's handshake budget has a token: a burst of 1,024, then
+//     100 a second, for every source together, with at most 4,096
+//     addresses waiting.
+//
+// It then verifies the source address with the handshake and ping, as a
+// probe does (the same timeout and retries), and only a verified agent
+// there is recorded, moved or new exactly as a probe would record it.
+// Announcements that arrive together are verified together, in one round
+// and one update of the inventory.
+//
+// What a sender without the network key can do: nothing but make the
+// controller read and drop datagrams. A forged, replayed or wrong-key
+// announcement fails check 3, 4 or 6 and starts no connection; a copy of
+// a genuine announcement sent from another address (its source forged)
+// is refused as a replay if the genuine one came first, and otherwise
+// makes the controller dial that address, once, if it is inside the
+// targets, while the genuine one is then refused as a replay and the
+// agent's next datagram, with a new nonce, goes through. Since nothing
+// is sent back to a source but the handshake, within the targets and the
+// budget, a forged source cannot turn the controller into a reflector.
+//
+// What a holder of the network key can do: make the controller dial
+// addresses inside its targets, up to 1,024 at once and 100 a second,
+// each a connection attempt (about 2 s to an empty address), which
+// records nothing unless an agent proves itself there; spend that budget
+// so that genuine announcements wait for the next probe (a lost
+// announcement costs only time: the probes go on, and find the move);
+// claim any identity in an announcement, which only the handshake
+// decides; and make an agent announce to up to 8 addresses of its
+// choice, by pinging it from them, pushing out a controller it learned
+// from pings until that controller's next ping (controllers in the
+// agent's configuration stay).
 package proto

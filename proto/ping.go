@@ -1,22 +1,41 @@
 package proto
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 )
 
-// PingRequest asks an agent for its facts. Its body is empty; bytes after
-// the type are ignored, so later versions may add fields.
-type PingRequest struct{}
+// PingRequest asks an agent for its facts. Its body is empty, or the
+// UDP port where the controller listens for announcements (2 bytes, big
+// endian); bytes after those are ignored, so later versions may add
+// fields.
+type PingRequest struct {
+	// AnnouncePort, if not zero, tells the agent to announce its address
+	// changes to the connection's source address at this UDP port.
+	AnnouncePort uint16
+}
 
 // Type implements Message.
 func (*PingRequest) Type() MessageType { return TypePingRequest }
 
 // MarshalBinary implements Message.
-func (*PingRequest) MarshalBinary() ([]byte, error) { return nil, nil }
+func (p *PingRequest) MarshalBinary() ([]byte, error) {
+	if p.AnnouncePort == 0 {
+		return nil, nil
+	}
+	return binary.BigEndian.AppendUint16(nil, p.AnnouncePort), nil
+}
 
-// UnmarshalBinary implements Message.
-func (*PingRequest) UnmarshalBinary([]byte) error { return nil }
+// UnmarshalBinary implements Message. A body shorter than a port says
+// none.
+func (p *PingRequest) UnmarshalBinary(b []byte) error {
+	p.AnnouncePort = 0
+	if len(b) >= 2 {
+		p.AnnouncePort = binary.BigEndian.Uint16(b)
+	}
+	return nil
+}
 
 // PingReply carries an agent's facts as a JSON object (see Facts).
 type PingReply struct {

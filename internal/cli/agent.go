@@ -43,6 +43,13 @@ discovery queries ('ifl probe --broadcast'); discovery: false turns that
 off. It needs no privilege and no capability. Peers without the network
 key get no answer at all, on TCP and UDP alike.
 
+It follows this host's addresses (netlink) and, when one appears or goes,
+announces it in one authenticated UDP datagram, from the new address, to
+the controllers that verified it lately and asked for it (ifl probe
+--watch --announcements) and to those under controllers: in the config;
+again with back-off (7 datagrams in 16 s) until the controller verifies
+it there. The controller only takes it as a hint to verify that address.
+
 Flags override the config file, each of them: --network-key (repeat it to
 accept several keys during a rotation) replaces network_keys:.
 
@@ -61,6 +68,7 @@ Config (YAML, every key optional):
   max_connections: 64
   max_pending: 128
   max_failures_per_minute: 30
+  controllers: [ctl.example.org, 198.18.0.2:7441]   # default port 7441
   log_level: info
 
 Example:
@@ -255,13 +263,36 @@ func (c *AgentCmd) Run(ctx context.Context, env *Env) error {
 			}
 		}()
 	}
+	announced := c.announce(ctx, a, ln, cfg, &log)
 	limitMemory()
 	err = a.Serve(ctx, ln)
 	<-discovered
+	<-announced
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// announce follows this host's addresses and announces their changes
+// until ctx is done; the channel is closed when it has stopped. Without
+// netlink the agent goes on without announcements, saying so.
+func (c *AgentCmd) announce(ctx context.Context, a *agent.Agent, ln net.Listener, cfg *agent.Config, log *zerolog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	events, err := agent.FollowAddrs(ctx)
+	if err != nil {
+		log.Warn().Str("event", "announce_failed").Err(err).Msg("not announcing address changes: controllers learn of them at their next probe")
+		close(done)
+		return done
+	}
+	listen := ln.Addr().(*net.TCPAddr).AddrPort()
+	go func() {
+		defer close(done)
+		if err := a.Announce(ctx, agent.AnnounceConfig{Listen: listen, Controllers: cfg.Controllers}, events); err != nil {
+			log.Error().Str("event", "announce_failed").Err(err).Msg("announcements stopped: controllers learn of address changes at their next probe")
+		}
+	}()
+	return done
 }
 
 // listenDiscovery opens the UDP socket for discovery queries on the TCP
