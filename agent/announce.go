@@ -403,7 +403,9 @@ func (r *annRun) sendDue(now time.Time) {
 		}
 	}
 	r.n.mu.Unlock()
-	slices.SortFunc(out, func(x, y due) int { return x.s.start.Add(announceAfter[x.s.tries]).Compare(y.s.start.Add(announceAfter[y.s.tries])) })
+	slices.SortFunc(out, func(x, y due) int {
+		return x.s.start.Add(announceAfter[x.s.tries]).Compare(y.s.start.Add(announceAfter[y.s.tries]))
+	})
 	key := r.a.cur.Load().announce
 	for _, d := range out {
 		r.n.mu.Lock()
