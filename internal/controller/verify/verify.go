@@ -130,6 +130,10 @@ type Verifier struct {
 	// ExpectIdentity, if set, is the fingerprint the agent must have, or
 	// its start (see proto.ClientConfig).
 	ExpectIdentity string
+	// AnnouncePort, if not zero, is sent with every ping: the UDP port
+	// where this controller listens for announcements, which the agent
+	// learns to announce its address changes to.
+	AnnouncePort uint16
 	// Dial opens connections; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -412,7 +416,7 @@ func (p *Verifier) dial(ctx context.Context, a netip.Addr, giveUp time.Time) (ne
 }
 
 func (p *Verifier) verify(ctx context.Context, c net.Conn, r Result, start time.Time) Result {
-	pc := proto.Client(c, &proto.ClientConfig{NetworkKey: p.Key, ExpectIdentity: p.ExpectIdentity})
+	pc := proto.Client(c, &proto.ClientConfig{NetworkKey: p.Key, ExpectIdentity: p.ExpectIdentity, AnnouncePort: p.AnnouncePort})
 	defer pc.Close()
 	ctx, cancel := context.WithTimeout(ctx, p.timeout())
 	defer cancel()
