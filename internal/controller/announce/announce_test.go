@@ -12,6 +12,7 @@ import (
 
 	"github.com/ifl-project/ifl/internal/controller/announce"
 	"github.com/ifl-project/ifl/internal/controller/engine"
+	"github.com/ifl-project/ifl/internal/controller/inventory"
 	"github.com/ifl-project/ifl/internal/controller/verify"
 	"github.com/ifl-project/ifl/internal/testbed/agenttest"
 	"github.com/ifl-project/ifl/proto"
@@ -255,5 +256,36 @@ func TestParseAddr(t *testing.T) {
 		if _, err := announce.ParseAddr(in); err == nil || err.Error() != want {
 			t.Errorf("%q: %v, want %s", in, err, want)
 		}
+	}
+}
+
+// TestAnnouncementRoundReportsNoneUnseen: an announcement from the
+// address of a known host where no agent answers (forged by a key
+// holder, or the agent gone again) reports that host neither unseen nor
+// moved.
+func TestAnnouncementRoundReportsNoneUnseen(t *testing.T) {
+	r := newRig(t, announce.Config{})
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	then := time.Now().Add(-time.Hour)
+	err := inventory.Update(state, func(st *inventory.State) error {
+		st.Hosts["0123456789abcdef0123456789abcdef"] = &inventory.Host{Identity: "0123456789abcdef0123456789abcdef", Name: "gone", Hostname: "gone",
+			IP: "127.0.0.9", Verified: []inventory.Verified{{Addr: "127.0.0.9", At: then}}, Port: r.agent.Port, FirstSeen: then, LastSeen: then}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, now), src("127.0.0.9:5000"), now)
+	round, _ := r.round(t, "")
+	if r.dialled() != 1 || !round.Complete {
+		t.Fatalf("%d addresses dialled, complete %v; want 127.0.0.9 dialled in a complete round", r.dialled(), round.Complete)
+	}
+	ch, err := round.Record(state, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ch.Empty() {
+		t.Errorf("changes %+v from an announcement where no agent answered, want none", ch)
 	}
 }
