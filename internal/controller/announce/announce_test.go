@@ -269,7 +269,7 @@ func TestAnnouncementRoundReportsNoneUnseen(t *testing.T) {
 	then := time.Now().Add(-time.Hour)
 	err := inventory.Update(state, func(st *inventory.State) error {
 		st.Hosts["0123456789abcdef0123456789abcdef"] = &inventory.Host{Identity: "0123456789abcdef0123456789abcdef", Name: "gone", Hostname: "gone",
-			IP: "127.0.0.9", Verified: []inventory.Verified{{Addr: "127.0.0.9", At: then}}, Port: r.agent.Port, FirstSeen: then, LastSeen: then}
+			IP: "127.0.0.9", Verified: []inventory.Verified{{Addr: "127.0.0.9", At: then}}, Port: r.agent.Port, FirstSeen: then, LastSeen: then, Rounds: 3}
 		return nil
 	})
 	if err != nil {

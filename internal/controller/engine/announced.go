@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/controller/verify"
@@ -34,7 +35,8 @@ func Announced(ctx context.Context, addrs []netip.Addr, v *verify.Verifier, opts
 	err := <-verr
 	r := c.round
 	r.Stats.Addresses = len(addrs)
-	r.Results = c.results(c.all)
+	// results sorts and filters in place: a copy.
+	r.Results = c.results(slices.Clone(c.all))
 	verified := make(map[netip.Addr]bool, len(r.Observations))
 	for _, o := range r.Observations {
 		verified[o.Addr] = true
