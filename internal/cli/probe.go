@@ -50,6 +50,7 @@ type ProbeCmd struct {
 	NoState        bool          `help:"Do not read or update the inventory."`
 	Watch          time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m, at least 1s) until stopped, logging each change; the inventory stays current. Refused with --arp-probes."`
 	BroadcastFlags `embed:""`
+	ServiceFlags   `embed:""`
 }
 
 // Help is shown by 'ifl probe --help'.
@@ -92,7 +93,7 @@ Examples:
   ifl probe --watch 5m           # keep the inventory current
   ifl probe --broadcast          # agents that answer a UDP query, no privilege
 
-` + broadcastHelp
+` + broadcastHelp + "\n\n" + serviceHelp
 }
 
 // wantsRaw: the fast path needs raw sockets; --connect and --broadcast
@@ -197,6 +198,9 @@ func (c *ProbeCmd) check(env *Env) error {
 	if err := c.SweepFlags.check("probe", noSweep); err != nil {
 		return err
 	}
+	if err := c.ServiceFlags.check(c.Watch); err != nil {
+		return err
+	}
 	return c.checkBroadcast()
 }
 
@@ -258,6 +262,7 @@ type rounds struct {
 	statePath string
 	engine    *engine.Engine        // nil with --broadcast
 	bcast     *engine.BroadcastPlan // nil: no broadcast rounds
+	svc       *service              // nil but in a watch
 }
 
 // probeRun is one round, and what recording it in the inventory changed.
@@ -282,6 +287,7 @@ func (r *rounds) once(ctx context.Context, showProgress bool) (*probeRun, error)
 // run runs one round, a broadcast one or a sweep, and records it in the
 // inventory.
 func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeRun, error) {
+	release := r.svc.hold()
 	opts := engine.RoundOptions{All: r.cmd.All}
 	var round *engine.Round
 	var err error
@@ -309,6 +315,8 @@ func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeR
 			run.names = recordedNames(r.statePath)
 		}
 	}
+	release()
+	r.svc.roundDone(run, broadcast)
 	return run, err
 }
 
@@ -330,6 +338,12 @@ func (r *rounds) watch(ctx context.Context) error {
 		ev = ev.Int("addresses", len(r.addrs)) // a broadcast's targets are a set, never listed
 	}
 	ev.Msg("watching")
+	svc, err := r.startService(ctx, log)
+	if err != nil {
+		return err
+	}
+	r.svc = svc
+	defer svc.stop()
 	for {
 		res, err := r.once(ctx, false)
 		if ctx.Err() != nil {
