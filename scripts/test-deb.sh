@@ -133,7 +133,7 @@ ping_with "$tmp/new.key" || fail "rotation: the new key refused at the end"
 
 # The probe as its unit runs it, once: user ifl, CAP_NET_RAW alone; the
 # agent is found and the inventory written, group ifl.
-probe=$(sed -n 's/^ExecStart=//p' $units/ifl-probe.service | sed 's| --watch [^ ]*||; s| \$IFL_PROBE_ARGS||; s|%d|/run/credentials/ifl-probe.service|g')
+probe=$(sed -n 's/^ExecStart=//p' $units/ifl-probe.service | sed 's| --watch [^ ]*||; s| --announcements [^ ]*||; s| \$IFL_PROBE_ARGS||; s|%d|/run/credentials/ifl-probe.service|g')
 install -d -m 0700 -o ifl /run/credentials/ifl-probe.service
 install -m 0400 -o ifl /etc/ifl/network.key /run/credentials/ifl-probe.service/network.key
 # shellcheck disable=SC2086 # ExecStart is words

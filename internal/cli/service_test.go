@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -319,4 +321,54 @@ func TestWatchdog(t *testing.T) {
 	}
 	t.Logf("%d WATCHDOG=1 after the hang", watchdogs)
 	once.Do(func() { close(release) })
+}
+
+// TestProbeUnit: scripts/ifl-probe.service runs a watch that systemd
+// watches (Type=notify, a watchdog), listening for announcements on the
+// agents' default port, which is the one port the unit may bind, and its
+// command line is one ifl accepts.
+func TestProbeUnit(t *testing.T) {
+	b, err := os.ReadFile("../../scripts/ifl-probe.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			keys[k] = append(keys[k], v)
+		}
+	}
+	for k, want := range map[string]string{
+		"Type":            "notify",
+		"NotifyAccess":    "main",
+		"SocketBindAllow": "udp:" + strconv.Itoa(proto.DefaultAnnouncePort),
+		"SocketBindDeny":  "any",
+	} {
+		if got := keys[k]; len(got) != 1 || got[0] != want {
+			t.Errorf("%s=%q, want %s", k, got, want)
+		}
+	}
+	if got := keys["WatchdogSec"]; len(got) != 1 {
+		t.Errorf("WatchdogSec=%q, want one", got)
+	}
+	if got := keys["ExecStart"]; len(got) != 1 || !strings.HasPrefix(got[0], "/usr/bin/ifl ") {
+		t.Fatalf("ExecStart=%q, want one running /usr/bin/ifl", got)
+	}
+	// $IFL_PROBE_ARGS, unset, is no word at all to systemd.
+	args := strings.Fields(strings.TrimPrefix(strings.TrimSuffix(keys["ExecStart"][0], " $IFL_PROBE_ARGS"), "/usr/bin/ifl "))
+	var c CLI
+	env := &Env{Stdout: io.Discard, Stderr: io.Discard}
+	k, err := New(&c, env, func(int) { t.Fatal("exit") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Parse(args); err != nil {
+		t.Fatalf("ExecStart: %v", err)
+	}
+	if err := c.Probe.check(env); err != nil {
+		t.Fatalf("ExecStart: %v", err)
+	}
+	if c.Probe.Watch == 0 || c.Probe.Announcements != ":"+strconv.Itoa(proto.DefaultAnnouncePort) || c.Probe.Metrics != "" {
+		t.Errorf("ExecStart %q: want --watch, --announcements :%d and no --metrics", args, proto.DefaultAnnouncePort)
+	}
 }
