@@ -41,9 +41,11 @@ _ifl() {
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--watch) COMPREPLY=(); return ;;
 		--broadcast-every) COMPREPLY=(); return ;;
+		--announcements) COMPREPLY=(); return ;;
+		--metrics) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --ports --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --announcements --metrics --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
