@@ -34,6 +34,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if spec := os.Getenv(envAnnounce); spec != "" {
+		if err := annHelper(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "announce helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if spec := os.Getenv(envFlood); spec != "" {
 		if err := flood(spec); err != nil {
 			fmt.Fprintln(os.Stderr, "flood:", err)
