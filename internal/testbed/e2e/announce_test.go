@@ -308,6 +308,39 @@ func TestAnnouncedMove(t *testing.T) {
 	}
 }
 
+// TestAnnouncedMoveToAnotherSubnet: an agent moved to another subnet
+// behind the router, among the watched targets, announces from there,
+// and the controller follows it through the router.
+func TestAnnouncedMoveToAnotherSubnet(t *testing.T) {
+	testnet.Require(t, true)
+	spec := testnet.Spec{Name: "e2eannsn", Prefix: netip.MustParsePrefix("198.19.86.0/28"), Port: 7440,
+		Hosts: []testnet.HostSpec{{Role: testnet.Agent, Name: "mover"}, {Role: testnet.Closed}}}
+	lan := testnet.Start(t, spec, testnet.BuildIFL(t))
+	// The other subnet: the router's too, on the same wire.
+	other, to := "198.19.87.0/28", netip.MustParseAddr("198.19.87.5")
+	if out, err := lan.Router.Command(context.Background(), "ip", "addr", "add", "198.19.87.1/28", "dev", "eth0").CombinedOutput(); err != nil {
+		t.Fatalf("router: %v: %s", err, out)
+	}
+	w := startLANWatch(t, lan, "--watch", "10m", "--broadcast-every", "0", "--state", filepath.Join(t.TempDir(), "inventory.json"),
+		"--announcements", ":7441", spec.Prefix.String(), other)
+	ev := w.next(t, "host_new", "probed")
+	w.next(t, "probed")
+	mover := lan.Hosts[0]
+	if ev["identity"] != mover.Identity {
+		t.Fatalf("first round found %v, want %s", ev, mover.Name)
+	}
+	cmds := fmt.Sprintf("addr del %s/28 dev eth0\naddr add %s/28 dev eth0\nroute replace default via 198.19.87.1\n", mover.Addr, to)
+	batch := exec.Command("ip", "-n", mover.Namespace, "-batch", "-")
+	batch.Stdin = strings.NewReader(cmds)
+	if out, err := batch.CombinedOutput(); err != nil {
+		t.Fatalf("ip -batch: %v: %s", err, out)
+	}
+	ev = w.next(t, "host_moved", "probed")
+	if ev["from"] != mover.Addr.String() || ev["to"] != to.String() || ev["via"] != "announcement" {
+		t.Errorf("move event %v, want %s from %v to %v via announcement", ev, mover.Name, mover.Addr, to)
+	}
+}
+
 // TestAnnouncementsDropped: with the announcement port dropped by the
 // controller's firewall, the agent's announcements are lost, and the
 // next sweep records the move all the same.
