@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -55,8 +57,10 @@ func annHelper(spec string) error {
 		return err
 	case len(f) == 4 && f[0] == "send":
 		return sendSpoofed(f[1], f[2], f[3])
+	case len(f) == 5 && f[0] == "flood":
+		return floodUDP(f[1], f[2], f[3], f[4])
 	}
-	return fmt.Errorf("%s=%q: want get URL or send DST PORT FILE", envAnnounce, spec)
+	return fmt.Errorf("%s=%q: want get URL, send DST PORT FILE or flood DST:PORT RATE SECONDS HEX", envAnnounce, spec)
 }
 
 // sendSpoofed sends each datagram of file from its source address on a
@@ -102,6 +106,42 @@ func sendSpoofed(dst, port, file string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// floodUDP sends the datagram hex to dst at rate a second for seconds,
+// in bursts every millisecond, and prints how many it sent.
+func floodUDP(dst, rate, seconds, payload string) error {
+	r, err := strconv.Atoi(rate)
+	if err != nil {
+		return err
+	}
+	secs, err := strconv.Atoi(seconds)
+	if err != nil {
+		return err
+	}
+	b, err := hex.DecodeString(payload)
+	if err != nil {
+		return err
+	}
+	c, err := net.Dial("udp", dst)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sent := 0
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for now := start; now.Sub(start) < time.Duration(secs)*time.Second; now = <-tick.C {
+		// As many as the rate allows by now: a late tick catches up.
+		for want := int(float64(r) * now.Sub(start).Seconds()); sent < want; sent++ {
+			if _, err := c.Write(b); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+				return err
+			}
+		}
+	}
+	fmt.Println(sent)
 	return nil
 }
 
@@ -563,4 +603,84 @@ func BenchmarkAnnouncedMove(b *testing.B) {
 	b.ReportMetric(took[len(took)/2].Seconds(), "median-s")
 	b.ReportMetric(took[len(took)-1].Seconds(), "worst-s")
 	b.Logf("%d moves: median %v, worst %v", moves, took[len(took)/2], took[len(took)-1])
+}
+
+// BenchmarkForgedFlood floods a watching controller (a /24 of 20 agents,
+// a sweep every 2 s) with announcements under another network key from
+// a host of its targets, at 100,000 a second for 10 s: it reports the
+// controller's CPU (from its own metrics) and its sweeps' durations
+// before and during the flood, and fails if the flood made any address
+// wait for verification (run with -benchtime=1x).
+func BenchmarkForgedFlood(b *testing.B) {
+	testnet.Require(b, true)
+	hosts := testnet.Mix(map[testnet.Role]int{testnet.Agent: 20, testnet.Closed: 5}, 9)
+	hosts = append(hosts, testnet.HostSpec{Role: testnet.Closed, Name: "flooder"})
+	spec := testnet.Spec{Name: "e2eannfl", Prefix: netip.MustParsePrefix("198.19.88.0/24"), Port: 7440, Hosts: hosts}
+	lan := testnet.Start(b, spec, testnet.BuildIFL(b))
+	w := startLANWatch(b, lan, "--watch", "2s", "--broadcast-every", "0", "--no-state",
+		"--announcements", ":7441", "--metrics", "127.0.0.1:9174")
+	w.next(b, "probed")
+	var flooder testnet.Host
+	for _, h := range lan.Hosts {
+		if h.Name == "flooder" {
+			flooder = h
+		}
+	}
+	other, _ := proto.NewNetworkKey()
+	wk := other.AnnounceKey()
+	const rate, seconds = 100_000, 10
+	// Stamped a little ahead, so that it stays on time for the whole
+	// flood: the costliest to refuse, its MAC computed.
+	a, _ := proto.NewAnnouncement(&wk, uint16(lan.Port), [16]byte{1}, time.Now().Add(seconds*time.Second/2))
+	bad, _ := a.MarshalBinary()
+	rounds := func(n int) []float64 {
+		var d []float64
+		for range n {
+			d = append(d, w.next(b, "probed")["seconds"].(float64))
+		}
+		slices.Sort(d)
+		return d
+	}
+	cpu := func() (float64, time.Time) {
+		return metric(b, scrape(b, lan, 9174), "process_cpu_seconds_total"), time.Now()
+	}
+	for range b.N {
+		c0, t0 := cpu()
+		quiet := rounds(4)
+		c1, t1 := cpu()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		self, _ := os.Executable()
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", flooder.Namespace, self)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=flood %s:7441 %d %d %x", envAnnounce, lan.Controller.Addr, rate, seconds, bad))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		c2, t2 := cpu()
+		flooded := rounds(4)
+		c3, t3 := cpu()
+		line, _ := io.ReadAll(out)
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		sent, _ := strconv.Atoi(strings.TrimSpace(string(line)))
+		fams := scrape(b, lan, 9174)
+		received := metric(b, fams, "ifl_announcements_received_total")
+		if acc, merged := metric(b, fams, "ifl_announcements_accepted_total"), metric(b, fams, "ifl_announcements_merged_total"); acc != 0 || merged != 0 {
+			b.Fatalf("the flood made %v addresses wait for verification (%v merged), want none", acc, merged)
+		}
+		quietCPU, floodCPU := (c1-c0)/t1.Sub(t0).Seconds(), (c3-c2)/t3.Sub(t2).Seconds()
+		b.ReportMetric(float64(sent)/seconds, "sent/s")
+		b.ReportMetric(quietCPU, "cpu-quiet")
+		b.ReportMetric(floodCPU, "cpu-flood")
+		b.ReportMetric(quiet[len(quiet)/2], "round-quiet-s")
+		b.ReportMetric(flooded[len(flooded)/2], "round-flood-s")
+		b.Logf("%d forged announcements sent in %d s, %v read by the controller, none accepted; controller CPU %.3f core quiet, %.3f core flooded; sweeps %v s quiet, %v s flooded",
+			sent, seconds, received, quietCPU, floodCPU, quiet, flooded)
+	}
 }
