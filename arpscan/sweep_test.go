@@ -329,7 +329,7 @@ func TestFromZero(t *testing.T) {
 			lan.hosts[netip.MustParseAddr("198.18.0.5")] = []net.HardwareAddr{mac(5)}
 			lan.hosts[netip.MustParseAddr("198.18.0.9")] = []net.HardwareAddr{mac(9)}
 			s := testScanner(t, lan)
-			cfg := *fastConfig
+			cfg := *steadyConfig
 			cfg.FromZero = tt.probes
 			res, _, err := s.Scan(context.Background(), span("198.18.0.1", 10), &cfg, nil)
 			if err != nil {
