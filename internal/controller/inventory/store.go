@@ -87,6 +87,19 @@ func Load(path string) (*State, error) {
 	} else if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("inventory %s: %w: not a regular file", path, ErrForeign)
 	}
+	return readState(path, f)
+}
+
+// readState reads the state in f, at path: by the fast decoder, or when
+// it gives up (a document ifl did not write), by encoding/json from the
+// start, which then says what is wrong.
+func readState(path string, f io.ReadSeeker) (*State, error) {
+	if s, err := decodeState(f); err == nil {
+		return finish(path, s)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
 	b, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
@@ -118,6 +131,11 @@ func parse(path string, b []byte) (*State, error) {
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("inventory %s: %w: %v (the file is left as it is; move it away to start afresh)", path, ErrForeign, err)
 	}
+	return finish(path, &s)
+}
+
+// finish checks a decoded state and gives names to its hosts.
+func finish(path string, s *State) (*State, error) {
 	if s.Format != Format {
 		return nil, fmt.Errorf("inventory %s: %w: format %q (the file is left as it is; use another --state)", path, ErrForeign, s.Format)
 	}
@@ -142,7 +160,7 @@ func parse(path string, b []byte) (*State, error) {
 		s.assign(legacySuffix)
 	}
 	s.assignNames()
-	return &s, nil
+	return s, nil
 }
 
 // Update runs fn on the state at path under an exclusive lock and, if fn
