@@ -55,7 +55,10 @@ func (h *Host) verified() []Verified {
 // as ifl writes addresses, from the parsed address; a string that is not
 // an address (parseAddr) is never returned: "" when there is no other.
 func (h *Host) Address(prefer Prefer) string {
-	vs := sortVerified(slices.Clone(h.verified()))
+	vs := h.verified()
+	if len(vs) > 1 {
+		vs = sortVerified(slices.Clone(vs))
+	}
 	want6 := prefer == PreferIPv6
 	first := ""
 	for _, v := range vs {
@@ -77,9 +80,13 @@ func (h *Host) Address(prefer Prefer) string {
 // Address prefers them (IPv4 first), as ifl writes them, and whether every
 // one of them is an address (parseAddr).
 func (h *Host) VerifiedAddresses() ([]string, bool) {
-	out := []string{}
+	vs := h.verified()
+	if len(vs) > 1 {
+		vs = sortVerified(slices.Clone(vs))
+	}
+	out := make([]string, 0, len(vs))
 	ok := true
-	for _, v := range sortVerified(slices.Clone(h.verified())) {
+	for _, v := range vs {
 		a, err := parseAddr(v.Addr)
 		if err != nil {
 			ok = false

@@ -2,7 +2,9 @@ package inventory
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -50,6 +52,54 @@ func BenchmarkApply(b *testing.B) {
 			for i := range b.N {
 				s.Apply(t0.Add(time.Duration(i+1)*time.Minute), obs, all, true)
 			}
+		})
+	}
+}
+
+// BenchmarkList reads a state of n hosts with two labels each from its
+// file and prints the answer to --list, as ifl inventory --list does: the
+// cost per host should not grow with n.
+func BenchmarkList(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "inventory.json")
+			if err := WriteFile(path, Synthetic(n)); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				s, err := Load(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.WriteList(io.Discard, t0, 24*time.Hour, PreferIPv4); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/host")
+		})
+	}
+}
+
+// BenchmarkHost is BenchmarkList for --host NAME.
+func BenchmarkHost(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "inventory.json")
+			if err := WriteFile(path, Synthetic(n)); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				s, err := Load(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if ok, err := s.WriteHost(io.Discard, "h000500", t0, 24*time.Hour, PreferIPv4); !ok || err != nil {
+					b.Fatal(ok, err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/host")
 		})
 	}
 }

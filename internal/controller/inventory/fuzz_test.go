@@ -58,6 +58,7 @@ func checkAnsible(t *testing.T, host1, host2, os, key, value string) {
 		o("cccccccc00000000000000000000000c", "198.18.0.3", host2),
 	}, all, true)
 	inv := s.BuildAnsible(t0, time.Hour, PreferIPv4)
+	checkListing(t, s)
 	list, hv := decodedList(t, inv)
 	if len(hv) != 3 {
 		t.Fatalf("%d hosts: %v", len(hv), hv)
@@ -133,6 +134,7 @@ func FuzzState(f *testing.F) {
 			return
 		}
 		checkState(t, s)
+		checkListing(t, s)
 		out, err := json.Marshal(s)
 		if err != nil {
 			t.Fatalf("a state read cannot be written: %v", err)

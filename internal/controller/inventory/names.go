@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -82,14 +80,29 @@ type Reservation struct {
 // Until is when the reservation ends.
 func (r Reservation) Until() time.Time { return r.Since.Add(ReserveFor) }
 
-var hexSuffix = regexp.MustCompile(`(?i)-([0-9a-f]{8,})$`)
+// hexSuffix returns what follows the last "-" of name when it is 8 or
+// more hex digits, in any case (what `(?i)-([0-9a-f]{8,})$` matches);
+// false if it is not.
+func hexSuffix(name string) (string, bool) {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 || len(name)-i-1 < 8 {
+		return "", false
+	}
+	tail := name[i+1:]
+	for j := 0; j < len(tail); j++ {
+		if c := tail[j]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return "", false
+		}
+	}
+	return tail, true
+}
 
 // validHostname reports whether s is an RFC 1123 host name.
 func validHostname(s string) bool {
 	if s == "" || len(s) > maxHostname {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
+	for l := range strings.SplitSeq(s, ".") {
 		if !validLabel(l, maxLabel) {
 			return false
 		}
@@ -142,12 +155,12 @@ func nameFor(name, identity string) bool {
 	if name == "" || len(name) > maxName || reservedName(name) {
 		return false
 	}
-	for _, l := range strings.Split(name, ".") {
+	for l := range strings.SplitSeq(name, ".") {
 		if !validLabel(l, maxName) {
 			return false
 		}
 	}
-	if m := hexSuffix.FindStringSubmatch(name); m != nil && !strings.HasPrefix(identity, strings.ToLower(m[1])) {
+	if m, ok := hexSuffix(name); ok && !strings.HasPrefix(identity, strings.ToLower(m)) {
 		return false
 	}
 	return true
@@ -183,8 +196,8 @@ func candidates(h *Host, from int) []string {
 // ends in "-" and 16 hex digits or more can be held only by an identity
 // that starts with them (nameFor), and no key can be made to.
 func takeable(name string) bool {
-	m := hexSuffix.FindStringSubmatch(name)
-	return m == nil || len(m[1]) < suffixMin
+	m, ok := hexSuffix(name)
+	return !ok || len(m) < suffixMin
 }
 
 // assignNames gives a name to every host without one, and takes it back
@@ -303,11 +316,11 @@ func (s *State) byFirstSeen() []*Host {
 	for _, h := range s.Hosts {
 		hs = append(hs, h)
 	}
-	sort.Slice(hs, func(i, j int) bool {
-		if !hs[i].FirstSeen.Equal(hs[j].FirstSeen) {
-			return hs[i].FirstSeen.Before(hs[j].FirstSeen)
+	slices.SortFunc(hs, func(a, b *Host) int {
+		if c := a.FirstSeen.Compare(b.FirstSeen); c != 0 {
+			return c
 		}
-		return hs[i].Identity < hs[j].Identity
+		return strings.Compare(a.Identity, b.Identity)
 	})
 	return hs
 }

@@ -216,7 +216,9 @@ func (h *Host) checkLabelsField() error {
 			delete(h.Labels, k)
 		}
 	}
-	if _, dropped := checkLabels(h.Labels); len(dropped) > 0 {
+	if allKept(h.Labels) {
+		// As checkLabels would find.
+	} else if _, dropped := checkLabels(h.Labels); len(dropped) > 0 {
 		return fmt.Errorf(`field "labels": label %s: %s`, quoteKey(dropped[0].Key), dropped[0].Reason)
 	}
 	// Only to warn once: an older ifl kept them all, whatever their
