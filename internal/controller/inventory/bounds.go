@@ -126,11 +126,15 @@ func prefixOf(a netip.Addr) string {
 
 // hostPrefix is prefixOf the host's address.
 func hostPrefix(h *Host) string {
+	site := ""
+	if h.Site != "" {
+		site = h.Site + " "
+	}
 	a, err := netip.ParseAddr(h.IP)
 	if err != nil {
-		return h.IP
+		return site + h.IP
 	}
-	return prefixOf(a)
+	return site + prefixOf(a)
 }
 
 // macOf returns the MAC address, in lower case, of the interface that by

@@ -477,6 +477,39 @@ func decodeState(r io.Reader) (*State, error) {
 					return err
 				})
 			}
+		case "site_rounds":
+			if err = once(&seen, 5); err == nil {
+				if null, err := d.null(); null || err != nil {
+					return err
+				}
+				s.Rounds = map[string]SiteRound{}
+				err = d.object(func(k []byte) error {
+					site := string(k)
+					if _, dup := s.Rounds[site]; dup {
+						return errSlow
+					}
+					var r SiteRound
+					var rs uint32
+					err := d.object(func(k []byte) error {
+						var err error
+						switch string(k) {
+						case "last":
+							if err = once(&rs, 0); err == nil {
+								r.Last, err = d.timeValue()
+							}
+						case "rounds":
+							if err = once(&rs, 1); err == nil {
+								r.Rounds, err = d.integer()
+							}
+						default:
+							err = errSlow
+						}
+						return err
+					})
+					s.Rounds[site] = r
+					return err
+				})
+			}
 		default:
 			return errSlow
 		}
@@ -635,6 +668,14 @@ func (d *decoder) host(key string) (*Host, error) {
 							if err = once(&ms, 2); err == nil {
 								m.To, err = d.str()
 							}
+						case "from_site":
+							if err = once(&ms, 3); err == nil {
+								m.FromSite, err = d.str()
+							}
+						case "to_site":
+							if err = once(&ms, 4); err == nil {
+								m.ToSite, err = d.str()
+							}
 						default:
 							err = errSlow
 						}
@@ -644,12 +685,61 @@ func (d *decoder) host(key string) (*Host, error) {
 					return err
 				})
 			})
+		case "site":
+			str(19, &h.Site)
+		case "sites":
+			field(20, func() error {
+				if null, err := d.null(); null || err != nil {
+					return err
+				}
+				h.Sites = map[string]*Sighting{}
+				return d.object(func(k []byte) error {
+					site := string(k)
+					if _, dup := h.Sites[site]; dup {
+						return errSlow
+					}
+					sg, err := d.sighting(h.IP)
+					h.Sites[site] = sg
+					return err
+				})
+			})
 		default:
 			err = errSlow
 		}
 		return err
 	})
 	return h, err
+}
+
+// sighting reads one site's sighting of a host.
+func (d *decoder) sighting(ip string) (*Sighting, error) {
+	sg := &Sighting{}
+	var seen uint32
+	err := d.object(func(k []byte) error {
+		var err error
+		switch string(k) {
+		case "addr":
+			if err = once(&seen, 0); err == nil {
+				sg.Addr, err = d.own(ip)
+			}
+		case "mac":
+			if err = once(&seen, 1); err == nil {
+				sg.MAC, err = d.own("")
+			}
+		case "last_seen":
+			if err = once(&seen, 2); err == nil {
+				sg.LastSeen, err = d.timeValue()
+			}
+		case "missed":
+			if err = once(&seen, 3); err == nil {
+				sg.Missed, err = d.timeValue()
+			}
+		default:
+			err = errSlow
+		}
+		return err
+	})
+	return sg, err
 }
 
 // reservation reads one reserved name.

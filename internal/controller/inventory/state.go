@@ -40,7 +40,35 @@ type State struct {
 	// Reserved are the names of forgotten hosts, kept for their
 	// identities (names.go), by name.
 	Reserved []Reservation `json:"reserved,omitempty"`
+	// Rounds are each site's last round (ApplySite), by site: a site
+	// whose controller stopped shows here, and its sightings age.
+	Rounds map[string]SiteRound `json:"site_rounds,omitempty"`
+
+	// onCommit are told which hosts' records a store kept (nil: all).
+	onCommit []func(committed map[string]bool)
 }
+
+// SiteRound is a site's last round.
+type SiteRound struct {
+	Last   time.Time `json:"last"`
+	Rounds int       `json:"rounds"`
+}
+
+// OnCommit asks the store to call f once it kept what an Update's fn
+// changed: with nil when it kept all of it, or with the identities whose
+// records it kept when it is to run fn again (etcd, after a conflict):
+// what fn reported of the others is then reported by the next run.
+func (s *State) OnCommit(f func(committed map[string]bool)) { s.onCommit = append(s.onCommit, f) }
+
+func (s *State) committed(ids map[string]bool) {
+	for _, f := range s.onCommit {
+		f(ids)
+	}
+}
+
+// validSite reports whether s may name a site: 1 to 64 of
+// [A-Za-z0-9_.-], as a label key.
+func validSite(s string) bool { return validLabelKey(s) }
 
 // Host is one agent as last seen.
 type Host struct {
@@ -66,7 +94,26 @@ type Host struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Rounds    int       `json:"probes,omitempty"`  // rounds it answered in (the key is the state file's since version 1); 0 in a state written before they were counted
 	History   []Move    `json:"history,omitempty"` // address changes, oldest first
+	// Site is the site whose controller saw the host last (its --site):
+	// where IP and Verified are. "" for a controller without a site.
+	Site string `json:"site,omitempty"`
+	// Sites are the host's sightings, by site: where each site's
+	// controller saw it last, and when.
+	Sites map[string]*Sighting `json:"sites,omitempty"`
 }
+
+// Sighting is where one site saw a host last.
+type Sighting struct {
+	Addr     string    `json:"addr"`
+	MAC      string    `json:"mac,omitempty"` // of the interface that holds Addr, by the agent's facts
+	LastSeen time.Time `json:"last_seen"`
+	// Missed is when a complete round of the site looked at Addr and
+	// the host did not answer; zero once it answers again.
+	Missed time.Time `json:"missed,omitzero"`
+}
+
+// MaxSites bounds the sightings kept per host, the latest ones.
+const MaxSites = 64
 
 // Bounds on what one host or one address adds to the state.
 const (
@@ -85,6 +132,10 @@ type Move struct {
 	At   time.Time `json:"at"`
 	From string    `json:"from"`
 	To   string    `json:"to"`
+	// The sites of From and To, when a controller with a site saw
+	// the host there.
+	FromSite string `json:"from_site,omitempty"`
+	ToSite   string `json:"to_site,omitempty"`
 }
 
 // MachineIDHash is what inventories show instead of the machine-id.
@@ -182,12 +233,26 @@ func (e event) change() HostChange {
 // longest ago forgotten first, with one warning. Every string of a host
 // is kept within its bound (bounds.go), with a warning when one is cut.
 func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
+	return s.ApplySite("", now, obs, covered, complete)
+}
+
+// ApplySite is Apply for the controller of a site, one of several that
+// share the inventory (a store). Each host keeps a sighting per site; a
+// host seen last by another site is not this one's to report unseen,
+// its addresses are not this site's to compare (two sites may use the
+// same private prefix), and one that answers here is a move from that
+// site's address to this one's, even at the same address. The bounds
+// per address and per prefix count within a site. A host whose sighting
+// of this site is of this very round (now) is not recorded again: an
+// update run again after a conflict counts each round once.
+func (s *State) ApplySite(site string, now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
 	if s.Hosts == nil {
 		s.Hosts = map[string]*Host{}
 	}
 	s.expireReservations(now)
 	s.assignNames()
 	a := s.startApply(now, obs, covered)
+	a.site = site
 	refused, w := s.admit(a.groups)
 	if w != nil {
 		a.warns = append(a.warns, w)
@@ -201,6 +266,15 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 		}
 	}
 	a.warns = append(a.warns, s.evict(a.present, now)...)
+	a.missed(complete)
+	if site != "" {
+		if s.Rounds == nil {
+			s.Rounds = map[string]SiteRound{}
+		}
+		if r := s.Rounds[site]; !r.Last.Equal(now) {
+			s.Rounds[site] = SiteRound{Last: now, Rounds: r.Rounds + 1}
+		}
+	}
 	if w := s.forgetProbation(a.present); w != nil {
 		a.warns = append(a.warns, w)
 	}
@@ -212,6 +286,7 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 // applying is the state of one Apply.
 type applying struct {
 	s       *State
+	site    string
 	now     time.Time
 	covered func(netip.Addr) bool
 	groups  []*observed
@@ -247,7 +322,7 @@ func (s *State) startApply(now time.Time, obs []Observation, covered func(netip.
 		if h.MachineID != "" {
 			a.byMachine[h.MachineID] = append(a.byMachine[h.MachineID], h)
 		}
-		a.byAddr[h.IP] = append(a.byAddr[h.IP], h)
+		a.byAddr[h.siteAddr()] = append(a.byAddr[h.siteAddr()], h)
 	}
 	a.groups = groupObservations(obs)
 	for _, g := range a.groups {
@@ -268,6 +343,9 @@ func (a *applying) observe(g *observed) {
 		f = &proto.Facts{}
 	}
 	h := a.s.Hosts[o.Identity]
+	if h != nil && a.site != "" && h.Sites[a.site] != nil && h.Sites[a.site].LastSeen.Equal(a.now) {
+		return // recorded by this round already
+	}
 	if h == nil {
 		h = a.newHost(g, f)
 	} else {
@@ -292,6 +370,10 @@ func (a *applying) taken(id string) func(netip.Addr) bool {
 func (a *applying) newHost(g *observed, f *proto.Facts) *Host {
 	o := g.o
 	ip := o.Addr.String()
+	at := a.site + " " + ip
+	if a.site == "" {
+		at = ip
+	}
 	if machineID, _ := bound(f.MachineID, MaxMachineID); machineID != "" {
 		for _, other := range a.byMachine[machineID] {
 			if other.MachineID == machineID && other.Identity != o.Identity && a.s.Hosts[other.Identity] == other {
@@ -299,17 +381,17 @@ func (a *applying) newHost(g *observed, f *proto.Facts) *Host {
 			}
 		}
 	}
-	for _, old := range a.byAddr[ip] {
-		if old.IP == ip && old.Rounds == 1 && !a.present[old.Identity] && a.s.Hosts[old.Identity] == old {
+	for _, old := range a.byAddr[at] {
+		if old.siteAddr() == at && old.Rounds == 1 && !a.present[old.Identity] && a.s.Hosts[old.Identity] == old {
 			delete(a.s.Hosts, old.Identity)
 			a.warns = append(a.warns, &warning{kind: KindReplaced, identity: o.Identity, addr: ip, other: old})
 		}
 	}
-	h := &Host{Identity: o.Identity, FirstSeen: a.now}
+	h := &Host{Identity: o.Identity, FirstSeen: a.now, Site: a.site}
 	h.Verified = updateVerified(nil, g.addrs, a.now, a.covered, a.taken(o.Identity))
 	h.IP = h.Verified[0].Addr
 	a.s.Hosts[o.Identity] = h
-	a.byAddr[h.IP] = append(a.byAddr[h.IP], h)
+	a.byAddr[h.siteAddr()] = append(a.byAddr[h.siteAddr()], h)
 	a.news = append(a.news, event{h: h, hostname: f.Hostname, to: h.IP})
 	return h
 }
@@ -317,15 +399,34 @@ func (a *applying) newHost(g *observed, f *proto.Facts) *Host {
 // known updates a known host's verified addresses (a move is a change of
 // the first) and its name, which follows its hostname.
 func (a *applying) known(h *Host, g *observed, f *proto.Facts) {
-	h.Verified = updateVerified(h.verified(), g.addrs, a.now, a.covered, a.taken(h.Identity))
-	if to := h.Verified[0].Addr; to != h.IP {
-		a.moves = append(a.moves, event{h: h, hostname: f.Hostname, from: h.IP, to: to})
-		h.History = append(h.History, Move{At: a.now, From: h.IP, To: to})
+	old := h.verified()
+	// Another site's addresses are of another network: the host left
+	// them all.
+	moved := a.site != "" && h.Site != "" && h.Site != a.site
+	if moved {
+		old = nil
+	}
+	h.Verified = updateVerified(old, g.addrs, a.now, a.covered, a.taken(h.Identity))
+	if to := h.Verified[0].Addr; to != h.IP || moved {
+		from := h.IP
+		if moved {
+			from = h.Site + " " + h.IP
+		}
+		a.moves = append(a.moves, event{h: h, hostname: f.Hostname, from: from, to: to})
+		m := Move{At: a.now, From: h.IP, To: to}
+		if a.site != "" {
+			m.FromSite, m.ToSite = h.Site, a.site
+		}
+		h.History = append(h.History, m)
 		if len(h.History) > MaxHistory {
 			h.History = slices.Delete(h.History, 0, len(h.History)-MaxHistory)
 		}
 		h.IP = to
-		a.byAddr[to] = append(a.byAddr[to], h)
+		h.Site = a.site
+		a.byAddr[h.siteAddr()] = append(a.byAddr[h.siteAddr()], h)
+	}
+	if a.site != "" {
+		h.Site = a.site
 	}
 	if hostname, _ := bound(f.Hostname, MaxHostname); hostname != h.Hostname {
 		// The name is given anew below, from the new hostname, by the
@@ -361,6 +462,9 @@ func (a *applying) record(h *Host, o Observation, f *proto.Facts) {
 	}
 	h.LastSeen = a.now
 	h.Rounds++
+	if a.site != "" {
+		a.sight(h, o, f)
+	}
 	h.Addresses = h.Addresses[:0]
 	for _, addr := range f.Addresses() {
 		if len(h.Addresses) == MaxAddresses {
@@ -377,7 +481,7 @@ func (a *applying) changes(complete bool) Changes {
 	ch := Changes{New: []HostChange{}, Moved: []HostChange{}, Renamed: []HostChange{}, Unseen: []HostChange{}, Warnings: []Warning{}}
 	if complete {
 		for _, h := range a.s.Sorted() {
-			if a.seen[h.Identity] {
+			if a.seen[h.Identity] || !a.mine(h) {
 				continue
 			}
 			for _, v := range h.verified() {
@@ -407,6 +511,55 @@ func (a *applying) changes(complete bool) Changes {
 		ch.Warnings = append(ch.Warnings, w.build(a.s))
 	}
 	return ch
+}
+
+// mine reports whether the host was seen last by this controller's site
+// (any host, for a controller without a site): only such a host is this
+// round's to report unseen.
+func (a *applying) mine(h *Host) bool { return a.site == "" || h.Site == a.site }
+
+// sight records where this site saw the host, and drops the oldest
+// sightings past MaxSites.
+func (a *applying) sight(h *Host, o Observation, f *proto.Facts) {
+	if h.Sites == nil {
+		h.Sites = map[string]*Sighting{}
+	}
+	h.Sites[a.site] = &Sighting{Addr: h.IP, MAC: macOf(f, []netip.Addr{o.Addr}), LastSeen: a.now}
+	for len(h.Sites) > MaxSites {
+		oldest := ""
+		for k, v := range h.Sites {
+			if oldest == "" || v.LastSeen.Before(h.Sites[oldest].LastSeen) || v.LastSeen.Equal(h.Sites[oldest].LastSeen) && k < oldest {
+				oldest = k
+			}
+		}
+		delete(h.Sites, oldest)
+	}
+}
+
+// missed marks the sightings of this site's hosts that a complete round
+// looked at and did not hear, once.
+func (a *applying) missed(complete bool) {
+	if a.site == "" || !complete {
+		return
+	}
+	for _, h := range a.s.Hosts {
+		sg := h.Sites[a.site]
+		if a.seen[h.Identity] || !a.mine(h) || sg == nil || !sg.Missed.IsZero() {
+			continue
+		}
+		if addr, err := netip.ParseAddr(sg.Addr); err == nil && a.covered(addr) {
+			sg.Missed = a.now
+		}
+	}
+}
+
+// siteAddr is where the host was last seen, with its site: two sites
+// may use the same private addresses.
+func (h *Host) siteAddr() string {
+	if h.Site == "" {
+		return h.IP
+	}
+	return h.Site + " " + h.IP
 }
 
 // observed is one identity's observations in a probe: the first, by
@@ -460,7 +613,7 @@ func groupObservations(obs []Observation) []*observed {
 func (s *State) evict(present map[string]bool, now time.Time) []*warning {
 	byAddr := map[string][]*Host{}
 	for _, h := range s.Hosts {
-		byAddr[h.IP] = append(byAddr[h.IP], h)
+		byAddr[h.siteAddr()] = append(byAddr[h.siteAddr()], h)
 	}
 	var out []*warning
 	for _, a := range over(byAddr, MaxPerAddress) {

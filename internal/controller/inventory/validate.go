@@ -85,6 +85,14 @@ func (s *State) validate() error {
 			return fmt.Errorf(`field "reserved", entry %d: %v`, i, err)
 		}
 	}
+	for site, r := range s.Rounds {
+		if !validSite(site) {
+			return fmt.Errorf(`field "site_rounds": site %s: want 1 to 64 of A-Z a-z 0-9 _ . -`, quoteKey(site))
+		}
+		if err := checkTime(r.Last); err != nil || r.Rounds < 0 {
+			return fmt.Errorf(`field "site_rounds": site %s: want a time from the year 2000 to 9999 and a count of 0 or more`, quoteKey(site))
+		}
+	}
 	return nil
 }
 
@@ -129,7 +137,44 @@ func (h *Host) check(key string) error {
 	if err := h.checkSeen(); err != nil {
 		return err
 	}
+	if err := h.checkSites(); err != nil {
+		return err
+	}
 	return h.checkHistory()
+}
+
+// checkSites checks the host's site and its sightings.
+func (h *Host) checkSites() error {
+	if h.Site != "" && !validSite(h.Site) {
+		return fmt.Errorf(`field "site": %s: want 1 to 64 of A-Z a-z 0-9 _ . -`, quoteKey(h.Site))
+	}
+	if len(h.Sites) > MaxSites {
+		return fmt.Errorf(`field "sites": %d sightings, at most %d allowed`, len(h.Sites), MaxSites)
+	}
+	for site, sg := range h.Sites {
+		f := "sites[" + quoteKey(site) + "]"
+		switch {
+		case !validSite(site):
+			return fmt.Errorf(`field "sites": site %s: want 1 to 64 of A-Z a-z 0-9 _ . -`, quoteKey(site))
+		case sg == nil:
+			return fmt.Errorf(`field %q: no record: want an object`, f)
+		}
+		if err := checkAddrField(f+".addr", sg.Addr); err != nil {
+			return err
+		}
+		if err := checkLen(f+".mac", sg.MAC, MaxMAC); err != nil {
+			return err
+		}
+		if err := checkTime(sg.LastSeen); err != nil {
+			return fmt.Errorf(`field "%s.last_seen": %v`, f, err)
+		}
+		if !sg.Missed.IsZero() {
+			if err := checkTime(sg.Missed); err != nil {
+				return fmt.Errorf(`field "%s.missed": %v`, f, err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkKey checks the host's key, its identity and its name.
@@ -263,6 +308,11 @@ func (h *Host) checkHistory() error {
 		}
 		if err := checkAddrField(fmt.Sprintf("history[%d].to", i), m.To); err != nil {
 			return err
+		}
+		for _, site := range []string{m.FromSite, m.ToSite} {
+			if site != "" && !validSite(site) {
+				return fmt.Errorf(`field "history[%d]": site %s: want 1 to 64 of A-Z a-z 0-9 _ . -`, i, quoteKey(site))
+			}
 		}
 	}
 	return nil
