@@ -196,7 +196,11 @@ func Update(path string, fn func(*State) error) error {
 	if err := fn(s); err != nil {
 		return err
 	}
-	return write(path, s, mode)
+	if err := write(path, s, mode); err != nil {
+		return err
+	}
+	s.committed(nil)
+	return nil
 }
 
 // fileMode is the mode of the files Update writes in dir: readable by

@@ -1,0 +1,533 @@
+package inventory
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// The inventory in etcd, under a prefix (/ifl by default), one key per
+// record so that controllers of several sites write at once:
+//
+//	PREFIX/format            {"format":"ifl-inventory","version":1}, made by the first write
+//	PREFIX/hosts/IDENTITY    a host, as in the state file, with its sightings by site
+//	PREFIX/names/NAME        the identity that holds the inventory name NAME (in lower case)
+//	PREFIX/reserved/NAME     a reservation (names.go), by the name in lower case
+//	PREFIX/sites/SITE        the site's last round: when, and how many it ran
+//
+// Every write is a transaction that compares each key it changes with the
+// revision it read (or its absence), so that two controllers never lose
+// each other's changes: the one that comes second reads again and redoes
+// its change. A name is taken by creating its key, which only one
+// identity can do; the host's record is written in the same
+// transaction. Records are checked when they are read, as a state
+// file's are: the store is as untrusted as the agents and the hosts that
+// write it.
+
+// EtcdConfig is how to reach the store.
+type EtcdConfig struct {
+	Endpoints []string
+	Prefix    string // without a trailing /
+	// TLS: a CA to check the members with (else the system's, with
+	// etcds://), and a client certificate and key.
+	TLS        bool
+	CA         string
+	Cert, Key  string
+	User       string
+	Password   string // read from a file, never given on a command line
+	Dial       time.Duration
+	Request    time.Duration
+	passwordAt string
+}
+
+// Defaults for EtcdConfig.
+const (
+	DefaultEtcdPrefix  = "/ifl"
+	DefaultEtcdDial    = 5 * time.Second
+	DefaultEtcdRequest = 10 * time.Second
+)
+
+// etcd's own limits on one transaction: operations (--max-txn-ops) and
+// bytes (--max-request-bytes, 1.5 MiB), kept under with room to spare.
+const (
+	maxTxnOps   = 128
+	maxTxnBytes = 1 << 20
+	pageSize    = 1000
+	// maxAttempts bounds the reads and writes of one Update that keep
+	// meeting other controllers' writes.
+	maxAttempts = 16
+)
+
+// ParseEtcd reads a store URL: etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+// with the options ca=FILE, cert=FILE, key=FILE, user=NAME,
+// password-file=FILE, dial-timeout=DURATION and timeout=DURATION;
+// etcds:// is TLS with the system's CAs unless ca= names one.
+func ParseEtcd(spec string) (EtcdConfig, error) {
+	bad := func(format string, a ...any) (EtcdConfig, error) {
+		return EtcdConfig{}, fmt.Errorf("inventory: store %s: %s", spec, fmt.Sprintf(format, a...))
+	}
+	u, err := url.Parse(spec)
+	if err != nil || (u.Scheme != "etcd" && u.Scheme != "etcds") || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return bad("want etcd://HOST:2379,HOST:2379/PREFIX, options after ?: ca=, cert=, key=, user=, password-file=, dial-timeout=, timeout= (no user or password in the URL)")
+	}
+	cfg := EtcdConfig{Prefix: strings.TrimRight(u.Path, "/"), TLS: u.Scheme == "etcds", Dial: DefaultEtcdDial, Request: DefaultEtcdRequest}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultEtcdPrefix
+	}
+	for _, h := range strings.Split(u.Host, ",") {
+		if h == "" || !strings.Contains(h, ":") {
+			return bad("endpoint %q: want HOST:PORT", h)
+		}
+		scheme := "http://"
+		if cfg.TLS {
+			scheme = "https://"
+		}
+		cfg.Endpoints = append(cfg.Endpoints, scheme+h)
+	}
+	for k, vs := range u.Query() {
+		if len(vs) != 1 || vs[0] == "" {
+			return bad("option %s: want one value", k)
+		}
+		v := vs[0]
+		switch k {
+		case "ca":
+			cfg.CA, cfg.TLS = v, true
+		case "cert":
+			cfg.Cert, cfg.TLS = v, true
+		case "key":
+			cfg.Key, cfg.TLS = v, true
+		case "user":
+			cfg.User = v
+		case "password-file":
+			cfg.passwordAt = v
+		case "dial-timeout", "timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return bad("%s=%s: want a duration such as 5s", k, v)
+			}
+			if k == "timeout" {
+				cfg.Request = d
+			} else {
+				cfg.Dial = d
+			}
+		default:
+			return bad("unknown option %q: want ca, cert, key, user, password-file, dial-timeout or timeout", k)
+		}
+	}
+	if cfg.TLS && len(cfg.Endpoints) > 0 {
+		for i, e := range cfg.Endpoints {
+			cfg.Endpoints[i] = "https://" + strings.TrimPrefix(e, "http://")
+		}
+	}
+	if (cfg.Cert == "") != (cfg.Key == "") {
+		return bad("cert= and key= go together")
+	}
+	if (cfg.User == "") != (cfg.passwordAt == "") {
+		return bad("user= and password-file= go together (a password is never given on a command line)")
+	}
+	if cfg.passwordAt != "" {
+		b, err := os.ReadFile(cfg.passwordAt)
+		if err != nil {
+			return bad("password-file: %v", err)
+		}
+		cfg.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	return cfg, nil
+}
+
+// Etcd is the inventory in etcd.
+type Etcd struct {
+	cfg EtcdConfig
+	c   *clientv3.Client
+}
+
+// OpenEtcd connects to the store; the first request says whether it is
+// up.
+func OpenEtcd(cfg EtcdConfig) (*Etcd, error) {
+	cc := clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.Dial, Username: cfg.User, Password: cfg.Password, Logger: zap.NewNop(),
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second, MaxCallSendMsgSize: 2 << 20, MaxCallRecvMsgSize: 64 << 20}
+	if cfg.TLS {
+		t := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CA != "" {
+			pem, err := os.ReadFile(cfg.CA)
+			if err != nil {
+				return nil, fmt.Errorf("inventory: etcd ca: %w", err)
+			}
+			t.RootCAs = x509.NewCertPool()
+			if !t.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("inventory: etcd ca %s: no PEM certificate in it", cfg.CA)
+			}
+		}
+		if cfg.Cert != "" {
+			c, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+			if err != nil {
+				return nil, fmt.Errorf("inventory: etcd cert and key: %w", err)
+			}
+			t.Certificates = []tls.Certificate{c}
+		}
+		cc.TLS = t
+	}
+	c, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	return &Etcd{cfg: cfg, c: c}, nil
+}
+
+func (e *Etcd) String() string {
+	return "etcd " + strings.Join(e.cfg.Endpoints, ",") + e.cfg.Prefix
+}
+
+// Close closes the connections.
+func (e *Etcd) Close() error { return e.c.Close() }
+
+func (e *Etcd) key(kind, name string) string { return e.cfg.Prefix + "/" + kind + "/" + name }
+
+// failed says which endpoints did not answer, and what to do.
+func (e *Etcd) failed(err error) error {
+	if errors.Is(err, ErrForeign) {
+		return err
+	}
+	return fmt.Errorf("inventory: etcd at %s: %w (is a quorum of its members up and reachable?)", strings.Join(e.cfg.Endpoints, ","), err)
+}
+
+func (e *Etcd) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	// A member cut off from its quorum must not answer from its own
+	// old copy, nor take a write it cannot commit.
+	return context.WithTimeout(clientv3.WithRequireLeader(ctx), e.cfg.Request)
+}
+
+// snapshot is the inventory as read at one revision, with what each key
+// held then.
+type snapshot struct {
+	st  *State
+	rev int64
+	// The raw value and mod revision of every key, by key.
+	raw  map[string][]byte
+	mods map[string]int64
+}
+
+// Load reads the inventory; ErrNoState when the prefix holds none.
+func (e *Etcd) Load(ctx context.Context) (*State, error) {
+	sn, err := e.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if sn.raw[e.cfg.Prefix+"/format"] == nil && len(sn.st.Hosts) == 0 {
+		return nil, fmt.Errorf("inventory: %w at %s", ErrNoState, e)
+	}
+	return sn.st, nil
+}
+
+// read reads every key under the prefix at one revision, in pages, and
+// checks each record.
+func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
+	sn := &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}}
+	p := e.cfg.Prefix + "/"
+	end := clientv3.GetPrefixRangeEnd(p)
+	from := p
+	for {
+		c, cancel := e.ctx(ctx)
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		if sn.rev != 0 {
+			opts = append(opts, clientv3.WithRev(sn.rev))
+		}
+		resp, err := e.c.Get(c, from, opts...)
+		cancel()
+		if err != nil {
+			return nil, e.failed(err)
+		}
+		if sn.rev == 0 {
+			sn.rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			if err := e.take(sn, string(kv.Key), kv.Value, kv.ModRevision); err != nil {
+				return nil, err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	if err := sn.st.validate(); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w: %v (ifl writes no such record; fix or remove it)", e, ErrForeign, err)
+	}
+	sn.st.assignNames()
+	return sn, nil
+}
+
+// take adds one key's record to the snapshot.
+func (e *Etcd) take(sn *snapshot, key string, v []byte, mod int64) error {
+	rest := strings.TrimPrefix(key, e.cfg.Prefix+"/")
+	kind, name, _ := strings.Cut(rest, "/")
+	foreign := func(why string) error {
+		return fmt.Errorf("inventory %s: %w: key %s: %s (ifl writes no such record; fix or remove it)", e, ErrForeign, quoteKey(key), why)
+	}
+	sn.raw[key] = v
+	sn.mods[key] = mod
+	switch kind {
+	case "format":
+		var f struct {
+			Format  string `json:"format"`
+			Version int    `json:"version"`
+		}
+		if name != "" || json.Unmarshal(v, &f) != nil || f.Format != Format {
+			return foreign("not an ifl inventory's format record")
+		}
+		if f.Version != Version {
+			return fmt.Errorf("inventory %s: version %d, this ifl reads version %d", e, f.Version, Version)
+		}
+	case "hosts":
+		h, err := decodeHost(v)
+		if err != nil {
+			return foreign(err.Error())
+		}
+		sn.st.Hosts[name] = h
+	case "names":
+		if !validIdentity(string(v)) {
+			return foreign("want an identity")
+		}
+	case "reserved":
+		var r Reservation
+		if err := json.Unmarshal(v, &r); err != nil {
+			return foreign(err.Error())
+		}
+		if strings.ToLower(r.Name) != name {
+			return foreign("the name is not the key's")
+		}
+		sn.st.Reserved = append(sn.st.Reserved, r)
+	case "sites":
+		var r SiteRound
+		if err := json.Unmarshal(v, &r); err != nil || !validSite(name) || checkTime(r.Last) != nil || r.Rounds < 0 {
+			return foreign("not a site's round record")
+		}
+		if sn.st.Rounds == nil {
+			sn.st.Rounds = map[string]SiteRound{}
+		}
+		sn.st.Rounds[name] = r
+	default:
+		return foreign("not a key ifl writes")
+	}
+	return nil
+}
+
+// decodeHost reads one host record: by the fast decoder, else by
+// encoding/json.
+func decodeHost(v []byte) (*Host, error) {
+	d := newDecoder(bytes.NewReader(v))
+	if h, err := d.host(""); err == nil {
+		return h, nil
+	}
+	var h Host
+	if err := json.Unmarshal(v, &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
+// Update reads the inventory, runs fn on it, and writes what changed in
+// transactions of at most maxTxnOps operations, each comparing every key
+// it writes with the revision read. A transaction that finds a key
+// changed is not applied; the inventory is read again and fn run again,
+// and only what then differs is written. The transactions that were
+// applied stay (etcd has no transaction across them): what a round
+// recorded for a host is recorded once (ApplySite).
+func (e *Etcd) Update(ctx context.Context, fn func(*State) error) error {
+	for range maxAttempts {
+		sn, err := e.read(ctx)
+		if err != nil {
+			return err
+		}
+		if err := fn(sn.st); err != nil {
+			return err
+		}
+		committed, ok, err := e.write(ctx, sn)
+		if err != nil {
+			return err
+		}
+		if ok {
+			sn.st.committed(nil)
+			return nil
+		}
+		sn.st.committed(committed)
+	}
+	return fmt.Errorf("inventory: %s: other writers changed the inventory at each of %d attempts: try again", e, maxAttempts)
+}
+
+// txnOp is one write of a transaction, with the comparison it needs.
+type txnOp struct {
+	cmp  clientv3.Cmp
+	op   clientv3.Op
+	size int
+}
+
+// group is writes that go in one transaction: a host's record and its
+// name's key.
+type group struct {
+	identity string
+	ops      []txnOp
+}
+
+// write writes what differs from the snapshot. It returns whether every
+// transaction was applied, and else the identities whose records were.
+func (e *Etcd) write(ctx context.Context, sn *snapshot) (map[string]bool, bool, error) {
+	groups, err := e.diff(sn)
+	if err != nil {
+		return nil, false, err
+	}
+	committed := map[string]bool{}
+	var batch []group
+	ops, size := 0, 0
+	flush := func() (bool, error) {
+		if len(batch) == 0 {
+			return true, nil
+		}
+		var cmps []clientv3.Cmp
+		var puts []clientv3.Op
+		for _, g := range batch {
+			for _, o := range g.ops {
+				cmps = append(cmps, o.cmp)
+				puts = append(puts, o.op)
+			}
+		}
+		c, cancel := e.ctx(ctx)
+		resp, err := e.c.Txn(c).If(cmps...).Then(puts...).Commit()
+		cancel()
+		if err != nil {
+			return false, e.failed(err)
+		}
+		if resp.Succeeded {
+			for _, g := range batch {
+				committed[g.identity] = true
+			}
+		}
+		batch, ops, size = batch[:0], 0, 0
+		return resp.Succeeded, nil
+	}
+	all := true
+	for _, g := range groups {
+		n, b := len(g.ops), 0
+		for _, o := range g.ops {
+			b += o.size
+		}
+		if ops+n > maxTxnOps || size+b > maxTxnBytes {
+			ok, err := flush()
+			if err != nil {
+				return committed, false, err
+			}
+			all = all && ok
+		}
+		batch = append(batch, g)
+		ops += n
+		size += b
+	}
+	ok, err := flush()
+	if err != nil {
+		return committed, false, err
+	}
+	return committed, all && ok, nil
+}
+
+// diff lists the writes that make the store hold sn.st.
+func (e *Etcd) diff(sn *snapshot) ([]group, error) {
+	st := sn.st
+	same := func(key string) clientv3.Cmp {
+		return clientv3.Compare(clientv3.ModRevision(key), "=", sn.mods[key])
+	}
+	put := func(key string, v []byte) txnOp {
+		return txnOp{cmp: same(key), op: clientv3.OpPut(key, string(v)), size: len(key) + len(v)}
+	}
+	del := func(key string) txnOp { return txnOp{cmp: same(key), op: clientv3.OpDelete(key), size: len(key)} }
+	byID := map[string]*group{}
+	var order []string
+	var loose []group // writes of no host's: each on its own
+	add := func(id string, o txnOp) {
+		if id == "" {
+			loose = append(loose, group{ops: []txnOp{o}})
+			return
+		}
+		g := byID[id]
+		if g == nil {
+			g = &group{identity: id}
+			byID[id] = g
+			order = append(order, id)
+		}
+		g.ops = append(g.ops, o)
+	}
+	if sn.raw[e.cfg.Prefix+"/format"] == nil {
+		b, _ := json.Marshal(map[string]any{"format": Format, "version": Version})
+		add("", put(e.cfg.Prefix+"/format", b))
+	}
+	// Hosts, and the names they hold.
+	names := map[string]string{}
+	for id, h := range st.Hosts {
+		b, err := json.Marshal(h)
+		if err != nil {
+			return nil, err
+		}
+		k := e.key("hosts", id)
+		if !bytes.Equal(sn.raw[k], b) {
+			add(id, put(k, b))
+		}
+		n := strings.ToLower(h.Name)
+		names[n] = id
+		nk := e.key("names", n)
+		if string(sn.raw[nk]) != id {
+			add(id, put(nk, []byte(id)))
+		}
+	}
+	prefix := func(kind string) string { return e.cfg.Prefix + "/" + kind + "/" }
+	for k, v := range sn.raw {
+		switch {
+		case strings.HasPrefix(k, prefix("hosts")):
+			if id := strings.TrimPrefix(k, prefix("hosts")); st.Hosts[id] == nil {
+				add(id, del(k))
+			}
+		case strings.HasPrefix(k, prefix("names")):
+			if n := strings.TrimPrefix(k, prefix("names")); names[n] == "" {
+				// A name its holder gave up goes with the holder's
+				// record.
+				add(string(v), del(k))
+			}
+		}
+	}
+	// Reservations and sites' rounds, each a key of its own.
+	want := map[string][]byte{}
+	for _, r := range st.Reserved {
+		b, _ := json.Marshal(r)
+		want[e.key("reserved", strings.ToLower(r.Name))] = b
+	}
+	for site, r := range st.Rounds {
+		b, _ := json.Marshal(r)
+		want[e.key("sites", site)] = b
+	}
+	for k, b := range want {
+		if !bytes.Equal(sn.raw[k], b) {
+			add("", put(k, b))
+		}
+	}
+	for k := range sn.raw {
+		if (strings.HasPrefix(k, prefix("reserved")) || strings.HasPrefix(k, prefix("sites"))) && want[k] == nil {
+			add("", del(k))
+		}
+	}
+	slices.Sort(order)
+	out := make([]group, 0, len(order)+len(loose))
+	for _, id := range order {
+		out = append(out, *byID[id])
+	}
+	return append(out, loose...), nil
+}

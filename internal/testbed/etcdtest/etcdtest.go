@@ -1,0 +1,232 @@
+// Package etcdtest runs a cluster of real etcd members (Debian's
+// etcd-server) on loopback for the tests of the packages that keep the
+// inventory in etcd. Each member's data is in the test's temporary
+// directory; every process is stopped by its PID when the test ends.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Binary is the server the tests run.
+const Binary = "etcd"
+
+// Cluster is a running cluster.
+type Cluster struct {
+	t       testing.TB
+	Members []*Member
+	initial string
+}
+
+// Member is one etcd process.
+type Member struct {
+	Name   string
+	Dir    string
+	Client string // 127.0.0.1:PORT
+	Peer   string // http://127.0.0.1:PORT
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+// Start starts an n-member cluster and waits until it has a leader. It
+// skips the test when the etcd binary is not installed.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath(Binary); err != nil {
+		t.Skipf("etcd is not installed (%v): apt-get install etcd-server to run the tests against a real etcd", err)
+	}
+	c := &Cluster{t: t}
+	dir := t.TempDir()
+	var peers []string
+	for i := range n {
+		m := &Member{Name: fmt.Sprintf("m%d", i), Dir: filepath.Join(dir, fmt.Sprintf("m%d", i)),
+			Client: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+		c.Members = append(c.Members, m)
+		peers = append(peers, m.Name+"="+m.Peer)
+	}
+	c.initial = strings.Join(peers, ",")
+	t.Cleanup(func() {
+		for i := range c.Members {
+			c.Stop(i)
+		}
+	})
+	for i := range c.Members {
+		c.start(i)
+	}
+	for i := range c.Members {
+		c.waitHealthy(i)
+	}
+	return c
+}
+
+// freePort is a loopback TCP port free when it is asked for.
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (c *Cluster) start(i int) {
+	m := c.Members[i]
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		return
+	}
+	cmd := exec.Command(Binary,
+		"--name", m.Name, "--data-dir", m.Dir,
+		"--listen-client-urls", "http://"+m.Client, "--advertise-client-urls", "http://"+m.Client,
+		"--listen-peer-urls", m.Peer, "--initial-advertise-peer-urls", m.Peer,
+		"--initial-cluster", c.initial, "--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(filepath.Dir(m.Dir)),
+		"--logger", "zap", "--log-outputs", filepath.Join(filepath.Dir(m.Dir), m.Name+".log"),
+		"--heartbeat-interval", "50", "--election-timeout", "500")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("starting etcd member %s: %v", m.Name, err)
+	}
+	m.cmd = cmd
+	m.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		cmd.Wait()
+		close(done)
+	}(cmd, m.done)
+}
+
+// waitHealthy waits until member i says it is healthy (it has a
+// leader), for at most a minute.
+func (c *Cluster) waitHealthy(i int) {
+	m := c.Members[i]
+	cl := &http.Client{Timeout: time.Second}
+	var last string
+	for range 600 {
+		resp, err := cl.Get("http://" + m.Client + "/health")
+		if err == nil {
+			var b [256]byte
+			n, _ := resp.Body.Read(b[:])
+			resp.Body.Close()
+			last = string(b[:n])
+			if resp.StatusCode == 200 && strings.Contains(last, `"health":"true"`) {
+				return
+			}
+		} else {
+			last = err.Error()
+		}
+		m.mu.Lock()
+		done := m.done
+		m.mu.Unlock()
+		select {
+		case <-done:
+			c.t.Fatalf("etcd member %s exited before it was healthy (log: %s)", m.Name, filepath.Join(filepath.Dir(m.Dir), m.Name+".log"))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	c.t.Fatalf("etcd member %s not healthy after a minute: %s", m.Name, last)
+}
+
+// Stop kills member i by its PID and waits until it is gone.
+func (c *Cluster) Stop(i int) {
+	m := c.Members[i]
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.cmd = nil
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Restart starts a stopped member i again, on its data, and waits until
+// it is healthy.
+func (c *Cluster) Restart(i int) {
+	c.start(i)
+	c.waitHealthy(i)
+}
+
+// RestartAll starts every stopped member and waits until all are
+// healthy (a member alone is not: it needs a quorum).
+func (c *Cluster) RestartAll() {
+	for i := range c.Members {
+		c.start(i)
+	}
+	for i := range c.Members {
+		c.waitHealthy(i)
+	}
+}
+
+// Endpoints are the members' client addresses, HOST:PORT.
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, m := range c.Members {
+		out = append(out, m.Client)
+	}
+	return out
+}
+
+// Spec is the store URL of the cluster, under prefix, with opts
+// (k=v&k=v) if any.
+func (c *Cluster) Spec(prefix, opts string) string {
+	s := "etcd://" + strings.Join(c.Endpoints(), ",") + prefix
+	if opts != "" {
+		s += "?" + opts
+	}
+	return s
+}
+
+// Client is a client of the whole cluster, closed when the test ends.
+func (c *Cluster) Client() *clientv3.Client {
+	cl, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Leader is the index of the member that leads, for at most a minute
+// of asking.
+func (c *Cluster) Leader() int {
+	cl := c.Client()
+	for range 600 {
+		for i, m := range c.Members {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := cl.Status(ctx, m.Client)
+			cancel()
+			if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
+				return i
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatal("no etcd member leads after a minute")
+	return -1
+}
+
+// Logs are the members' logs, for a failing test to show.
+func (c *Cluster) Logs() string {
+	var b strings.Builder
+	for _, m := range c.Members {
+		data, _ := os.ReadFile(filepath.Join(filepath.Dir(m.Dir), m.Name+".log"))
+		fmt.Fprintf(&b, "== %s\n%s\n", m.Name, data)
+	}
+	return b.String()
+}
