@@ -84,10 +84,10 @@ func TestOnceBroadcastRecordsEveryAddress(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "inventory.json")
 	var stderr bytes.Buffer
 	r := &rounds{
-		cmd:       &ProbeCmd{Port: port},
-		v:         &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
-		env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &stderr},
-		statePath: state,
+		cmd:   &ProbeCmd{Port: port},
+		v:     &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
+		env:   &Env{Stdout: &bytes.Buffer{}, Stderr: &stderr},
+		store: &inventory.File{Path: state},
 		bcast: &engine.BroadcastPlan{
 			Dests:  []netip.AddrPort{netip.AddrPortFrom(v4, uint16(port)), netip.AddrPortFrom(v6, uint16(port))},
 			Accept: func(a netip.Addr) bool { return a == v4 || a == v6 },
@@ -192,11 +192,11 @@ func TestOnceBroadcastSilent(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := &rounds{
-			cmd:       &ProbeCmd{Port: int(quiet.Port())},
-			v:         &verify.Verifier{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
-			env:       &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},
-			statePath: state,
-			bcast:     &engine.BroadcastPlan{Dests: []netip.AddrPort{quiet}},
+			cmd:   &ProbeCmd{Port: int(quiet.Port())},
+			v:     &verify.Verifier{Key: key, Port: int(quiet.Port()), Timeout: time.Second},
+			env:   &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},
+			store: &inventory.File{Path: state},
+			bcast: &engine.BroadcastPlan{Dests: []netip.AddrPort{quiet}},
 		}
 		run, err := r.run(context.Background(), true, false)
 		if err != nil || run.stateErr != nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,16 +18,17 @@ import (
 
 // InventoryCmd shows the inventory, for people and for Ansible.
 type InventoryCmd struct {
-	Action   string `arg:"" optional:"" enum:",name" default:"" help:"name: give <name> to the host of <identity> (see Names above). Without it, show the inventory."`
-	NewName  string `arg:"" optional:"" name:"name" help:"With name: the inventory name to give, a DNS host name."`
+	Action   string `arg:"" optional:"" enum:",name,import,export" default:"" help:"name: give <name> to the host of <identity> (see Names above); import FILE: put the state file FILE in the store (--store), in place of what it holds; export [FILE]: write what the store holds as a state file, to FILE or standard output. Without it, show the inventory."`
+	NewName  string `arg:"" optional:"" name:"name" help:"With name: the inventory name to give, a DNS host name. With import and export: the state file."`
 	Identity string `arg:"" optional:"" help:"With name: the host's identity, or its first 8 or more hex digits."`
-	Force    bool   `help:"With name: take <name> from the host that holds it (which gets another name by the rules), or from the identity it is reserved for."`
+	Force    bool   `help:"With name: take <name> from the host that holds it (which gets another name by the rules), or from the identity it is reserved for. With import: replace a store that holds hosts."`
 
 	List       bool   `help:"Print the Ansible dynamic inventory (groups, and every host's variables under _meta.hostvars)."`
 	Host       string `placeholder:"NAME" help:"Print one host's variables, as Ansible asks with --host: by inventory name, or by the first 8 or more hex digits of its identity."`
 	Output     string `short:"o" enum:"table,tsv,json,yaml" default:"table" help:"table (for people), tsv (tab-separated rows for scripts), json (same as --list) or yaml (a static Ansible inventory file)."`
 	JSON       bool   `help:"Same as -o json."`
 	NoHeader   bool   `name:"no-header" help:"With -o tsv, leave out the header line."`
+	StoreFlags `embed:""`
 	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root; else ~/.local/state/ifl/inventory.json, or the controller's /var/lib/ifl/inventory.json when the first does not exist)."`
 	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
 	Prune      string `placeholder:"AGE" help:"Remove the hosts not seen for longer than AGE (e.g. 30d), then show what is left."`
@@ -136,13 +138,16 @@ func (c *InventoryCmd) stateFile() string {
 }
 
 // Run prints the inventory.
-func (c *InventoryCmd) Run(env *Env) error {
+func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 	f, err := outputFormat(c.JSON, c.Output)
 	if err != nil {
 		return err
 	}
 	c.Output = f
 	if err := c.checkOutput(); err != nil {
+		return err
+	}
+	if err := c.StoreFlags.check(); err != nil {
 		return err
 	}
 	stale, err := parseAge(c.StaleAfter)
@@ -153,6 +158,9 @@ func (c *InventoryCmd) Run(env *Env) error {
 		return fmt.Errorf("--list and --host ask for two answers: give one (Ansible asks for one at a time)")
 	}
 	path := c.stateFile()
+	if c.etcd() {
+		path = ""
+	}
 	if err := becomeStateOwner(env, "inventory", path); err != nil {
 		return err
 	}
@@ -160,20 +168,31 @@ func (c *InventoryCmd) Run(env *Env) error {
 	if err := c.checkAction(); err != nil {
 		return err
 	}
-	if c.Action == "name" {
-		return c.giveName(env, path, now)
+	store, err := c.StoreFlags.open(path)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	switch c.Action {
+	case "name":
+		return c.giveName(ctx, env, store, now)
+	case "import":
+		return c.importState(ctx, env, store)
+	case "export":
+		return c.exportState(ctx, env, store)
 	}
 	// A missing state is no fleet to show, not an empty fleet: Ansible
 	// would run its plays against no host and say nothing.
-	st, err := inventory.LoadExisting(path)
+	st, err := store.Load(ctx)
 	if err != nil {
-		return stateError(err, c.State == "")
+		return c.stateError(err)
 	}
 	if c.Prune != "" {
-		if st, err = c.prune(env, path, now); err != nil {
-			return err
+		if st, err = c.prune(ctx, env, store, now); err != nil {
+			return c.storeError(err)
 		}
 	}
+	path = store.String()
 	prefer, err := inventory.ParsePrefer(c.Prefer)
 	if err != nil {
 		return fmt.Errorf("--prefer %w", err)
@@ -215,13 +234,13 @@ func (c *InventoryCmd) Run(env *Env) error {
 
 // prune removes the hosts not seen for --prune, says which, and returns
 // the state left.
-func (c *InventoryCmd) prune(env *Env, path string, now time.Time) (*inventory.State, error) {
+func (c *InventoryCmd) prune(ctx context.Context, env *Env, store inventory.Store, now time.Time) (*inventory.State, error) {
 	age, err := parseAge(c.Prune)
 	if err != nil {
 		return nil, fmt.Errorf("--prune: %w", err)
 	}
 	var st *inventory.State
-	err = inventory.Update(path, func(s *inventory.State) error {
+	err = store.Update(ctx, func(s *inventory.State) error {
 		pruned, dropped := s.Prune(now, age)
 		for _, h := range pruned {
 			fmt.Fprintf(env.Stderr, "pruned: %s (%s), last seen %s at %s\n", untrusted.Text(h.Name), untrusted.Text(h.Identity), h.LastSeen.Format(time.RFC3339), untrusted.Text(h.IP))
@@ -262,6 +281,25 @@ func writeInventoryTable(w io.Writer, st *inventory.State, inv *inventory.Ansibl
 	tw.Flush()
 }
 
+// stateError is stateError for the store of c.
+func (c *InventoryCmd) stateError(err error) error {
+	if c.etcd() {
+		if errors.Is(err, inventory.ErrNoState) {
+			return problem(fmt.Errorf("%w: no probe has written one there; run 'ifl probe --store' with the same URL, or 'ifl inventory import FILE' to move a state file there", err))
+		}
+		return problem(err)
+	}
+	return stateError(err, c.State == "")
+}
+
+// storeError makes a failure of etcd exit 1.
+func (c *InventoryCmd) storeError(err error) error {
+	if c.etcd() {
+		return storeError(err)
+	}
+	return err
+}
+
 // stateError says what to do about a state that cannot be read.
 func stateError(err error, defaulted bool) error {
 	switch {
@@ -278,37 +316,50 @@ func stateError(err error, defaulted bool) error {
 // checkAction refuses arguments without their action, and the flags that
 // show the inventory beside name, which changes it.
 func (c *InventoryCmd) checkAction() error {
-	if c.Action == "" {
+	switch c.Action {
+	case "":
 		if c.NewName != "" || c.Identity != "" || c.Force {
 			return fmt.Errorf("<name>, <identity> and --force go with the action name: ifl inventory name NAME IDENTITY")
 		}
 		return nil
-	}
-	if c.NewName == "" || c.Identity == "" {
-		return fmt.Errorf("name takes a name and an identity: ifl inventory name db1 5d0c1e22 gives db1 to the host whose identity starts with 5d0c1e22")
+	case "import":
+		if c.NewName == "" || c.Identity != "" {
+			return fmt.Errorf("import takes one state file: ifl inventory --store etcd://HOST:2379/PREFIX import inventory.json")
+		}
+	case "export":
+		if c.Identity != "" || c.Force {
+			return fmt.Errorf("export takes at most a file to write, and no --force: ifl inventory --store etcd://HOST:2379/PREFIX export inventory.json")
+		}
+	case "name":
+		if c.NewName == "" || c.Identity == "" {
+			return fmt.Errorf("name takes a name and an identity: ifl inventory name db1 5d0c1e22 gives db1 to the host whose identity starts with 5d0c1e22")
+		}
 	}
 	for _, f := range []struct {
 		set  bool
 		flag string
 	}{{c.List, "--list"}, {c.Host != "", "--host"}, {c.Prune != "", "--prune"}, {c.Output != formatTable, "-o"}, {c.NoHeader, "--no-header"}} {
 		if f.set {
-			return fmt.Errorf("name changes the inventory and shows nothing; %s is for showing it: run it on its own", f.flag)
+			if c.Action == "export" {
+				return fmt.Errorf("export writes the inventory as a state file and shows nothing; %s is for showing it: run it on its own", f.flag)
+			}
+			return fmt.Errorf("%s changes the inventory and shows nothing; %s is for showing it: run it on its own", c.Action, f.flag)
 		}
 	}
 	return nil
 }
 
 // giveName gives a name to a host at the operator's word.
-func (c *InventoryCmd) giveName(env *Env, path string, now time.Time) error {
+func (c *InventoryCmd) giveName(ctx context.Context, env *Env, store inventory.Store, now time.Time) error {
 	p, err := identityPrefix("identity", c.Identity)
 	if err != nil {
 		return err
 	}
-	if _, err := inventory.LoadExisting(path); err != nil {
-		return stateError(err, c.State == "")
+	if _, err := store.Load(ctx); err != nil {
+		return c.stateError(err)
 	}
 	var done *inventory.Named
-	err = inventory.Update(path, func(s *inventory.State) error {
+	err = store.Update(ctx, func(s *inventory.State) error {
 		var found []*inventory.Host
 		for _, h := range s.Hosts {
 			if strings.HasPrefix(h.Identity, p) {
@@ -352,4 +403,45 @@ func (c *InventoryCmd) giveName(env *Env, path string, now time.Time) error {
 		fmt.Fprintf(env.Stderr, "warning:   %s was reserved for identity %s (%s on %s): no longer\n", untrusted.Text(r.Name), r.Identity, r.Why, r.Since.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// importState puts a state file in the store, in place of what it holds.
+func (c *InventoryCmd) importState(ctx context.Context, env *Env, store inventory.Store) error {
+	st, err := inventory.LoadExisting(c.NewName)
+	if err != nil {
+		return err
+	}
+	if !c.Force {
+		old, err := store.Load(ctx)
+		switch {
+		case errors.Is(err, inventory.ErrNoState):
+		case err != nil:
+			return c.storeError(err)
+		case len(old.Hosts) > 0:
+			return problem(fmt.Errorf("inventory: %s holds %s already: --force replaces them with the %s of %s", store, plural(len(old.Hosts), "host"), plural(len(st.Hosts), "host"), c.NewName))
+		}
+	}
+	if err := inventory.Import(ctx, store, st); err != nil {
+		return c.storeError(err)
+	}
+	fmt.Fprintf(env.Stderr, "imported %s from %s into %s\n", plural(len(st.Hosts), "host"), c.NewName, store)
+	return nil
+}
+
+// exportState writes what the store holds as a state file.
+func (c *InventoryCmd) exportState(ctx context.Context, env *Env, store inventory.Store) error {
+	st, err := store.Load(ctx)
+	if err != nil {
+		return c.stateError(err)
+	}
+	if c.NewName != "" {
+		if err := inventory.WriteFile(c.NewName, st); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "exported %s from %s to %s\n", plural(len(st.Hosts), "host"), store, c.NewName)
+		return nil
+	}
+	enc := json.NewEncoder(untrusted.JSONWriter(env.Stdout))
+	enc.SetIndent("", "  ")
+	return enc.Encode(st)
 }

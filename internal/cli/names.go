@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"net/netip"
 
 	"github.com/ifl-project/ifl/internal/controller/inventory"
@@ -20,11 +21,11 @@ func namesByIdentity(st *inventory.State) map[string]string {
 	return out
 }
 
-// recordedNames reads the names of the state at path once a round is
-// recorded there; nil if it cannot be read (the round is recorded: only
-// the names are missing from the report).
-func recordedNames(path string) map[string]string {
-	st, err := inventory.Load(path)
+// recordedNames reads the names of the store once a round is recorded
+// there; nil if it cannot be read (the round is recorded: only the names
+// are missing from the report).
+func recordedNames(ctx context.Context, store inventory.Store) map[string]string {
+	st, err := store.Load(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/ifl-project/ifl/internal/controller/engine"
@@ -46,7 +47,9 @@ type ProbeCmd struct {
 	All            bool `help:"List every target address: closed, filtered and down ones too, on the ARP+SYN and connect() paths alike (default: open ports only)."`
 	TargetFlags    `embed:""`
 	KeyFlag        `embed:""`
-	State          string        `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
+	State          string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to update (default: /var/lib/ifl/inventory.json as root, else ~/.local/state/ifl/inventory.json)."`
+	StoreFlags     `embed:""`
+	Site           string        `env:"IFL_SITE" placeholder:"NAME" help:"This controller's site, one of several that share a store (default with --store etcd: the machine's hostname): the inventory keeps where each site saw each host, and a site reports unseen only the hosts it saw last."`
 	NoState        bool          `help:"Do not read or update the inventory."`
 	Watch          time.Duration `placeholder:"INTERVAL" help:"Probe again every INTERVAL (e.g. 5m, at least 1s) until stopped, logging each change; the inventory stays current. Refused with --arp-probes."`
 	BroadcastFlags `embed:""`
@@ -132,6 +135,9 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 	if r.engine != nil {
 		defer r.engine.Close()
 	}
+	if r.store != nil {
+		defer r.store.Close()
+	}
 	if c.Watch > 0 {
 		return r.watch(ctx)
 	}
@@ -148,6 +154,8 @@ func (c *ProbeCmd) Run(ctx context.Context, env *Env) error {
 		fmt.Fprintf(env.Stderr, "probe: %s\n", w)
 	}
 	switch {
+	case res.stateErr != nil && c.etcd():
+		return storeError(res.stateErr)
 	case res.stateErr != nil:
 		return res.stateErr
 	case err != nil:
@@ -168,7 +176,15 @@ func (c *ProbeCmd) check(env *Env) error {
 	if err := checkState(env, c.State, c.NoState); err != nil {
 		return err
 	}
+	if err := c.StoreFlags.check(); err != nil {
+		return err
+	}
+	if _, err := siteName(c.Site, c.etcd()); err != nil {
+		return err
+	}
 	switch {
+	case c.NoState && env.Given("store"):
+		return fmt.Errorf("--store and --no-state ask for opposite things: give one")
 	case c.Watch > 0 && (c.Output == formatYAML || c.Output == formatTSV):
 		return fmt.Errorf("--watch with -o %s: a watch prints events as they come; -o json prints each round as one line of JSON", c.Output)
 	case c.Port < 1 || c.Port > 65535:
@@ -213,6 +229,9 @@ func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 		return nil, err
 	}
 	statePath := c.stateFile()
+	if c.etcd() {
+		statePath = ""
+	}
 	var keep []int
 	if c.wantsRaw() {
 		keep = append(keep, caps.NetRaw)
@@ -221,7 +240,9 @@ func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 		return nil, err
 	}
 	// Refuse a foreign or damaged state, or one that cannot be
-	// written, before any work, not after it.
+	// written, before any work, not after it. etcd is not read now: one
+	// out of reach fails the probe after its findings are printed, and a
+	// watch keeps them until it is back.
 	if statePath != "" {
 		if err := checkWritable("probe", statePath); err != nil {
 			return nil, err
@@ -230,12 +251,22 @@ func (c *ProbeCmd) open(env *Env, addrs []netip.Addr) (*rounds, error) {
 			return nil, err
 		}
 	}
+	var store inventory.Store
+	if !c.NoState {
+		if store, err = c.StoreFlags.open(statePath); err != nil {
+			return nil, err
+		}
+	}
+	site, err := siteName(c.Site, c.etcd())
+	if err != nil {
+		return nil, err
+	}
 	if c.Fast {
 		if ok, _ := caps.Has(caps.NetRaw); !ok {
 			return nil, fmt.Errorf("probe: --fast needs CAP_NET_RAW for its raw ARP and SYN probes: %s (plain 'ifl probe' uses connect() instead)", grantHint)
 		}
 	}
-	r := &rounds{cmd: c, v: c.verifier(key), addrs: addrs, env: env, statePath: statePath}
+	r := &rounds{cmd: c, v: c.verifier(key), addrs: addrs, env: env, store: store, site: site}
 	if err := r.planBroadcast(env); err != nil {
 		return nil, err
 	}
@@ -255,15 +286,30 @@ func (c *ProbeCmd) verifier(key proto.NetworkKey) *verify.Verifier {
 
 // rounds runs probe rounds: once, or every interval.
 type rounds struct {
-	cmd       *ProbeCmd
-	v         *verify.Verifier
-	addrs     []netip.Addr
-	env       *Env
-	statePath string
-	engine    *engine.Engine        // nil with --broadcast
-	bcast     *engine.BroadcastPlan // nil: no broadcast rounds
-	svc       *service              // nil but in a watch
+	cmd    *ProbeCmd
+	v      *verify.Verifier
+	addrs  []netip.Addr
+	env    *Env
+	store  inventory.Store // nil with --no-state
+	site   string
+	engine *engine.Engine        // nil with --broadcast
+	bcast  *engine.BroadcastPlan // nil: no broadcast rounds
+	svc    *service              // nil but in a watch
+	// pending are a watch's rounds not yet in the store, oldest first:
+	// written before the next round's, once the store is back.
+	pending []pendingRound
 }
+
+// pendingRound is a round the store did not take, and when it ran.
+type pendingRound struct {
+	round *engine.Round
+	at    time.Time
+}
+
+// maxPending bounds the rounds a watch keeps while its store is out of
+// reach: past it the oldest go (a later round has seen their hosts
+// again, or they are gone).
+const maxPending = 100
 
 // probeRun is one round, and what recording it in the inventory changed.
 type probeRun struct {
@@ -292,10 +338,10 @@ func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeR
 	var round *engine.Round
 	var err error
 	if broadcast {
-		if r.statePath != "" {
-			// Checked when the probe started: a failure now only means
-			// no help from what the inventory knows.
-			opts.Known, _ = inventory.Load(r.statePath)
+		if r.store != nil {
+			// A failure now only means no help from what the
+			// inventory knows.
+			opts.Known, _ = r.store.Load(ctx)
 		}
 		round, err = engine.Broadcast(ctx, r.bcast, r.v, opts)
 	} else {
@@ -307,17 +353,45 @@ func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeR
 	}
 	run := &probeRun{round: round, summary: newSummary(round)}
 	run.rejected = rejectedMost(run.summary, r.cmd.NetworkKey, r.v)
-	if r.statePath != "" {
-		run.changes, run.stateErr = round.Record(r.statePath, time.Now().UTC())
-		if run.stateErr != nil {
-			run.stateErr = stateWriteError("probe", r.statePath, run.stateErr)
-		} else {
-			run.names = recordedNames(r.statePath)
+	if r.store != nil {
+		run.changes, run.stateErr = r.record(ctx, round, time.Now().UTC())
+		if f, ok := r.store.(*inventory.File); ok && run.stateErr != nil {
+			run.stateErr = stateWriteError("probe", f.Path, run.stateErr)
+		} else if run.stateErr == nil {
+			run.names = recordedNames(ctx, r.store)
 		}
 	}
 	release()
 	r.svc.roundDone(run, broadcast)
 	return run, err
+}
+
+// record writes the rounds a watch kept, oldest first, then round; with
+// --watch, a round the store does not take is kept for the next time.
+// What the rounds written changed is reported together.
+func (r *rounds) record(ctx context.Context, round *engine.Round, now time.Time) (*inventory.Changes, error) {
+	// An interrupted round is recorded all the same: what it found is
+	// true. The store bounds each request's time.
+	ctx = context.WithoutCancel(ctx)
+	r.pending = append(r.pending, pendingRound{round: round, at: now})
+	all := &inventory.Changes{}
+	all.Keep(inventory.Changes{}, nil)
+	for len(r.pending) > 0 {
+		p := r.pending[0]
+		ch, err := p.round.Record(ctx, r.store, r.site, p.at)
+		if err != nil {
+			if r.cmd.Watch == 0 {
+				r.pending = nil
+			} else if len(r.pending) > maxPending {
+				r.pending = slices.Delete(r.pending, 0, len(r.pending)-maxPending)
+			}
+			return all, fmt.Errorf("%w (%s kept to write when it is back)", err, plural(len(r.pending), "round"))
+		}
+		all.Keep(*ch, nil)
+		r.pending = r.pending[1:]
+	}
+	r.pending = nil
+	return all, nil
 }
 
 // silent is the problem of a broadcast round that heard no agent where
@@ -333,7 +407,7 @@ func (run *probeRun) silent() error {
 // one event.
 func (r *rounds) watch(ctx context.Context) error {
 	log := newLogger(r.env, "auto")
-	ev := log.Info().Str("event", "watch").Float64("interval_seconds", r.cmd.Watch.Seconds()).Str("state", r.statePath)
+	ev := log.Info().Str("event", "watch").Float64("interval_seconds", r.cmd.Watch.Seconds()).Str("state", r.storeName())
 	if !r.cmd.Broadcast {
 		ev = ev.Int("addresses", len(r.addrs)) // a broadcast's targets are a set, never listed
 	}
@@ -360,6 +434,7 @@ func (r *rounds) watch(ctx context.Context) error {
 		case err != nil:
 			log.Error().Str("event", "probe_failed").Err(err).Msg("probe failed")
 		case res.stateErr != nil:
+			logChanges(log, res.changes) // of the kept rounds written before the failure
 			log.Error().Str("event", "state_failed").Err(res.stateErr).Msg("updating the inventory failed")
 		default:
 			logChanges(log, res.changes)
@@ -374,6 +449,14 @@ func (r *rounds) watch(ctx context.Context) error {
 			return watchStopped(ctx, log)
 		}
 	}
+}
+
+// storeName names the store in the log.
+func (r *rounds) storeName() string {
+	if r.store == nil {
+		return ""
+	}
+	return r.store.String()
 }
 
 func (c *ProbeCmd) expand(ctx context.Context, env *Env) ([]netip.Addr, error) {

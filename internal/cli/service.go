@@ -203,8 +203,8 @@ func (s *service) observe(kind string, round *engine.Round, ch *inventory.Change
 		s.metrics.Error(metrics.StageState)
 	}
 	hosts := -1
-	if s.r.statePath != "" {
-		if st, err := inventory.Load(s.r.statePath); err == nil {
+	if s.r.store != nil {
+		if st, err := s.r.store.Load(context.Background()); err == nil {
 			hosts = len(st.Hosts)
 		}
 	}
@@ -238,9 +238,9 @@ func (s *service) announcementRounds(ctx context.Context) {
 		}
 		var ch *inventory.Changes
 		var stateErr error
-		if s.r.statePath != "" {
+		if s.r.store != nil {
 			s.record.Lock()
-			ch, stateErr = round.Record(s.r.statePath, time.Now().UTC())
+			ch, stateErr = round.Record(context.WithoutCancel(ctx), s.r.store, s.r.site, time.Now().UTC())
 			s.record.Unlock()
 		}
 		s.ann.Done(hints)

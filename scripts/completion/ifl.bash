@@ -39,13 +39,15 @@ _ifl() {
 		--input-list) COMPREPLY=(); return ;;
 		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--store) COMPREPLY=(); return ;;
+		--site) COMPREPLY=(); return ;;
 		--watch) COMPREPLY=(); return ;;
 		--broadcast-every) COMPREPLY=(); return ;;
 		--announcements) COMPREPLY=(); return ;;
 		--metrics) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --ports --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --no-state --watch --broadcast --broadcast-every --announcements --metrics --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --fast --connect --timeout --patience --arp-probes --retries --concurrency --rate --output -o --json --no-header --all --exclude --input-list --force --network-key --state --store --site --no-state --watch --broadcast --broadcast-every --announcements --metrics --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -106,16 +108,17 @@ _ifl() {
 		case $prev in
 		--host) COMPREPLY=(); return ;;
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
+		--store) COMPREPLY=(); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--stale-after) COMPREPLY=(); return ;;
 		--prune) COMPREPLY=(); return ;;
 		--prefer) COMPREPLY=($(compgen -W "ipv4 ipv6" -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--force --list --host --output -o --json --no-header --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--force --list --host --output -o --json --no-header --store --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
 			return
 		fi
-		COMPREPLY=($(compgen -W "name" -- "$cur"))
+		COMPREPLY=($(compgen -W "name import export" -- "$cur"))
 		;;
 	agent)
 		case $prev in

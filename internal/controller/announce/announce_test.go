@@ -83,7 +83,7 @@ func (r *rig) round(t *testing.T, path string) (*engine.Round, []announce.Hint) 
 	}
 	r.l.Done(hints)
 	if path != "" {
-		if _, err := round.Record(path, time.Now()); err != nil {
+		if _, err := round.Record(context.Background(), &inventory.File{Path: path}, "", time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -133,7 +133,7 @@ func TestAnnouncementVerifiedAtItsSource(t *testing.T) {
 	if len(round.Observations) != 1 || round.Observations[0].Identity != r.agent.Identity.Fingerprint() || round.Method != engine.MethodAnnouncement {
 		t.Fatalf("round %+v, want the agent observed at 127.0.0.1", round)
 	}
-	ch, err := round.Record(state, time.Now())
+	ch, err := round.Record(context.Background(), &inventory.File{Path: state}, "", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestAnnouncementRoundReportsNoneUnseen(t *testing.T) {
 	if r.dialled() != 1 || !round.Complete {
 		t.Fatalf("%d addresses dialled, complete %v; want 127.0.0.9 dialled in a complete round", r.dialled(), round.Complete)
 	}
-	ch, err := round.Record(state, time.Now())
+	ch, err := round.Record(context.Background(), &inventory.File{Path: state}, "", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

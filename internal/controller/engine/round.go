@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"time"
@@ -68,17 +69,19 @@ type Round struct {
 	port int
 }
 
-// Record applies the round to the inventory at path, at now, and returns
-// what changed: the one place where a round reaches the inventory. A
-// round cut short, or whose own dropped answers may hide hosts
-// (Stats.Unsure), reports no host unseen; nor does any round report a
-// host known on another port, or at an address that rejected the
-// handshake.
-func (r *Round) Record(path string, now time.Time) (*inventory.Changes, error) {
+// Record applies the round to the inventory in st, as site's (""
+// for a controller without one), at now, and returns what changed: the
+// one place where a round reaches the inventory. A round cut short, or
+// whose own dropped answers may hide hosts (Stats.Unsure), reports no
+// host unseen; nor does any round report a host known on another port,
+// or at an address that rejected the handshake. Recording the same
+// round again, at the same now, after a failure, counts it once.
+func (r *Round) Record(ctx context.Context, st inventory.Store, site string, now time.Time) (*inventory.Changes, error) {
 	var ch inventory.Changes
-	err := inventory.Update(path, func(st *inventory.State) error {
-		ch = st.Apply(now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
-		ch.Unseen = r.notRejected(st, r.onPort(st, ch.Unseen))
+	err := st.Update(ctx, func(s *inventory.State) error {
+		run := s.ApplySite(site, now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
+		run.Unseen = r.notRejected(s, r.onPort(s, run.Unseen))
+		s.OnCommit(func(ids map[string]bool) { ch.Keep(run, ids) })
 		return nil
 	})
 	if err != nil {

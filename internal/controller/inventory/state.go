@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -66,9 +67,11 @@ func (s *State) committed(ids map[string]bool) {
 	}
 }
 
-// validSite reports whether s may name a site: 1 to 64 of
+// ValidSite reports whether s may name a site: 1 to 64 of
 // [A-Za-z0-9_.-], as a label key.
-func validSite(s string) bool { return validLabelKey(s) }
+func ValidSite(s string) bool { return validLabelKey(s) }
+
+func validSite(s string) bool { return ValidSite(s) }
 
 // Host is one agent as last seen.
 type Host struct {
@@ -169,6 +172,32 @@ type Changes struct {
 	Renamed  []HostChange `json:"renamed" yaml:"renamed"`
 	Unseen   []HostChange `json:"unseen" yaml:"unseen"`
 	Warnings []Warning    `json:"warnings" yaml:"warnings"`
+}
+
+// Keep adds to c what other reports of the identities in ids (nil: all
+// of it): the changes of an Update whose fn ran more than once (etcd,
+// after a conflict) are those of each run that the store kept. A warning
+// reported by two runs is kept once.
+func (c *Changes) Keep(other Changes, ids map[string]bool) {
+	kept := func(id string) bool { return ids == nil || ids[id] }
+	for _, l := range []struct{ to, from *[]HostChange }{{&c.New, &other.New}, {&c.Moved, &other.Moved}, {&c.Renamed, &other.Renamed}, {&c.Unseen, &other.Unseen}} {
+		if *l.to == nil {
+			*l.to = []HostChange{}
+		}
+		for _, h := range *l.from {
+			if kept(h.Identity) {
+				*l.to = append(*l.to, h)
+			}
+		}
+	}
+	if c.Warnings == nil {
+		c.Warnings = []Warning{}
+	}
+	for _, w := range other.Warnings {
+		if kept(w.Identity) && !slices.ContainsFunc(c.Warnings, func(v Warning) bool { return reflect.DeepEqual(v, w) }) {
+			c.Warnings = append(c.Warnings, w)
+		}
+	}
 }
 
 // HostChange is one change of one host. Name is the inventory name, the
