@@ -29,6 +29,8 @@ type InventoryCmd struct {
 	JSON       bool   `help:"Same as -o json."`
 	NoHeader   bool   `name:"no-header" help:"With -o tsv, leave out the header line."`
 	StoreFlags `embed:""`
+	Watch      bool   `help:"With --store etcd: print each change of a host as it lands in the store, from any site (new, moved, renamed, unseen, removed), until stopped; -o json for JSON lines. Each carries the store's revision."`
+	Since      int64  `placeholder:"REVISION" help:"With --watch: start after this revision (the last one printed), so that a watch restarted loses and repeats no change; default: from now on."`
 	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state (default: /var/lib/ifl/inventory.json as root; else ~/.local/state/ifl/inventory.json, or the controller's /var/lib/ifl/inventory.json when the first does not exist)."`
 	StaleAfter string `default:"24h" placeholder:"AGE" help:"A host not seen for this long is in the group ifl_stale (e.g. 90m, 24h, 7d)."`
 	Prune      string `placeholder:"AGE" help:"Remove the hosts not seen for longer than AGE (e.g. 30d), then show what is left."`
@@ -173,6 +175,9 @@ func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer store.Close()
+	if c.Watch {
+		return c.watch(ctx, env, store)
+	}
 	switch c.Action {
 	case "name":
 		return c.giveName(ctx, env, store, now)
@@ -321,6 +326,16 @@ func (c *InventoryCmd) checkAction() error {
 		if c.NewName != "" || c.Identity != "" || c.Force {
 			return fmt.Errorf("<name>, <identity> and --force go with the action name: ifl inventory name NAME IDENTITY")
 		}
+		switch {
+		case c.Since != 0 && !c.Watch:
+			return fmt.Errorf("--since goes with --watch: ifl inventory --watch --since REVISION")
+		case c.Since < 0:
+			return fmt.Errorf("--since %d: want a revision the watch printed, 1 or more", c.Since)
+		case c.Watch && !c.etcd():
+			return fmt.Errorf("--watch needs --store etcd://...: the JSON file keeps no stream of changes ('ifl probe --watch' logs each change it makes)")
+		case c.Watch && (c.List || c.Host != "" || c.Prune != "" || c.NoHeader || c.Output == formatTSV || c.Output == formatYAML):
+			return fmt.Errorf("--watch prints changes as they come, as a table's rows or with -o json as JSON lines: leave out --list, --host, --prune, --no-header and -o tsv or yaml")
+		}
 		return nil
 	case "import":
 		if c.NewName == "" || c.Identity != "" {
@@ -338,7 +353,7 @@ func (c *InventoryCmd) checkAction() error {
 	for _, f := range []struct {
 		set  bool
 		flag string
-	}{{c.List, "--list"}, {c.Host != "", "--host"}, {c.Prune != "", "--prune"}, {c.Output != formatTable, "-o"}, {c.NoHeader, "--no-header"}} {
+	}{{c.List, "--list"}, {c.Host != "", "--host"}, {c.Prune != "", "--prune"}, {c.Output != formatTable, "-o"}, {c.NoHeader, "--no-header"}, {c.Watch, "--watch"}, {c.Since != 0, "--since"}} {
 		if f.set {
 			if c.Action == "export" {
 				return fmt.Errorf("export writes the inventory as a state file and shows nothing; %s is for showing it: run it on its own", f.flag)
@@ -403,6 +418,46 @@ func (c *InventoryCmd) giveName(ctx context.Context, env *Env, store inventory.S
 		fmt.Fprintf(env.Stderr, "warning:   %s was reserved for identity %s (%s on %s): no longer\n", untrusted.Text(r.Name), r.Identity, r.Why, r.Since.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// watch prints each change of the store's hosts as it lands.
+func (c *InventoryCmd) watch(ctx context.Context, env *Env, store inventory.Store) error {
+	e, ok := store.(*inventory.Etcd)
+	if !ok {
+		return fmt.Errorf("--watch needs --store etcd://...")
+	}
+	var enc *json.Encoder
+	if c.Output == "json" {
+		enc = json.NewEncoder(untrusted.JSONWriter(env.Stdout))
+	} else {
+		fmt.Fprintf(env.Stderr, "watching %s\n", store)
+	}
+	err := e.Watch(ctx, c.Since, func(chs []inventory.StoreChange) error {
+		for _, ch := range chs {
+			if enc != nil {
+				if err := enc.Encode(ch); err != nil {
+					return err
+				}
+				continue
+			}
+			what := ""
+			switch ch.Event {
+			case inventory.EventNew:
+				what = "at " + ch.Site + " " + ch.To
+			case inventory.EventMoved, inventory.EventRenamed:
+				what = ch.From + " -> " + ch.To
+			case inventory.EventUnseen:
+				what = "by " + ch.Site + " at " + ch.From
+			case inventory.EventRemoved:
+				what = "was at " + ch.From
+			}
+			if _, err := fmt.Fprintf(env.Stdout, "%d %-8s %s (%s) %s\n", ch.Revision, ch.Event, untrusted.Text(ch.Name), ch.Identity, untrusted.Text(strings.TrimSpace(strings.Replace(what, "at  ", "at ", 1)))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func(err error) { fmt.Fprintf(env.Stderr, "warning: %s\n", untrusted.Text(err.Error())) })
+	return storeError(err)
 }
 
 // importState puts a state file in the store, in place of what it holds.

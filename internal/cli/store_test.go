@@ -2,17 +2,22 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/ifl-project/ifl/internal/controller/inventory"
 	"github.com/ifl-project/ifl/internal/testbed/etcdtest"
+	"github.com/ifl-project/ifl/proto"
 )
 
 // TestProbeIntoEtcd: probe and inventory with --store etcd, a site each;
@@ -184,5 +189,193 @@ func TestWatchKeepsRoundsWhileEtcdIsDown(t *testing.T) {
 	// wrote them all, and itself.
 	if h == nil || h.Rounds != failed+1 || s.Rounds["lyon"].Rounds != failed+1 {
 		t.Fatalf("after %d rounds kept and one that wrote them: host %+v, site rounds %+v\n%s", failed, h, s.Rounds, strings.Join(read, "\n"))
+	}
+}
+
+// laptop is what a site's controller verified of one host at addr.
+func laptop(hostname, addr string) []inventory.Observation {
+	return []inventory.Observation{{Identity: "0123456789abcdef0123456789abcdef", Addr: netip.MustParseAddr(addr), Port: 7440,
+		Facts: &proto.Facts{Hostname: hostname, Interfaces: []proto.Interface{{Name: "eth0", MAC: "52:54:00:00:00:01", Addrs: []string{addr + "/24"}}}}}}
+}
+
+// watchLines runs inventory --watch -o json with args until ctx is done.
+func watchLines(ctx context.Context, t *testing.T, args ...string) (*lines, chan int) {
+	l := newLines()
+	done := make(chan int, 1)
+	go func() {
+		var errb bytes.Buffer
+		done <- runEnv(ctx, append([]string{"inventory", "--watch", "-o", "json"}, args...), &Env{Stdout: l, Stderr: &errb})
+		l.w.Close()
+		if errb.Len() > 0 {
+			t.Logf("watch stderr: %s", errb.String())
+		}
+	}()
+	return l, done
+}
+
+// nextChanges reads n changes, for at most two minutes.
+func nextChanges(t *testing.T, l *lines, n int) []inventory.StoreChange {
+	t.Helper()
+	var out []inventory.StoreChange
+	deadline := time.After(2 * time.Minute)
+	for len(out) < n {
+		select {
+		case line, ok := <-l.ch:
+			if !ok {
+				t.Fatalf("the watch ended after %d changes: %+v", len(out), out)
+			}
+			var c inventory.StoreChange
+			if err := json.Unmarshal([]byte(line), &c); err != nil {
+				t.Fatalf("%v: %q", err, line)
+			}
+			out = append(out, c)
+		case <-deadline:
+			t.Fatalf("%d changes in two minutes, want %d: %+v", len(out), n, out)
+		}
+	}
+	return out
+}
+
+// TestInventoryWatch: every change lands as one line, from any site, and
+// a watch resumed after a revision starts with the next change.
+func TestInventoryWatch(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	spec := c.Spec("/fleet", "timeout=5s")
+	t.Setenv("IFL_STORE", spec)
+	st, err := inventory.Open(spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bg := context.Background()
+	resp, err := c.Client().Get(bg, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := resp.Header.Revision
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	l, done := watchLines(ctx, t, "--since", strconv.FormatInt(start, 10))
+
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	all := func(netip.Addr) bool { return true }
+	for i, step := range []func(s *inventory.State){
+		func(s *inventory.State) { s.ApplySite("lyon", t0, laptop("laptop", "10.1.2.3"), all, true) },
+		func(s *inventory.State) {
+			s.ApplySite("oslo", t0.Add(time.Hour), laptop("laptop", "10.9.8.7"), all, true)
+		},
+		func(s *inventory.State) {
+			s.ApplySite("oslo", t0.Add(2*time.Hour), laptop("laptop2", "10.9.8.7"), all, true)
+		},
+		func(s *inventory.State) { s.ApplySite("oslo", t0.Add(3*time.Hour), nil, all, true) },
+		func(s *inventory.State) { s.Prune(t0.Add(30*time.Hour), 24*time.Hour) },
+	} {
+		if err := st.Update(bg, func(s *inventory.State) error { step(s); return nil }); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	got := nextChanges(t, l, 5)
+	id := "0123456789abcdef0123456789abcdef"
+	want := []inventory.StoreChange{
+		{Event: "new", Identity: id, Name: "laptop", Site: "lyon", To: "10.1.2.3"},
+		{Event: "moved", Identity: id, Name: "laptop", Site: "oslo", From: "lyon 10.1.2.3", To: "oslo 10.9.8.7"},
+		{Event: "renamed", Identity: id, Name: "laptop2", Site: "oslo", From: "laptop", To: "laptop2"},
+		{Event: "unseen", Identity: id, Name: "laptop2", Site: "oslo", From: "10.9.8.7"},
+		{Event: "removed", Identity: id, Name: "laptop2", Site: "oslo", From: "oslo 10.9.8.7"},
+	}
+	revs := make([]int64, len(got))
+	for i := range got {
+		revs[i] = got[i].Revision
+		got[i].Revision = 0
+		if i > 0 && revs[i] <= revs[i-1] {
+			t.Errorf("revisions %v: not increasing", revs)
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("changes (-want +got):\n%s", diff)
+	}
+
+	// Resumed after the move: the rename first; then a new change.
+	l2, done2 := watchLines(ctx, t, "--since", strconv.FormatInt(revs[1], 10))
+	again := nextChanges(t, l2, 3)
+	for i := range again {
+		if again[i].Revision != revs[i+2] {
+			t.Fatalf("resumed after %d: revision %d, want %d", revs[1], again[i].Revision, revs[i+2])
+		}
+		again[i].Revision = 0
+	}
+	if diff := cmp.Diff(want[2:], again); diff != "" {
+		t.Fatalf("resumed (-want +got):\n%s", diff)
+	}
+	if err := st.Update(bg, func(s *inventory.State) error {
+		s.ApplySite("lyon", t0.Add(31*time.Hour), laptop("laptop", "10.1.2.4"), all, true)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*lines{l, l2} {
+		if n := nextChanges(t, w, 1)[0]; n.Event != "new" || n.To != "10.1.2.4" {
+			t.Fatalf("after the resumed changes: %+v, want the new host at 10.1.2.4", n)
+		}
+	}
+	cancel()
+	if code1, code2 := <-done, <-done2; code1 != 0 || code2 != 0 {
+		t.Fatalf("watches exited %d and %d", code1, code2)
+	}
+}
+
+// TestInventoryWatchReconnects: a watch whose store went away and came
+// back goes on from where it was: nothing lost, nothing repeated.
+func TestInventoryWatchReconnects(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	spec := c.Spec("/fleet", "timeout=2s&dial-timeout=2s")
+	t.Setenv("IFL_STORE", spec)
+	st, err := inventory.Open(spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bg := context.Background()
+	resp, err := c.Client().Get(bg, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	l, done := watchLines(ctx, t, "--since", strconv.FormatInt(resp.Header.Revision, 10))
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	all := func(netip.Addr) bool { return true }
+	apply := func(site string, at time.Time, addr string) {
+		t.Helper()
+		if err := st.Update(bg, func(s *inventory.State) error {
+			s.ApplySite(site, at, laptop("laptop", addr), all, true)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply("lyon", t0, "10.1.2.3")
+	if got := nextChanges(t, l, 1)[0]; got.Event != "new" {
+		t.Fatalf("first change: %+v", got)
+	}
+	c.Stop(0)
+	c.Restart(0)
+	apply("oslo", t0.Add(time.Hour), "10.9.8.7")
+	apply("lyon", t0.Add(2*time.Hour), "10.1.2.5")
+	got := nextChanges(t, l, 2)
+	for i := range got {
+		got[i].Revision = 0
+	}
+	id := "0123456789abcdef0123456789abcdef"
+	want := []inventory.StoreChange{
+		{Event: "moved", Identity: id, Name: "laptop", Site: "oslo", From: "lyon 10.1.2.3", To: "oslo 10.9.8.7"},
+		{Event: "moved", Identity: id, Name: "laptop", Site: "lyon", From: "oslo 10.9.8.7", To: "lyon 10.1.2.5"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("after the store came back (-want +got):\n%s", diff)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("watch exited %d", code)
 	}
 }

@@ -109,13 +109,14 @@ _ifl() {
 		--host) COMPREPLY=(); return ;;
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--store) COMPREPLY=(); return ;;
+		--since) COMPREPLY=(); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--stale-after) COMPREPLY=(); return ;;
 		--prune) COMPREPLY=(); return ;;
 		--prefer) COMPREPLY=($(compgen -W "ipv4 ipv6" -- "$cur")); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--force --list --host --output -o --json --no-header --store --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--force --list --host --output -o --json --no-header --store --watch --since --state --stale-after --prune --prefer --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=($(compgen -W "name import export" -- "$cur"))
