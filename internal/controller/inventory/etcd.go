@@ -90,11 +90,9 @@ func ParseEtcd(spec string) (EtcdConfig, error) {
 		if h == "" || !strings.Contains(h, ":") {
 			return bad("endpoint %q: want HOST:PORT", h)
 		}
-		scheme := "http://"
-		if cfg.TLS {
-			scheme = "https://"
-		}
-		cfg.Endpoints = append(cfg.Endpoints, scheme+h)
+		// https:// once the options are read: ca=, cert= and key= ask
+		// for TLS too.
+		cfg.Endpoints = append(cfg.Endpoints, "http://"+h)
 	}
 	for k, vs := range u.Query() {
 		if len(vs) != 1 || vs[0] == "" {
@@ -126,7 +124,7 @@ func ParseEtcd(spec string) (EtcdConfig, error) {
 			return bad("unknown option %q: want ca, cert, key, user, password-file, dial-timeout or timeout", k)
 		}
 	}
-	if cfg.TLS && len(cfg.Endpoints) > 0 {
+	if cfg.TLS {
 		for i, e := range cfg.Endpoints {
 			cfg.Endpoints[i] = "https://" + strings.TrimPrefix(e, "http://")
 		}

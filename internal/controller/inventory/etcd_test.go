@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -313,4 +314,71 @@ func TestEtcdLeaderKilled(t *testing.T) {
 	}
 	checkWriters(t, c, spec, "/fleet", 12)
 	c.Restart(killed)
+}
+
+// TestEtcdTLSAndUsers: a store over TLS with a client certificate, and
+// users whose passwords are read from files: the probes' role writes the
+// prefix, Ansible's only reads it.
+func TestEtcdTLSAndUsers(t *testing.T) {
+	c := etcdtest.StartTLS(t, 1)
+	ctx := context.Background()
+	cl := c.Client()
+	for _, step := range []func() error{
+		func() error { _, err := cl.RoleAdd(ctx, "ifl-probe"); return err },
+		func() error {
+			_, err := cl.RoleGrantPermission(ctx, "ifl-probe", "/fleet/", clientv3.GetPrefixRangeEnd("/fleet/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := cl.RoleAdd(ctx, "ifl-read"); return err },
+		func() error {
+			_, err := cl.RoleGrantPermission(ctx, "ifl-read", "/fleet/", clientv3.GetPrefixRangeEnd("/fleet/"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		},
+		func() error { _, err := cl.UserAdd(ctx, "probe", "probe-pw"); return err },
+		func() error { _, err := cl.UserGrantRole(ctx, "probe", "ifl-probe"); return err },
+		func() error { _, err := cl.UserAdd(ctx, "ansible", "ansible-pw"); return err },
+		func() error { _, err := cl.UserGrantRole(ctx, "ansible", "ifl-read"); return err },
+		func() error { _, err := cl.UserAdd(ctx, "root", "root-pw"); return err },
+		func() error { _, err := cl.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cl.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	spec := func(user, pw string) string {
+		f := filepath.Join(dir, user)
+		if err := os.WriteFile(f, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return c.Spec("/fleet", "ca="+c.CA+"&cert="+c.Cert+"&key="+c.Key+"&user="+user+"&password-file="+f+"&timeout=5s")
+	}
+	probe := openStore(t, spec("probe", "probe-pw"))
+	if err := record(ctx, probe, "lyon", t0, []inventory.Observation{siteObs(1, "10.1.2.3")}); err != nil {
+		t.Fatalf("the probes' user: %v", err)
+	}
+	ansible := openStore(t, spec("ansible", "ansible-pw"))
+	s, err := ansible.Load(ctx)
+	if err != nil || len(s.Hosts) != 1 {
+		t.Fatalf("Ansible's user reads: %v", err)
+	}
+	err = ansible.Update(ctx, func(s *inventory.State) error {
+		s.ApplySite("oslo", t0, []inventory.Observation{siteObs(2, "10.9.2.3")}, everywhere, true)
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("Ansible's user wrote: %v, want permission denied", err)
+	}
+	// The client logs in when it connects.
+	if st, err := inventory.Open(spec("probe", "wrong"), ""); err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		if err == nil {
+			st.Close()
+		}
+		t.Fatalf("a wrong password: %v, want authentication failed", err)
+	}
+	plain := openStore(t, c.Spec("/fleet", "dial-timeout=1s&timeout=1s"))
+	if _, err := plain.Load(ctx); err == nil {
+		t.Fatal("read without TLS")
+	}
 }

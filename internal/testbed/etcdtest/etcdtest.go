@@ -6,7 +6,15 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +38,10 @@ type Cluster struct {
 	t       testing.TB
 	Members []*Member
 	initial string
+	// With StartTLS: the CA that signed the members' and the client's
+	// certificates, and the client's certificate and key, as files.
+	CA, Cert, Key string
+	tls           *tls.Config
 }
 
 // Member is one etcd process.
@@ -47,11 +59,26 @@ type Member struct {
 // skips the test when the etcd binary is not installed.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, false)
+}
+
+// StartTLS is Start with TLS on the client URLs: the members ask for a
+// client certificate signed by the cluster's CA.
+func StartTLS(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return start(t, n, true)
+}
+
+func start(t testing.TB, n int, withTLS bool) *Cluster {
+	t.Helper()
 	if _, err := exec.LookPath(Binary); err != nil {
 		t.Skipf("etcd is not installed (%v): apt-get install etcd-server to run the tests against a real etcd", err)
 	}
 	c := &Cluster{t: t}
 	dir := t.TempDir()
+	if withTLS {
+		c.makeCerts(dir)
+	}
 	var peers []string
 	for i := range n {
 		m := &Member{Name: fmt.Sprintf("m%d", i), Dir: filepath.Join(dir, fmt.Sprintf("m%d", i)),
@@ -91,13 +118,19 @@ func (c *Cluster) start(i int) {
 	if m.cmd != nil {
 		return
 	}
-	cmd := exec.Command(Binary,
+	scheme := "http://"
+	var extra []string
+	if c.tls != nil {
+		scheme = "https://"
+		extra = []string{"--cert-file", c.Cert, "--key-file", c.Key, "--trusted-ca-file", c.CA, "--client-cert-auth"}
+	}
+	cmd := exec.Command(Binary, append([]string{
 		"--name", m.Name, "--data-dir", m.Dir,
-		"--listen-client-urls", "http://"+m.Client, "--advertise-client-urls", "http://"+m.Client,
+		"--listen-client-urls", scheme + m.Client, "--advertise-client-urls", scheme + m.Client,
 		"--listen-peer-urls", m.Peer, "--initial-advertise-peer-urls", m.Peer,
 		"--initial-cluster", c.initial, "--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(filepath.Dir(m.Dir)),
 		"--logger", "zap", "--log-outputs", filepath.Join(filepath.Dir(m.Dir), m.Name+".log"),
-		"--heartbeat-interval", "50", "--election-timeout", "500")
+		"--heartbeat-interval", "50", "--election-timeout", "500"}, extra...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("starting etcd member %s: %v", m.Name, err)
@@ -115,9 +148,14 @@ func (c *Cluster) start(i int) {
 func (c *Cluster) waitHealthy(i int) {
 	m := c.Members[i]
 	cl := &http.Client{Timeout: time.Second}
+	scheme := "http://"
+	if c.tls != nil {
+		cl.Transport = &http.Transport{TLSClientConfig: c.tls}
+		scheme = "https://"
+	}
 	var last string
 	for range 600 {
-		resp, err := cl.Get("http://" + m.Client + "/health")
+		resp, err := cl.Get(scheme + m.Client + "/health")
 		if err == nil {
 			var b [256]byte
 			n, _ := resp.Body.Read(b[:])
@@ -194,7 +232,7 @@ func (c *Cluster) Spec(prefix, opts string) string {
 
 // Client is a client of the whole cluster, closed when the test ends.
 func (c *Cluster) Client() *clientv3.Client {
-	cl, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cl, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: c.tls})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -229,4 +267,56 @@ func (c *Cluster) Logs() string {
 		fmt.Fprintf(&b, "== %s\n%s\n", m.Name, data)
 	}
 	return b.String()
+}
+
+// makeCerts makes a CA, a certificate for the members (127.0.0.1) and
+// one for a client, signed by it, in dir.
+func (c *Cluster) makeCerts(dir string) {
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			c.t.Fatal(err)
+		}
+		return p
+	}
+	now := time.Now()
+	caKey := key()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ifl test etcd CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	c.CA = write("ca.pem", "CERTIFICATE", caDER)
+	// One certificate for both ends: a server's for 127.0.0.1 and a
+	// client's.
+	k := key()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "root"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.Cert = write("cert.pem", "CERTIFICATE", der)
+	c.Key = write("key.pem", "EC PRIVATE KEY", kder)
+	pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	c.tls = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 }
