@@ -4,12 +4,16 @@
 // results are applied with Apply, which says what changed: new hosts,
 // moves, renames, hosts not seen, and identity conflicts.
 //
-// The state is one JSON file. Update reads, changes and writes it under an
-// exclusive lock, writing a temporary file that is synced and renamed over
-// the old one, so concurrent probes never corrupt it and a crash at any
-// point leaves either the old or the new state. A file that is not an ifl
-// inventory is an error and is never overwritten; so is one with a record
-// that ifl would not write (validate.go): the state is input too.
+// The state is kept by a Store (stores.go). File, the default, is one
+// JSON file: Update reads, changes and writes it under an exclusive lock,
+// writing a temporary file that is synced and renamed over the old one,
+// so concurrent probes never corrupt it and a crash at any point leaves
+// either the old or the new state. Etcd (etcd.go) is one inventory shared
+// by the controllers of several sites, each applying its rounds with
+// ApplySite, a record per key written in transactions on each key's
+// revision. A file or a record that is not an ifl inventory's is an error
+// and is never overwritten; so is one that ifl would not write
+// (validate.go): the state is input too.
 package inventory
 
 import (
