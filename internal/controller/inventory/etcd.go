@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -147,8 +148,38 @@ func ParseEtcd(spec string) (EtcdConfig, error) {
 
 // Etcd is the inventory in etcd.
 type Etcd struct {
-	cfg EtcdConfig
-	c   *clientv3.Client
+	cfg   EtcdConfig
+	c     *clientv3.Client
+	stats EtcdStats
+	mu    sync.Mutex // of stats
+}
+
+// EtcdStats count the requests of a store, for where its time goes.
+type EtcdStats struct {
+	Pages, Txns, Ops, Bytes int
+	Read, Write             time.Duration
+}
+
+func (s EtcdStats) String() string {
+	return fmt.Sprintf("read %v in %d pages; wrote %d operations, %d bytes, in %d transactions, %v", s.Read.Round(time.Millisecond), s.Pages, s.Ops, s.Bytes, s.Txns, s.Write.Round(time.Millisecond))
+}
+
+// Since is what s counts beyond before.
+func (s EtcdStats) Since(before EtcdStats) EtcdStats {
+	return EtcdStats{Pages: s.Pages - before.Pages, Txns: s.Txns - before.Txns, Ops: s.Ops - before.Ops, Bytes: s.Bytes - before.Bytes, Read: s.Read - before.Read, Write: s.Write - before.Write}
+}
+
+// Stats are the store's requests so far.
+func (e *Etcd) Stats() EtcdStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stats
+}
+
+func (e *Etcd) count(f func(*EtcdStats)) {
+	e.mu.Lock()
+	f(&e.stats)
+	e.mu.Unlock()
 }
 
 // OpenEtcd connects to the store; the first request says whether it is
@@ -242,8 +273,10 @@ func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
 		if sn.rev != 0 {
 			opts = append(opts, clientv3.WithRev(sn.rev))
 		}
+		start := time.Now()
 		resp, err := e.c.Get(c, from, opts...)
 		cancel()
+		e.count(func(s *EtcdStats) { s.Pages++; s.Read += time.Since(start) })
 		if err != nil {
 			return nil, e.failed(err)
 		}
@@ -402,8 +435,10 @@ func (e *Etcd) write(ctx context.Context, sn *snapshot) (map[string]bool, bool, 
 			}
 		}
 		c, cancel := e.ctx(ctx)
+		start := time.Now()
 		resp, err := e.c.Txn(c).If(cmps...).Then(puts...).Commit()
 		cancel()
+		e.count(func(s *EtcdStats) { s.Txns++; s.Ops += len(puts); s.Bytes += size; s.Write += time.Since(start) })
 		if err != nil {
 			return false, e.failed(err)
 		}
