@@ -61,3 +61,21 @@ func TestSites(t *testing.T) {
 		t.Errorf("site rounds %+v, want 2 each", s.Rounds)
 	}
 }
+
+// TestSiteBehindInTime: a site whose round is recorded after a later
+// one of another site (the two wrote at once, or its clock is behind)
+// leaves a host that is still a valid record: last seen never before
+// first seen, nor going back.
+func TestSiteBehindInTime(t *testing.T) {
+	s := New()
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	s.ApplySite("lyon", t0, []Observation{obs(idA, "10.1.2.3", "laptop", "m1")}, all, true)
+	s.ApplySite("oslo", t0.Add(-time.Second), []Observation{obs(idA, "10.9.8.7", "laptop", "m1")}, all, true)
+	h := s.Hosts[idA]
+	if err := h.check(idA); err != nil {
+		t.Fatalf("the record after a round behind in time: %v", err)
+	}
+	if !h.LastSeen.Equal(t0) || !h.Sites["oslo"].LastSeen.Equal(t0.Add(-time.Second)) || h.Rounds != 2 {
+		t.Errorf("last seen %v, oslo's %v, rounds %d; want %v, a second before, 2", h.LastSeen, h.Sites["oslo"].LastSeen, h.Rounds, t0)
+	}
+}

@@ -493,7 +493,11 @@ func (a *applying) record(h *Host, o Observation, f *proto.Facts) {
 	if len(keys) == 0 {
 		h.Dropped = nil
 	}
-	h.LastSeen = a.now
+	// Never back: another site's controller may have recorded a later
+	// round first, or this one's clock stepped back.
+	if a.now.After(h.LastSeen) {
+		h.LastSeen = a.now
+	}
 	h.Rounds++
 	if a.site != "" {
 		a.sight(h, o, f)
