@@ -26,7 +26,7 @@ DEB_ARCH   ?= $(shell $(GO) env GOARCH)
 COLLECTION     := scripts/ansible_collections/ifl/fleet
 COLLECTION_OUT ?= dist
 
-.PHONY: help build docs demo test fuzz lint bench install uninstall deb test-deb collection clean
+.PHONY: help build docs demo test fuzz lint bench soak install uninstall deb test-deb collection clean
 
 # Targets that need root run $(1) as root: directly for root, else through
 # sudo, saying so. A minimal Debian has no sudo, but there one is root.
@@ -80,6 +80,9 @@ bench: build ## Run the benchmarks, measure the agent's memory (idle, and under 
 	scripts/bench-agent-rss.sh ./ifl
 	scripts/bench-agent.sh ./ifl
 	@$(call as_root,scripts/bench-arpscan.sh 5 && scripts/bench-synscan.sh 5 && scripts/bench-ports.sh 10 && scripts/bench-loss.sh 20 && scripts/bench-broadcast.sh 5 && scripts/bench-scale.sh 3)
+
+soak: ## Soak the etcd store: 3 controllers writing every 5 s for 10 minutes while a member is killed every minute (needs etcd).
+	scripts/soak-etcd.sh 10m 5s
 
 install: build ## Install ifl, its units, config and keys (scripts/install.sh; NETWORK_KEY=FILE the fleet's key, CAP_NET_RAW=1 the fast path).
 	@$(call as_root,scripts/install.sh --binary ./ifl $(if $(NETWORK_KEY),--network-key $(NETWORK_KEY)) $(if $(CAP_NET_RAW),--cap-net-raw))

@@ -156,8 +156,11 @@ type Etcd struct {
 
 // EtcdStats count the requests of a store, for where its time goes.
 type EtcdStats struct {
-	Pages, Txns, Ops, Bytes int
-	Read, Write             time.Duration
+	Pages, Txns int
+	// Ops and Bytes are of the transactions applied; Unsure counts the
+	// operations of those whose outcome the store did not learn.
+	Ops, Bytes, Unsure int
+	Read, Write        time.Duration
 }
 
 func (s EtcdStats) String() string {
@@ -166,7 +169,8 @@ func (s EtcdStats) String() string {
 
 // Since is what s counts beyond before.
 func (s EtcdStats) Since(before EtcdStats) EtcdStats {
-	return EtcdStats{Pages: s.Pages - before.Pages, Txns: s.Txns - before.Txns, Ops: s.Ops - before.Ops, Bytes: s.Bytes - before.Bytes, Read: s.Read - before.Read, Write: s.Write - before.Write}
+	return EtcdStats{Pages: s.Pages - before.Pages, Txns: s.Txns - before.Txns, Ops: s.Ops - before.Ops, Bytes: s.Bytes - before.Bytes, Unsure: s.Unsure - before.Unsure,
+		Read: s.Read - before.Read, Write: s.Write - before.Write}
 }
 
 // Stats are the store's requests so far.
@@ -438,7 +442,17 @@ func (e *Etcd) write(ctx context.Context, sn *snapshot) (map[string]bool, bool, 
 		start := time.Now()
 		resp, err := e.c.Txn(c).If(cmps...).Then(puts...).Commit()
 		cancel()
-		e.count(func(s *EtcdStats) { s.Txns++; s.Ops += len(puts); s.Bytes += size; s.Write += time.Since(start) })
+		e.count(func(s *EtcdStats) {
+			s.Txns++
+			s.Write += time.Since(start)
+			switch {
+			case err != nil:
+				s.Unsure += len(puts)
+			case resp.Succeeded:
+				s.Ops += len(puts)
+				s.Bytes += size
+			}
+		})
 		if err != nil {
 			return false, e.failed(err)
 		}
