@@ -115,3 +115,28 @@ func FuzzDecode(f *testing.F) {
 	f.Add(goodState(f))
 	f.Fuzz(func(t *testing.T, b []byte) { checkDecode(t, b) })
 }
+
+// TestDecodeHost: a store's host record reads as encoding/json reads it,
+// and one with more after the object is refused as encoding/json
+// refuses it.
+func TestDecodeHost(t *testing.T) {
+	shared := map[string]string{}
+	for id, h := range Synthetic(50).Hosts {
+		h.Site = "lyon"
+		h.Sites = map[string]*Sighting{"lyon": {Addr: h.IP, LastSeen: h.LastSeen}}
+		b, err := json.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeHost(b, shared)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if diff := cmp.Diff(h, got); diff != "" {
+			t.Fatalf("%s (-want +got):\n%s", id, diff)
+		}
+	}
+	if _, err := decodeHost([]byte(`{"identity":"a"} x`), nil); err == nil {
+		t.Error("a record with more after it: read")
+	}
+}

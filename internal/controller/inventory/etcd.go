@@ -250,6 +250,8 @@ type snapshot struct {
 	// The raw value and mod revision of every key, by key.
 	raw  map[string][]byte
 	mods map[string]int64
+	// shared is the decoder's table of strings hosts share.
+	shared map[string]string
 }
 
 // Load reads the inventory; ErrNoState when the prefix holds none.
@@ -267,7 +269,7 @@ func (e *Etcd) Load(ctx context.Context) (*State, error) {
 // read reads every key under the prefix at one revision, in pages, and
 // checks each record.
 func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
-	sn := &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}}
+	sn := &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}, shared: map[string]string{}}
 	p := e.cfg.Prefix + "/"
 	end := clientv3.GetPrefixRangeEnd(p)
 	from := p
@@ -326,7 +328,7 @@ func (e *Etcd) take(sn *snapshot, key string, v []byte, mod int64) error {
 			return fmt.Errorf("inventory %s: version %d, this ifl reads version %d", e, f.Version, Version)
 		}
 	case "hosts":
-		h, err := decodeHost(v)
+		h, err := decodeHost(v, sn.shared)
 		if err != nil {
 			return foreign(err.Error())
 		}
@@ -360,10 +362,15 @@ func (e *Etcd) take(sn *snapshot, key string, v []byte, mod int64) error {
 }
 
 // decodeHost reads one host record: by the fast decoder, else by
-// encoding/json.
-func decodeHost(v []byte) (*Host, error) {
-	d := newDecoder(bytes.NewReader(v))
-	if h, err := d.host(""); err == nil {
+// encoding/json. shared, if not nil, keeps one copy of the short strings
+// hosts share, across the records of one read.
+func decodeHost(v []byte, shared map[string]string) (*Host, error) {
+	if shared == nil {
+		shared = map[string]string{}
+	}
+	// The record is in memory whole: the decoder reads it in place.
+	d := &decoder{buf: v, eof: true, shared: shared}
+	if h, err := d.host(""); err == nil && len(bytes.TrimSpace(d.buf[d.pos:])) == 0 {
 		return h, nil
 	}
 	var h Host

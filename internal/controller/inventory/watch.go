@@ -131,7 +131,7 @@ func (e *Etcd) Watch(ctx context.Context, after int64, f func([]StoreChange) err
 
 // watchedHost reads and checks a host record of the store.
 func watchedHost(id string, v []byte) (*Host, error) {
-	h, err := decodeHost(v)
+	h, err := decodeHost(v, nil)
 	if err != nil {
 		return nil, err
 	}
