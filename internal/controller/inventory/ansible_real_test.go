@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/etcdtest"
 	"github.com/ifl-project/ifl/internal/testbed/testnet"
 	"github.com/ifl-project/ifl/proto"
 )
@@ -263,5 +266,60 @@ func TestRealAnsibleMissingState(t *testing.T) {
 		if strict && err == nil {
 			t.Errorf("ansible-inventory with ANSIBLE_INVENTORY_UNPARSED_FAILED=true succeeded on a missing state")
 		}
+	}
+}
+
+// TestRealAnsibleFromEtcd: the real ansible-inventory, through the
+// script, reads the inventory that two sites' controllers share in
+// etcd.
+func TestRealAnsibleFromEtcd(t *testing.T) {
+	requireAnsible(t)
+	c := etcdtest.Start(t, 1)
+	ifl := testnet.BuildIFL(t)
+	script, err := filepath.Abs("../../../scripts/ifl-inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := c.Spec("/fleet", "")
+	st, err := inventory.Open(spec, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC()
+	for _, r := range []struct {
+		site string
+		obs  inventory.Observation
+	}{{"lyon", siteObs(1, "10.1.2.3")}, {"oslo", siteObs(2, "10.9.8.7")}} {
+		if err := st.Update(context.Background(), func(s *inventory.State) error {
+			s.ApplySite(r.site, now, []inventory.Observation{r.obs}, everywhere, true)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("ansible-inventory", "-i", script, "--list")
+	cmd.Env = append(os.Environ(), "IFL="+ifl, "IFL_STORE="+spec, "IFL_STATE=/nonexistent", "HOME="+t.TempDir(), "ANSIBLE_LOCAL_TEMP="+t.TempDir(),
+		"ANSIBLE_NOCOLOR=1", "ANSIBLE_INVENTORY_UNPARSED_FAILED=true")
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ansible-inventory: %v\n%s", err, errb.String())
+	}
+	var inv struct {
+		Meta struct {
+			HostVars map[string]map[string]any `json:"hostvars"`
+		} `json:"_meta"`
+	}
+	if err := json.Unmarshal(out, &inv); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got := map[string]any{}
+	for name, vars := range inv.Meta.HostVars {
+		got[name] = vars["ansible_host"]
+	}
+	if diff := cmp.Diff(map[string]any{"web1": "10.1.2.3", "web2": "10.9.8.7"}, got); diff != "" {
+		t.Fatalf("hosts and their ansible_host (-want +got):\n%s", diff)
 	}
 }
