@@ -60,12 +60,22 @@ const (
 	DefaultEtcdRequest = 10 * time.Second
 )
 
+// A read starts with pages of pageSize keys and doubles them up to
+// maxPage keys and maxPageBytes: etcd walks every key left in the range
+// for each page it serves, so that a read of n keys in pages of a fixed
+// size costs n²/size. Variables for the tests.
+var (
+	pageSize     int64 = 1000
+	maxPage      int64 = 16384
+	maxPageBytes       = 32 << 20
+)
+
 // etcd's own limits on one transaction: operations (--max-txn-ops) and
 // bytes (--max-request-bytes, 1.5 MiB), kept under with room to spare.
 const (
 	maxTxnOps   = 128
 	maxTxnBytes = 1 << 20
-	pageSize    = 1000
+
 	// maxAttempts bounds the reads and writes of one Update that keep
 	// meeting other controllers' writes.
 	maxAttempts = 16
@@ -273,9 +283,10 @@ func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
 	p := e.cfg.Prefix + "/"
 	end := clientv3.GetPrefixRangeEnd(p)
 	from := p
+	limit := pageSize
 	for {
 		c, cancel := e.ctx(ctx)
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(limit)}
 		if sn.rev != 0 {
 			opts = append(opts, clientv3.WithRev(sn.rev))
 		}
@@ -289,10 +300,15 @@ func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
 		if sn.rev == 0 {
 			sn.rev = resp.Header.Revision
 		}
+		size := 0
 		for _, kv := range resp.Kvs {
 			if err := e.take(sn, string(kv.Key), kv.Value, kv.ModRevision); err != nil {
 				return nil, err
 			}
+			size += len(kv.Key) + len(kv.Value)
+		}
+		if n := len(resp.Kvs); n > 0 {
+			limit = max(min(100, pageSize), min(maxPage, 2*limit, int64(maxPageBytes/(size/n+1))))
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -420,4 +421,31 @@ func BenchmarkEtcdRecord10000(b *testing.B) {
 			b.Logf("a round of 10,000 sightings: %v; %s", time.Since(start), st.(*inventory.Etcd).Stats().Since(before))
 		}
 	}
+}
+
+// BenchmarkEtcdLoad reads 20,000 hosts (IFL_BENCH_HOSTS) from etcd.
+func BenchmarkEtcdLoad(b *testing.B) {
+	c := etcdtest.Start(b, 1)
+	ctx := context.Background()
+	st, err := inventory.Open(c.Spec("/bench", "timeout=60s"), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	if err := inventory.Import(ctx, st, inventory.Synthetic(benchLoadHosts())); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := st.Load(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchLoadHosts() int {
+	if n, err := strconv.Atoi(os.Getenv("IFL_BENCH_HOSTS")); err == nil && n > 0 {
+		return n
+	}
+	return 20000
 }
