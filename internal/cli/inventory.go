@@ -424,7 +424,7 @@ func (c *InventoryCmd) giveName(ctx context.Context, env *Env, store inventory.S
 func (c *InventoryCmd) watch(ctx context.Context, env *Env, store inventory.Store) error {
 	e, ok := store.(*inventory.Etcd)
 	if !ok {
-		return fmt.Errorf("--watch needs --store etcd://...")
+		return fmt.Errorf("--watch needs --store etcd://HOST:2379/PREFIX")
 	}
 	var enc *json.Encoder
 	if c.Output == "json" {
