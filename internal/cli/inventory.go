@@ -56,6 +56,16 @@ or through the script, for one-liners (it runs 'ifl inventory "$@"'):
 
 Point IFL_STATE at the state file if it is not in the default place.
 
+Many sites: controllers of several segments share one inventory in etcd
+with --store (IFL_STORE) etcd://HOST:2379,HOST:2379/PREFIX (default
+prefix /ifl), each probe with a site of its own. Options after ?,
+joined by &: ca=FILE, cert=FILE and key=FILE (TLS; etcds:// is TLS with
+the system's CAs), user=NAME with password-file=FILE (never a password
+on the command line), dial-timeout=5s, timeout=10s (each request).
+'ifl inventory import FILE' and 'export [FILE]' move a state file in
+and out; --watch prints each change as it lands, --since REVISION
+resumes.
+
 Agents are untrusted input: every string an agent chose (hostname, OS,
 kernel, version, gateway, MACs, addresses, label values) reaches Ansible
 marked unsafe, never templated. ansible_host is an address where the host
@@ -457,6 +467,9 @@ func (c *InventoryCmd) watch(ctx context.Context, env *Env, store inventory.Stor
 		}
 		return nil
 	}, func(err error) { fmt.Fprintf(env.Stderr, "warning: %s\n", untrusted.Text(err.Error())) })
+	if err == nil && ctx.Err() != nil && !terminated(ctx) {
+		return ctx.Err() // interrupted, as a probe's watch
+	}
 	return storeError(err)
 }
 

@@ -9,7 +9,7 @@ import (
 
 // StoreFlags choose where the inventory is kept.
 type StoreFlags struct {
-	Store string `env:"IFL_STORE" placeholder:"URL" help:"Where the inventory is kept: file (the --state file, the default) or etcd://HOST:2379,HOST:2379/PREFIX, one inventory shared by the controllers of several sites (see 'Many sites' in the README). Options after ?, joined by &: ca=FILE, cert=FILE and key=FILE (TLS; etcds:// for TLS with the system's CAs), user=NAME with password-file=FILE (never a password on the command line), dial-timeout=5s, timeout=10s (each request)."`
+	Store string `env:"IFL_STORE" placeholder:"URL" help:"Where the inventory is: file (the --state file, the default) or etcd://HOST:2379,HOST:2379/PREFIX?OPTIONS, shared by the controllers of several sites (see 'ifl inventory --help')."`
 }
 
 // etcd reports whether the inventory is in etcd.

@@ -166,8 +166,8 @@ func TestWatchKeepsRoundsWhileEtcdIsDown(t *testing.T) {
 	c.RestartAll()
 	read = append(read, waitEvent(t, l, "probed")...)
 	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("watch: exit %d", code)
+	if code := <-done; code != 130 {
+		t.Fatalf("watch: exit %d, want 130 (interrupted)", code)
 	}
 	failed := 0
 	for _, line := range read {
@@ -319,8 +319,8 @@ func TestInventoryWatch(t *testing.T) {
 		}
 	}
 	cancel()
-	if code1, code2 := <-done, <-done2; code1 != 0 || code2 != 0 {
-		t.Fatalf("watches exited %d and %d", code1, code2)
+	if code1, code2 := <-done, <-done2; code1 != 130 || code2 != 130 {
+		t.Fatalf("watches exited %d and %d, want 130 (interrupted)", code1, code2)
 	}
 }
 
@@ -375,7 +375,7 @@ func TestInventoryWatchReconnects(t *testing.T) {
 		t.Fatalf("after the store came back (-want +got):\n%s", diff)
 	}
 	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("watch exited %d", code)
+	if code := <-done; code != 130 {
+		t.Fatalf("watch exited %d, want 130 (interrupted)", code)
 	}
 }
