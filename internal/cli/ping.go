@@ -18,14 +18,15 @@ import (
 
 // PingCmd verifies one agent and shows its facts.
 type PingCmd struct {
-	Host     string        `arg:"" placeholder:"HOST[:PORT]" help:"The agent: an address; an inventory name, or the first 8 or more hex digits of an identity, looked up in the inventory; else a host name for DNS. With an optional port."`
-	Port     *int          `short:"p" type:"port" aliases:"ports" placeholder:"PORT" help:"Agent port, a number or a service name (default ${agent_port}, or the port the inventory knows the host on); HOST:PORT says the same."`
-	Timeout  time.Duration `default:"3s" help:"Time allowed for the connection, and again for the handshake and ping."`
-	Identity string        `placeholder:"FINGERPRINT" help:"Require this agent identity, or its first 8 or more hex digits (as tables show it); another one is an error."`
-	Out      OutputFlags   `embed:""`
-	KeyFlag  `embed:""`
-	State    string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to look HOST up in, and to name the agent from (default: as ifl inventory reads it)."`
-	NoState  bool   `help:"Leave the inventory out: HOST is an address or a host name for DNS."`
+	Host       string        `arg:"" placeholder:"HOST[:PORT]" help:"The agent: an address; an inventory name, or the first 8 or more hex digits of an identity, looked up in the inventory; else a host name for DNS. With an optional port."`
+	Port       *int          `short:"p" type:"port" aliases:"ports" placeholder:"PORT" help:"Agent port, a number or a service name (default ${agent_port}, or the port the inventory knows the host on); HOST:PORT says the same."`
+	Timeout    time.Duration `default:"3s" help:"Time allowed for the connection, and again for the handshake and ping."`
+	Identity   string        `placeholder:"FINGERPRINT" help:"Require this agent identity, or its first 8 or more hex digits (as tables show it); another one is an error."`
+	Out        OutputFlags   `embed:""`
+	KeyFlag    `embed:""`
+	State      string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to look HOST up in, and to name the agent from (default: as ifl inventory reads it)."`
+	NoState    bool   `help:"Leave the inventory out: HOST is an address or a host name for DNS."`
+	StoreFlags `embed:""`
 }
 
 // Help is shown by 'ifl ping --help'.
@@ -100,10 +101,16 @@ func (c *PingCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	path := c.stateFile()
+	if c.etcd() {
+		path = ""
+	}
 	if err := becomeStateOwner(env, "ping", path); err != nil {
 		return err
 	}
 	st, err := readState(env, "ping", path, env.Given("state"))
+	if err == nil && c.etcd() && !c.NoState {
+		st, err = readStore(ctx, env, "ping", &c.StoreFlags)
+	}
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ type ScanCmd struct {
 	TargetFlags `embed:""`
 	State       string `type:"path" env:"IFL_STATE" placeholder:"FILE" help:"Inventory state to name the hosts from, by the address where each last proved its identity (default: as ifl inventory reads it)."`
 	NoState     bool   `help:"Leave the inventory out: no names."`
+	StoreFlags  `embed:""`
 }
 
 // Help is shown by 'ifl scan --help'.
@@ -141,10 +142,16 @@ func (c *ScanCmd) Run(ctx context.Context, env *Env) error {
 	if c.wantsRaw() {
 		keep = append(keep, caps.NetRaw)
 	}
+	if c.etcd() {
+		path = ""
+	}
 	if err := becomeStateOwner(env, "scan", path, keep...); err != nil {
 		return err
 	}
 	st, err := readState(env, "scan", path, env.Given("state"))
+	if err == nil && c.etcd() && !c.NoState {
+		st, err = readStore(ctx, env, "scan", &c.StoreFlags)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,9 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"context"
-
 	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/support/untrusted"
 )
 
 // checkState refuses --state given on the command line beside
@@ -79,6 +79,25 @@ func readState(env *Env, cmd, path string, asked bool) (*inventory.State, error)
 		return nil, fmt.Errorf("%s: %w (--no-state leaves the inventory out)", cmd, stateError(err, false))
 	}
 	fmt.Fprintf(env.Stderr, "%s: warning: no inventory names: %v (--state FILE reads another, --no-state silences this)\n", cmd, err)
+	return nil, nil
+}
+
+// readStore is readState for an inventory in etcd: one out of reach,
+// or refused, is an error when --store named it on the command line,
+// else (IFL_STORE) a warning, and the command goes on without names.
+func readStore(ctx context.Context, env *Env, cmd string, f *StoreFlags) (*inventory.State, error) {
+	st, err := f.open("")
+	if err == nil {
+		defer st.Close()
+		var s *inventory.State
+		if s, err = st.Load(ctx); err == nil {
+			return s, nil
+		}
+	}
+	if env.Given("store") {
+		return nil, problem(fmt.Errorf("%s: %w (--no-state leaves the inventory out)", cmd, err))
+	}
+	fmt.Fprintf(env.Stderr, "%s: warning: no inventory names: %v (--no-state silences this)\n", cmd, untrusted.Text(err.Error()))
 	return nil, nil
 }
 

@@ -59,6 +59,15 @@ func TestProbeIntoEtcd(t *testing.T) {
 		t.Fatalf("the host in etcd: %+v", h)
 	}
 
+	// ping and scan name the host from the store.
+	target := "127.0.0.1:" + strconv.Itoa(port)
+	if code, out, stderr := run(t, "ping", "--network-key", keyFile, "-o", "tsv", "--no-header", target); code != 0 || !strings.Contains(out, "name\t"+h.Name+"\n") {
+		t.Fatalf("ping from the store: exit %d, %s\n%s", code, stderr, out)
+	}
+	if code, out, stderr := run(t, "scan", "--connect", "-p", strconv.Itoa(port), "-o", "tsv", "--no-header", "127.0.0.1"); code != 0 || !strings.HasSuffix(out, "\t"+h.Name+"\n") {
+		t.Fatalf("scan from the store: exit %d, %s\n%s", code, stderr, out)
+	}
+
 	file := filepath.Join(t.TempDir(), "exported.json")
 	if code, _, stderr := run(t, "inventory", "export", file); code != 0 || stderr != "exported 1 host from etcd http://"+c.Endpoints()[0]+"/fleet to "+file+"\n" {
 		t.Fatalf("export: exit %d, %q", code, stderr)
@@ -96,6 +105,16 @@ func TestProbeEtcdDown(t *testing.T) {
 	want := "ifl: inventory: etcd at http://" + c.Endpoints()[0] + ": "
 	if code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, "(is a quorum of its members up and reachable?)") {
 		t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr, want)
+	}
+	// A ping goes on without names, saying why; with --store named on
+	// its command line, it fails.
+	target := "127.0.0.1:" + strconv.Itoa(port)
+	t.Setenv("IFL_STORE", spec)
+	if code, _, stderr := run(t, "ping", "--network-key", keyFile, target); code != 0 || !strings.Contains(stderr, "ping: warning: no inventory names: inventory: etcd at http://"+c.Endpoints()[0]) {
+		t.Fatalf("ping, IFL_STORE out of reach: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := run(t, "ping", "--store", spec, "--network-key", keyFile, target); code != 1 || !strings.HasPrefix(stderr, "ifl: ping: inventory: etcd at http://"+c.Endpoints()[0]) {
+		t.Fatalf("ping --store out of reach: exit %d, %q", code, stderr)
 	}
 }
 

@@ -82,9 +82,10 @@ _ifl() {
 		--exclude) COMPREPLY=(); return ;;
 		--input-list) COMPREPLY=(); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--store) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --ports --all --connect --rate --min-rate --retries --timeout --patience --arp-probes --output -o --json --no-header --exclude --input-list --force --state --no-state --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --all --connect --rate --min-rate --retries --timeout --patience --arp-probes --output -o --json --no-header --exclude --input-list --force --state --no-state --store --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
@@ -97,9 +98,10 @@ _ifl() {
 		--output|-o) COMPREPLY=($(compgen -W "table tsv json yaml" -- "$cur")); return ;;
 		--network-key) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--state) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--store) COMPREPLY=(); return ;;
 		esac
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--port -p --ports --timeout --identity --output -o --json --no-header --network-key --state --no-state --help -h --version -V" -- "$cur"))
+			COMPREPLY=($(compgen -W "--port -p --ports --timeout --identity --output -o --json --no-header --network-key --state --no-state --store --help -h --version -V" -- "$cur"))
 			return
 		fi
 		COMPREPLY=()
