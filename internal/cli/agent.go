@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"syscall"
 	"time"
@@ -163,22 +164,40 @@ func defaultKey(credential, path string) string {
 	return path
 }
 
-// agentMemoryLimit is the agent's soft memory limit (debug.SetMemoryLimit)
-// unless GOMEMLIMIT sets another. It covers the Go runtime's own memory
-// (heap, stacks, its bookkeeping; not the binary's pages), and past it the
-// collector runs more often, never on more than half the CPU. Without it
-// the heap grows, between collections, to twice what is live and to
-// 4 MiB at least, and what a flood's connections leave behind stays
-// resident until then. It sits a little above what the runtime holds once
-// the agent has started, so that a few pings cost no collection, and
-// what the agent's capped connections hold fits under it.
-const agentMemoryLimit = 11 << 20
+// agentMemoryLimit is the least of the agent's soft memory limit
+// (debug.SetMemoryLimit) unless GOMEMLIMIT sets another. It covers the Go
+// runtime's own memory (heap, stacks, its bookkeeping; not the binary's
+// pages), and past it the collector runs more often, never on more than
+// half the CPU. Without it the heap grows, between collections, to twice
+// what is live and to 4 MiB at least, and what a flood's connections
+// leave behind stays resident until then. The limit sits
+// agentMemoryHeadroom above what the runtime holds once the agent has
+// started (what the packages of the whole binary set up when it starts
+// is in it: the controller's too), so that a few pings cost no
+// collection, and what the agent's capped connections hold fits under
+// it; below what the runtime already holds, the collector would run
+// without end.
+const (
+	agentMemoryLimit    = 11 << 20
+	agentMemoryHeadroom = 4 << 20
+)
 
-// limitMemory sets agentMemoryLimit unless a limit is set already.
+// limitMemory sets the agent's limit unless a limit is set already.
 func limitMemory() {
 	if debug.SetMemoryLimit(-1) == math.MaxInt64 {
-		debug.SetMemoryLimit(agentMemoryLimit)
+		debug.SetMemoryLimit(max(agentMemoryLimit, runtimeHeld()+agentMemoryHeadroom))
 	}
+}
+
+// runtimeHeld is the memory the Go runtime holds, as its soft limit
+// counts it: all it mapped, less what it gave back.
+func runtimeHeld() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
 }
 
 // Run runs the agent until ctx is cancelled (SIGINT/SIGTERM).
