@@ -50,15 +50,18 @@ demo: build ## Build ifl, bring up a virtual LAN of agents, probe it, tear it do
 
 # The end-to-end tests time hosts a few dozen milliseconds away through
 # relays on this machine's CPUs: they run on their own, after the others,
-# not beside them.
+# not beside them. They build dozens of LANs one after another, past go
+# test's default limit of 10 minutes on a loaded machine: a hang is still
+# caught, after E2E_TIMEOUT.
 E2E   := ./internal/testbed/e2e
+E2E_TIMEOUT ?= 50m
 UNITS  = $$($(GO) list ./... | grep -v /internal/testbed/e2e)
 
 test: ## Run every test with the race detector; the network tests need root (through sudo if need be).
 	@if [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
 		echo "make test: not root and no sudo: the end-to-end tests on virtual LANs will skip" >&2; \
-		$(GO) test -race -count=1 ./...; \
-	else $(call as_root,sh -c '$(GO) test -race -count=1 $(UNITS) && $(GO) test -race -count=1 $(E2E)'); fi
+		$(GO) test -race -count=1 -timeout $(E2E_TIMEOUT) ./...; \
+	else $(call as_root,sh -c '$(GO) test -race -count=1 $(UNITS) && $(GO) test -race -count=1 -timeout $(E2E_TIMEOUT) $(E2E)'); fi
 
 fuzz: ## Run each fuzz target for FUZZTIME executions (default 200000x; FUZZ_SLOW ones FUZZTIME_SLOW).
 	@set -e; for pkg in $$($(GO) list ./...); do \
