@@ -426,7 +426,12 @@
 //
 // It then verifies the source address with the handshake and ping, as a
 // probe does (the same timeout and retries), and only a verified agent
-// there is recorded, moved or new exactly as a probe would record it.
+// there that the inventory already knows is recorded (a move, its
+// facts) exactly as a probe would record it. A new identity is left to
+// the next probe, and an announcement round counts in no host's probes:
+// a key holder can start such rounds at will, so the inventory's bounds
+// that are measured in probes (a new host's probation, the names kept
+// for forgotten hosts) stay measured in the controller's own probes.
 // Announcements that arrive together are verified together, in one round
 // and one update of the inventory.
 //
@@ -444,7 +449,8 @@
 // What a holder of the network key can do: make the controller dial
 // addresses inside its targets, up to 1,024 at once and 100 a second,
 // each a connection attempt (about 2 s to an empty address), which
-// records nothing unless an agent proves itself there; spend that budget
+// records nothing unless an agent the inventory knows proves itself
+// there (no new host: those are left to probes); spend that budget
 // so that genuine announcements wait for the next probe (a lost
 // announcement costs only time: the probes go on, and find the move);
 // claim any identity in an announcement, which only the handshake

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -101,7 +102,8 @@ func src(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 // TestAnnouncementVerifiedAtItsSource: an announcement read from a
 // socket makes the controller verify its source address, and only it;
-// the round observes the agent there and records it new.
+// the round observes the agent there, but records no host the inventory
+// does not know: sweeps add hosts.
 func TestAnnouncementVerifiedAtItsSource(t *testing.T) {
 	r := newRig(t, announce.Config{})
 	pc, err := announce.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
@@ -137,11 +139,74 @@ func TestAnnouncementVerifiedAtItsSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ch.New) != 1 || ch.New[0].To != "127.0.0.1" {
-		t.Errorf("changes %+v, want the agent new at 127.0.0.1", ch)
+	if !ch.Empty() {
+		t.Errorf("changes %+v, want none: the agent is not in the inventory", ch)
+	}
+	if st, err := inventory.Load(state); err != nil || len(st.Hosts) != 0 {
+		t.Errorf("inventory %+v (%v), want no host", st, err)
 	}
 	if n := r.dialled(); n != 1 {
 		t.Errorf("%d addresses dialled, want 1", n)
+	}
+}
+
+// knownAt puts the rig's agent in the inventory at path, at addr on
+// port, seen in rounds sweeps an hour ago, and hosts more.
+func (r *rig) knownAt(t *testing.T, path, addr string, port, rounds int, more ...*inventory.Host) {
+	t.Helper()
+	then := time.Now().Add(-time.Hour)
+	// The agent reports this machine's hostname: the same, not a rename.
+	hostname, _ := os.Hostname()
+	err := inventory.Update(path, func(st *inventory.State) error {
+		id := r.agent.Identity.Fingerprint()
+		st.Hosts[id] = &inventory.Host{Identity: id, Name: "a1", Hostname: hostname, IP: addr, Verified: []inventory.Verified{{Addr: addr, At: then}},
+			Port: port, FirstSeen: then, LastSeen: then, Rounds: rounds}
+		for _, h := range more {
+			st.Hosts[h.Identity] = h
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAnnouncementRoundsRecordKnownHostsOnly: announcement rounds, which
+// a key holder starts at will, add no host, however often the agent
+// announces, and count in no host's rounds: a known host in probation
+// (one sweep) moves, and stays in probation.
+func TestAnnouncementRoundsRecordKnownHostsOnly(t *testing.T) {
+	r := newRig(t, announce.Config{})
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	for i := range 3 {
+		now := time.Now()
+		r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, now), src("127.0.0.1:5000"), now)
+		round, _ := r.round(t, "")
+		ch, err := round.Record(context.Background(), &inventory.File{Path: state}, "", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(round.Observations) != 1 || !ch.Empty() {
+			t.Fatalf("round %d: observations %+v, changes %+v; want the agent verified and nothing recorded", i, round.Observations, ch)
+		}
+	}
+	r.knownAt(t, state, "127.0.0.2", r.agent.Port, 1)
+	now := time.Now()
+	r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, now), src("127.0.0.1:5000"), now)
+	round, _ := r.round(t, "")
+	ch, err := round.Record(context.Background(), &inventory.File{Path: state}, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.Moved) != 1 || ch.Moved[0].From != "127.0.0.2" || ch.Moved[0].To != "127.0.0.1" || len(ch.New)+len(ch.Unseen)+len(ch.Warnings) != 0 {
+		t.Errorf("changes %+v, want the known host moved from 127.0.0.2 to 127.0.0.1", ch)
+	}
+	st, err := inventory.Load(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := st.Hosts[r.agent.Identity.Fingerprint()]; len(st.Hosts) != 1 || h == nil || h.IP != "127.0.0.1" || h.Rounds != 1 {
+		t.Errorf("hosts %+v, want the agent alone, at 127.0.0.1, in 1 round", st.Hosts)
 	}
 }
 

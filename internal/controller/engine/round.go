@@ -71,15 +71,22 @@ type Round struct {
 
 // Record applies the round to the inventory in st, as site's (""
 // for a controller without one), at now, and returns what changed: the
-// one place where a round reaches the inventory. A round cut short, or
-// whose own dropped answers may hide hosts (Stats.Unsure), reports no
-// host unseen; nor does any round report a host known on another port,
-// or at an address that rejected the handshake. Recording the same
-// round again, at the same now, after a failure, counts it once.
+// one place where a round reaches the inventory. An announcement round
+// records only hosts the inventory knows, and counts in no round
+// (inventory.State.ApplyKnown). A round cut short, or whose own dropped
+// answers may hide hosts (Stats.Unsure), reports no host unseen; nor
+// does any round report a host known on another port, or at an address
+// that rejected the handshake. Recording the same round again, at the
+// same now, after a failure, counts it once.
 func (r *Round) Record(ctx context.Context, st inventory.Store, site string, now time.Time) (*inventory.Changes, error) {
 	var ch inventory.Changes
 	err := st.Update(ctx, func(s *inventory.State) error {
-		run := s.ApplySite(site, now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
+		apply := s.ApplySite
+		if r.Method == MethodAnnouncement {
+			// A key holder starts these rounds at will.
+			apply = s.ApplyKnown
+		}
+		run := apply(site, now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
 		run.Unseen = r.notRejected(s, r.onPort(s, run.Unseen))
 		s.OnCommit(func(ids map[string]bool) { ch.Keep(run, ids) })
 		return nil

@@ -279,6 +279,24 @@ func (s *State) Apply(now time.Time, obs []Observation, covered func(netip.Addr)
 // of this site is of this very round (now) is not recorded again: an
 // update run again after a conflict counts each round once.
 func (s *State) ApplySite(site string, now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
+	return s.apply(site, now, obs, covered, complete, false)
+}
+
+// ApplyKnown records, as ApplySite, the observations of a round that a
+// key holder can start at will (an announcement round, up to
+// announce.Rate a second): only of identities the state knows, a new
+// one being left to the next sweep, and without counting the round in
+// the hosts' Rounds nor in the site's, so that the bounds measured in
+// rounds (a host's probation, the reservation of a forgotten name) stay
+// measured in sweeps. Else a key holder at one address could make a
+// fresh identity leave probation in two announcements, and by evicting
+// such identities push the reservations of forgotten hosts out in
+// seconds, then take their names.
+func (s *State) ApplyKnown(site string, now time.Time, obs []Observation, covered func(netip.Addr) bool, complete bool) Changes {
+	return s.apply(site, now, obs, covered, complete, true)
+}
+
+func (s *State) apply(site string, now time.Time, obs []Observation, covered func(netip.Addr) bool, complete, knownOnly bool) Changes {
 	if s.Hosts == nil {
 		s.Hosts = map[string]*Host{}
 	}
@@ -286,11 +304,24 @@ func (s *State) ApplySite(site string, now time.Time, obs []Observation, covered
 	s.assignNames()
 	a := s.startApply(now, obs, covered)
 	a.site = site
-	refused, w := s.admit(a.groups)
-	if w != nil {
-		a.warns = append(a.warns, w)
+	a.knownOnly = knownOnly
+	refused := map[string]bool{}
+	if knownOnly {
+		for _, g := range a.groups {
+			if s.Hosts[g.o.Identity] == nil {
+				refused[g.o.Identity] = true
+			}
+		}
+	} else {
+		var w *warning
+		if refused, w = s.admit(a.groups); w != nil {
+			a.warns = append(a.warns, w)
+		}
 	}
 	for _, g := range a.groups {
+		if knownOnly && refused[g.o.Identity] {
+			continue
+		}
 		for _, c := range g.copies {
 			a.warns = append(a.warns, &warning{kind: KindCopiedKey, identity: g.o.Identity, addr: g.o.Addr.String(), otherAddr: c.String()})
 		}
@@ -300,7 +331,7 @@ func (s *State) ApplySite(site string, now time.Time, obs []Observation, covered
 	}
 	a.warns = append(a.warns, s.evict(a.present, now)...)
 	a.missed(complete)
-	if site != "" {
+	if site != "" && !knownOnly {
 		if s.Rounds == nil {
 			s.Rounds = map[string]SiteRound{}
 		}
@@ -333,7 +364,9 @@ type applying struct {
 	byMachine, byAddr map[string][]*Host
 	// holder is who answered where in this round: an address another
 	// identity answered at is no longer this one's.
-	holder               map[netip.Addr]string
+	holder map[netip.Addr]string
+	// knownOnly: the round counts in no host's Rounds (ApplyKnown).
+	knownOnly            bool
 	news, moves, renames []event
 	warns                []*warning
 }
@@ -498,7 +531,9 @@ func (a *applying) record(h *Host, o Observation, f *proto.Facts) {
 	if a.now.After(h.LastSeen) {
 		h.LastSeen = a.now
 	}
-	h.Rounds++
+	if !a.knownOnly {
+		h.Rounds++
+	}
 	if a.site != "" {
 		a.sight(h, o, f)
 	}
