@@ -424,6 +424,14 @@
 //     100 a second, for every source together, with at most 4,096
 //     addresses waiting.
 //
+// It takes the waiting addresses in rounds of at most 1,024, those
+// waiting longest first, and dials them within a second budget of the
+// same size, shared by every round: 1,024 addresses at once, then 100 a
+// second, at most 1,024 verifications in flight. So addresses that piled
+// up while a round ran are dialled no faster than they were accepted.
+// This budget is apart from the controller's probes: their own rate
+// (ifl probe --rate) and the announcements' add up.
+//
 // It then verifies the source address with the handshake and ping, as a
 // probe does (the same timeout and retries), and only a verified agent
 // there that the inventory already knows is recorded (a move, its
@@ -447,7 +455,8 @@
 // budget, a forged source cannot turn the controller into a reflector.
 //
 // What a holder of the network key can do: make the controller dial
-// addresses inside its targets, up to 1,024 at once and 100 a second,
+// addresses inside its targets, up to 1,024 at once and 100 a second
+// (on top of its probes),
 // each a connection attempt (about 2 s to an empty address), which
 // records nothing unless an agent the inventory knows proves itself
 // there (no new host: those are left to probes); spend that budget

@@ -17,12 +17,13 @@ import (
 	"github.com/ifl-project/ifl/internal/controller/engine"
 	"github.com/ifl-project/ifl/internal/controller/inventory"
 	"github.com/ifl-project/ifl/internal/controller/metrics"
+	"github.com/ifl-project/ifl/internal/controller/verify"
 	"github.com/ifl-project/ifl/internal/support/sdnotify"
 )
 
 // ServiceFlags are ifl probe --watch's flags as a service.
 type ServiceFlags struct {
-	Announcements string `placeholder:"[ADDR]:PORT" help:"With --watch: listen on this UDP port (e.g. :7441) for agents' announcements of their new addresses, and verify each announcing address at once with the handshake, within the targets and a bound (1,024 at once, then 100 a second); off by default. Pings tell agents the port."`
+	Announcements string `placeholder:"[ADDR]:PORT" help:"With --watch: listen on this UDP port (e.g. :7441) for agents' announcements of their new addresses, and verify each announcing address at once with the handshake, within the targets and a bound (1,024 at once, then 100 a second, on top of the sweeps' --rate); off by default. Pings tell agents the port."`
 	Metrics       string `placeholder:"[ADDR]:PORT" help:"With --watch: serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR 127.0.0.1 when left out); off by default."`
 }
 
@@ -32,9 +33,11 @@ has it, to the controllers whose pings asked for it, and to those in its
 agent.yaml under controllers:). An announcement is only a hint: ifl
 verifies the agent with the handshake at the address the datagram came
 from, never at an address written in it, only inside the targets, and at
-most 1,024 addresses at once then 100 a second; then it records the
-change as a probe would, logged with "via": "announcement". A lost
-announcement costs only time: the next probe finds the move.
+most 1,024 addresses at once then 100 a second (on top of the sweeps'
+--rate); then it records the move of a host the inventory knows as a
+probe would, logged with "via": "announcement" (a new host waits for
+the next probe). A lost announcement costs only time: the next probe
+finds the move.
 --metrics 127.0.0.1:9174 serves Prometheus metrics (README: Metrics).
 Under systemd (Type=notify) ifl says READY when the first round is done,
 and WATCHDOG while rounds keep completing: a round must end within
@@ -231,7 +234,7 @@ func (s *service) announcementRounds(ctx context.Context) {
 		for i, h := range hints {
 			addrs[i] = h.Addr
 		}
-		round, err := engine.Announced(ctx, addrs, s.r.v, engine.RoundOptions{})
+		round, err := engine.Announced(ctx, addrs, s.announceVerifier(), engine.RoundOptions{Pace: s.ann.Pace})
 		if ctx.Err() != nil {
 			s.ann.Done(hints)
 			return
@@ -256,6 +259,18 @@ func (s *service) announcementRounds(ctx context.Context) {
 		}
 		s.observe(metrics.KindAnnouncement, round, ch, stateErr)
 	}
+}
+
+// announceVerifier is the sweeps' verifier for one announcement round,
+// with at most announce.Burst verifications in flight: announcements
+// may make the controller dial no more than that at once, whatever
+// --concurrency allows a sweep.
+func (s *service) announceVerifier() *verify.Verifier {
+	v := *s.r.v
+	if v.Concurrency <= 0 || v.Concurrency > announce.Burst {
+		v.Concurrency = announce.Burst
+	}
+	return &v
 }
 
 // watchdog tells systemd the controller is alive every half interval,

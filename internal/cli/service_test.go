@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/controller/announce"
+	"github.com/ifl-project/ifl/internal/controller/verify"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -370,5 +372,19 @@ func TestProbeUnit(t *testing.T) {
 	}
 	if c.Probe.Watch == 0 || c.Probe.Announcements != ":"+strconv.Itoa(proto.DefaultAnnouncePort) || c.Probe.Metrics != "" {
 		t.Errorf("ExecStart %q: want --watch, --announcements :%d and no --metrics", args, proto.DefaultAnnouncePort)
+	}
+}
+
+// TestAnnounceVerifierConcurrency: an announcement round verifies at
+// most announce.Burst addresses at once, whatever --concurrency gives
+// sweeps, with the sweeps' verifier left as it was.
+func TestAnnounceVerifierConcurrency(t *testing.T) {
+	for _, tc := range []struct{ sweep, want int }{{0, announce.Burst}, {4096, announce.Burst}, {16, 16}} {
+		v := &verify.Verifier{Port: 7440, Concurrency: tc.sweep, AnnouncePort: 7441}
+		s := &service{r: &rounds{v: v}}
+		got := s.announceVerifier()
+		if got == v || got.Concurrency != tc.want || got.Port != 7440 || got.AnnouncePort != 7441 || v.Concurrency != tc.sweep {
+			t.Errorf("--concurrency %d: announcement verifier %+v (the sweeps' %+v), want its own with concurrency %d", tc.sweep, got, v, tc.want)
+		}
 	}
 }

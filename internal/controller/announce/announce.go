@@ -9,7 +9,7 @@
 //	go l.Serve(ctx, pc)
 //	for {
 //		hints, err := l.Take(ctx)
-//		...verify and record hints' addresses...
+//		...verify hints' addresses, each after l.Pace, and record them...
 //		l.Done(hints)
 //	}
 package announce
@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,10 +34,11 @@ import (
 // Announcements).
 const (
 	// Burst and Rate bound the addresses announcements make the
-	// controller verify, each a connection attempt: a burst of Burst,
-	// then Rate a second, for every source together. The burst covers a
-	// segment's worth of agents that all move at once (a DHCP server
-	// that restarted).
+	// controller verify: a burst of Burst, then Rate a second, for every
+	// source together, both where announcements are accepted and where
+	// addresses are dialled (Take, Pace), across rounds. The burst
+	// covers a segment's worth of agents that all move at once (a DHCP
+	// server that restarted).
 	Burst = 1024
 	Rate  = 100 // per second
 	// MaxWaiting bounds the addresses waiting for verification.
@@ -126,7 +128,9 @@ type Listener struct {
 	replay *proto.ReplayFilter
 
 	mu      sync.Mutex
-	budget  bucket
+	budget  bucket // announcements accepted
+	dials   bucket // addresses dialled
+	burst   int
 	waiting map[netip.Addr]*Hint // not taken yet
 	busy    map[netip.Addr]bool  // taken: under verification
 	ready   chan struct{}        // a word when waiting is not empty
@@ -150,6 +154,8 @@ func New(cfg Config) *Listener {
 		accept:  cfg.Accept,
 		replay:  proto.NewReplayFilter(replayCapacity),
 		budget:  bucket{burst: float64(burst), rate: float64(rate), tokens: float64(burst)},
+		dials:   bucket{burst: float64(burst), rate: float64(rate), tokens: float64(burst)},
+		burst:   burst,
 		waiting: make(map[netip.Addr]*Hint),
 		busy:    make(map[netip.Addr]bool),
 		ready:   make(chan struct{}, 1),
@@ -285,18 +291,35 @@ func (l *Listener) queue(ip netip.Addr, identity string, now time.Time) (Reason,
 }
 
 // Take waits until an address waits for verification, or ctx is done,
-// and takes every address waiting: they are under verification until
-// Done.
+// and takes the addresses waiting, at most Burst, those waiting longest
+// first: they are under verification until Done. Addresses pile up
+// while a round runs; taking Burst at most keeps a round within what
+// one burst may dial.
 func (l *Listener) Take(ctx context.Context) ([]Hint, error) {
 	for {
 		l.mu.Lock()
 		if len(l.waiting) > 0 {
-			out := make([]Hint, 0, len(l.waiting))
-			for ip, h := range l.waiting {
+			out := make([]Hint, 0, min(len(l.waiting), l.burst))
+			for _, h := range l.waiting {
 				out = append(out, *h)
-				l.busy[ip] = true
 			}
-			clear(l.waiting)
+			slices.SortFunc(out, func(a, b Hint) int {
+				if c := a.At.Compare(b.At); c != 0 {
+					return c
+				}
+				return a.Addr.Compare(b.Addr)
+			})
+			out = out[:min(len(out), l.burst)]
+			for _, h := range out {
+				delete(l.waiting, h.Addr)
+				l.busy[h.Addr] = true
+			}
+			if len(l.waiting) > 0 {
+				select {
+				case l.ready <- struct{}{}:
+				default:
+				}
+			}
 			l.mu.Unlock()
 			return out, nil
 		}
@@ -316,6 +339,32 @@ func (l *Listener) Done(hints []Hint) {
 	defer l.mu.Unlock()
 	for _, h := range hints {
 		delete(l.busy, h.Addr)
+	}
+}
+
+// Pace waits until the controller may dial one more address for
+// announcements, or ctx is done: Burst at once, then Rate a second,
+// across every round, so that a backlog taken round after round is
+// dialled no faster than announcements are accepted. Every address a
+// round dials waits for it, once, whatever the connection attempts its
+// verification then makes.
+func (l *Listener) Pace(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	d := l.dials.reserve(time.Now())
+	l.mu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -343,16 +392,32 @@ type bucket struct {
 	last                time.Time
 }
 
-func (b *bucket) take(now time.Time) bool {
+func (b *bucket) refill(now time.Time) {
 	if !b.last.IsZero() && now.After(b.last) {
 		b.tokens = min(b.burst, b.tokens+b.rate*now.Sub(b.last).Seconds())
 	}
 	if now.After(b.last) {
 		b.last = now
 	}
+}
+
+func (b *bucket) take(now time.Time) bool {
+	b.refill(now)
 	if b.tokens < 1 {
 		return false
 	}
 	b.tokens--
 	return true
+}
+
+// reserve takes a token at now, ahead of time if none is left, and
+// returns how long after now it is due: a waiter that gives up keeps it
+// spent, which errs on the side of dialling less.
+func (b *bucket) reserve(now time.Time) time.Duration {
+	b.refill(now)
+	b.tokens--
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second))
 }

@@ -3,6 +3,8 @@ package announce_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -291,14 +293,16 @@ func TestAnnouncementBudget(t *testing.T) {
 	if _, ok := r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, now), src("127.0.0.30:5000"), now.Add(time.Second)); !ok {
 		t.Error("no token a second later")
 	}
+	// A round takes the burst at most; the fourth waits for the next.
 	round, hints := r.round(t, "")
-	if len(hints) != 4 || r.dialled() != 4 {
-		t.Errorf("%d hints, %d addresses dialled; want 4 and 4", len(hints), r.dialled())
+	round2, hints2 := r.round(t, "")
+	if len(hints) != 3 || len(hints2) != 1 || r.dialled() != 4 {
+		t.Errorf("%d then %d hints, %d addresses dialled; want 3, 1 and 4", len(hints), len(hints2), r.dialled())
 	}
 	// Only 127.0.0.1 has the agent; the others, tried once each (no
 	// retries in this rig), are no observation.
-	if len(round.Observations) != 0 {
-		t.Errorf("observations %+v from addresses with no agent", round.Observations)
+	if len(round.Observations)+len(round2.Observations) != 0 {
+		t.Errorf("observations %+v %+v from addresses with no agent", round.Observations, round2.Observations)
 	}
 	st := r.l.Stats()
 	if st.Merged != 1 || st.Refused[announce.Budget] != 7 {
@@ -352,5 +356,79 @@ func TestAnnouncementRoundReportsNoneUnseen(t *testing.T) {
 	}
 	if !ch.Empty() {
 		t.Errorf("changes %+v from an announcement where no agent answered, want none", ch)
+	}
+}
+
+// TestTakeAtMostBurst: addresses accepted while a round runs (at Rate a
+// second once the burst is spent) pile up past Burst; Take hands them
+// out Burst at a time, those waiting longest first, and the rest stay
+// waiting for the next Take.
+func TestTakeAtMostBurst(t *testing.T) {
+	r := newRig(t, announce.Config{Burst: 3, Rate: 1})
+	t0 := time.Now()
+	from := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(100 + i)}), 5000)
+	}
+	for i := range 3 {
+		if why, ok := r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, t0), from(i), t0); !ok {
+			t.Fatalf("announcement %d refused: %v", i, why)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first, err := r.l.Take(ctx)
+	if err != nil || len(first) != 3 {
+		t.Fatalf("first Take: %d hints, %v; want 3", len(first), err)
+	}
+	// The round is under way (no Done) for 8 s: one a second arrives.
+	for i := 3; i < 11; i++ {
+		at := t0.Add(time.Duration(i-2) * time.Second)
+		if why, ok := r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, at), from(i), at); !ok {
+			t.Fatalf("announcement %d refused: %v", i, why)
+		}
+	}
+	r.l.Done(first)
+	var got [][]int
+	for range 3 {
+		hints, err := r.l.Take(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batch []int
+		for _, h := range hints {
+			batch = append(batch, int(h.Addr.As4()[3])-100)
+		}
+		got = append(got, batch)
+		r.l.Done(hints)
+	}
+	if want := [][]int{{3, 4, 5}, {6, 7, 8}, {9, 10}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("batches %v, want %v", got, want)
+	}
+}
+
+// TestAnnouncedPaced: an announcement round waits for its pace before
+// each address it dials, and one whose pace ends dials no more and is
+// cut short.
+func TestAnnouncedPaced(t *testing.T) {
+	r := newRig(t, announce.Config{})
+	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
+	paced := 0
+	round, err := engine.Announced(context.Background(), addrs, r.v, engine.RoundOptions{Pace: func(context.Context) error {
+		paced++
+		return nil
+	}})
+	if err != nil || !round.Complete || paced != 3 || r.dialled() != 3 || len(round.Observations) != 1 {
+		t.Fatalf("round complete %v (%v), paced %d, %d dialled, %d observations; want complete, 3, 3, 1", round.Complete, err, paced, r.dialled(), len(round.Observations))
+	}
+	stop := errors.New("stop")
+	paced = 0
+	round, err = engine.Announced(context.Background(), []netip.Addr{netip.MustParseAddr("127.0.0.5"), netip.MustParseAddr("127.0.0.6")}, r.v, engine.RoundOptions{Pace: func(context.Context) error {
+		if paced++; paced == 2 {
+			return stop
+		}
+		return nil
+	}})
+	if !errors.Is(err, stop) || round.Complete || r.dialled() != 4 {
+		t.Errorf("round complete %v (%v), %d dialled; want cut short by the pace, 127.0.0.5 alone dialled", round.Complete, err, r.dialled())
 	}
 }

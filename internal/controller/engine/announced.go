@@ -24,8 +24,25 @@ func Announced(ctx context.Context, addrs []netip.Addr, v *verify.Verifier, opts
 	start := time.Now()
 	results := make(chan verify.Result)
 	verr := make(chan error, 1)
+	in := make(chan verify.Target)
+	var paceErr error // written before in is closed, read once Stream is done
 	go func() {
-		verr <- v.Run(ctx, addrs, results)
+		defer close(in)
+		for _, a := range addrs {
+			if opts.Pace != nil {
+				if paceErr = opts.Pace(ctx); paceErr != nil {
+					return
+				}
+			}
+			select {
+			case in <- verify.Target{Addr: a}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		verr <- v.Stream(ctx, in, results)
 		close(results)
 	}()
 	c := newCollector(MethodAnnouncement, opts)
@@ -33,6 +50,9 @@ func Announced(ctx context.Context, addrs []netip.Addr, v *verify.Verifier, opts
 		c.add(res, true)
 	}
 	err := <-verr
+	if err == nil {
+		err = paceErr
+	}
 	r := c.round
 	r.Stats.Addresses = len(addrs)
 	// results sorts and filters in place: a copy.

@@ -30,6 +30,10 @@ type RoundOptions struct {
 	// identity whatever the bounds on answers claiming that identity,
 	// and says so when it hears no agent where the inventory has some.
 	Known *inventory.State
+	// Pace, if set, is waited for before each address an announcement
+	// round (Announced) dials: a bound shared by the rounds a key holder
+	// can start at will. An error from it ends the round, cut short.
+	Pace func(context.Context) error
 }
 
 // Progress is how far a round has come.
