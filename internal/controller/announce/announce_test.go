@@ -212,6 +212,28 @@ func TestAnnouncementRoundsRecordKnownHostsOnly(t *testing.T) {
 	}
 }
 
+// TestAnnouncementRoundLooksOnItsPortOnly: a second agent of the
+// announcing machine, known at the same address on another port, was
+// not looked for: the announcement round does not report it unseen.
+func TestAnnouncementRoundLooksOnItsPortOnly(t *testing.T) {
+	r := newRig(t, announce.Config{})
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	then := time.Now().Add(-time.Hour)
+	second := &inventory.Host{Identity: "0123456789abcdef0123456789abcdef", Name: "a2", Hostname: "a2", IP: "127.0.0.1",
+		Verified: []inventory.Verified{{Addr: "127.0.0.1", At: then}}, Port: r.agent.Port + 1, FirstSeen: then, LastSeen: then, Rounds: 3}
+	r.knownAt(t, state, "127.0.0.1", r.agent.Port, 3, second)
+	now := time.Now()
+	r.l.Receive(r.datagram(t, r.agent.Key, r.agent.Port, now), src("127.0.0.1:5000"), now)
+	round, _ := r.round(t, "")
+	ch, err := round.Record(context.Background(), &inventory.File{Path: state}, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(round.Observations) != 1 || !ch.Empty() {
+		t.Errorf("observations %+v, changes %+v; want the agent verified, and a2 on the other port not unseen", round.Observations, ch)
+	}
+}
+
 // TestBadAnnouncementsCostNothing: forged, wrong-key, stale, replayed,
 // other-port and spoofed-source announcements are refused, each for its
 // reason, and start no connection at all.

@@ -54,6 +54,7 @@ func Announced(ctx context.Context, addrs []netip.Addr, v *verify.Verifier, opts
 		err = paceErr
 	}
 	r := c.round
+	r.port = v.Port
 	r.Stats.Addresses = len(addrs)
 	// results sorts and filters in place: a copy.
 	r.Results = c.results(slices.Clone(c.all))
