@@ -50,8 +50,8 @@ var announceAfter = [...]time.Duration{0, 250 * time.Millisecond, 750 * time.Mil
 // proto.DefaultAnnouncePort.
 func SplitController(s string) (host string, port uint16, err error) {
 	if a, err := netip.ParseAddr(s); err == nil {
-		if a.Zone() != "" {
-			return "", 0, fmt.Errorf("controller %q: a link-local address with a zone cannot be announced to", s)
+		if err := controllerAddr(s, a); err != nil {
+			return "", 0, err
 		}
 		return a.String(), proto.DefaultAnnouncePort, nil
 	}
@@ -62,6 +62,12 @@ func SplitController(s string) (host string, port uint16, err error) {
 	if host == "" || len(host) > 253 {
 		return "", 0, fmt.Errorf("controller %q: want a host name or address, with a port or not", s)
 	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if err := controllerAddr(s, a); err != nil {
+			return "", 0, err
+		}
+		host = a.String()
+	}
 	port = proto.DefaultAnnouncePort
 	if ps != "" {
 		p, err := strconv.ParseUint(ps, 10, 16)
@@ -71,6 +77,25 @@ func SplitController(s string) (host string, port uint16, err error) {
 		port = uint16(p)
 	}
 	return host, port, nil
+}
+
+// controllerAddr checks a controller's address, written as s: one
+// controller's own, never a group's (a broadcast or multicast address
+// would hand every announcement to whoever listens there) nor none.
+func controllerAddr(s string, a netip.Addr) error {
+	switch {
+	case a.Zone() != "":
+		return fmt.Errorf("controller %q: a link-local address with a zone cannot be announced to", s)
+	case !unicast(a):
+		return fmt.Errorf("controller %q: %s is not a unicast address: want the controller's own address, or its host name", s, a)
+	}
+	return nil
+}
+
+// unicast reports whether a is one host's address.
+func unicast(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // AnnounceStats count what Announce did.
@@ -329,6 +354,10 @@ func (r *annRun) controllers(ctx context.Context) []netip.AddrPort {
 			addrs = as
 		}
 		for _, a := range addrs {
+			if !unicast(a) {
+				// A name that resolves to a group's address.
+				continue
+			}
 			ap := netip.AddrPortFrom(a.Unmap(), c.port)
 			if !slices.ContainsFunc(out, func(o netip.AddrPort) bool { return o.Addr() == ap.Addr() }) {
 				out = append(out, ap)

@@ -303,6 +303,14 @@ func TestSplitController(t *testing.T) {
 		{"ctl:http", "", 0, `controller "ctl:http": port "http": want 1-65535`},
 		{"fe80::1%eth0", "", 0, `controller "fe80::1%eth0": a link-local address with a zone cannot be announced to`},
 		{":7441", "", 0, `controller ":7441": want a host name or address, with a port or not`},
+		{"[fe80::1%eth0]:7441", "", 0, `controller "[fe80::1%eth0]:7441": a link-local address with a zone cannot be announced to`},
+		{"0.0.0.0", "", 0, `controller "0.0.0.0": 0.0.0.0 is not a unicast address: want the controller's own address, or its host name`},
+		{"0.0.0.0:7441", "", 0, `controller "0.0.0.0:7441": 0.0.0.0 is not a unicast address: want the controller's own address, or its host name`},
+		{"[::]:7441", "", 0, `controller "[::]:7441": :: is not a unicast address: want the controller's own address, or its host name`},
+		{"255.255.255.255", "", 0, `controller "255.255.255.255": 255.255.255.255 is not a unicast address: want the controller's own address, or its host name`},
+		{"224.0.0.1:7441", "", 0, `controller "224.0.0.1:7441": 224.0.0.1 is not a unicast address: want the controller's own address, or its host name`},
+		{"ff02::1", "", 0, `controller "ff02::1": ff02::1 is not a unicast address: want the controller's own address, or its host name`},
+		{"[::ffff:239.1.2.3]:7441", "", 0, `controller "[::ffff:239.1.2.3]:7441": ::ffff:239.1.2.3 is not a unicast address: want the controller's own address, or its host name`},
 	} {
 		host, port, err := SplitController(tc.in)
 		if tc.err != "" {

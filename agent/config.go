@@ -127,7 +127,7 @@ var fields = map[string]field{
 		c.NoDiscovery = !v
 		return nil
 	}},
-	"controllers": {fmt.Sprintf("a list of at most %d host names or addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441)", MaxControllers), func(c *Config, n *yaml.Node) error {
+	"controllers": {fmt.Sprintf("a list of at most %d host names or unicast addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441)", MaxControllers), func(c *Config, n *yaml.Node) error {
 		var v []string
 		if err := n.Decode(&v); err != nil || len(v) > MaxControllers {
 			return errors.New("bad")

@@ -58,8 +58,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"- a\n- b", `a.yaml: line 1: the file must be a map of keys (allowed: ` + allowed + `)`},
 		{"port: [", `a.yaml: line 1: did not find expected node content`},
 		{"discovery: maybe", `a.yaml: line 1: discovery: bad value "maybe" (allowed: true or false)`},
-		{"controllers: [ctl:0]", `a.yaml: line 1: controllers: controller "ctl:0": port "0": want 1-65535; bad value "['ctl:0']" (allowed: a list of at most 16 host names or addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
-		{"controllers: ctl", `a.yaml: line 1: controllers: bad value "ctl" (allowed: a list of at most 16 host names or addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
+		{"controllers: [ctl:0]", `a.yaml: line 1: controllers: controller "ctl:0": port "0": want 1-65535; bad value "['ctl:0']" (allowed: a list of at most 16 host names or unicast addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
+		{"controllers: [255.255.255.255]", `a.yaml: line 1: controllers: controller "255.255.255.255": 255.255.255.255 is not a unicast address: want the controller's own address, or its host name; bad value "[255.255.255.255]" (allowed: a list of at most 16 host names or unicast addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
+		{"controllers: ctl", `a.yaml: line 1: controllers: bad value "ctl" (allowed: a list of at most 16 host names or unicast addresses, each with a port or not (ctl.example.org, 198.18.0.2:7441, [2001:db8::2]:7441))`},
 	}
 	for _, tt := range tests {
 		_, err := ParseConfig("a.yaml", []byte(tt.in))
