@@ -288,6 +288,8 @@ type annRun struct {
 	n    *announcer
 	cfg  AnnounceConfig
 	ctls []configured
+	// resolved is the last answer for each configured name.
+	resolved map[string][]netip.Addr
 }
 
 // addrs lists the addresses to announce, sorted, at most
@@ -334,24 +336,40 @@ func diffAddrs(prev, cur []netip.Addr) (added, removed []netip.Addr) {
 }
 
 // controllers returns where to announce: the learned controllers, then
-// the configured ones, looked up now, each address once.
+// the configured ones, each address once. Names are looked up now, all
+// at once, so that a slow resolver delays the announcements by one
+// resolveTimeout at most, whatever the number of names; a name whose
+// lookup fails keeps its last answer, as the host's resolver may well be
+// unreachable just after its address changed.
 func (r *annRun) controllers(ctx context.Context) []netip.AddrPort {
 	r.n.mu.Lock()
 	out := slices.Clone(r.n.learned)
 	r.n.mu.Unlock()
-	for _, c := range r.ctls {
-		var addrs []netip.Addr
+	answers := make([][]netip.Addr, len(r.ctls))
+	errs := make([]error, len(r.ctls))
+	var wg sync.WaitGroup
+	for i, c := range r.ctls {
 		if a, err := netip.ParseAddr(c.host); err == nil {
-			addrs = []netip.Addr{a}
-		} else {
+			answers[i] = []netip.Addr{a}
+			continue
+		}
+		wg.Go(func() {
 			lctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-			as, err := r.cfg.Resolve(lctx, c.host)
-			cancel()
-			if err != nil {
-				r.logf(zerolog.WarnLevel, "announce_resolve", netip.Addr{}, netip.AddrPort{}, fmt.Sprintf("controller %s: %v", c.host, err))
-				continue
-			}
-			addrs = as
+			defer cancel()
+			answers[i], errs[i] = r.cfg.Resolve(lctx, c.host)
+		})
+	}
+	wg.Wait()
+	if r.resolved == nil {
+		r.resolved = map[string][]netip.Addr{}
+	}
+	for i, c := range r.ctls {
+		addrs := answers[i]
+		if errs[i] != nil {
+			r.logf(zerolog.WarnLevel, "announce_resolve", netip.Addr{}, netip.AddrPort{}, fmt.Sprintf("controller %s: %v", c.host, errs[i]))
+			addrs = r.resolved[c.host]
+		} else if _, err := netip.ParseAddr(c.host); err != nil {
+			r.resolved[c.host] = addrs
 		}
 		for _, a := range addrs {
 			if !unicast(a) {

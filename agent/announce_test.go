@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -284,6 +285,58 @@ func TestAnnounceBudget(t *testing.T) {
 		if n != tc.want {
 			t.Errorf("after %v: %d sent, want %d", tc.at, n, tc.want)
 		}
+	}
+}
+
+// TestControllersResolvedTogether: the names of agent.yaml's controllers
+// are looked up at once, not one after the other (each lookup here
+// answers only once every one has started), and a name whose lookup
+// then fails keeps its last answer; one that resolves to a multicast
+// address is skipped.
+func TestControllersResolvedTogether(t *testing.T) {
+	ta := startAgent(t, nil)
+	names := []string{"a.test", "b.test", "c.test", "group.test"}
+	var mu sync.Mutex
+	started, failing := 0, false
+	all := make(chan struct{})
+	resolve := func(ctx context.Context, host string) ([]netip.Addr, error) {
+		mu.Lock()
+		if failing {
+			mu.Unlock()
+			return nil, errors.New("no resolver reachable")
+		}
+		if started++; started == len(names) {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if host == "group.test" {
+			return []netip.Addr{netip.MustParseAddr("239.1.2.3")}, nil
+		}
+		return []netip.Addr{netip.AddrFrom4([4]byte{198, 18, 9, host[0]})}, nil
+	}
+	var ctls []configured
+	for _, n := range names {
+		ctls = append(ctls, configured{n, 7441})
+	}
+	r := &annRun{a: ta.Agent, n: ta.ann, cfg: AnnounceConfig{Resolve: resolve}, ctls: ctls}
+	want := []netip.AddrPort{
+		netip.MustParseAddrPort("198.18.9.97:7441"),
+		netip.MustParseAddrPort("198.18.9.98:7441"),
+		netip.MustParseAddrPort("198.18.9.99:7441"),
+	}
+	if got := r.controllers(context.Background()); !slices.Equal(got, want) {
+		t.Fatalf("controllers %v, want %v", got, want)
+	}
+	mu.Lock()
+	failing = true
+	mu.Unlock()
+	if got := r.controllers(context.Background()); !slices.Equal(got, want) {
+		t.Fatalf("with the resolver gone: controllers %v, want the last answers %v", got, want)
 	}
 }
 

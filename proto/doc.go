@@ -362,8 +362,10 @@
 // its UDP port in every ping request; an agent remembers the source
 // addresses of the latest 8 pings that carried one and verified (one
 // entry per address, the port of its latest ping), and adds the
-// controllers of its configuration (host names looked up at each change,
-// port 7441, DefaultAnnouncePort, when none is given). So the controller
+// controllers of its configuration (at most 16, unicast addresses or
+// host names; names looked up at each change, all together within 2 s,
+// a name whose lookup fails keeping its last answer; port 7441,
+// DefaultAnnouncePort, when none is given). So the controller
 // chooses its port, and one that runs an agent too has no clash.
 //
 // An agent sends an announcement again with back-off, at 0, 0.25, 0.75,
