@@ -290,10 +290,15 @@ type annRun struct {
 	ctls []configured
 	// resolved is the last answer for each configured name.
 	resolved map[string][]netip.Addr
+	// followed is what addrs returned last, sorted.
+	followed []netip.Addr
 }
 
 // addrs lists the addresses to announce, sorted, at most
-// maxAnnounceAddrs.
+// maxAnnounceAddrs: past them, those it listed last time are kept
+// first, so that a flood of new addresses (router advertisements from a
+// rogue router, each prefix one more address) cannot push out those the
+// host had.
 func (r *annRun) addrs() []netip.Addr {
 	as, err := r.cfg.Addrs()
 	if err != nil {
@@ -311,11 +316,21 @@ func (r *annRun) addrs() []netip.Addr {
 		}
 		out = append(out, a)
 	}
-	slices.SortFunc(out, func(x, y netip.Addr) int { return x.Compare(y) })
+	slices.SortFunc(out, netip.Addr.Compare)
 	out = slices.Compact(out)
 	if len(out) > maxAnnounceAddrs {
-		out = out[:maxAnnounceAddrs]
+		kept := make([]netip.Addr, 0, maxAnnounceAddrs)
+		for _, old := range []bool{true, false} {
+			for _, a := range out {
+				if _, ok := slices.BinarySearchFunc(r.followed, a, netip.Addr.Compare); ok == old && len(kept) < maxAnnounceAddrs {
+					kept = append(kept, a)
+				}
+			}
+		}
+		slices.SortFunc(kept, netip.Addr.Compare)
+		out = kept
 	}
+	r.followed = out
 	return out
 }
 

@@ -340,6 +340,37 @@ func TestControllersResolvedTogether(t *testing.T) {
 	}
 }
 
+// TestAddrsKeepsFollowed: past maxAnnounceAddrs, the addresses the
+// agent followed before stay followed, whatever sorts before them: a
+// rogue router's advertisements, each one more address in a low prefix,
+// do not push out the host's own IPv6 address, nor its IPv4 one.
+func TestAddrsKeepsFollowed(t *testing.T) {
+	ta := startAgent(t, nil)
+	own := []netip.Addr{netip.MustParseAddr("198.18.1.5"), netip.MustParseAddr("2001:db8:ffff::5")}
+	var mu sync.Mutex
+	have := own
+	r := &annRun{a: ta.Agent, n: ta.ann, cfg: AnnounceConfig{Listen: netip.MustParseAddrPort("0.0.0.0:7440"), Addrs: func() ([]netip.Addr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(have), nil
+	}}}
+	if got := r.addrs(); !slices.Equal(got, own) {
+		t.Fatalf("addrs %v, want %v", got, own)
+	}
+	var rogue []netip.Addr
+	for i := range 2 * maxAnnounceAddrs {
+		rogue = append(rogue, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, byte(i), 15: 5}))
+	}
+	mu.Lock()
+	have = append(slices.Clone(rogue), own...)
+	mu.Unlock()
+	want := append(slices.Clone(own[:1]), rogue[:maxAnnounceAddrs-2]...)
+	want = append(want, own[1])
+	if got := r.addrs(); !slices.Equal(got, want) {
+		t.Fatalf("addrs %v, want %v", got, want)
+	}
+}
+
 func TestSplitController(t *testing.T) {
 	for _, tc := range []struct {
 		in, host string

@@ -356,7 +356,11 @@
 // controller of that address's family. An announcement is a hint, as a
 // discovery answer is: it carries no address, and a controller verifies
 // the agent by handshake at the datagram's source address, and nowhere
-// else, before it records anything.
+// else, before it records anything. An agent follows at most 32 of its
+// global addresses: past them, those it followed before are kept first,
+// then the lowest (IPv4 before IPv6), so that router advertisements from
+// a rogue router, each one more address, cannot push out the host's
+// own.
 //
 // Where to announce: a controller that listens for announcements puts
 // its UDP port in every ping request; an agent remembers the source
