@@ -413,9 +413,11 @@
 //
 //  1. its length is exactly AnnouncementLen, with the magic, version 1
 //     and a zero reserved byte;
-//  2. its source is a unicast address and a port other than zero, inside
-//     the targets the controller watches: a datagram from elsewhere,
-//     forged or not, costs no cryptography and starts nothing;
+//  2. its source is a unicast address, not a link-local one (a target
+//     has no zone to dial it with: an agent announces from its global
+//     addresses only), and a port other than zero, inside the targets
+//     the controller watches: a datagram from elsewhere, forged or not,
+//     costs no cryptography and starts nothing;
 //  3. its timestamp is within MaxSkew (60 s) of the controller's clock;
 //  4. its MAC is right (compared in constant time) under the
 //     announcement key of the controller's network key;
@@ -462,12 +464,15 @@
 //
 // What a holder of the network key can do: make the controller dial
 // addresses inside its targets, up to 1,024 at once and 100 a second
-// (on top of its probes),
-// each a connection attempt (about 2 s to an empty address), which
-// records nothing unless an agent the inventory knows proves itself
-// there (no new host: those are left to probes); spend that budget
-// so that genuine announcements wait for the next probe (a lost
-// announcement costs only time: the probes go on, and find the move);
+// (on top of its probes), each verified as a probe verifies an
+// address: to an empty address 1 + --retries connection attempts (2 by
+// default), each up to --timeout (1.1 s by default); to a port that
+// opens and then stalls, up to 5 + --retries hedged connections (6 by
+// default); none of it records anything unless an agent the inventory
+// knows proves itself there (no new host: those are left to probes);
+// spend that budget so that genuine announcements wait for the next
+// probe (a lost announcement costs only time: the probes go on, and
+// find the move);
 // claim any identity in an announcement, which only the handshake
 // decides; and make an agent announce to up to 8 addresses of its
 // choice, by pinging it from them, pushing out a controller it learned
