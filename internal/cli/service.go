@@ -114,6 +114,9 @@ func (r *rounds) startService(ctx context.Context, log zerolog.Logger) (*service
 			stats = s.ann.Stats
 		}
 		s.metrics = metrics.New(stats)
+		if r.cmd.Broadcast {
+			s.metrics.HostsFrom(metrics.KindBroadcast)
+		}
 	}
 	if f.Metrics != "" {
 		ap, _ := announce.ParseAddr(f.Metrics)

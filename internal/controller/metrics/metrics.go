@@ -47,16 +47,19 @@ type Metrics struct {
 	changes     *prometheus.CounterVec
 	errors      *prometheus.CounterVec
 	annVerified prometheus.Counter
+	// hostsKind is the kind of round ifl_hosts and ifl_hosts_unseen
+	// show.
+	hostsKind string
 }
 
 // New returns the metrics; ann, if not nil, tells the announcement
 // listener's counts at each scrape.
 func New(ann func() announce.Stats) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry()}
+	m := &Metrics{reg: prometheus.NewRegistry(), hostsKind: KindSweep}
 	m.hosts = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ifl_hosts",
-		Help: "Addresses of the last sweep whose port opened, by what they were: agent, busy, rejected (wrong key or clock), identity-mismatch, not-agent, error."}, []string{"status"})
+		Help: "Addresses of the last sweep (broadcast round, where every round is one) whose port opened, by what they were: agent, busy, rejected (wrong key or clock), identity-mismatch, not-agent, error."}, []string{"status"})
 	m.unseen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ifl_hosts_unseen",
-		Help: "Hosts of the inventory that the last sweep looked for and did not find."})
+		Help: "Hosts of the inventory that the last sweep (broadcast round, where every round is one) looked for and did not find."})
 	m.inventory = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ifl_inventory_hosts",
 		Help: "Hosts in the inventory after the last round."})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ifl_round_duration_seconds",
@@ -109,7 +112,7 @@ func (m *Metrics) Round(kind string, r *engine.Round, ch *inventory.Changes, hos
 		m.last.WithLabelValues(kind).Set(float64(time.Now().UnixNano()) / 1e9)
 	}
 	m.rounds.WithLabelValues(kind, outcome).Inc()
-	if kind == KindSweep && r.Complete {
+	if kind == m.hostsKind && r.Complete {
 		n := map[verify.Status]int{}
 		for _, res := range r.Results {
 			n[res.Status]++
@@ -134,6 +137,12 @@ func (m *Metrics) Round(kind string, r *engine.Round, ch *inventory.Changes, hos
 		m.changes.WithLabelValues(c, kind).Add(float64(n))
 	}
 }
+
+// HostsFrom makes ifl_hosts and ifl_hosts_unseen show the rounds of
+// kind (KindSweep until then): KindBroadcast for a watch whose every
+// round is a broadcast one, which runs no sweep. Call it before any
+// round.
+func (m *Metrics) HostsFrom(kind string) { m.hostsKind = kind }
 
 // Error counts an error of a stage.
 func (m *Metrics) Error(stage string) { m.errors.WithLabelValues(stage).Inc() }

@@ -131,3 +131,34 @@ func TestMetricsOfRounds(t *testing.T) {
 		t.Errorf("last round timestamps: %v, want one for the sweep and one for the announcement round", Series(f))
 	}
 }
+
+// TestMetricsOfBroadcastWatch: on a watch whose every round is a
+// broadcast one, broadcast rounds set the hosts by status and the
+// unseen ones; elsewhere, a broadcast round between sweeps leaves them
+// as the last sweep set them.
+func TestMetricsOfBroadcastWatch(t *testing.T) {
+	bcast := &engine.Round{Complete: true, Elapsed: time.Second, Results: []verify.Result{{Status: verify.Agent}, {Status: verify.Rejected}}}
+	unseen := &inventory.Changes{Unseen: make([]inventory.HostChange, 2)}
+	for _, tc := range []struct {
+		hostsFrom     string
+		hosts, unseen []string
+	}{
+		{metrics.KindBroadcast, []string{"ifl_hosts{status=agent} 1", "ifl_hosts{status=busy} 0", "ifl_hosts{status=error} 0",
+			"ifl_hosts{status=identity-mismatch} 0", "ifl_hosts{status=not-agent} 0", "ifl_hosts{status=rejected} 1"}, []string{"ifl_hosts_unseen{} 2"}},
+		{"", []string{"ifl_hosts{status=agent} 0", "ifl_hosts{status=busy} 0", "ifl_hosts{status=error} 0",
+			"ifl_hosts{status=identity-mismatch} 0", "ifl_hosts{status=not-agent} 0", "ifl_hosts{status=rejected} 0"}, []string{"ifl_hosts_unseen{} 0"}},
+	} {
+		m := metrics.New(nil)
+		if tc.hostsFrom != "" {
+			m.HostsFrom(tc.hostsFrom)
+		}
+		m.Round(metrics.KindBroadcast, bcast, unseen, 2)
+		fams := Scrape(t, m)
+		if got := Series(fams["ifl_hosts"]); !slices.Equal(got, tc.hosts) {
+			t.Errorf("hosts from %q: ifl_hosts\n got %q\nwant %q", tc.hostsFrom, got, tc.hosts)
+		}
+		if got := Series(fams["ifl_hosts_unseen"]); !slices.Equal(got, tc.unseen) {
+			t.Errorf("hosts from %q: ifl_hosts_unseen %q, want %q", tc.hostsFrom, got, tc.unseen)
+		}
+	}
+}
