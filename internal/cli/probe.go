@@ -333,7 +333,7 @@ func (r *rounds) once(ctx context.Context, showProgress bool) (*probeRun, error)
 // run runs one round, a broadcast one or a sweep, and records it in the
 // inventory.
 func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeRun, error) {
-	release := r.svc.hold()
+	r.svc.starting()
 	opts := engine.RoundOptions{All: r.cmd.All}
 	var round *engine.Round
 	var err error
@@ -354,14 +354,15 @@ func (r *rounds) run(ctx context.Context, broadcast, showProgress bool) (*probeR
 	run := &probeRun{round: round, summary: newSummary(round)}
 	run.rejected = rejectedMost(run.summary, r.cmd.NetworkKey, r.v)
 	if r.store != nil {
+		release := r.svc.hold()
 		run.changes, run.stateErr = r.record(ctx, round, time.Now().UTC())
+		release()
 		if f, ok := r.store.(*inventory.File); ok && run.stateErr != nil {
 			run.stateErr = stateWriteError("probe", f.Path, run.stateErr)
 		} else if run.stateErr == nil {
 			run.names = recordedNames(ctx, r.store)
 		}
 	}
-	release()
 	r.svc.roundDone(run, broadcast)
 	return run, err
 }

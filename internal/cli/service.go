@@ -71,10 +71,9 @@ type service struct {
 	metrics *metrics.Metrics
 	ann     *announce.Listener
 
-	// record is held by a round from its start to its record, and by an
-	// announcement round for its record: an announcement verified while
-	// a sweep runs is recorded after that sweep's record, which may hold
-	// what the sweep saw before the move.
+	// record is held by each round for its record alone: an
+	// announcement verified while a sweep runs is recorded at once, and
+	// the sweep's record, later, does not undo it (engine.Round.Record).
 	record sync.Mutex
 
 	last     atomic.Int64 // when the last round ended (the service started), Unix nanoseconds
@@ -161,13 +160,16 @@ func (s *service) stop() {
 	s.wg.Wait()
 }
 
-// hold is called as a round starts: it runs the test hook, and holds
-// the record until the returned function is called, after the round's
-// record.
-func (s *service) hold() func() {
+// starting is called as a round starts: it runs the test hook.
+func (s *service) starting() {
 	if roundHook != nil {
 		roundHook()
 	}
+}
+
+// hold holds the record until the returned function is called, after
+// the round's record.
+func (s *service) hold() func() {
 	if s == nil {
 		return func() {}
 	}
@@ -245,9 +247,9 @@ func (s *service) announcementRounds(ctx context.Context) {
 		var ch *inventory.Changes
 		var stateErr error
 		if s.r.store != nil {
-			s.record.Lock()
+			release := s.hold()
 			ch, stateErr = round.Record(context.WithoutCancel(ctx), s.r.store, s.r.site, time.Now().UTC())
-			s.record.Unlock()
+			release()
 		}
 		s.ann.Done(hints)
 		switch {

@@ -388,3 +388,138 @@ func TestAnnounceVerifierConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// staller accepts connections on addr and never answers: a verification
+// there lasts --timeout. open tells how many it holds that the other end
+// has not closed.
+type staller struct {
+	mu   sync.Mutex
+	open int
+}
+
+func stall(t *testing.T, ln net.Listener) *staller {
+	t.Helper()
+	s := &staller{}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.open++
+			s.mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				// Returns when the verifier gives up and closes, or the
+				// test ends.
+				go func() { <-t.Context().Done(); c.Close() }()
+				io.Copy(io.Discard, c)
+				s.mu.Lock()
+				s.open--
+				s.mu.Unlock()
+			})
+		}
+	})
+	return s
+}
+
+func (s *staller) held() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open
+}
+
+// TestAnnouncementDuringSweep: an announcement that comes while a sweep
+// runs (stalled by an address that never answers the handshake) is
+// recorded at once, not when the sweep ends; and the sweep's record,
+// which may hold the agent at its old address, neither moves it back
+// nor reports it unseen.
+func TestAnnouncementDuringSweep(t *testing.T) {
+	key, _ := proto.NewNetworkKey()
+	id, _ := proto.NewIdentity()
+	keyFile := filepath.Join(t.TempDir(), "network.key")
+	if err := proto.WriteKeyFile(keyFile, key, false); err != nil {
+		t.Fatal(err)
+	}
+	// One port free on 127.0.0.1, .2 and .3: the staller's, tried on the
+	// others, a few times over.
+	var ln net.Listener
+	for try := 0; ln == nil; try++ {
+		if try == 10 {
+			t.Fatal("no port free on 127.0.0.1, 127.0.0.2 and 127.0.0.3 in 10 tries")
+		}
+		l, err := net.Listen("tcp", "127.0.0.3:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		ok := true
+		for _, a := range []string{"127.0.0.1", "127.0.0.2"} {
+			c, err := net.Listen("tcp", net.JoinHostPort(a, port))
+			if err != nil {
+				ok = false
+				break
+			}
+			c.Close()
+		}
+		if ok {
+			ln = l
+		} else {
+			l.Close()
+		}
+	}
+	st := stall(t, ln)
+	m := &movingAgent{key: key, id: id, port: ln.Addr().(*net.TCPAddr).Port}
+	m.serve(t, "127.0.0.1")
+	started := make(chan int, 16)
+	var mu sync.Mutex
+	sweeps := 0
+	roundHook = func() {
+		mu.Lock()
+		sweeps++
+		n := sweeps
+		mu.Unlock()
+		select {
+		case started <- n:
+		default:
+		}
+	}
+	t.Cleanup(func() { roundHook = nil })
+	annPort := freePort(t, "udp")
+	w := startWatch(t, "probe", "--connect", "--network-key", keyFile, "--port", strconv.Itoa(m.port), "--state", filepath.Join(t.TempDir(), "inventory.json"),
+		"--timeout", "5s", "--retries", "0", "--watch", "1s", "--announcements", "127.0.0.1:"+strconv.Itoa(annPort), "127.0.0.1-3")
+	w.next(t, "host_new")
+	w.next(t, "probed")
+	timeout := time.After(time.Minute)
+	for n := 0; n < 2; {
+		select {
+		case n = <-started:
+		case <-timeout:
+			t.Fatal("no second sweep within a minute")
+		}
+	}
+	m.serve(t, "127.0.0.2")
+	ak := key.AnnounceKey()
+	ann, _ := proto.NewAnnouncement(&ak, uint16(m.port), proto.FingerprintBytes(id.Public[:]), time.Now())
+	b, _ := ann.MarshalBinary()
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: annPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(b)
+	ev := w.next(t, "host_moved", "probed")
+	if ev["from"] != "127.0.0.1" || ev["to"] != "127.0.0.2" || ev["via"] != "announcement" {
+		t.Errorf("move event %v, want 127.0.0.1 to 127.0.0.2 via announcement", ev)
+	}
+	if st.held() == 0 {
+		t.Error("the move was recorded once the sweep under way had given up on 127.0.0.3, want while it still waited there")
+	}
+	w.next(t, "probed", "host_moved", "host_unseen")
+}

@@ -55,6 +55,7 @@ func Announced(ctx context.Context, addrs []netip.Addr, v *verify.Verifier, opts
 	}
 	r := c.round
 	r.port = v.Port
+	r.start = start
 	r.Stats.Addresses = len(addrs)
 	// results sorts and filters in place: a copy.
 	r.Results = c.results(slices.Clone(c.all))

@@ -94,6 +94,7 @@ func Broadcast(ctx context.Context, plan *BroadcastPlan, v *verify.Verifier, opt
 	}
 	r.looked = func(a netip.Addr) bool { return probed[a] }
 	r.port = v.Port
+	r.start = start
 	r.Elapsed = time.Since(start)
 	r.Complete = err == nil
 	return r, err

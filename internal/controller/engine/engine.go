@@ -307,6 +307,7 @@ func (e *Engine) Probe(ctx context.Context, v *verify.Verifier, opts RoundOption
 		r.Stats.Open = counts.Agents + counts.Busy + counts.Rejected + counts.NotAgents
 	}
 	r.Results = c.results(c.all)
+	r.start = start
 	r.Elapsed = time.Since(start)
 	r.Complete = err == nil
 	targets := make(map[netip.Addr]bool, len(e.addrs))

@@ -71,6 +71,9 @@ type Round struct {
 	// port is the agent port the round dialled: a known host that
 	// answers on another port was not looked for.
 	port int
+	// start is when the round started: what it saw of a host that
+	// another round recorded since may be older than that record.
+	start time.Time
 }
 
 // Record applies the round to the inventory in st, as site's (""
@@ -82,6 +85,12 @@ type Round struct {
 // does any round report a host known on another port, or at an address
 // that rejected the handshake. Recording the same round again, at the
 // same now, after a failure, counts it once.
+//
+// A host that another round recorded after this one started (an
+// announcement round while a sweep ran, or another controller's round in
+// the same inventory) is not moved back to an address this round saw it
+// at, which it may have left since, nor reported unseen: rounds record
+// in the order they end, not the order they saw.
 func (r *Round) Record(ctx context.Context, st inventory.Store, site string, now time.Time) (*inventory.Changes, error) {
 	var ch inventory.Changes
 	err := st.Update(ctx, func(s *inventory.State) error {
@@ -90,7 +99,9 @@ func (r *Round) Record(ctx context.Context, st inventory.Store, site string, now
 			// A key holder starts these rounds at will.
 			apply = s.ApplyKnown
 		}
-		run := apply(site, now, r.Observations, r.looked, r.Complete && r.Stats.Unsure == 0)
+		obs, since := r.overtaken(s)
+		run := apply(site, now, obs, r.looked, r.Complete && r.Stats.Unsure == 0)
+		run.Unseen = slices.DeleteFunc(run.Unseen, func(c inventory.HostChange) bool { return since[c.Identity] })
 		run.Unseen = r.notRejected(s, r.onPort(s, run.Unseen))
 		s.OnCommit(func(ids map[string]bool) { ch.Keep(run, ids) })
 		return nil
@@ -99,6 +110,29 @@ func (r *Round) Record(ctx context.Context, st inventory.Store, site string, now
 		return nil, err
 	}
 	return &ch, nil
+}
+
+// overtaken returns the round's observations but those of a host
+// recorded since the round started at an address other than its
+// verified ones now, and the identities of the hosts recorded since.
+func (r *Round) overtaken(st *inventory.State) ([]inventory.Observation, map[string]bool) {
+	since := map[string]bool{}
+	if r.start.IsZero() {
+		return r.Observations, since
+	}
+	for id, h := range st.Hosts {
+		if h.LastSeen.After(r.start) {
+			since[id] = true
+		}
+	}
+	if len(since) == 0 {
+		return r.Observations, since
+	}
+	obs := slices.DeleteFunc(slices.Clone(r.Observations), func(o inventory.Observation) bool {
+		h := st.Hosts[o.Identity]
+		return since[o.Identity] && !slices.ContainsFunc(h.Verified, func(v inventory.Verified) bool { return v.Addr == o.Addr.String() })
+	})
+	return obs, since
 }
 
 // onPort keeps the hosts of unseen that the inventory knows on the port
