@@ -448,8 +448,8 @@
 // a key holder can start such rounds at will, so the inventory's bounds
 // that are measured in probes (a new host's probation, the names kept
 // for forgotten hosts) stay measured in the controller's own probes.
-// Announcements that arrive together are verified together, in one round
-// and one update of the inventory.
+// Announcements that arrive together are verified together, up to 1,024
+// in one round and one update of the inventory.
 //
 // What a sender without the network key can do: nothing but make the
 // controller read and drop datagrams. A forged, replayed or wrong-key
