@@ -5,15 +5,20 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
 
 	"github.com/ifl-project/ifl/agent"
 	"github.com/ifl-project/ifl/internal/controller/engine"
@@ -215,5 +220,59 @@ func TestOnceBroadcastSilent(t *testing.T) {
 				t.Errorf("a silent round's error %v: want exit status 1", err)
 			}
 		}
+	}
+}
+
+// TestBroadcastWatchMetricsHosts: on a watch whose every round is a
+// broadcast one, the metrics' hosts by status are the broadcast rounds':
+// it runs no sweep to set them.
+func TestBroadcastWatchMetricsHosts(t *testing.T) {
+	key, err := proto.NewNetworkKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := serveDualStack(t, key)
+	v4 := netip.MustParseAddr("127.0.0.1")
+	cmd := &ProbeCmd{Port: port, Watch: time.Hour}
+	cmd.Broadcast = true
+	cmd.Metrics = "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp"))
+	r := &rounds{
+		cmd:   cmd,
+		v:     &verify.Verifier{Key: key, Port: port, Timeout: 5 * time.Second},
+		env:   &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}},
+		store: &inventory.File{Path: filepath.Join(t.TempDir(), "inventory.json")},
+		bcast: &engine.BroadcastPlan{
+			Dests:  []netip.AddrPort{netip.AddrPortFrom(v4, uint16(port))},
+			Accept: func(a netip.Addr) bool { return a == v4 },
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc, err := r.startService(ctx, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.stop()
+	r.svc = svc
+	if _, err := r.run(ctx, true, false); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + cmd.Metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, m := range fams["ifl_hosts"].GetMetric() {
+		got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+	}
+	want := map[string]float64{"agent": 1, "busy": 0, "error": 0, "identity-mismatch": 0, "not-agent": 0, "rejected": 0}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ifl_hosts after a broadcast round (-want +got):\n%s", diff)
 	}
 }
