@@ -179,3 +179,11 @@ type Stats struct {
 	// dropped after their last try: they may be there.
 	Dropped, Unsure int
 }
+
+// smoothFrom is the most addresses a sweep sends its broadcasts to as
+// fast as its rate allows, in the bursts the runtime's timers make; a
+// larger one spaces them out (pace.Pacer's Smooth, and a fineTimer for
+// the waits between them). Measured on the test LANs: spaced out, a /21
+// of 400 hosts took 1.4 s and its silent addresses two tries where it
+// took 2.6 s and up to five; a /24 took 0.21 s where it took 0.14.
+const smoothFrom = 1024

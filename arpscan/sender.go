@@ -69,6 +69,7 @@ type sender struct {
 	lastSend   time.Time      // of the last broadcast
 	lastFirst  time.Time      // of the last first try
 	timer      *time.Timer
+	fine       *fineTimer // nil: none, the timer alone
 	w          *writers
 }
 
@@ -489,6 +490,16 @@ func (sn *sender) wait(ctx context.Context, until time.Time) error {
 		// Not read up to: the reader says when it is, or, at rest, a
 		// look at its socket.
 		d = readmark.Recheck
+	} else if d < preciseWait && sn.fine != nil {
+		// The runtime's timers wake about a millisecond late: the
+		// broadcasts due meanwhile would then go out close together,
+		// and every host of the segment takes each one in. For so short
+		// a wait, what it does not wake for (an answer, the reader)
+		// waits its turn.
+		if err := sn.fine.sleep(d); err != nil {
+			return err
+		}
+		return ctx.Err()
 	}
 	// Since Go 1.23 Stop and Reset discard a pending tick: no draining.
 	sn.timer.Reset(d)
@@ -520,3 +531,7 @@ func earliest(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// preciseWait is the longest wait timed by the sweep's fineTimer rather
+// than by the runtime's timers.
+const preciseWait = 2 * time.Millisecond

@@ -93,6 +93,18 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 		win: pace.NewWindow(c.Rate, c.Rate, c.MinRate), est: rtt.New(rtt.Limits{Initial: c.Timeout, Floor: min(c.minWait, c.Timeout)}),
 		w: s.startWriters(wctx)}
 	st.MinRate = c.Rate
+	// Every host of the segment takes each broadcast in: on a large
+	// segment a burst of them fills the receivers' queues (on a virtual
+	// LAN, the backlog of the CPU the bridge floods from) where the same
+	// rate spread out does not. A small sweep's first pass is over in
+	// milliseconds, and spacing it out only makes it longer.
+	if len(order) > smoothFrom {
+		snd.bcast.Smooth()
+		if ft, err := newFineTimer(); err == nil {
+			snd.fine = ft
+			defer ft.Close()
+		}
+	}
 	// A socket kept from sweep to sweep counts what it dropped in the
 	// ones before.
 	snd.dropsSeen, snd.lookedAt = s.drops(), start

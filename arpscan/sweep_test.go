@@ -788,3 +788,44 @@ func TestRetriesARoundApart(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeSweepSpacesBroadcasts: a sweep of more than smoothFrom
+// addresses never sends two broadcasts closer than half the interval its
+// rate sets, where a smaller one may send them back to back after a late
+// timer.
+func TestLargeSweepSpacesBroadcasts(t *testing.T) {
+	const rate = 4000 // 250 µs apart
+	lan := newFakeLAN()
+	s := testScanner(t, lan)
+	targets := make([]netip.Addr, 0, smoothFrom+100)
+	for a := netip.MustParseAddr("198.18.8.1"); len(targets) < cap(targets); a = a.Next() {
+		targets = append(targets, a)
+	}
+	cfg := &Config{Rate: rate, MinRate: rate, Retries: -1, MinRetries: -1, Timeout: 20 * time.Millisecond}
+	if _, _, err := s.Scan(context.Background(), targets, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	lan.mu.Lock()
+	defer lan.mu.Unlock()
+	var sent []time.Time
+	for _, a := range targets {
+		sent = append(sent, lan.sent[a]...)
+	}
+	if len(sent) != len(targets) {
+		t.Fatalf("%d requests, want %d", len(sent), len(targets))
+	}
+	slices.SortFunc(sent, func(a, b time.Time) int { return a.Compare(b) })
+	// The fake LAN stamps a request when its writer hands it over, a
+	// little after the sender let it go: a margin for that.
+	const least = time.Second / rate / 2 * 3 / 4
+	close := 0
+	for i := 1; i < len(sent); i++ {
+		if sent[i].Sub(sent[i-1]) < least {
+			close++
+		}
+	}
+	// A loaded machine may delay one writer and not the next: a few.
+	if close > len(sent)/100 {
+		t.Errorf("%d of %d broadcasts less than %v after the one before", close, len(sent), least)
+	}
+}

@@ -27,7 +27,16 @@ type Pacer struct {
 	base, interval time.Duration
 	next           time.Time
 	good           int
+	// With smooth, notBefore is half an interval after the last event.
+	smooth    bool
+	notBefore time.Time
 }
+
+// Smooth makes a pacer that fell behind its schedule catch up at twice
+// its rate at most, never back to back: for events whose bursts cost
+// more than their rate, as broadcasts that every host of a segment takes
+// in.
+func (p *Pacer) Smooth() { p.smooth = true }
 
 // New returns a pacer for rate events per second.
 func New(rate int) *Pacer {
@@ -40,7 +49,12 @@ func New(rate int) *Pacer {
 }
 
 // Next is when the next event may happen.
-func (p *Pacer) Next() time.Time { return p.next }
+func (p *Pacer) Next() time.Time {
+	if p.next.Before(p.notBefore) {
+		return p.notBefore
+	}
+	return p.next
+}
 
 // Interval is the current spacing.
 func (p *Pacer) Interval() time.Duration { return p.interval }
@@ -56,6 +70,9 @@ func (p *Pacer) Sent(now time.Time) {
 	p.next = p.next.Add(p.interval)
 	if floor := now.Add(-MaxCatchUp); p.next.Before(floor) {
 		p.next = floor
+	}
+	if p.smooth {
+		p.notBefore = now.Add(p.interval / 2)
 	}
 	if p.interval != p.base {
 		if p.good++; p.good >= 64 {
@@ -74,7 +91,7 @@ func (p *Pacer) Congested() {
 
 // Wait sleeps until the next event may happen, or ctx is done.
 func (p *Pacer) Wait(ctx context.Context) error {
-	d := time.Until(p.next)
+	d := time.Until(p.Next())
 	if d <= 0 {
 		return ctx.Err()
 	}

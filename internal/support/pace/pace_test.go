@@ -3,6 +3,7 @@ package pace
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -206,5 +207,38 @@ func TestPacerSetRate(t *testing.T) {
 	p.SetRate(500)
 	if p.Interval() != 2*time.Millisecond {
 		t.Errorf("interval %v, want 2ms", p.Interval())
+	}
+}
+
+// TestSmooth: a smooth pacer late on its schedule lets the next event go
+// half an interval after the last, not at once, and catches up at twice
+// its rate until it is back on schedule.
+func TestSmooth(t *testing.T) {
+	p := New(1000) // 1 ms apart
+	p.Smooth()
+	t0 := time.Unix(100, 0)
+	p.Sent(t0)
+	// The one due at +1 ms, late by 2 ms: the next may go half a
+	// millisecond after it.
+	now := t0.Add(3 * time.Millisecond)
+	p.Sent(now)
+	if got := p.Next().Sub(now); got != time.Millisecond/2 {
+		t.Fatalf("next after a late event: +%v, want +500µs", got)
+	}
+	// Each event sent as soon as allowed: half a millisecond apart while
+	// behind, then back on the schedule of one a millisecond.
+	var gaps []time.Duration
+	for range 8 {
+		next := p.Next()
+		gaps = append(gaps, next.Sub(now))
+		now = next
+		p.Sent(now)
+	}
+	// The events due at +1 to +4 ms go at +3.5 to +5, and then the
+	// schedule is kept.
+	half := time.Millisecond / 2
+	want := []time.Duration{half, half, half, half, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond}
+	if !slices.Equal(gaps, want) {
+		t.Errorf("gaps %v, want %v", gaps, want)
 	}
 }
