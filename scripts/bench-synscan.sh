@@ -45,7 +45,7 @@ count_tool() {
 	# Many ports: the open ones count only if every live host was found
 	# (the router and the LAN's hosts; nmap counts itself up too).
 	"ifl scan -p 1-1000"*) grep -q " $hosts_want live" "$2" && grep -c ' open ' "$2" || echo 0 ;;
-	"ifl scan -p 1-500"*) grep -c ' open ' "$2" || true ;;
+	"ifl scan -p 1-500"*) grep -c '^198\..* open ' "$2" || true ;;
 	"nmap -sT"*) grep -c '^[0-9]*/tcp *open' "$2" || true ;;
 	"nmap -sS -T5 --min-rate 10000 -p 1-1000"*) grep -q "($((hosts_want + 1)) hosts up)" "$2" && grep -c '^[0-9]*/tcp *open' "$2" || echo 0 ;;
 	"ifl scan"*) grep -c ' open ' "$2" || true ;;
