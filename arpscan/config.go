@@ -183,7 +183,7 @@ type Stats struct {
 // smoothFrom is the most addresses a sweep sends its broadcasts to as
 // fast as its rate allows, in the bursts the runtime's timers make; a
 // larger one spaces them out (pace.Pacer's Smooth, and a fineTimer for
-// the waits between them). Measured on the test LANs: spaced out, a /21
-// of 400 hosts took 1.4 s and its silent addresses two tries where it
-// took 2.6 s and up to five; a /24 took 0.21 s where it took 0.14.
+// the waits between them): on the test LANs that made a /21's sweep
+// lose so few requests that its silent addresses need no third try, and
+// a /24's a half longer (README, Benchmarks).
 const smoothFrom = 1024
