@@ -229,6 +229,9 @@ func TestWelcomedOutlastsSilent(t *testing.T) {
 	if err := pc.Handshake(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The controller has the welcome before the agent has marked its
+	// connection welcomed.
+	ta.logs.waitFor(t, "welcomed", 1)
 	// One silent connection from each of more addresses than there are
 	// places.
 	for i := range 2 * places {

@@ -331,6 +331,7 @@ func (ad *admission) handshake() {
 		a.mu.Lock()
 		cs.welcomed = true
 		a.mu.Unlock()
+		a.log.Debug().Str("event", "welcomed").Str("remote", cs.remote).Msg("hello answered")
 		ad.first, ad.err = ad.pc.Receive(ctx)
 	}
 	cancel()

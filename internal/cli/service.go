@@ -252,6 +252,9 @@ func (s *service) announcementRounds(ctx context.Context) {
 			release()
 		}
 		s.ann.Done(hints)
+		// In the metrics before the log says so, as a sweep's round: a
+		// reader of the log then finds the round in a scrape.
+		s.observe(metrics.KindAnnouncement, round, ch, stateErr)
 		switch {
 		case err != nil:
 			log.Error().Str("event", "probe_failed").Err(err).Msg("verifying announcing addresses failed")
@@ -262,7 +265,6 @@ func (s *service) announcementRounds(ctx context.Context) {
 			log.Info().Str("event", "announced").Int("addresses", len(addrs)).Int("agents", len(round.Observations)).
 				Float64("seconds", round.Elapsed.Seconds()).Msg("verified announcing addresses")
 		}
-		s.observe(metrics.KindAnnouncement, round, ch, stateErr)
 	}
 }
 
