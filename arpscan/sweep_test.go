@@ -218,7 +218,9 @@ func TestScanFindsHostsAndStreamsThem(t *testing.T) {
 	s := testScanner(t, lan)
 
 	streamed := make(chan Result, 10)
-	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), fastConfig, streamed)
+	// Exact counts: waits long enough that a late goroutine of the fake
+	// LAN is not a lost reply.
+	res, st, err := s.Scan(context.Background(), span("198.18.0.1", 10), steadyConfig, streamed)
 	if err != nil {
 		t.Fatal(err)
 	}
