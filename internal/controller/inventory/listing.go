@@ -309,23 +309,18 @@ func appendUnsafe(b []byte, s string, depth int) []byte {
 	return append(b, '}')
 }
 
+// appendUnsafeList appends vs as a list of {"__ansible_unsafe": v}.
 func appendUnsafeList(b []byte, vs []string, depth int) []byte {
-	if len(vs) == 0 {
-		return append(b, "[]"...)
-	}
-	b = append(b, '[')
-	for i, v := range vs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, indent(depth+1)...)
-		b = appendUnsafe(b, v, depth+1)
-	}
-	b = append(b, indent(depth)...)
-	return append(b, ']')
+	return appendList(b, vs, depth, appendUnsafe)
 }
 
+// appendStrings appends vs as a list of plain strings.
 func appendStrings(b []byte, vs []string, depth int) []byte {
+	return appendList(b, vs, depth, func(b []byte, v string, _ int) []byte { return appendJSONString(b, v) })
+}
+
+// appendList appends vs as a JSON list at depth, each element by elem.
+func appendList(b []byte, vs []string, depth int, elem func([]byte, string, int) []byte) []byte {
 	if len(vs) == 0 {
 		return append(b, "[]"...)
 	}
@@ -335,7 +330,7 @@ func appendStrings(b []byte, vs []string, depth int) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, indent(depth+1)...)
-		b = appendJSONString(b, v)
+		b = elem(b, v, depth+1)
 	}
 	b = append(b, indent(depth)...)
 	return append(b, ']')
