@@ -3,6 +3,7 @@ package arpscan
 import (
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -12,7 +13,8 @@ import (
 // about a millisecond late: a timerfd, waited on through the runtime's
 // poller, so that the goroutine gives up its CPU while it waits.
 type fineTimer struct {
-	f *os.File
+	f  *os.File
+	rc syscall.RawConn
 }
 
 func newFineTimer() (*fineTimer, error) {
@@ -20,7 +22,13 @@ func newFineTimer() (*fineTimer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("arpscan: timerfd: %w", err)
 	}
-	return &fineTimer{f: os.NewFile(uintptr(fd), "timerfd")}, nil
+	f := os.NewFile(uintptr(fd), "timerfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("arpscan: timerfd: %w", err)
+	}
+	return &fineTimer{f: f, rc: rc}, nil
 }
 
 // sleep waits for d.
@@ -28,20 +36,16 @@ func (t *fineTimer) sleep(d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
-	rc, err := t.f.SyscallConn()
-	if err != nil {
-		return err
-	}
 	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.TimerfdSettime(int(fd), 0, &spec, nil) }); err != nil {
+	if err := t.rc.Control(func(fd uintptr) { serr = unix.TimerfdSettime(int(fd), 0, &spec, nil) }); err != nil {
 		return err
 	}
 	if serr != nil {
 		return fmt.Errorf("arpscan: timerfd: %w", serr)
 	}
 	var expirations [8]byte
-	_, err = t.f.Read(expirations[:])
+	_, err := t.f.Read(expirations[:])
 	return err
 }
 
