@@ -461,7 +461,7 @@ func (c *InventoryCmd) watch(ctx context.Context, env *Env, store inventory.Stor
 			case inventory.EventRemoved:
 				what = "was at " + ch.From
 			}
-			if _, err := fmt.Fprintf(env.Stdout, "%d %-8s %s (%s) %s\n", ch.Revision, ch.Event, untrusted.Text(ch.Name), ch.Identity, untrusted.Text(strings.TrimSpace(strings.Replace(what, "at  ", "at ", 1)))); err != nil {
+			if _, err := fmt.Fprintf(env.Stdout, "%d %-8s %s (%s) %s\n", ch.Revision, ch.Event, untrusted.Text(ch.Name), untrusted.Text(ch.Identity), untrusted.Text(strings.TrimSpace(strings.Replace(what, "at  ", "at ", 1)))); err != nil {
 				return err
 			}
 		}
