@@ -24,11 +24,12 @@ type target struct {
 	mac       net.HardwareAddr // first answer
 	others    []net.HardwareAddr
 	rtt       time.Duration
-	firstTry  int // the try that drew the first answer
-	asked     int // unicast confirmations sent
-	echoes    int // replies from mac after the first
-	missed    int // confirmations unanswered by their check
-	lost      int // of those, the ones no other host missed with
+	rttMax    time.Duration // see Result.RTTMax
+	firstTry  int           // the try that drew the first answer
+	asked     int           // unicast confirmations sent
+	echoes    int           // replies from mac after the first
+	missed    int           // confirmations unanswered by their check
+	lost      int           // of those, the ones no other host missed with
 	// extra are tries owed for tries that went out while the sweep's own
 	// rate was filling the queues.
 	extra      int
@@ -137,7 +138,7 @@ func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, o
 	var res []Result
 	for _, t := range order {
 		if t.mac != nil {
-			res = append(res, Result{IP: t.ip, MAC: t.mac, RTT: t.rtt, Vendor: oui.Vendor(t.mac), Others: t.others})
+			res = append(res, Result{IP: t.ip, MAC: t.mac, RTT: t.rtt, RTTMax: t.rttMax, Vendor: oui.Vendor(t.mac), Others: t.others})
 		}
 	}
 	sortResults(res)
@@ -180,6 +181,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 			t.rtt = now.Sub(t.firstSent)
 		}
 		t.rtt = max(t.rtt, 0)
+		t.rttMax = max(now.Sub(t.firstSent), t.rtt)
 		sw.slowest = max(sw.slowest, t.rtt)
 		sw.answered++
 		sw.fresh = append(sw.fresh, t)
@@ -190,7 +192,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 		if mac[0]&0x02 == 0 {
 			oui.Warm()
 		}
-		return Result{IP: ip, MAC: t.mac, RTT: t.rtt}, true
+		return Result{IP: ip, MAC: t.mac, RTT: t.rtt, RTTMax: t.rttMax}, true
 	}
 	if macEqual(t.mac, mac) {
 		t.echoes++

@@ -598,6 +598,11 @@ func TestScanWaitsForASlowHost(t *testing.T) {
 	if len(res) != 6 || res[5].IP != targets[9] {
 		t.Fatalf("found %v, want the five fast hosts and the slow %v", pairs(res), targets[9])
 	}
+	// Its reply may have come after a retry: RTT is then the least its
+	// round trip may be, RTTMax the most, and that is no less than 30 ms.
+	if r := res[5]; r.RTTMax < 30*time.Millisecond || r.RTT > r.RTTMax {
+		t.Errorf("slow host: RTT %v, RTTMax %v; want RTTMax at least 30ms, RTT no more", r.RTT, r.RTTMax)
+	}
 }
 
 // TestScanSlowsDownUnderLoss: confirmations that go unanswered halve

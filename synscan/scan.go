@@ -246,11 +246,15 @@ func (s *scan) send(f *flight, now time.Time) error {
 		s.st.Retries++
 	}
 	f.due = now.Add(s.timeout(f))
-	if f.tries > s.c.Retries+f.extra && f.h.est == nil {
-		// Nothing is known of this host: it may be farther than the
-		// hosts the waits were learnt from. Its last wait ends no
-		// sooner than a wait with nothing measured would.
-		f.due = later(f.due, f.firstSent.Add(s.c.Timeout))
+	if f.tries > s.c.Retries+f.extra {
+		if f.h.est == nil {
+			// Nothing is known of this host: it may be farther than
+			// the hosts the waits were learnt from. Its last wait ends
+			// no sooner than a wait with nothing measured would.
+			f.due = later(f.due, f.firstSent.Add(s.c.Timeout))
+		}
+		// The hint may have been short: it may not answer sooner.
+		f.due = later(f.due, f.firstSent.Add(2*f.t.RTTMax))
 	}
 	heap.Push(&s.waiting, f)
 	s.st.Sent++

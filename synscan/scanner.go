@@ -46,9 +46,13 @@ type Target struct {
 	Addr netip.Addr
 	Port uint16
 	// RTT is a round trip already measured to Addr (its ARP reply's, say);
-	// 0: unknown. Two targets that differ only in RTT are the same
+	// 0: unknown. RTTMax, when more, is the most it may be (a reply that
+	// came after several requests may answer the first): the last probe
+	// to the target waits until twice that since its first, so that a
+	// host whose hint came out short is not given up before it could
+	// answer. Two targets that differ only in RTT and RTTMax are the same
 	// target.
-	RTT time.Duration
+	RTT, RTTMax time.Duration
 }
 
 // key is what tells targets apart.

@@ -52,20 +52,26 @@ func TestWaitsFollowRoundTrips(t *testing.T) {
 	tests := []struct {
 		name    string
 		hint    time.Duration
+		hintMax time.Duration // the hint's RTTMax
 		blind   time.Duration // a round trip of a host without a hint, measured before
 		retries int           // 0: the default
 		waits   []time.Duration
 		end     time.Duration
 	}{
-		{"nothing known: Timeout", 0, 0, 0, []time.Duration{100 * ms, 100 * ms, 100 * ms}, 300 * ms},
-		{"a firewalled host 0.3 ms away: the floor, the last four times", 300 * time.Microsecond, 0, 0, []time.Duration{5 * ms, 5 * ms, 20 * ms}, 30 * ms},
-		{"five tries: the floor, the last four times", 300 * time.Microsecond, 0, 4, []time.Duration{5 * ms, 5 * ms, 5 * ms, 5 * ms, 20 * ms}, 40 * ms},
-		{"30 ms away: three round trips, the last the ceiling", 30 * ms, 0, 0, []time.Duration{90 * ms, 90 * ms, 100 * ms}, 280 * ms},
-		{"300 ms away: twice its round trip, past the ceiling", 300 * ms, 0, 0, []time.Duration{600 * ms, 600 * ms, 600 * ms}, 1800 * ms},
-		{"its hint wins over the others' round trips", 30 * ms, ms, 0, []time.Duration{90 * ms, 90 * ms, 100 * ms}, 280 * ms},
+		{"nothing known: Timeout", 0, 0, 0, 0, []time.Duration{100 * ms, 100 * ms, 100 * ms}, 300 * ms},
+		{"a firewalled host 0.3 ms away: the floor, the last four times", 300 * time.Microsecond, 0, 0, 0, []time.Duration{5 * ms, 5 * ms, 20 * ms}, 30 * ms},
+		{"five tries: the floor, the last four times", 300 * time.Microsecond, 0, 0, 4, []time.Duration{5 * ms, 5 * ms, 5 * ms, 5 * ms, 20 * ms}, 40 * ms},
+		{"30 ms away: three round trips, the last the ceiling", 30 * ms, 0, 0, 0, []time.Duration{90 * ms, 90 * ms, 100 * ms}, 280 * ms},
+		{"300 ms away: twice its round trip, past the ceiling", 300 * ms, 0, 0, 0, []time.Duration{600 * ms, 600 * ms, 600 * ms}, 1800 * ms},
+		{"its hint wins over the others' round trips", 30 * ms, 0, ms, 0, []time.Duration{90 * ms, 90 * ms, 100 * ms}, 280 * ms},
 		// Retried as fast as the others answer, but given up no sooner
 		// than with nothing measured: it may be farther than they are.
-		{"unknown among fast hosts", 0, ms, 0, []time.Duration{5 * ms, 10 * ms, 100*ms - 15*ms}, 100 * ms},
+		{"unknown among fast hosts", 0, 0, ms, 0, []time.Duration{5 * ms, 10 * ms, 100*ms - 15*ms}, 100 * ms},
+		// Its ARP reply came after a retry, 0.3 ms after it, 300 ms
+		// after the first request, which it may have answered: retried
+		// as fast as the hint says, given up when the first request's
+		// round trip says.
+		{"a short hint, 300 ms at most", 300 * time.Microsecond, 300 * ms, 0, 0, []time.Duration{5 * ms, 5 * ms, 600*ms - 10*ms}, 600 * ms},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,7 +80,7 @@ func TestWaitsFollowRoundTrips(t *testing.T) {
 			if tt.blind > 0 {
 				s.blind.Observe(tt.blind)
 			}
-			waits, end := tryFiltered(t, s, out, Target{Addr: a, Port: 80, RTT: tt.hint})
+			waits, end := tryFiltered(t, s, out, Target{Addr: a, Port: 80, RTT: tt.hint, RTTMax: tt.hintMax})
 			if diff := cmp.Diff(tt.waits, waits); diff != "" {
 				t.Errorf("waits (-want +got):\n%s", diff)
 			}

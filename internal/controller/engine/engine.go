@@ -443,8 +443,8 @@ func (r *run) count(f func(st *Stats)) {
 // live is a host worth a port probe, with the round trip its ARP reply
 // took (0: not swept).
 type live struct {
-	addr netip.Addr
-	rtt  time.Duration
+	addr        netip.Addr
+	rtt, rttMax time.Duration // see arpscan.Result
 }
 
 // sweepLinks passes on the hosts worth probing as they are known: the
@@ -501,7 +501,7 @@ func (r *run) sweep(name string, s Sweeper, group []netip.Addr, send func(live) 
 			if r.e.learn != nil && linked {
 				r.e.learn(res.IP, ifindex, res.MAC)
 			}
-			if !send(live{addr: res.IP, rtt: res.RTT}) {
+			if !send(live{addr: res.IP, rtt: res.RTT, rttMax: res.RTTMax}) {
 				// Keep reading: the sweep sends until it sees the
 				// run stopped.
 				for range found {
@@ -560,7 +560,7 @@ func (r *run) scanPorts(in <-chan live, ports []uint16, results chan<- synscan.R
 		for l := range in {
 			for _, p := range ports {
 				select {
-				case targets <- synscan.Target{Addr: l.addr, Port: p, RTT: l.rtt}:
+				case targets <- synscan.Target{Addr: l.addr, Port: p, RTT: l.rtt, RTTMax: l.rttMax}:
 				case <-r.ctx.Done():
 					// Drain, so that discovery never blocks.
 					for range in {
