@@ -212,28 +212,27 @@ func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("--prefer %w", err)
 	}
-	inv := st.BuildAnsible(now, stale, prefer)
-	if c.Output == formatTSV && c.Host == "" && !c.List {
-		err := writeInventoryTSV(env.Stdout, c.NoHeader, st, inv, now, prefer)
-		fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
-		return err
-	}
-	enc := json.NewEncoder(untrusted.JSONWriter(env.Stdout))
-	enc.SetIndent("", "  ")
+	// --list and --host print host by host, as BuildAnsible's answers
+	// would be printed (inventory.WriteList): at 100,000 hosts that map
+	// of every host's variables took more memory than the state.
 	switch {
 	case c.Host != "":
 		h, err := hostByName(st, c.Host)
 		if err != nil {
 			return problem(err)
 		}
-		v, err := inv.Host(h.Name)
-		if err != nil {
-			return problem(err)
-		}
-		return enc.Encode(v)
+		_, err = st.WriteHost(env.Stdout, h.Name, now, stale, prefer)
+		return err
 	case c.List || c.Output == "json":
-		return enc.Encode(inv.List())
-	case c.Output == "yaml":
+		return st.WriteList(env.Stdout, now, stale, prefer)
+	}
+	inv := st.BuildAnsible(now, stale, prefer)
+	if c.Output == formatTSV {
+		err := writeInventoryTSV(env.Stdout, c.NoHeader, st, inv, now, prefer)
+		fmt.Fprintf(env.Stderr, "%s in %s\n", plural(len(st.Hosts), "host"), path)
+		return err
+	}
+	if c.Output == "yaml" {
 		// Every string is double-quoted already.
 		b, err := inv.YAML()
 		if err != nil {
