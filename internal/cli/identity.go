@@ -36,8 +36,17 @@ func hostByName(st *inventory.State, q string) (*inventory.Host, error) {
 		known = append(known, n)
 	}
 	sort.Strings(known)
+	// A fleet's every name would bury the message: the first few say
+	// what names look like.
+	if n := len(known) - maxKnownNames; n > 0 {
+		known = append(known[:maxKnownNames], fmt.Sprintf("and %d more (ifl inventory lists them)", n))
+	}
 	return nil, fmt.Errorf("inventory: no host %q (known: %s; an identity's first %d hex digits or more also do)", q, strings.Join(known, ", "), minIdentityPrefix)
 }
+
+// maxKnownNames is the most names an error for a name that matches no
+// host lists.
+const maxKnownNames = 10
 
 // findHost finds a host of the inventory by its inventory name, in any
 // case, as the inventory compares names (web1 and WEB1 are one name), or

@@ -235,3 +235,23 @@ func TestProbeHashesMachineID(t *testing.T) {
 		t.Errorf("ping: exit %d, %v, %+v", code, err, p)
 	}
 }
+
+// A name that matches no host of a large fleet gets an error that shows
+// what names look like, not every one of them.
+func TestUnknownNameAmongMany(t *testing.T) {
+	st := inventory.Synthetic(25)
+	_, err := hostByName(st, "nope")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	names := make([]string, 0, 25)
+	for n := range st.Names() {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	want := `no host "nope" (known: ` + strings.Join(names[:10], ", ") + `, and 15 more (ifl inventory lists them); an identity's`
+	if !strings.Contains(msg, want) {
+		t.Errorf("error %q\nwant it to contain %q", msg, want)
+	}
+}
