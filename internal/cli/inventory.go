@@ -196,6 +196,22 @@ func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 	case "export":
 		return c.exportState(ctx, env, store)
 	}
+	prefer, err := inventory.ParsePrefer(c.Prefer)
+	if err != nil {
+		return fmt.Errorf("--prefer %w", err)
+	}
+	// Ansible asks --host NAME for each host: the host alone is read
+	// when the store can tell which it is that way.
+	if hl, ok := store.(inventory.HostLoader); ok && c.Host != "" && c.Prune == "" {
+		st, err := hl.LoadHost(ctx, c.Host)
+		if err != nil {
+			return c.stateError(err)
+		}
+		if st != nil {
+			_, err = st.WriteHost(env.Stdout, c.Host, now, stale, prefer)
+			return err
+		}
+	}
 	// A missing state is no fleet to show, not an empty fleet: Ansible
 	// would run its plays against no host and say nothing.
 	st, err := store.Load(ctx)
@@ -208,10 +224,6 @@ func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 		}
 	}
 	path = store.String()
-	prefer, err := inventory.ParsePrefer(c.Prefer)
-	if err != nil {
-		return fmt.Errorf("--prefer %w", err)
-	}
 	// --list and --host print host by host, as BuildAnsible's answers
 	// would be printed (inventory.WriteList): at 100,000 hosts that map
 	// of every host's variables took more memory than the state.

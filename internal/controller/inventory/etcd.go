@@ -601,3 +601,54 @@ func (e *Etcd) diff(sn *snapshot) ([]group, error) {
 	}
 	return append(out, loose...), nil
 }
+
+// LoadHost reads the host that holds the inventory name name, and only
+// it: the name's key says which identity holds it, and that identity's
+// record is read at the same revision, two keys whatever the size of the
+// fleet. The state it returns holds that host alone, checked as Load
+// checks it; nil, and no error, when the keys do not settle it (no such
+// name key, a name asked in another case, a record without that name):
+// Load then reads the whole inventory, and its answer is the reference.
+func (e *Etcd) LoadHost(ctx context.Context, name string) (*State, error) {
+	p := e.cfg.Prefix + "/"
+	c, cancel := e.ctx(ctx)
+	resp, err := e.c.Txn(c).Then(clientv3.OpGet(p+"format"), clientv3.OpGet(p+"names/"+strings.ToLower(name))).Commit()
+	cancel()
+	e.count(func(s *EtcdStats) { s.Pages++ })
+	if err != nil {
+		return nil, e.failed(err)
+	}
+	sn := &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}, shared: map[string]string{}}
+	format, held := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+	if len(format) == 0 {
+		return nil, nil
+	}
+	if err := e.take(sn, string(format[0].Key), format[0].Value, format[0].ModRevision); err != nil {
+		return nil, err
+	}
+	if len(held) == 0 || !validIdentity(string(held[0].Value)) {
+		return nil, nil
+	}
+	id := string(held[0].Value)
+	c, cancel = e.ctx(ctx)
+	got, err := e.c.Get(c, p+"hosts/"+id, clientv3.WithRev(resp.Header.Revision))
+	cancel()
+	e.count(func(s *EtcdStats) { s.Pages++ })
+	if err != nil {
+		return nil, e.failed(err)
+	}
+	if len(got.Kvs) == 0 {
+		return nil, nil
+	}
+	if err := e.take(sn, string(got.Kvs[0].Key), got.Kvs[0].Value, got.Kvs[0].ModRevision); err != nil {
+		return nil, err
+	}
+	h := sn.st.Hosts[id]
+	if h == nil || h.Name != name {
+		return nil, nil
+	}
+	if err := sn.st.validate(); err != nil {
+		return nil, fmt.Errorf("inventory %s: %w: %v (ifl writes no such record; fix or remove it)", e, ErrForeign, err)
+	}
+	return sn.st, nil
+}

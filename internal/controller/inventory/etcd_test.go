@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -116,6 +117,23 @@ func TestEtcdStoreAsFile(t *testing.T) {
 		t.Fatalf("the rounds left %d hosts and %d reservations: want 2 and some", len(want.Hosts), len(want.Reserved))
 	}
 	checkNameKeys(t, c, "/fleet", got)
+	for _, st := range []inventory.Store{file, etcd} {
+		checkLoadHost(t, st, got)
+	}
+	// A name key that a record does not confirm is left to Load.
+	var some *inventory.Host
+	for _, h := range got.Hosts {
+		some = h
+	}
+	if _, err := c.Client().Put(ctx, "/fleet/names/stray", some.Identity); err != nil {
+		t.Fatal(err)
+	}
+	if one, err := etcd.(inventory.HostLoader).LoadHost(ctx, "stray"); one != nil || err != nil {
+		t.Fatalf("LoadHost of a name key the record does not hold: %v, %v", one, err)
+	}
+	if _, err := c.Client().Delete(ctx, "/fleet/names/stray"); err != nil {
+		t.Fatal(err)
+	}
 
 	// Import into another prefix, export back.
 	other := openStore(t, c.Spec("/copy", ""))
@@ -143,6 +161,43 @@ func TestEtcdStoreAsFile(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"/copy/format"}, keys); diff != "" {
 		t.Fatalf("keys after importing an empty inventory (-want +got):\n%s", diff)
+	}
+}
+
+// checkLoadHost checks that st's LoadHost reads each host of the state
+// full (st's, read whole) as Load does, and leaves to Load a name no
+// host holds, or one asked in another case.
+func checkLoadHost(t *testing.T, st inventory.Store, full *inventory.State) {
+	t.Helper()
+	ctx := context.Background()
+	hl, ok := st.(inventory.HostLoader)
+	if !ok {
+		t.Fatalf("%s: no LoadHost", st)
+	}
+	for _, h := range full.Hosts {
+		one, err := hl.LoadHost(ctx, h.Name)
+		if err != nil || one == nil || len(one.Hosts) != 1 {
+			t.Fatalf("%s: LoadHost %q: %v, %v", st, h.Name, one, err)
+		}
+		var want, got bytes.Buffer
+		now := t0.Add(time.Hour)
+		if ok, err := full.WriteHost(&want, h.Name, now, time.Hour, inventory.PreferIPv4); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		if ok, err := one.WriteHost(&got, h.Name, now, time.Hour, inventory.PreferIPv4); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		if !bytes.Equal(want.Bytes(), got.Bytes()) {
+			t.Fatalf("%s: LoadHost %q printed otherwise:\n%s\nwant:\n%s", st, h.Name, got.Bytes(), want.Bytes())
+		}
+		if upper := strings.ToUpper(h.Name); upper != h.Name {
+			if one, err := hl.LoadHost(ctx, upper); one != nil || err != nil {
+				t.Fatalf("%s: LoadHost %q: %v, %v; want it left to Load", st, upper, one, err)
+			}
+		}
+	}
+	if one, err := hl.LoadHost(ctx, "no-such-host"); one != nil || err != nil {
+		t.Fatalf("%s: LoadHost of no host: %v, %v", st, one, err)
 	}
 }
 
