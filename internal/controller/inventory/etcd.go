@@ -262,24 +262,36 @@ type snapshot struct {
 	mods map[string]int64
 	// shared is the decoder's table of strings hosts share.
 	shared map[string]string
+	// format: the format key is there.
+	format bool
 }
 
 // Load reads the inventory; ErrNoState when the prefix holds none.
 func (e *Etcd) Load(ctx context.Context) (*State, error) {
-	sn, err := e.read(ctx)
+	sn, err := e.readOnly(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if sn.raw[e.cfg.Prefix+"/format"] == nil && len(sn.st.Hosts) == 0 {
+	if !sn.format && len(sn.st.Hosts) == 0 {
 		return nil, fmt.Errorf("inventory: %w at %s", ErrNoState, e)
 	}
 	return sn.st, nil
 }
 
 // read reads every key under the prefix at one revision, in pages, and
-// checks each record.
+// checks each record; the snapshot keeps each key's value and revision,
+// to write what changed.
 func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
-	sn := &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}, shared: map[string]string{}}
+	return e.readInto(ctx, &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}, shared: map[string]string{}})
+}
+
+// readOnly is read for a reader: the values are not kept, only the
+// state (at 100,000 hosts they are as large again).
+func (e *Etcd) readOnly(ctx context.Context) (*snapshot, error) {
+	return e.readInto(ctx, &snapshot{st: New(), shared: map[string]string{}})
+}
+
+func (e *Etcd) readInto(ctx context.Context, sn *snapshot) (*snapshot, error) {
 	p := e.cfg.Prefix + "/"
 	end := clientv3.GetPrefixRangeEnd(p)
 	from := p
@@ -329,10 +341,13 @@ func (e *Etcd) take(sn *snapshot, key string, v []byte, mod int64) error {
 	foreign := func(why string) error {
 		return fmt.Errorf("inventory %s: %w: key %s: %s (ifl writes no such record; fix or remove it)", e, ErrForeign, quoteKey(key), why)
 	}
-	sn.raw[key] = v
-	sn.mods[key] = mod
+	if sn.raw != nil {
+		sn.raw[key] = v
+		sn.mods[key] = mod
+	}
 	switch kind {
 	case "format":
+		sn.format = true
 		var f struct {
 			Format  string `json:"format"`
 			Version int    `json:"version"`
@@ -618,7 +633,7 @@ func (e *Etcd) LoadHost(ctx context.Context, name string) (*State, error) {
 	if err != nil {
 		return nil, e.failed(err)
 	}
-	sn := &snapshot{st: New(), raw: map[string][]byte{}, mods: map[string]int64{}, shared: map[string]string{}}
+	sn := &snapshot{st: New(), shared: map[string]string{}}
 	format, held := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
 	if len(format) == 0 {
 		return nil, nil
