@@ -169,6 +169,8 @@ func inNamespace(t testing.TB, ns, spec string) []byte {
 // namespace, its events decoded as they come.
 type lanWatch struct {
 	events chan map[string]any
+	// pid is the controller's: ip netns exec execs it in its own place.
+	pid int
 }
 
 func startLANWatch(t testing.TB, lan *testnet.LAN, args ...string) *lanWatch {
@@ -182,7 +184,7 @@ func startLANWatch(t testing.TB, lan *testnet.LAN, args ...string) *lanWatch {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &lanWatch{events: make(chan map[string]any, 1000)}
+	w := &lanWatch{events: make(chan map[string]any, 1000), pid: cmd.Process.Pid}
 	go func() {
 		defer close(w.events)
 		dec := json.NewDecoder(stderr)
