@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/testbed/testnet"
 	"github.com/ifl-project/ifl/proto"
 )
 
@@ -198,6 +199,10 @@ func addrsFrom(first netip.Addr, n int) ([]netip.Addr, error) {
 	for a := first; len(out) < n; a = a.Next() {
 		if !a.IsValid() || !a.Is4() {
 			return nil, fmt.Errorf("%d addresses from %v run out of IPv4", n, first)
+		}
+		if !testnet.TestRange.Contains(a) {
+			// It adds them to an interface: only ever a test LAN's.
+			return nil, fmt.Errorf("%d addresses from %v leave %v, the only range a test LAN may use", n, first, testnet.TestRange)
 		}
 		if b := a.As4()[3]; b == 0 || b == 255 {
 			continue

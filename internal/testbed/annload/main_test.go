@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +27,12 @@ func TestAddrsFrom(t *testing.T) {
 	}
 	if _, err := addrsFrom(netip.MustParseAddr("255.255.255.250"), 10); err == nil {
 		t.Error("addrsFrom past 255.255.255.255: no error")
+	}
+	if _, err := addrsFrom(netip.MustParseAddr("198.19.255.250"), 10); err == nil || !strings.Contains(err.Error(), "the only range a test LAN may use") {
+		t.Errorf("addrsFrom past the test range: %v", err)
+	}
+	if _, err := addrsFrom(netip.MustParseAddr("10.0.0.1"), 1); err == nil {
+		t.Error("addrsFrom outside the test range: no error")
 	}
 	if _, err := addrsFrom(netip.MustParseAddr("2001:db8::1"), 1); err == nil {
 		t.Error("addrsFrom of an IPv6 address: no error")
