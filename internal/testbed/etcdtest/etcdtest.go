@@ -1,7 +1,14 @@
 // Package etcdtest runs a cluster of real etcd members (Debian's
-// etcd-server) on loopback for the tests of the packages that keep the
-// inventory in etcd. Each member's data is in the test's temporary
-// directory; every process is stopped by its PID when the test ends.
+// etcd-server) for the tests of the packages that keep the inventory in
+// etcd: on loopback (Start, StartTLS), or inside a network namespace of
+// a test network, each member on an address of its own there (StartIn),
+// for controllers in other namespaces to reach through routers. Each
+// member's data is in the test's temporary directory; every process is
+// stopped by its PID when the test ends.
+//
+//	c := etcdtest.Start(t, 3)
+//	spec := c.Spec("/fleet", "timeout=5s") // etcd://127.0.0.1:PORT,.../fleet?timeout=5s
+//	c.Stop(c.Leader())                     // kill the leader; Restart(i) brings it back
 package etcdtest
 
 import (
@@ -17,9 +24,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +37,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 )
 
 // Binary is the server the tests run.
@@ -42,14 +53,24 @@ type Cluster struct {
 	// certificates, and the client's certificate and key, as files.
 	CA, Cert, Key string
 	tls           *tls.Config
+	// netns is the network namespace the members run in (StartIn);
+	// empty for the caller's own.
+	netns string
+}
+
+// Net places a cluster in a network namespace, each member listening on
+// an address of its own there (client port 2379, peer port 2380).
+type Net struct {
+	Namespace string
+	Addrs     []netip.Addr // one per member
 }
 
 // Member is one etcd process.
 type Member struct {
 	Name   string
 	Dir    string
-	Client string // 127.0.0.1:PORT
-	Peer   string // http://127.0.0.1:PORT
+	Client string // 127.0.0.1:PORT, or ADDR:2379 with StartIn
+	Peer   string // http://127.0.0.1:PORT, or http://ADDR:2380 with StartIn
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	done   chan struct{}
@@ -59,30 +80,56 @@ type Member struct {
 // skips the test when the etcd binary is not installed.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	return start(t, n, false)
+	return start(t, n, false, Net{})
 }
 
 // StartTLS is Start with TLS on the client URLs: the members ask for a
 // client certificate signed by the cluster's CA.
 func StartTLS(t testing.TB, n int) *Cluster {
 	t.Helper()
-	return start(t, n, true)
+	return start(t, n, true, Net{})
 }
 
-func start(t testing.TB, n int, withTLS bool) *Cluster {
+// StartIn starts a cluster of one member per address of n, inside the
+// network namespace n.Namespace (which the caller made, and removes),
+// and waits until it has a leader, asking from inside that namespace. It
+// skips the test when the etcd binary is not installed.
+func StartIn(t testing.TB, n Net) *Cluster {
 	t.Helper()
-	if _, err := exec.LookPath(Binary); err != nil {
-		t.Skipf("etcd is not installed (%v): apt-get install etcd-server to run the tests against a real etcd", err)
+	if n.Namespace == "" || len(n.Addrs) == 0 {
+		t.Fatalf("etcdtest: StartIn needs a namespace and an address per member, got %q and %v", n.Namespace, n.Addrs)
 	}
-	c := &Cluster{t: t}
+	return start(t, len(n.Addrs), false, n)
+}
+
+// Available reports why etcd cannot run here, or "" when it can.
+func Available() string {
+	if _, err := exec.LookPath(Binary); err != nil {
+		return fmt.Sprintf("etcd is not installed (%v): apt-get install etcd-server to run the tests against a real etcd", err)
+	}
+	return ""
+}
+
+func start(t testing.TB, n int, withTLS bool, in Net) *Cluster {
+	t.Helper()
+	if why := Available(); why != "" {
+		t.Skip(why)
+	}
+	c := &Cluster{t: t, netns: in.Namespace}
 	dir := t.TempDir()
 	if withTLS {
 		c.makeCerts(dir)
 	}
 	var peers []string
 	for i := range n {
-		m := &Member{Name: fmt.Sprintf("m%d", i), Dir: filepath.Join(dir, fmt.Sprintf("m%d", i)),
-			Client: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Peer: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+		m := &Member{Name: fmt.Sprintf("m%d", i), Dir: filepath.Join(dir, fmt.Sprintf("m%d", i))}
+		if c.netns != "" {
+			m.Client = netip.AddrPortFrom(in.Addrs[i], 2379).String()
+			m.Peer = "http://" + netip.AddrPortFrom(in.Addrs[i], 2380).String()
+		} else {
+			m.Client = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			m.Peer = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+		}
 		c.Members = append(c.Members, m)
 		peers = append(peers, m.Name+"="+m.Peer)
 	}
@@ -124,14 +171,26 @@ func (c *Cluster) start(i int) {
 		scheme = "https://"
 		extra = []string{"--cert-file", c.Cert, "--key-file", c.Key, "--trusted-ca-file", c.CA, "--client-cert-auth"}
 	}
-	cmd := exec.Command(Binary, append([]string{
+	argv := []string{Binary}
+	if c.netns != "" {
+		// ip netns exec execs etcd in place: the PID is etcd's.
+		argv = []string{"ip", "netns", "exec", c.netns, Binary}
+	}
+	cmd := exec.Command(argv[0], append(append(argv[1:],
 		"--name", m.Name, "--data-dir", m.Dir,
-		"--listen-client-urls", scheme + m.Client, "--advertise-client-urls", scheme + m.Client,
+		"--listen-client-urls", scheme+m.Client, "--advertise-client-urls", scheme+m.Client,
 		"--listen-peer-urls", m.Peer, "--initial-advertise-peer-urls", m.Peer,
 		"--initial-cluster", c.initial, "--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(filepath.Dir(m.Dir)),
 		"--logger", "zap", "--log-outputs", filepath.Join(filepath.Dir(m.Dir), m.Name+".log"),
-		"--heartbeat-interval", "50", "--election-timeout", "500"}, extra...)...)
+		"--heartbeat-interval", "50", "--election-timeout", "500"), extra...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// What is not in the log: ip's errors, etcd's before its logger.
+	out, err := os.OpenFile(filepath.Join(filepath.Dir(m.Dir), m.Name+".out"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("starting etcd member %s: %v", m.Name, err)
 	}
@@ -147,10 +206,9 @@ func (c *Cluster) start(i int) {
 // leader), for at most a minute.
 func (c *Cluster) waitHealthy(i int) {
 	m := c.Members[i]
-	cl := &http.Client{Timeout: time.Second}
+	cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: c.tls, DialContext: c.dial}}
 	scheme := "http://"
 	if c.tls != nil {
-		cl.Transport = &http.Transport{TLSClientConfig: c.tls}
 		scheme = "https://"
 	}
 	var last string
@@ -172,7 +230,9 @@ func (c *Cluster) waitHealthy(i int) {
 		m.mu.Unlock()
 		select {
 		case <-done:
-			c.t.Fatalf("etcd member %s exited before it was healthy (log: %s)", m.Name, filepath.Join(filepath.Dir(m.Dir), m.Name+".log"))
+			log, _ := os.ReadFile(filepath.Join(filepath.Dir(m.Dir), m.Name+".log"))
+			out, _ := os.ReadFile(filepath.Join(filepath.Dir(m.Dir), m.Name+".out"))
+			c.t.Fatalf("etcd member %s exited before it was healthy; its output:\n%s\nits log:\n%s", m.Name, out, log)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -232,7 +292,11 @@ func (c *Cluster) Spec(prefix, opts string) string {
 
 // Client is a client of the whole cluster, closed when the test ends.
 func (c *Cluster) Client() *clientv3.Client {
-	cl, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: c.tls})
+	cfg := clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: c.tls}
+	if c.netns != "" {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return c.dial(ctx, "tcp", addr) })}
+	}
+	cl, err := clientv3.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -257,6 +321,53 @@ func (c *Cluster) Leader() int {
 	}
 	c.t.Fatal("no etcd member leads after a minute")
 	return -1
+}
+
+// dial connects from the members' namespace: a socket belongs to the
+// network namespace of the thread that made it, for good.
+func (c *Cluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if c.netns == "" {
+		return d.DialContext(ctx, network, addr)
+	}
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread goes back to its namespace before it is
+		// unlocked. It must not end instead: a member started from
+		// it would get its parent-death signal (Pdeathsig follows the
+		// thread, not the process).
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		ns, err := os.Open("/run/netns/" + c.netns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("etcdtest: entering %s: %w", c.netns, err)}
+			return
+		}
+		conn, err := d.DialContext(ctx, network, addr)
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked, and ends with this goroutine
+		ch <- result{conn, err}
+	}()
+	r := <-ch
+	return r.conn, r.err
 }
 
 // Logs are the members' logs, for a failing test to show.
