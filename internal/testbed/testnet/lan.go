@@ -18,6 +18,10 @@
 //
 // From the shell, scripts/testnet.sh wraps the same code.
 //
+// Several LANs make a fleet of sites: JoinCore links their routers to a
+// core namespace whose services (an etcd cluster, with
+// etcdtest.StartIn) every site's controller reaches (sites.go).
+//
 // A LAN's state (its hosts, their roles, addresses, MACs, identities and
 // PIDs) is kept in /run/ifl-testnet/<name>/lan.json; Down(name) works from
 // it, and from the namespaces' names, after a crash too.
@@ -51,6 +55,10 @@ type Options struct {
 	Helper string
 	// ReadyTimeout bounds the wait for every service to listen; default 20s.
 	ReadyTimeout time.Duration
+	// NetworkKey, if set, is a key file the LAN's agents share (a copy
+	// of it): the LANs of one fleet, another LAN's NetworkKey. Default:
+	// a key of the LAN's own.
+	NetworkKey string
 }
 
 // Host is one machine of the LAN as it was set up: the truth tests compare

@@ -21,7 +21,7 @@ import (
 // impostors, each in its host's network namespace and a UTS namespace of
 // its own with the host's name, so that an agent reports that hostname.
 func (l *LAN) start(ctx context.Context, opts Options) error {
-	if err := l.writeKeys(); err != nil {
+	if err := l.writeKeys(opts.NetworkKey); err != nil {
 		return err
 	}
 	if err := l.startRelays(opts); err != nil {
@@ -51,11 +51,22 @@ func (l *LAN) start(ctx context.Context, opts Options) error {
 	return l.waitReady(ctx, opts.ReadyTimeout)
 }
 
-// writeKeys makes the LAN's network key and the wrong one.
-func (l *LAN) writeKeys() error {
+// writeKeys makes the LAN's network key, a copy of shared if given, and
+// the wrong one.
+func (l *LAN) writeKeys(shared string) error {
 	l.NetworkKey = filepath.Join(l.Dir, "network.key")
 	l.WrongKey = filepath.Join(l.Dir, "wrong.key")
 	for _, f := range []string{l.NetworkKey, l.WrongKey} {
+		if f == l.NetworkKey && shared != "" {
+			b, err := os.ReadFile(shared)
+			if err != nil {
+				return fmt.Errorf("testnet: the shared network key: %w", err)
+			}
+			if err := os.WriteFile(f, b, 0o600); err != nil {
+				return err
+			}
+			continue
+		}
 		k, err := proto.NewNetworkKey()
 		if err != nil {
 			return err

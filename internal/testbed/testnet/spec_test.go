@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -201,6 +202,29 @@ func TestResponderHostsErrors(t *testing.T) {
 		}
 		if _, err := tt.spec.responderHosts(); err == nil || err.Error() != tt.want {
 			t.Errorf("got %v, want %q", err, tt.want)
+		}
+	}
+}
+
+// TestJoinCoreRefuses: a core's name, prefix and size are checked before
+// anything is made.
+func TestJoinCoreRefuses(t *testing.T) {
+	lan := &LAN{Spec: Spec{Name: "x", Prefix: netip.MustParsePrefix("198.19.160.0/26")}}
+	for _, c := range []struct {
+		name     string
+		prefix   string
+		services int
+		want     string
+	}{
+		{"Core", "198.19.160.192/26", 3, `testnet: core name "Core": want 1 to 8 of [a-z0-9]`},
+		{"core", "10.0.0.0/24", 3, "testnet: core prefix 10.0.0.0/24: want an IPv4 /24 to /28 inside 198.18.0.0/15"},
+		{"core", "198.19.160.0/29", 3, "testnet: core prefix 198.19.160.0/29: want an IPv4 /24 to /28 inside 198.18.0.0/15"},
+		{"core", "198.19.160.192/28", 7, "testnet: core 198.19.160.192/28: room for 1 to 6 services and 1 to 2 LANs, not 7 and 1"},
+		{"core", "198.19.160.0/24", 3, "testnet: core prefix 198.19.160.0/24 overlaps LAN x's 198.19.160.0/26"},
+	} {
+		_, err := JoinCore(context.Background(), c.name, netip.MustParsePrefix(c.prefix), c.services, lan)
+		if err == nil || err.Error() != c.want {
+			t.Errorf("JoinCore(%q, %s, %d): %v, want %s", c.name, c.prefix, c.services, err, c.want)
 		}
 	}
 }

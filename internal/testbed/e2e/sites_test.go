@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/etcdtest"
+	"github.com/ifl-project/ifl/internal/testbed/testnet"
+)
+
+// sites is a fleet of two sites, a and b: a LAN each with its
+// controller, both routed to a core where a 3-member etcd cluster keeps
+// their shared inventory.
+type sites struct {
+	a, b  *testnet.LAN
+	core  *testnet.Core
+	etcd  *etcdtest.Cluster
+	store string // the --store URL
+}
+
+// startSites brings the fleet up for the test. Both LANs have a host
+// called web, so that the fleet-wide names are put to the test.
+func startSites(t *testing.T) *sites {
+	t.Helper()
+	testnet.Require(t, true)
+	if why := etcdtest.Available(); why != "" {
+		if os.Getenv(testnet.EnvRequired) == "1" {
+			t.Fatalf("%s (%s=1 requires it)", why, testnet.EnvRequired)
+		}
+		t.Skip(why)
+	}
+	ifl := testnet.BuildIFL(t)
+	agents := func(names ...string) []testnet.HostSpec {
+		var hosts []testnet.HostSpec
+		for _, n := range names {
+			hosts = append(hosts, testnet.HostSpec{Role: testnet.Agent, Name: n})
+		}
+		return append(hosts, testnet.HostSpec{Role: testnet.Closed, Name: "printer"})
+	}
+	a := testnet.Start(t, testnet.Spec{Name: "e2esitea", Prefix: netip.MustParsePrefix("198.19.160.0/26"), Port: 7440,
+		Hosts: agents("a1", "a2", "web")}, ifl)
+	b, err := testnet.Up(context.Background(), testnet.Spec{Name: "e2esiteb", Prefix: netip.MustParsePrefix("198.19.160.64/26"), Port: 7440,
+		Hosts: agents("b1", "b2", "web")}, testnet.Options{IFL: ifl, NetworkKey: a.NetworkKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Down(); err != nil {
+			t.Errorf("tearing down %s: %v", b.Name, err)
+		}
+	})
+	core := testnet.StartCore(t, "e2esitec", netip.MustParsePrefix("198.19.160.192/26"), 3, a, b)
+	c := etcdtest.StartIn(t, etcdtest.Net{Namespace: core.Namespace, Addrs: core.Services})
+	return &sites{a: a, b: b, core: core, etcd: c, store: c.Spec("/fleet", "timeout=5s")}
+}
+
+// site is the site name of a LAN's controller.
+func (s *sites) site(lan *testnet.LAN) string {
+	if lan == s.a {
+		return "a"
+	}
+	return "b"
+}
+
+// command is ifl with args in lan's controller, on the shared store as
+// its site.
+func (s *sites) command(ctx context.Context, lan *testnet.LAN, args ...string) *exec.Cmd {
+	cmd := lan.Controller.Command(ctx, lan.IFL, args...)
+	cmd.Env = append(os.Environ(), "IFL_NETWORK_KEY="+lan.NetworkKey, "IFL_STATE="+filepath.Join(lan.Dir, "never.json"),
+		"IFL_STORE="+s.store, "IFL_SITE="+s.site(lan))
+	return cmd
+}
+
+// result is how a command ended.
+type result struct {
+	stdout, stderr string
+	code           int
+	err            error // not an exit status
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d (%v)\nstdout:\n%s\nstderr:\n%s", r.code, r.err, r.stdout, r.stderr)
+}
+
+func runCmd(cmd *exec.Cmd) result {
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else {
+		r.err = err
+	}
+	return r
+}
+
+// siteProbe mirrors what the tests read of ifl probe -o json.
+type siteProbe struct {
+	Hosts []struct {
+		Status   string `json:"status"`
+		Identity string `json:"identity"`
+	} `json:"hosts"`
+	Changes *inventory.Changes `json:"changes"`
+}
+
+// probeAll probes both LANs at once, each controller as its site, and
+// returns their reports.
+func (s *sites) probeAll(t *testing.T) (a, b siteProbe) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lans := []*testnet.LAN{s.a, s.b}
+	results := make([]result, 2)
+	done := make(chan int)
+	for i, lan := range lans {
+		go func() {
+			results[i] = runCmd(s.command(ctx, lan, "probe", "-o", "json", lan.Prefix.String()))
+			done <- i
+		}()
+	}
+	<-done
+	<-done
+	reps := make([]siteProbe, 2)
+	for i, r := range results {
+		if r.code != 0 || r.err != nil {
+			t.Fatalf("probe of site %s: %v", s.site(lans[i]), r)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &reps[i]); err != nil || reps[i].Changes == nil {
+			t.Fatalf("probe of site %s: %v\n%s", s.site(lans[i]), err, r.stdout)
+		}
+	}
+	return reps[0], reps[1]
+}
+
+// probe probes lan alone, as its site.
+func (s *sites) probe(t *testing.T, lan *testnet.LAN) siteProbe {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := runCmd(s.command(ctx, lan, "probe", "-o", "json", lan.Prefix.String()))
+	var rep siteProbe
+	if r.code != 0 || r.err != nil {
+		t.Fatalf("probe of site %s: %v", s.site(lan), r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || rep.Changes == nil {
+		t.Fatalf("probe of site %s: %v\n%s", s.site(lan), err, r.stdout)
+	}
+	return rep
+}
+
+// inventory reads the shared store from lan's controller: the Ansible
+// inventory (ifl inventory -o json) and the whole state (export).
+func (s *sites) inventory(t *testing.T, lan *testnet.LAN) (*ansibleList, *inventory.State) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := runCmd(s.command(ctx, lan, "inventory", "-o", "json"))
+	if r.code != 0 || r.err != nil {
+		t.Fatalf("inventory -o json: %v", r)
+	}
+	var inv ansibleList
+	if err := json.Unmarshal([]byte(r.stdout), &inv); err != nil {
+		t.Fatalf("inventory -o json: %v\n%s", err, r.stdout)
+	}
+	file := filepath.Join(t.TempDir(), "export.json")
+	if r := runCmd(s.command(ctx, lan, "inventory", "export", file)); r.code != 0 || r.err != nil {
+		t.Fatalf("inventory export: %v", r)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st inventory.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("exported state: %v\n%s", err, b)
+	}
+	return &inv, &st
+}
+
+// agents are the identities of the agents of lans, and the site of
+// each as the fleet is laid out now.
+func (s *sites) agents() map[string]string {
+	out := map[string]string{}
+	for _, lan := range []*testnet.LAN{s.a, s.b} {
+		for _, h := range lan.Hosts {
+			if h.Role != testnet.Agent {
+				continue
+			}
+			site := s.site(lan)
+			if !lan.Prefix.Contains(h.Addr) {
+				site = map[string]string{"a": "b", "b": "a"}[site] // carried to the other site
+			}
+			out[h.Identity] = site
+		}
+	}
+	return out
+}
+
+// host is the agent of lan called name.
+func host(t *testing.T, lan *testnet.LAN, name string) testnet.Host {
+	t.Helper()
+	for _, h := range lan.Hosts {
+		if h.Name == name {
+			return h
+		}
+	}
+	t.Fatalf("no host %s in %s", name, lan.Name)
+	return testnet.Host{}
+}
+
+// checkFleet checks that the store holds every agent of the fleet once,
+// under a name of its own, at the site and address it is at now, as both
+// the Ansible inventory and the state say, read from either site.
+func (s *sites) checkFleet(t *testing.T) *inventory.State {
+	t.Helper()
+	want := s.agents()
+	addr := map[string]string{}
+	for _, lan := range []*testnet.LAN{s.a, s.b} {
+		for _, h := range lan.Hosts {
+			if h.Identity != "" {
+				addr[h.Identity] = h.Addr.String()
+			}
+		}
+	}
+	var first *inventory.State
+	for _, lan := range []*testnet.LAN{s.a, s.b} {
+		inv, st := s.inventory(t, lan)
+		got := map[string]string{} // identity -> name, from Ansible's view
+		for name, vars := range inv.Meta.HostVars {
+			id, _ := vars["ifl_identity"].(string)
+			if prev, dup := got[id]; dup {
+				t.Errorf("read from %s: identity %s listed twice, as %s and %s", s.site(lan), id, prev, name)
+			}
+			got[id] = name
+			if vars["ansible_host"] != addr[id] {
+				t.Errorf("read from %s: %s (%s) at %v, want %s", s.site(lan), name, id, vars["ansible_host"], addr[id])
+			}
+		}
+		if diff := cmp.Diff(slices.Sorted(mapKeys(want)), slices.Sorted(mapKeys(got))); diff != "" {
+			t.Errorf("read from %s: identities in the inventory (-want +got):\n%s", s.site(lan), diff)
+		}
+		sites := map[string]string{}
+		for id, h := range st.Hosts {
+			sites[id] = h.Site
+		}
+		if diff := cmp.Diff(want, sites); diff != "" {
+			t.Errorf("read from %s: site of each host (-want +got):\n%s", s.site(lan), diff)
+		}
+		if first == nil {
+			first = st
+		}
+	}
+	return first
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// TestSitesProbeAtOnce: the controllers of two sites probe their LANs at
+// once into one etcd inventory: every agent of both is in it once, under
+// a name of its own (web at both sites: one keeps web), at its site.
+func TestSitesProbeAtOnce(t *testing.T) {
+	s := startSites(t)
+	start := time.Now()
+	a, b := s.probeAll(t)
+	t.Logf("both sites probed in %v", time.Since(start).Round(time.Millisecond))
+	for site, rep := range map[string]siteProbe{"a": a, "b": b} {
+		var ids []string
+		for _, h := range rep.Changes.New {
+			ids = append(ids, h.Identity)
+		}
+		sort.Strings(ids)
+		var want []string
+		for id, at := range s.agents() {
+			if at == site {
+				want = append(want, id)
+			}
+		}
+		sort.Strings(want)
+		if diff := cmp.Diff(want, ids); diff != "" || len(rep.Changes.Moved)+len(rep.Changes.Unseen) != 0 {
+			t.Errorf("site %s's changes (-want +got new):\n%s\n%+v", site, diff, rep.Changes)
+		}
+	}
+	st := s.checkFleet(t)
+	var names []string
+	for _, h := range st.Hosts {
+		names = append(names, h.Name)
+	}
+	sort.Strings(names)
+	webs := 0
+	for _, n := range names {
+		if n == "web" {
+			webs++
+		}
+	}
+	if len(names) != 6 || len(slices.Compact(slices.Clone(names))) != 6 || webs != 1 {
+		t.Errorf("names %v: want 6 different ones, web one of them", names)
+	}
+}
