@@ -320,3 +320,48 @@ func TestSitesProbeAtOnce(t *testing.T) {
 		t.Errorf("names %v: want 6 different ones, web one of them", names)
 	}
 }
+
+// TestSitesHostMoves: an agent carried from site a's LAN to site b's, as
+// a laptop taken to another office, is one host, moved from a to b, with
+// both sites in its history and a sighting by each; site a, probing
+// after b found it there, neither reports it unseen nor marks its own
+// sighting missed.
+func TestSitesHostMoves(t *testing.T) {
+	s := startSites(t)
+	s.probeAll(t)
+	laptop := host(t, s.a, "a1")
+	to := netip.MustParseAddr("198.19.160.100")
+	if err := s.a.MoveTo(context.Background(), laptop.Name, s.b, to); err != nil {
+		t.Fatal(err)
+	}
+	b := s.probe(t, s.b)
+	want := []inventory.HostChange{{Identity: laptop.Identity, Name: "a1", Hostname: "a1", From: "a " + laptop.Addr.String(), To: to.String()}}
+	if diff := cmp.Diff(want, b.Changes.Moved); diff != "" || len(b.Changes.New)+len(b.Changes.Unseen)+len(b.Changes.Renamed) != 0 {
+		t.Errorf("site b's changes (-want +got moved):\n%s\n%+v", diff, b.Changes)
+	}
+	a := s.probe(t, s.a)
+	if !a.Changes.Empty() {
+		t.Errorf("site a's changes after the laptop left: %+v, want none", a.Changes)
+	}
+	st := s.checkFleet(t)
+	h := st.Hosts[laptop.Identity]
+	if h == nil {
+		t.Fatal("the laptop is not in the inventory")
+	}
+	if n := len(h.History); n != 1 || h.History[0].From != laptop.Addr.String() || h.History[0].To != to.String() || h.History[0].FromSite != "a" || h.History[0].ToSite != "b" {
+		t.Errorf("history %+v, want one move: a %v -> b %v", h.History, laptop.Addr, to)
+	}
+	got := map[string]string{}
+	for site, sg := range h.Sites {
+		got[site] = fmt.Sprintf("%s missed=%v", sg.Addr, !sg.Missed.IsZero())
+	}
+	wantSites := map[string]string{"a": laptop.Addr.String() + " missed=false", "b": to.String() + " missed=false"}
+	if diff := cmp.Diff(wantSites, got); diff != "" {
+		t.Errorf("sightings (-want +got):\n%s", diff)
+	}
+	// Both again, at once: nothing changes.
+	a, b = s.probeAll(t)
+	if !a.Changes.Empty() || !b.Changes.Empty() {
+		t.Errorf("changes of the next rounds: a %+v, b %+v; want none", a.Changes, b.Changes)
+	}
+}

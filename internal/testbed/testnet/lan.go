@@ -20,7 +20,8 @@
 //
 // Several LANs make a fleet of sites: JoinCore links their routers to a
 // core namespace whose services (an etcd cluster, with
-// etcdtest.StartIn) every site's controller reaches (sites.go).
+// etcdtest.StartIn) every site's controller reaches, and MoveTo carries
+// a host from one LAN to another (sites.go).
 //
 // A LAN's state (its hosts, their roles, addresses, MACs, identities and
 // PIDs) is kept in /run/ifl-testnet/<name>/lan.json; Down(name) works from

@@ -20,6 +20,7 @@ import (
 //	// run services in core.Namespace on core.Services, e.g.
 //	// etcdtest.StartIn(t, etcdtest.Net{Namespace: core.Namespace, Addrs: core.Services})
 //	a.Controller.Command(ctx, ifl, "probe", "--store", "etcd://...", "--site", "a", a.Prefix.String())
+//	a.MoveTo(ctx, "h001", b, addrInB) // a laptop carried to site b
 //
 // Each controller reaches the core's services through its LAN's router;
 // the core forwards nothing between the LANs, so no site reaches
@@ -124,4 +125,54 @@ func (c *Core) Down() error { return Down(c.Name) }
 // Command returns a command that runs inside the core's namespace.
 func (c *Core) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.Namespace, name}, args...)...)
+}
+
+// MoveTo carries the host called name from l to the LAN to, as a laptop
+// taken to another site: its link leaves l's bridge for to's, and it gets
+// the address addr of to's prefix and to's router as its gateway; it
+// keeps its MAC, its process and its identity. l still owns the host (its
+// namespace and process go with l.Down), listed in l.Hosts with its new
+// address. Hosts with IPv6 or a delay are not carried.
+func (l *LAN) MoveTo(ctx context.Context, name string, to *LAN, addr netip.Addr) error {
+	if !to.Prefix.Contains(addr) || addr == to.Prefix.Addr() || addr == last(to.Prefix) || addr == to.Router.Addr || addr == to.Controller.Addr {
+		return fmt.Errorf("testnet: move %s to %s: %v is outside %v or taken", name, to.Name, addr, to.Prefix)
+	}
+	for _, h := range to.Hosts {
+		if h.Addr == addr {
+			return fmt.Errorf("testnet: move %s to %s: %v is taken by %s", name, to.Name, addr, h.Name)
+		}
+	}
+	port := -1
+	for i, n := range l.nodes() {
+		if i >= 2 && n.Namespace == "ifl-"+l.Name+"-"+name {
+			port = i
+		}
+	}
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
+		if h.Name != name {
+			continue
+		}
+		if h.Namespace == "" || port < 0 || h.Relay != "" || h.Addr6.IsValid() || !h.Addr.IsValid() {
+			return fmt.Errorf("testnet: move %s to %s: only a host that is there, with an IPv4 address only and no delay, is carried", name, to.Name)
+		}
+		// The port's name on to's bridge: from the MAC, unique.
+		newPort := "m" + strings.ReplaceAll(h.MAC[6:], ":", "")
+		if err := ipBatch(ctx, l.Bridge, fmt.Sprintf("link set p%d down\nlink set p%d nomaster\nlink set p%d name %s\nlink set %s netns %s\n", port, port, port, newPort, newPort, to.Bridge)); err != nil {
+			return err
+		}
+		if err := ipBatch(ctx, to.Bridge, fmt.Sprintf("link set %s master br0\nlink set %s up\n", newPort, newPort)); err != nil {
+			return err
+		}
+		// The controller's permanent neighbour entry follows too (see
+		// nodeCommands).
+		cmds := fmt.Sprintf("neigh del %s dev eth0\naddr del %s/%d dev eth0\naddr add %s/%d dev eth0\nroute replace default via %s\nneigh replace %s lladdr %s nud permanent dev eth0\n",
+			l.Controller.Addr, h.Addr, l.Prefix.Bits(), addr, to.Prefix.Bits(), to.Router.Addr, to.Controller.Addr, to.Controller.MAC)
+		if err := ipBatch(ctx, h.Namespace, cmds); err != nil {
+			return err
+		}
+		h.Addr = addr
+		return l.save()
+	}
+	return fmt.Errorf("testnet: move %s to %s: no host %q in %s", name, to.Name, name, l.Name)
 }
