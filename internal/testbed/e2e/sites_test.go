@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,8 +34,9 @@ type sites struct {
 }
 
 // startSites brings the fleet up for the test. Both LANs have a host
-// called web, so that the fleet-wide names are put to the test.
-func startSites(t *testing.T) *sites {
+// called web, so that the fleet-wide names are put to the test. election
+// is the etcd members' election timeout (0: etcdtest's default).
+func startSites(t *testing.T, election time.Duration) *sites {
 	t.Helper()
 	testnet.Require(t, true)
 	if why := etcdtest.Available(); why != "" {
@@ -64,7 +66,7 @@ func startSites(t *testing.T) *sites {
 		}
 	})
 	core := testnet.StartCore(t, "e2esitec", netip.MustParsePrefix("198.19.160.192/26"), 3, a, b)
-	c := etcdtest.StartIn(t, etcdtest.Net{Namespace: core.Namespace, Addrs: core.Services})
+	c := etcdtest.StartIn(t, etcdtest.Net{Namespace: core.Namespace, Addrs: core.Services, ElectionTimeout: election})
 	return &sites{a: a, b: b, core: core, etcd: c, store: c.Spec("/fleet", "timeout=5s")}
 }
 
@@ -283,7 +285,7 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 // once into one etcd inventory: every agent of both is in it once, under
 // a name of its own (web at both sites: one keeps web), at its site.
 func TestSitesProbeAtOnce(t *testing.T) {
-	s := startSites(t)
+	s := startSites(t, 0)
 	start := time.Now()
 	a, b := s.probeAll(t)
 	t.Logf("both sites probed in %v", time.Since(start).Round(time.Millisecond))
@@ -327,7 +329,7 @@ func TestSitesProbeAtOnce(t *testing.T) {
 // after b found it there, neither reports it unseen nor marks its own
 // sighting missed.
 func TestSitesHostMoves(t *testing.T) {
-	s := startSites(t)
+	s := startSites(t, 0)
 	s.probeAll(t)
 	laptop := host(t, s.a, "a1")
 	to := netip.MustParseAddr("198.19.160.100")
@@ -364,4 +366,153 @@ func TestSitesHostMoves(t *testing.T) {
 	if !a.Changes.Empty() || !b.Changes.Empty() {
 		t.Errorf("changes of the next rounds: a %+v, b %+v; want none", a.Changes, b.Changes)
 	}
+}
+
+// watcher is an ifl probe --watch -o json running in a site's
+// controller: its JSON log events as they come, its rounds' report
+// lines once it ended.
+type watcher struct {
+	site   string
+	cmd    *exec.Cmd
+	events chan map[string]any
+	stdout strings.Builder
+	seen   map[string]int // events read so far, by name
+	exited chan struct{}
+	err    error
+}
+
+// watch starts ifl probe --watch 1s on lan's controller, stopped by its
+// PID when the test ends if it is still running.
+func (s *sites) watch(t *testing.T, lan *testnet.LAN) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	// Room for every event of a test's rounds: the log is never held
+	// up.
+	w := &watcher{site: s.site(lan), events: make(chan map[string]any, 10000), seen: map[string]int{}, exited: make(chan struct{})}
+	w.cmd = s.command(ctx, lan, "probe", "--watch", "1s", "-o", "json", lan.Prefix.String())
+	w.cmd.Stdout = &w.stdout
+	stderr, err := w.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(w.events)
+		dec := json.NewDecoder(stderr)
+		for {
+			var ev map[string]any
+			if err := dec.Decode(&ev); err != nil {
+				return
+			}
+			w.events <- ev
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-w.exited:
+		default:
+			w.cmd.Process.Kill()
+			<-w.exited
+		}
+	})
+	go func() {
+		// After the log's end: Wait closes the pipe.
+		w.err = w.cmd.Wait()
+		close(w.exited)
+	}()
+	return w
+}
+
+// next returns the next event called name, failing after a bound.
+func (w *watcher) next(t *testing.T, name string) map[string]any {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case ev, ok := <-w.events:
+			if !ok {
+				t.Fatalf("site %s: the watch ended before a %s event (events so far %v)", w.site, name, w.seen)
+			}
+			e, _ := ev["event"].(string)
+			w.seen[e]++
+			if e == name {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("site %s: no %s event within a minute (events so far %v)", w.site, name, w.seen)
+		}
+	}
+}
+
+// stop stops the watch with SIGTERM and returns how many rounds it
+// reported.
+func (w *watcher) stop(t *testing.T) int {
+	t.Helper()
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	w.next(t, "stopped")
+	select {
+	case <-w.exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("site %s: the watch did not exit within a minute of SIGTERM", w.site)
+	}
+	if w.err != nil {
+		t.Errorf("site %s: the watch did not stop cleanly on SIGTERM: %v", w.site, w.err)
+	}
+	return strings.Count(w.stdout.String(), "\n")
+}
+
+// checkRounds checks that the store holds each site's rounds once: rounds
+// are what each site's watch reported (the round SIGTERM cut short is
+// recorded but not reported), and every host, found by every round of its
+// site, counts as many.
+func checkRounds(t *testing.T, st *inventory.State, reported map[string]int) {
+	t.Helper()
+	for site, n := range reported {
+		if r := st.Rounds[site].Rounds; r < n || r > n+1 {
+			t.Errorf("site %s: %d rounds in the store, %d reported: want %d or one more", site, r, n, n)
+		}
+	}
+	for id, h := range st.Hosts {
+		if want := st.Rounds[h.Site].Rounds; h.Rounds != want {
+			t.Errorf("host %s (%s) of site %s: in %d rounds, want its site's %d", h.Name, id, h.Site, h.Rounds, want)
+		}
+	}
+}
+
+// TestSitesLeaderKilled: the etcd leader is killed while both sites'
+// controllers write their rounds; after the election every round of each
+// is in the store once, and every agent once. The followers wait 4s
+// before they elect another leader, and the controllers wait 1s for each
+// request, so that the next round of each site (a second later) fails
+// to write while there is no leader: it is kept, and written with a
+// later round. (A request that waits out an election succeeds: the
+// client tries it again on the new leader.)
+func TestSitesLeaderKilled(t *testing.T) {
+	s := startSites(t, 4*time.Second)
+	s.store = s.etcd.Spec("/fleet", "timeout=1s")
+	ws := []*watcher{s.watch(t, s.a), s.watch(t, s.b)}
+	for _, w := range ws {
+		w.next(t, "probed")
+	}
+	leader := s.etcd.Leader()
+	start := time.Now()
+	s.etcd.Stop(leader)
+	for _, w := range ws {
+		ev := w.next(t, "state_failed")
+		t.Logf("site %s: %v", w.site, ev["error"])
+		// Written with the kept ones, and then one more.
+		w.next(t, "probed")
+		w.next(t, "probed")
+	}
+	t.Logf("member %d, the leader, killed; both sites wrote again within %v", leader, time.Since(start).Round(time.Millisecond))
+	reported := map[string]int{}
+	for _, w := range ws {
+		reported[w.site] = w.stop(t)
+		t.Logf("site %s: %d rounds, events %v", w.site, reported[w.site], w.seen)
+	}
+	st := s.checkFleet(t)
+	checkRounds(t, st, reported)
 }

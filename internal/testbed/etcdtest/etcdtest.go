@@ -55,7 +55,8 @@ type Cluster struct {
 	tls           *tls.Config
 	// netns is the network namespace the members run in (StartIn);
 	// empty for the caller's own.
-	netns string
+	netns    string
+	election time.Duration
 }
 
 // Net places a cluster in a network namespace, each member listening on
@@ -63,6 +64,10 @@ type Cluster struct {
 type Net struct {
 	Namespace string
 	Addrs     []netip.Addr // one per member
+	// ElectionTimeout is how long followers wait for a lost leader
+	// before they elect another; default 500ms. A longer one leaves
+	// the cluster without a leader for that long when the leader dies.
+	ElectionTimeout time.Duration
 }
 
 // Member is one etcd process.
@@ -115,7 +120,10 @@ func start(t testing.TB, n int, withTLS bool, in Net) *Cluster {
 	if why := Available(); why != "" {
 		t.Skip(why)
 	}
-	c := &Cluster{t: t, netns: in.Namespace}
+	c := &Cluster{t: t, netns: in.Namespace, election: in.ElectionTimeout}
+	if c.election <= 0 {
+		c.election = 500 * time.Millisecond
+	}
 	dir := t.TempDir()
 	if withTLS {
 		c.makeCerts(dir)
@@ -182,7 +190,7 @@ func (c *Cluster) start(i int) {
 		"--listen-peer-urls", m.Peer, "--initial-advertise-peer-urls", m.Peer,
 		"--initial-cluster", c.initial, "--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(filepath.Dir(m.Dir)),
 		"--logger", "zap", "--log-outputs", filepath.Join(filepath.Dir(m.Dir), m.Name+".log"),
-		"--heartbeat-interval", "50", "--election-timeout", "500"), extra...)...)
+		"--heartbeat-interval", "50", "--election-timeout", fmt.Sprint(c.election.Milliseconds())), extra...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// What is not in the log: ip's errors, etcd's before its logger.
 	out, err := os.OpenFile(filepath.Join(filepath.Dir(m.Dir), m.Name+".out"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
