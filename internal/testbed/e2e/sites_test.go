@@ -516,3 +516,42 @@ func TestSitesLeaderKilled(t *testing.T) {
 	st := s.checkFleet(t)
 	checkRounds(t, st, reported)
 }
+
+// TestSitesNoQuorum: with every etcd member stopped, a watching
+// controller keeps probing and says at each round that it cannot write;
+// a host that moved meanwhile is in the store, moved, once the members
+// are back.
+func TestSitesNoQuorum(t *testing.T) {
+	s := startSites(t, 0)
+	s.store = s.etcd.Spec("/fleet", "timeout=1s")
+	s.probeAll(t)
+	w := s.watch(t, s.a)
+	w.next(t, "probed")
+	for i := range s.etcd.Members {
+		s.etcd.Stop(i)
+	}
+	mover := host(t, s.a, "a2")
+	to := netip.MustParseAddr("198.19.160.50")
+	if err := s.a.Move(context.Background(), mover.Name, to); err != nil {
+		t.Fatal(err)
+	}
+	// Two rounds at least, each found out it cannot write.
+	for range 2 {
+		ev := w.next(t, "state_failed")
+		if msg, _ := ev["error"].(string); !strings.Contains(msg, "(is a quorum of its members up and reachable?)") || !strings.Contains(msg, "kept to write when it is back") {
+			t.Errorf("site a without etcd: %v", ev)
+		}
+	}
+	start := time.Now()
+	s.etcd.RestartAll()
+	ev := w.next(t, "host_moved")
+	if ev["identity"] != mover.Identity || ev["from"] != mover.Addr.String() || ev["to"] != to.String() {
+		t.Errorf("move written after the members came back: %v, want %s from %v to %v", ev, mover.Identity, mover.Addr, to)
+	}
+	w.next(t, "probed")
+	t.Logf("written %v after the members were back", time.Since(start).Round(time.Millisecond))
+	reported := map[string]int{"a": 1 + w.stop(t), "b": 1}
+	t.Logf("site a: %d rounds, events %v", reported["a"], w.seen)
+	st := s.checkFleet(t)
+	checkRounds(t, st, reported)
+}
