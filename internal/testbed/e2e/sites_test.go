@@ -555,3 +555,54 @@ func TestSitesNoQuorum(t *testing.T) {
 	st := s.checkFleet(t)
 	checkRounds(t, st, reported)
 }
+
+// TestSitesAnsible: the real ansible-inventory, over the inventory script
+// with IFL_STORE, reads the shared store from either site: every agent
+// of both, at its address, under its name in the store.
+func TestSitesAnsible(t *testing.T) {
+	testnet.RequireCommands(t, "ansible-core", "ansible-inventory")
+	s := startSites(t, 0)
+	s.probeAll(t)
+	truth, _ := s.inventory(t, s.a)
+	if len(truth.Meta.HostVars) != 6 {
+		t.Fatalf("ifl inventory lists %d hosts, want the 6 agents", len(truth.Meta.HostVars))
+	}
+	script, err := filepath.Abs("../../../scripts/ifl-inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lan := range []*testnet.LAN{s.a, s.b} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		cmd := lan.Controller.Command(ctx, "ansible-inventory", "-i", script, "--list")
+		var env []string
+		for _, e := range os.Environ() {
+			if k, _, _ := strings.Cut(e, "="); k != "IFL" && !strings.HasPrefix(k, "IFL_") && !strings.HasPrefix(k, "ANSIBLE_") {
+				env = append(env, e)
+			}
+		}
+		// No state file: what Ansible reads can only come from etcd.
+		cmd.Env = append(env, "IFL="+lan.IFL, "IFL_STORE="+s.store, "IFL_STATE="+filepath.Join(lan.Dir, "never.json"),
+			"ANSIBLE_INVENTORY_UNPARSED_FAILED=true", "ANSIBLE_LOCAL_TEMP="+t.TempDir(), "HOME="+t.TempDir(), "ANSIBLE_NOCOLOR=1")
+		r := runCmd(cmd)
+		cancel()
+		if r.code != 0 || r.err != nil {
+			t.Fatalf("ansible-inventory from site %s: %v", s.site(lan), r)
+		}
+		noWarnings(t, "ansible-inventory from site "+s.site(lan), r.stderr)
+		got := parseList(t, r.stdout)
+		if diff := cmp.Diff(slices.Sorted(mapKeys(truth.Meta.HostVars)), slices.Sorted(mapKeys(got.HostVars))); diff != "" {
+			t.Errorf("ansible-inventory from site %s: hosts (-ifl inventory +ansible-inventory):\n%s", s.site(lan), diff)
+		}
+		for name, vars := range truth.Meta.HostVars {
+			for _, k := range []string{"ansible_host", "ifl_identity"} {
+				want, _ := json.Marshal(vars[k])
+				if g := got.HostVars[name][k]; string(g) != string(want) {
+					t.Errorf("ansible-inventory from site %s: %s's %s is %s, want %s", s.site(lan), name, k, g, want)
+				}
+			}
+		}
+		if all := got.Groups["ifl_all"]; len(all) != 6 {
+			t.Errorf("ansible-inventory from site %s: ifl_all %v, want the 6 agents", s.site(lan), all)
+		}
+	}
+}
