@@ -520,13 +520,12 @@ func TestSitesLeaderKilled(t *testing.T) {
 // TestSitesNoQuorum: with every etcd member stopped, a watching
 // controller keeps probing and says at each round that it cannot write;
 // a host that moved meanwhile is in the store, moved, once the members
-// are back.
+// are back. (The host moves before the watch starts, so that no round
+// sees it half moved.)
 func TestSitesNoQuorum(t *testing.T) {
 	s := startSites(t, 0)
 	s.store = s.etcd.Spec("/fleet", "timeout=1s")
 	s.probeAll(t)
-	w := s.watch(t, s.a)
-	w.next(t, "probed")
 	for i := range s.etcd.Members {
 		s.etcd.Stop(i)
 	}
@@ -535,6 +534,7 @@ func TestSitesNoQuorum(t *testing.T) {
 	if err := s.a.Move(context.Background(), mover.Name, to); err != nil {
 		t.Fatal(err)
 	}
+	w := s.watch(t, s.a)
 	// Two rounds at least, each found out it cannot write.
 	for range 2 {
 		ev := w.next(t, "state_failed")

@@ -94,11 +94,6 @@ func JoinCore(ctx context.Context, name string, prefix netip.Prefix, services in
 			return core, err
 		}
 	}
-	if top.Len() > 0 {
-		if err := ipBatch(ctx, "", top.String()); err != nil {
-			return core, err
-		}
-	}
 	return core, ipBatch(ctx, core.Namespace, inCore.String())
 }
 
