@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -28,7 +29,6 @@ import (
 // their shared inventory.
 type sites struct {
 	a, b  *testnet.LAN
-	core  *testnet.Core
 	etcd  *etcdtest.Cluster
 	store string // the --store URL
 }
@@ -45,7 +45,7 @@ func startSites(t *testing.T, election time.Duration) *sites {
 		}
 		t.Skip(why)
 	}
-	ifl := testnet.BuildIFL(t)
+	bin := testnet.BuildIFL(t)
 	agents := func(names ...string) []testnet.HostSpec {
 		var hosts []testnet.HostSpec
 		for _, n := range names {
@@ -54,9 +54,9 @@ func startSites(t *testing.T, election time.Duration) *sites {
 		return append(hosts, testnet.HostSpec{Role: testnet.Closed, Name: "printer"})
 	}
 	a := testnet.Start(t, testnet.Spec{Name: "e2esitea", Prefix: netip.MustParsePrefix("198.19.160.0/26"), Port: 7440,
-		Hosts: agents("a1", "a2", "web")}, ifl)
+		Hosts: agents("a1", "a2", "web")}, bin)
 	b, err := testnet.Up(context.Background(), testnet.Spec{Name: "e2esiteb", Prefix: netip.MustParsePrefix("198.19.160.64/26"), Port: 7440,
-		Hosts: agents("b1", "b2", "web")}, testnet.Options{IFL: ifl, NetworkKey: a.NetworkKey})
+		Hosts: agents("b1", "b2", "web")}, testnet.Options{IFL: bin, NetworkKey: a.NetworkKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func startSites(t *testing.T, election time.Duration) *sites {
 	})
 	core := testnet.StartCore(t, "e2esitec", netip.MustParsePrefix("198.19.160.192/26"), 3, a, b)
 	c := etcdtest.StartIn(t, etcdtest.Net{Namespace: core.Namespace, Addrs: core.Services, ElectionTimeout: election})
-	return &sites{a: a, b: b, core: core, etcd: c, store: c.Spec("/fleet", "timeout=5s")}
+	return &sites{a: a, b: b, etcd: c, store: c.Spec("/fleet", "timeout=5s")}
 }
 
 // site is the site name of a LAN's controller.
@@ -114,10 +114,6 @@ func runCmd(cmd *exec.Cmd) result {
 
 // siteProbe mirrors what the tests read of ifl probe -o json.
 type siteProbe struct {
-	Hosts []struct {
-		Status   string `json:"status"`
-		Identity string `json:"identity"`
-	} `json:"hosts"`
 	Changes *inventory.Changes `json:"changes"`
 }
 
@@ -254,14 +250,14 @@ func (s *sites) checkFleet(t *testing.T) *inventory.State {
 				t.Errorf("read from %s: %s (%s) at %v, want %s", s.site(lan), name, id, vars["ansible_host"], addr[id])
 			}
 		}
-		if diff := cmp.Diff(slices.Sorted(mapKeys(want)), slices.Sorted(mapKeys(got))); diff != "" {
+		if diff := cmp.Diff(slices.Sorted(maps.Keys(want)), slices.Sorted(maps.Keys(got))); diff != "" {
 			t.Errorf("read from %s: identities in the inventory (-want +got):\n%s", s.site(lan), diff)
 		}
-		sites := map[string]string{}
+		siteOf := map[string]string{}
 		for id, h := range st.Hosts {
-			sites[id] = h.Site
+			siteOf[id] = h.Site
 		}
-		if diff := cmp.Diff(want, sites); diff != "" {
+		if diff := cmp.Diff(want, siteOf); diff != "" {
 			t.Errorf("read from %s: site of each host (-want +got):\n%s", s.site(lan), diff)
 		}
 		if first == nil {
@@ -269,16 +265,6 @@ func (s *sites) checkFleet(t *testing.T) *inventory.State {
 		}
 	}
 	return first
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // TestSitesProbeAtOnce: the controllers of two sites probe their LANs at
@@ -590,7 +576,7 @@ func TestSitesAnsible(t *testing.T) {
 		}
 		noWarnings(t, "ansible-inventory from site "+s.site(lan), r.stderr)
 		got := parseList(t, r.stdout)
-		if diff := cmp.Diff(slices.Sorted(mapKeys(truth.Meta.HostVars)), slices.Sorted(mapKeys(got.HostVars))); diff != "" {
+		if diff := cmp.Diff(slices.Sorted(maps.Keys(truth.Meta.HostVars)), slices.Sorted(maps.Keys(got.HostVars))); diff != "" {
 			t.Errorf("ansible-inventory from site %s: hosts (-ifl inventory +ansible-inventory):\n%s", s.site(lan), diff)
 		}
 		for name, vars := range truth.Meta.HostVars {
