@@ -228,3 +228,34 @@ func TestJoinCoreRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveToRefuses: a host is carried only to a free address of the
+// other LAN, and only a host that is there with IPv4 alone.
+func TestMoveToRefuses(t *testing.T) {
+	spec := func(name, prefix string, hosts ...HostSpec) *LAN {
+		s := Spec{Name: name, Prefix: netip.MustParsePrefix(prefix), Prefix6: netip.MustParsePrefix("2001:db8:1::/64"), Port: 7440, Hosts: hosts}
+		router, ctl, err := s.resolve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newLAN(s, Options{}, router, ctl)
+	}
+	a := spec("a", "198.19.160.0/26", HostSpec{Role: Agent, Name: "laptop"}, HostSpec{Role: Agent, Name: "dual", IPv6: true}, HostSpec{Role: Empty, Name: "gone"})
+	b := spec("b", "198.19.160.64/26", HostSpec{Role: Agent, Name: "desk", Addr: netip.MustParseAddr("198.19.160.70")})
+	for _, c := range []struct {
+		host, addr, want string
+	}{
+		{"laptop", "198.19.160.5", "testnet: move laptop to b: 198.19.160.5 is outside 198.19.160.64/26 or taken"},
+		{"laptop", "198.19.160.65", "testnet: move laptop to b: 198.19.160.65 is outside 198.19.160.64/26 or taken"},
+		{"laptop", "198.19.160.127", "testnet: move laptop to b: 198.19.160.127 is outside 198.19.160.64/26 or taken"},
+		{"laptop", "198.19.160.70", "testnet: move laptop to b: 198.19.160.70 is taken by desk"},
+		{"dual", "198.19.160.71", "testnet: move dual to b: only a host that is there, with an IPv4 address only and no delay, is carried"},
+		{"gone", "198.19.160.71", "testnet: move gone to b: only a host that is there, with an IPv4 address only and no delay, is carried"},
+		{"nobody", "198.19.160.71", `testnet: move nobody to b: no host "nobody" in a`},
+	} {
+		err := a.MoveTo(context.Background(), c.host, b, netip.MustParseAddr(c.addr))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("MoveTo(%s, %s): %v, want %s", c.host, c.addr, err, c.want)
+		}
+	}
+}
