@@ -149,11 +149,12 @@ type Result struct {
 	IP  netip.Addr
 	MAC net.HardwareAddr
 	RTT time.Duration // from the last request for IP to the first reply
-	// RTTMax is from the first request for IP to the first reply: the
-	// most its round trip may be. A reply that came after several
-	// requests may answer any of them (nothing in ARP says which), so
-	// RTT is then only the least it may be: a host 300 ms away whose
-	// reply to the first request came just after a retry.
+	// RTTMax is from the first request for IP to the first reply, at
+	// most Config.Timeout (the longest a request is waited for): the most
+	// its round trip may be. A reply that came after several requests
+	// may answer any of them (nothing in ARP says which), so RTT is then
+	// only the least it may be: a host 300 ms away whose reply to the
+	// first request came just after a retry.
 	RTTMax time.Duration
 	Vendor string // from the IEEE registry, see Vendor
 	// Others are further MACs that answered for IP: an address conflict,

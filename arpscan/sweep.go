@@ -48,6 +48,7 @@ type sweep struct {
 	fresh    []*target       // answered since the sender last looked
 	echoRTTs []time.Duration // confirmations answered since the sender last looked
 	slowest  time.Duration   // the longest round trip to a first answer
+	maxRTT   time.Duration   // the most a Result's RTTMax says (Config.Timeout)
 	changed  chan struct{}   // a new address answered, or an introduction was
 	// mark is how far the reader has read (nil where the socket gives
 	// no receive times): silence is judged by it, not by the clock.
@@ -65,7 +66,7 @@ type sweep struct {
 // returns what it has with ctx's error.
 func (s *Scanner) Scan(ctx context.Context, targets []netip.Addr, cfg *Config, out chan<- Result) ([]Result, Stats, error) {
 	c := cfg.withDefaults()
-	sw := &sweep{byIP: make(map[netip.Addr]*target, len(targets)), changed: make(chan struct{}, 1)}
+	sw := &sweep{byIP: make(map[netip.Addr]*target, len(targets)), changed: make(chan struct{}, 1), maxRTT: c.Timeout}
 	if s.stamped != nil {
 		sw.mark = readmark.New()
 	}
@@ -181,7 +182,7 @@ func (sw *sweep) record(ip netip.Addr, mac net.HardwareAddr, now time.Time) (Res
 			t.rtt = now.Sub(t.firstSent)
 		}
 		t.rtt = max(t.rtt, 0)
-		t.rttMax = max(now.Sub(t.firstSent), t.rtt)
+		t.rttMax = max(min(now.Sub(t.firstSent), sw.maxRTT), t.rtt)
 		sw.slowest = max(sw.slowest, t.rtt)
 		sw.answered++
 		sw.fresh = append(sw.fresh, t)

@@ -605,6 +605,32 @@ func TestScanWaitsForASlowHost(t *testing.T) {
 	}
 }
 
+// TestRTTMaxBounds: a reply after a retry spans RTT (from the retry) to
+// RTTMax (from the first request), at most the sweep's timeout; after
+// one request both are its round trip.
+func TestRTTMaxBounds(t *testing.T) {
+	const ms = time.Millisecond
+	now := time.Now()
+	ip := netip.MustParseAddr("198.18.0.9")
+	for _, tt := range []struct {
+		name             string
+		tries            int
+		first, last      time.Duration // before the reply
+		maxRTT           time.Duration // the sweep's timeout
+		wantRTT, wantMax time.Duration
+	}{
+		{"one request", 1, 3 * ms, 3 * ms, 250 * ms, 3 * ms, 3 * ms},
+		{"after a retry", 2, 300 * ms, 2 * ms, 400 * ms, 2 * ms, 300 * ms},
+		{"past the timeout", 3, 900 * ms, 2 * ms, 250 * ms, 2 * ms, 250 * ms},
+	} {
+		sw := &sweep{byIP: map[netip.Addr]*target{ip: {ip: ip, tries: tt.tries, firstSent: now.Add(-tt.first), lastSent: now.Add(-tt.last)}}, changed: make(chan struct{}, 1), maxRTT: tt.maxRTT}
+		r, ok := sw.record(ip, mac(1), now)
+		if !ok || r.RTT != tt.wantRTT || r.RTTMax != tt.wantMax {
+			t.Errorf("%s: %v, RTT %v, RTTMax %v; want RTT %v, RTTMax %v", tt.name, ok, r.RTT, r.RTTMax, tt.wantRTT, tt.wantMax)
+		}
+	}
+}
+
 // TestScanSlowsDownUnderLoss: confirmations that go unanswered halve
 // the sending rate, down to MinRate at the least.
 func TestScanSlowsDownUnderLoss(t *testing.T) {

@@ -45,6 +45,9 @@ type host struct {
 	// retried as early again (and its answers would never measure it).
 	backoff int
 	flights int
+	// measured: an answer of this scan measured its round trip, which
+	// then rules over its hint's bound (Target.RTTMax).
+	measured bool
 }
 
 // maxIdleHosts bounds the hosts a scan remembers with nothing in flight,
@@ -253,8 +256,11 @@ func (s *scan) send(f *flight, now time.Time) error {
 			// no sooner than a wait with nothing measured would.
 			f.due = later(f.due, f.firstSent.Add(s.c.Timeout))
 		}
-		// The hint may have been short: it may not answer sooner.
-		f.due = later(f.due, f.firstSent.Add(2*f.t.RTTMax))
+		if !f.h.measured {
+			// The hint may have been short: it may not answer
+			// sooner.
+			f.due = later(f.due, f.firstSent.Add(2*f.t.RTTMax))
+		}
 	}
 	heap.Push(&s.waiting, f)
 	s.st.Sent++
@@ -383,6 +389,7 @@ func (s *scan) learn(f *flight, at time.Time) {
 // measure takes d as a round trip to f's host.
 func (s *scan) measure(f *flight, d time.Duration) {
 	f.h.backoff = 0
+	f.h.measured = true
 	if f.h.est == nil {
 		f.h.est = rtt.New(s.lim)
 	}

@@ -47,11 +47,12 @@ type Target struct {
 	Port uint16
 	// RTT is a round trip already measured to Addr (its ARP reply's, say);
 	// 0: unknown. RTTMax, when more, is the most it may be (a reply that
-	// came after several requests may answer the first): the last probe
-	// to the target waits until twice that since its first, so that a
-	// host whose hint came out short is not given up before it could
-	// answer. Two targets that differ only in RTT and RTTMax are the same
-	// target.
+	// came after several requests may answer the first): the raw
+	// scanner's last probe to the target waits until twice that since
+	// its first, unless an answer of the scan has measured the host, so
+	// that a host whose hint came out short is not given up before it
+	// could answer. Two targets that differ only in RTT and RTTMax are
+	// the same target.
 	RTT, RTTMax time.Duration
 }
 

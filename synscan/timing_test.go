@@ -319,3 +319,25 @@ func sentAgain(t *testing.T, s *scan, tg Target, t0 time.Time) time.Time {
 	}
 	return at
 }
+
+// A host that an answer of the scan measured is waited for as measured:
+// its hint's bound (RTTMax) no longer stretches its last wait.
+func TestMeasuredHostDropsHintBound(t *testing.T) {
+	const ms = time.Millisecond
+	out := make(chan Result, 2)
+	s, a := filteredScan(t, &Config{Rate: 1e6}, out)
+	ctx := context.Background()
+	t0 := time.Now()
+	open := Target{Addr: a, Port: 81, RTT: 300 * time.Microsecond, RTTMax: 300 * ms}
+	if err := s.admit(ctx, open, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.answer(ctx, answer{t: open, state: Open, at: t0.Add(300 * time.Microsecond)}); err != nil {
+		t.Fatal(err)
+	}
+	<-out
+	waits, end := tryFiltered(t, s, out, Target{Addr: a, Port: 80, RTT: 300 * time.Microsecond, RTTMax: 300 * ms})
+	if diff := cmp.Diff([]time.Duration{5 * ms, 5 * ms, 20 * ms}, waits); diff != "" || end != 30*ms {
+		t.Errorf("waits (-want +got):\n%s; given up after %v, want 30ms", diff, end)
+	}
+}
