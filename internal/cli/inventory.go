@@ -208,8 +208,9 @@ func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 			return c.stateError(err)
 		}
 		if st != nil {
-			_, err = st.WriteHost(env.Stdout, c.Host, now, stale, prefer)
-			return err
+			if ok, err := st.WriteHost(env.Stdout, c.Host, now, stale, prefer); ok || err != nil {
+				return err
+			}
 		}
 	}
 	// A missing state is no fleet to show, not an empty fleet: Ansible

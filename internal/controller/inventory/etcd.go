@@ -264,6 +264,8 @@ type snapshot struct {
 	shared map[string]string
 	// format: the format key is there.
 	format bool
+	// names are the name keys: the identity that holds each name.
+	names map[string]string
 }
 
 // Load reads the inventory; ErrNoState when the prefix holds none.
@@ -330,6 +332,17 @@ func (e *Etcd) readInto(ctx context.Context, sn *snapshot) (*snapshot, error) {
 	if err := sn.st.validate(); err != nil {
 		return nil, fmt.Errorf("inventory %s: %w: %v (ifl writes no such record; fix or remove it)", e, ErrForeign, err)
 	}
+	// A name's key says who holds it: it is taken by creating it, and
+	// passed on only by a transaction that compares it. A record that
+	// still says a name another identity's key holds (a write whose
+	// transactions were not all applied: the taker's was, the giver's
+	// not yet) gives it up here, as that write's retry does, and as
+	// LoadHost reads it.
+	for id, h := range sn.st.Hosts {
+		if holder, ok := sn.names[strings.ToLower(h.Name)]; ok && h.Name != "" && holder != id {
+			h.Name = ""
+		}
+	}
 	sn.st.assignNames()
 	return sn, nil
 }
@@ -368,6 +381,10 @@ func (e *Etcd) take(sn *snapshot, key string, v []byte, mod int64) error {
 		if !validIdentity(string(v)) {
 			return foreign("want an identity")
 		}
+		if sn.names == nil {
+			sn.names = map[string]string{}
+		}
+		sn.names[name] = string(v)
 	case "reserved":
 		var r Reservation
 		if err := json.Unmarshal(v, &r); err != nil {
@@ -645,17 +662,25 @@ func (e *Etcd) LoadHost(ctx context.Context, name string) (*State, error) {
 		return nil, nil
 	}
 	id := string(held[0].Value)
+	// The record, if the name's key has not changed meanwhile: a
+	// compare, not a read at the first revision, which compaction may
+	// have taken.
 	c, cancel = e.ctx(ctx)
-	got, err := e.c.Get(c, p+"hosts/"+id, clientv3.WithRev(resp.Header.Revision))
+	nk := string(held[0].Key)
+	got, err := e.c.Txn(c).If(clientv3.Compare(clientv3.ModRevision(nk), "=", held[0].ModRevision)).Then(clientv3.OpGet(p + "hosts/" + id)).Commit()
 	cancel()
 	e.count(func(s *EtcdStats) { s.Pages++ })
 	if err != nil {
 		return nil, e.failed(err)
 	}
-	if len(got.Kvs) == 0 {
+	if !got.Succeeded {
 		return nil, nil
 	}
-	if err := e.take(sn, string(got.Kvs[0].Key), got.Kvs[0].Value, got.Kvs[0].ModRevision); err != nil {
+	rec := got.Responses[0].GetResponseRange().Kvs
+	if len(rec) == 0 {
+		return nil, nil
+	}
+	if err := e.take(sn, string(rec[0].Key), rec[0].Value, rec[0].ModRevision); err != nil {
 		return nil, err
 	}
 	h := sn.st.Hosts[id]

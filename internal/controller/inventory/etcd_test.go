@@ -3,6 +3,7 @@ package inventory_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -161,6 +162,71 @@ func TestEtcdStoreAsFile(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"/copy/format"}, keys); diff != "" {
 		t.Fatalf("keys after importing an empty inventory (-want +got):\n%s", diff)
+	}
+}
+
+// TestEtcdNameKeyRules: while two records claim one name (a write whose
+// taker's transaction was applied and whose giver's was not yet), the
+// name's key says who holds it, to Load as to LoadHost.
+func TestEtcdNameKeyRules(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	etcd := openStore(t, c.Spec("/fleet", "timeout=5s"))
+	// Host 1 is seen first: by first sight it would keep a name both
+	// records claim.
+	if err := record(ctx, etcd, "lyon", t0, []inventory.Observation{siteObs(1, "10.1.2.3")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := record(ctx, etcd, "lyon", t0.Add(time.Minute), []inventory.Observation{siteObs(1, "10.1.2.3"), siteObs(2, "10.1.2.4")}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := etcd.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := st.Hosts[fmt.Sprintf("%032x", 1)], st.Hosts[fmt.Sprintf("%032x", 2)]
+	taken, given := first.Name, second.Name
+	// The second host takes the first's name, its key with it; the
+	// first host's record is not rewritten yet.
+	second.Name = taken
+	b, err := json.Marshal(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client()
+	if _, err := cl.Put(ctx, "/fleet/hosts/"+second.Identity, string(b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Put(ctx, "/fleet/names/"+strings.ToLower(taken), second.Identity); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Delete(ctx, "/fleet/names/"+strings.ToLower(given)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := etcd.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := got.Hosts[second.Identity]; h.Name != taken {
+		t.Fatalf("%s held by %s's record and key: Load gave it %q", taken, second.Identity, h.Name)
+	}
+	if h := got.Hosts[first.Identity]; h.Name == taken || h.Name == "" {
+		t.Fatalf("the first host kept %q or no name: %q", taken, h.Name)
+	}
+	hl := etcd.(inventory.HostLoader)
+	one, err := hl.LoadHost(ctx, taken)
+	if err != nil || one == nil || one.Hosts[second.Identity] == nil {
+		t.Fatalf("LoadHost %q: %v, %v; want the second host", taken, one, err)
+	}
+	var want, gotOne bytes.Buffer
+	got.WriteHost(&want, taken, t0, time.Hour, inventory.PreferIPv4)
+	one.WriteHost(&gotOne, taken, t0, time.Hour, inventory.PreferIPv4)
+	if !bytes.Equal(want.Bytes(), gotOne.Bytes()) {
+		t.Fatalf("LoadHost %q printed otherwise:\n%s\nwant:\n%s", taken, gotOne.Bytes(), want.Bytes())
+	}
+	// The name the first host gets meanwhile has no key: left to Load.
+	if one, err := hl.LoadHost(ctx, got.Hosts[first.Identity].Name); one != nil || err != nil {
+		t.Fatalf("LoadHost of a name without a key: %v, %v", one, err)
 	}
 }
 

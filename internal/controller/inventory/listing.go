@@ -140,7 +140,7 @@ func (l *listing) writeHostVars(w io.Writer, prefer Prefer) error {
 	defer close(done)
 	// The chunks' buffers go round: 130 MB of output at 100,000 hosts,
 	// rendered into new ones, made the collector run all along.
-	free := make(chan []byte, 2*workers+workers)
+	free := make(chan []byte, 3*workers)
 	for range workers {
 		go func() {
 			for i := range next {

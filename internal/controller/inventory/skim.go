@@ -74,7 +74,13 @@ const maxSkim = 1 << 30
 func skimMapped(b []byte, name string) (id string, rec []byte, ok bool) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
-		if recover() != nil {
+		if r := recover(); r != nil {
+			// Only a fault of the mapping (a runtime.Error with the
+			// address) is a document not settled; anything else is a
+			// bug, and stays a panic.
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
 			id, rec, ok = "", nil, false
 		}
 	}()
@@ -146,6 +152,10 @@ func skimHost(b []byte, name string) (id string, rec []byte, ok bool) {
 				from := w.skipSpace()
 				named, ok := w.hostNamed(want)
 				if !ok {
+					return "", nil, false
+				}
+				if bytes.IndexByte(k, '\\') >= 0 {
+					// Two spellings of one key are one key.
 					return "", nil, false
 				}
 				keys = append(keys, k)
@@ -379,6 +389,11 @@ func (w *walker) hostNamed(want []byte) (named, ok bool) {
 		}
 		k, ok := w.str()
 		if !ok || !w.byte(':') {
+			return false, false
+		}
+		// encoding/json unescapes keys and matches them in any case:
+		// "Name" and "n\u0061me" are the name too.
+		if bytes.IndexByte(k, '\\') >= 0 || string(k) != `"name"` && bytes.EqualFold(k, []byte(`"name"`)) {
 			return false, false
 		}
 		if string(k) != `"name"` {

@@ -123,8 +123,14 @@ func TestLoadHostLeavesToLoad(t *testing.T) {
 		"another version":     strings.Replace(good, `"version": 1`, `"version": 2`, 1),
 		"cut short":           good[:len(good)-2],
 		"more after it":       good + "{}",
-		"a host that is null": strings.Replace(good, `"`+db.Identity+`": {`, `"`+idD+`": null, "`+db.Identity+`": {`, 1),
-		"nested too deep":     strings.Replace(good, `"name": "db1",`, `"name": "db1", "x": `+strings.Repeat("[", 100)+strings.Repeat("]", 100)+",", 1),
+		// encoding/json reads a key in any case and with escapes: db1
+		// is then named web too, and keeps it, being the first seen.
+		"another case of the name key": strings.Replace(good, `"name": "db1"`, `"Name": "web"`, 1),
+		"an escaped name key":          strings.Replace(good, `"name": "db1"`, `"n\u0061me": "web"`, 1),
+		// The last of two spellings of one key is the host.
+		"an escaped repeated host key": strings.Replace(good, "\n  },\n  \"reserved\"", `, "\u0062`+web.Identity[1:]+`": {"identity": "`+web.Identity+`", "name": "other", "first_seen": "2026-11-01T12:00:00Z", "last_seen": "2026-11-01T12:00:00Z"}`+"\n  },\n  \"reserved\"", 1),
+		"a host that is null":          strings.Replace(good, `"`+db.Identity+`": {`, `"`+idD+`": null, "`+db.Identity+`": {`, 1),
+		"nested too deep":              strings.Replace(good, `"name": "db1",`, `"name": "db1", "x": `+strings.Repeat("[", 100)+strings.Repeat("]", 100)+",", 1),
 	}
 	for what, doc := range tests {
 		t.Run(what, func(t *testing.T) {
