@@ -63,6 +63,7 @@ func TestNewPlan(t *testing.T) {
 type fakeSweeper struct {
 	live      map[netip.Addr]bool
 	rtt       time.Duration
+	rttMax    time.Duration // each Result's RTTMax
 	err       error
 	failAfter int
 	closed    bool
@@ -77,7 +78,7 @@ func (f *fakeSweeper) Scan(ctx context.Context, targets []netip.Addr, cfg *arpsc
 		if !f.live[a] {
 			continue
 		}
-		r := arpscan.Result{IP: a, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, RTT: f.rtt}
+		r := arpscan.Result{IP: a, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, RTT: f.rtt, RTTMax: f.rttMax}
 		res = append(res, r)
 		select {
 		case out <- r:
@@ -131,7 +132,7 @@ func (f *fakePorts) Close() error { return nil }
 func lan(port uint16) ([]netip.Addr, Plan, *fakeSweeper, *fakePorts) {
 	targets := addrs("198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.0.5", "198.18.0.6", "198.18.9.9")
 	links := []Link{{Name: "eth0", Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.0.250/24")}}}
-	sw := &fakeSweeper{live: map[netip.Addr]bool{}, rtt: 300 * time.Microsecond}
+	sw := &fakeSweeper{live: map[netip.Addr]bool{}, rtt: 300 * time.Microsecond, rttMax: 30 * time.Millisecond}
 	for _, a := range targets[:4] {
 		sw.live[a] = true
 	}
@@ -215,12 +216,12 @@ func TestScanStages(t *testing.T) {
 		if g.Addr == addr("198.18.0.5") || g.Addr == addr("198.18.0.6") {
 			t.Errorf("probed %v, which the sweep found down", g.Addr)
 		}
-		want := sw.rtt
+		want, wantMax := sw.rtt, sw.rttMax
 		if g.Addr == addr("198.18.9.9") {
-			want = 0 // routed: nothing measured
+			want, wantMax = 0, 0 // routed: nothing measured
 		}
-		if g.RTT != want {
-			t.Errorf("%v:%d probed with the hint %v, want %v", g.Addr, g.Port, g.RTT, want)
+		if g.RTT != want || g.RTTMax != wantMax {
+			t.Errorf("%v:%d probed with the hint %v to %v, want %v to %v", g.Addr, g.Port, g.RTT, g.RTTMax, want, wantMax)
 		}
 	}
 }
