@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"runtime/debug"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -169,10 +170,7 @@ func skimHost(b []byte, name string) (id string, rec []byte, ok bool) {
 		}
 	}
 	w.skipSpace()
-	if w.pos != len(b) || found != 1 || string(format) != `"`+Format+`"` || string(version) != "1" || Version != 1 {
-		return "", nil, false
-	}
-	if bytes.IndexByte(key, '\\') >= 0 {
+	if w.pos != len(b) || found != 1 || string(format) != `"`+Format+`"` || string(version) != strconv.Itoa(Version) {
 		return "", nil, false
 	}
 	n := 0
