@@ -30,8 +30,9 @@ type HostLoader interface {
 // records are not: a record ifl would not write makes Load, and so
 // --list, refuse the state, not the answer for another host. Any
 // document skim does not settle (no host or several hosts with that
-// name, in any case; a name written with escapes; a key ifl does not
-// write; a syntax error) is left to Load.
+// name, in any case; a name, or a key of the hosts or of a host, written
+// with escapes; a "name" key in another case; a key ifl does not write;
+// a syntax error) is left to Load.
 func (f *File) LoadHost(_ context.Context, name string) (*State, error) {
 	fh, err := openNoFollow(f.Path, 0, 0)
 	if errors.Is(err, fs.ErrNotExist) {
