@@ -41,8 +41,12 @@ const (
 
 // announceAfter is when each announcement of an address to a controller
 // is sent, counted from the change: at once, then with back-off until the
-// controller verifies the agent at that address, 7 datagrams in 16 s.
-var announceAfter = [...]time.Duration{0, 250 * time.Millisecond, 750 * time.Millisecond, 1750 * time.Millisecond, 3750 * time.Millisecond, 7750 * time.Millisecond, 15750 * time.Millisecond}
+// controller verifies the agent at that address, 9 datagrams in 64 s.
+// The last ones outlast the controller's neighbour entries of a sweep
+// just made: when a DHCP server's restart moves more hosts than its
+// kernel's table holds beside them, the controller can reach the new
+// addresses only once those entries may go, some 50 s after the sweep.
+var announceAfter = [...]time.Duration{0, 250 * time.Millisecond, 750 * time.Millisecond, 1750 * time.Millisecond, 3750 * time.Millisecond, 7750 * time.Millisecond, 15750 * time.Millisecond, 31750 * time.Millisecond, 63750 * time.Millisecond}
 
 // SplitController parses a controller of agent.yaml: a host name or
 // address, with a port or not ("ctl.example.org", "198.18.0.2:7441",

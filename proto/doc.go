@@ -373,8 +373,8 @@
 // chooses its port, and one that runs an agent too has no clash.
 //
 // An agent sends an announcement again with back-off, at 0, 0.25, 0.75,
-// 1.75, 3.75, 7.75 and 15.75 s after the change, each time with a new
-// nonce, until a verified ping from that controller's address reaches
+// 1.75, 3.75, 7.75, 15.75, 31.75 and 63.75 s after the change, each time
+// with a new nonce, until a verified ping from that controller's address reaches
 // the announced address: the controller's verification is the
 // acknowledgement, and a controller sends nothing else back. It sends at
 // most 64 datagrams at once and 16 a second after that, to every

@@ -48,7 +48,7 @@ It follows this host's addresses (netlink) and, when one appears or goes,
 announces it in one authenticated UDP datagram, from the new address, to
 the controllers that verified it lately and asked for it (ifl probe
 --watch --announcements) and to those under controllers: in the config;
-again with back-off (7 datagrams in 16 s) until the controller verifies
+again with back-off (9 datagrams in 64 s) until the controller verifies
 it there. The controller only takes it as a hint to verify that address.
 
 Flags override the config file, each of them: --network-key (repeat it to
