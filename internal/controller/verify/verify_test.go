@@ -350,9 +350,11 @@ func TestHedgeSpacing(t *testing.T) {
 	w := p.hedgeAfter(time.Microsecond)
 	mu.Lock()
 	defer mu.Unlock()
-	// Lower bounds only: a loaded machine starts them late, never early.
+	// Lower bounds only: a loaded machine starts them late, never early;
+	// but a start stamped late makes the next gap look short, by as much
+	// as the stamp lagged the verifier's clock.
 	for i, least := range []time.Duration{w, w, 2 * w, 4 * w} {
-		if gap := starts[i+1].Sub(starts[i]); gap < least {
+		if gap := starts[i+1].Sub(starts[i]); gap < least-w/10 {
 			t.Errorf("connection %d started %v after the one before, want at least %v", i+2, gap, least)
 		}
 	}
