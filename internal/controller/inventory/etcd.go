@@ -636,8 +636,8 @@ func (e *Etcd) diff(sn *snapshot) ([]group, error) {
 
 // LoadHost reads the host that holds the inventory name name, and only
 // it: the name's key says which identity holds it, and that identity's
-// record is read at the same revision, two keys whatever the size of the
-// fleet. The state it returns holds that host alone, checked as Load
+// record is read in a transaction that finds the name's key unchanged,
+// two keys whatever the size of the fleet. The state it returns holds that host alone, checked as Load
 // checks it; nil, and no error, when the keys do not settle it (no such
 // name key, a name asked in another case, a record without that name):
 // Load then reads the whole inventory, and its answer is the reference.
