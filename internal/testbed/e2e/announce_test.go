@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -185,17 +184,7 @@ func startLANWatch(t testing.TB, lan *testnet.LAN, args ...string) *lanWatch {
 		t.Fatal(err)
 	}
 	w := &lanWatch{events: make(chan map[string]any, 1000), pid: cmd.Process.Pid}
-	go func() {
-		defer close(w.events)
-		dec := json.NewDecoder(stderr)
-		for {
-			var ev map[string]any
-			if err := dec.Decode(&ev); err != nil {
-				return
-			}
-			w.events <- ev
-		}
-	}()
+	go pumpEvents(stderr, w.events)
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		for range w.events {

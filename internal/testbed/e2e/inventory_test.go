@@ -154,17 +154,7 @@ func TestProbeWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := make(chan map[string]any, 100)
-	go func() {
-		defer close(events)
-		dec := json.NewDecoder(stderr)
-		for {
-			var ev map[string]any
-			if err := dec.Decode(&ev); err != nil {
-				return
-			}
-			events <- ev
-		}
-	}()
+	go pumpEvents(stderr, events)
 	// next returns the next event called name, failing after a bound.
 	next := func(name string) map[string]any {
 		t.Helper()

@@ -385,17 +385,7 @@ func (s *sites) watch(t *testing.T, lan *testnet.LAN) *watcher {
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		defer close(w.events)
-		dec := json.NewDecoder(stderr)
-		for {
-			var ev map[string]any
-			if err := dec.Decode(&ev); err != nil {
-				return
-			}
-			w.events <- ev
-		}
-	}()
+	go pumpEvents(stderr, w.events)
 	t.Cleanup(func() {
 		select {
 		case <-w.exited:
