@@ -167,7 +167,7 @@ func inNamespace(t testing.TB, ns, spec string) []byte {
 // lanWatch is an ifl probe --watch running in the controller's
 // namespace, its events decoded as they come.
 type lanWatch struct {
-	events chan map[string]any
+	*eventLog
 	// pid is the controller's: ip netns exec execs it in its own place.
 	pid int
 }
@@ -183,8 +183,7 @@ func startLANWatch(t testing.TB, lan *testnet.LAN, args ...string) *lanWatch {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := &lanWatch{events: make(chan map[string]any, 1000), pid: cmd.Process.Pid}
-	go pumpEvents(stderr, w.events)
+	w := &lanWatch{eventLog: readEvents(stderr, 1000, ""), pid: cmd.Process.Pid}
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		for range w.events {
@@ -193,29 +192,6 @@ func startLANWatch(t testing.TB, lan *testnet.LAN, args ...string) *lanWatch {
 		cancel()
 	})
 	return w
-}
-
-// next returns the next event called name, failing on one of the names
-// in not before it, and after a minute.
-func (w *lanWatch) next(t testing.TB, name string, not ...string) map[string]any {
-	t.Helper()
-	timeout := time.After(time.Minute)
-	for {
-		select {
-		case ev, ok := <-w.events:
-			if !ok {
-				t.Fatalf("watch ended before a %s event", name)
-			}
-			if slices.Contains(not, ev["event"].(string)) {
-				t.Fatalf("a %s event before the %s event: %v", ev["event"], name, ev)
-			}
-			if ev["event"] == name {
-				return ev
-			}
-		case <-timeout:
-			t.Fatalf("no %s event within a minute", name)
-		}
-	}
 }
 
 // scrape reads the controller's metrics at 127.0.0.1:port in its

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -564,19 +563,5 @@ func TestAgentReloadsOnSIGHUP(t *testing.T) {
 	hup("lables: {role: broken}\n", "error")
 	if diff := cmp.Diff(map[string]string{"role": "db", "site": "paris"}, labels()); diff != "" {
 		t.Errorf("labels after a broken config (-want +got):\n%s", diff)
-	}
-}
-
-// pumpEvents sends each JSON line a controller logs on r to events, and
-// closes events when r ends.
-func pumpEvents(r io.Reader, events chan<- map[string]any) {
-	defer close(events)
-	dec := json.NewDecoder(r)
-	for {
-		var ev map[string]any
-		if err := dec.Decode(&ev); err != nil {
-			return
-		}
-		events <- ev
 	}
 }

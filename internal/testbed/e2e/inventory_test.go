@@ -153,26 +153,8 @@ func TestProbeWatch(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	events := make(chan map[string]any, 100)
-	go pumpEvents(stderr, events)
-	// next returns the next event called name, failing after a bound.
-	next := func(name string) map[string]any {
-		t.Helper()
-		timeout := time.After(30 * time.Second)
-		for {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					t.Fatalf("watch ended before a %s event", name)
-				}
-				if ev["event"] == name {
-					return ev
-				}
-			case <-timeout:
-				t.Fatalf("no %s event within 30s", name)
-			}
-		}
-	}
+	log := readEvents(stderr, 100, "")
+	next := func(name string) map[string]any { t.Helper(); return log.next(t, name) }
 	var agent testnet.Host
 	for range 3 {
 		ev := next("host_new")

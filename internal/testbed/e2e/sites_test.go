@@ -358,11 +358,10 @@ func TestSitesHostMoves(t *testing.T) {
 // controller: its JSON log events as they come, its rounds' report
 // lines once it ended.
 type watcher struct {
+	*eventLog
 	site   string
 	cmd    *exec.Cmd
-	events chan map[string]any
 	stdout strings.Builder
-	seen   map[string]int // events read so far, by name
 	exited chan struct{}
 	err    error
 }
@@ -373,9 +372,7 @@ func (s *sites) watch(t *testing.T, lan *testnet.LAN) *watcher {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	// Room for every event of a test's rounds: the log is never held
-	// up.
-	w := &watcher{site: s.site(lan), events: make(chan map[string]any, 10000), seen: map[string]int{}, exited: make(chan struct{})}
+	w := &watcher{site: s.site(lan), exited: make(chan struct{})}
 	w.cmd = s.command(ctx, lan, "probe", "--watch", "1s", "-o", "json", lan.Prefix.String())
 	w.cmd.Stdout = &w.stdout
 	stderr, err := w.cmd.StderrPipe()
@@ -385,7 +382,8 @@ func (s *sites) watch(t *testing.T, lan *testnet.LAN) *watcher {
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go pumpEvents(stderr, w.events)
+	// Room for every event of a test's rounds.
+	w.eventLog = readEvents(stderr, 10000, "site "+w.site)
 	t.Cleanup(func() {
 		select {
 		case <-w.exited:
@@ -400,27 +398,6 @@ func (s *sites) watch(t *testing.T, lan *testnet.LAN) *watcher {
 		close(w.exited)
 	}()
 	return w
-}
-
-// next returns the next event called name, failing after a bound.
-func (w *watcher) next(t *testing.T, name string) map[string]any {
-	t.Helper()
-	timeout := time.After(time.Minute)
-	for {
-		select {
-		case ev, ok := <-w.events:
-			if !ok {
-				t.Fatalf("site %s: the watch ended before a %s event (events so far %v)", w.site, name, w.seen)
-			}
-			e, _ := ev["event"].(string)
-			w.seen[e]++
-			if e == name {
-				return ev
-			}
-		case <-timeout:
-			t.Fatalf("site %s: no %s event within a minute (events so far %v)", w.site, name, w.seen)
-		}
-	}
 }
 
 // stop stops the watch with SIGTERM and returns how many rounds it
