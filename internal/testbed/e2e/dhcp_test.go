@@ -144,18 +144,71 @@ func tableFulls(t testing.TB) int64 {
 // events until every move is recorded, or 100 s have passed.
 func (d dhcpRestart) run(t testing.TB) dhcpResult {
 	t.Helper()
-	fleetAddr := d.spec.Hosts[0].Addr
 	lan := testnet.Start(t, d.spec, testnet.BuildIFL(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	tool := d.startAnnload(ctx, t, lan)
+	ready := tool.next(t, "ready")
+	newAddr := map[string]netip.Addr{}
+	for _, a := range ready.Agents {
+		newAddr[a.Identity] = a.New
+	}
+	state := filepath.Join(t.TempDir(), "inventory.json")
+	recordFleet(ctx, t, lan, state, d.n)
+	w := startLANWatch(t, lan, "--watch", "10m", "--broadcast-every", "0", "--state", state,
+		"--announcements", ":7441", "--metrics", "127.0.0.1:9174")
+	w.next(t, "probed", "host_moved")
+	res := dhcpResult{n: d.n}
+	res.sweepKB = procStatus(t, w.pid, "VmHWM")[0]
+	res.idleKB = idleRSS(t, w.pid, d.after)
+	// The peak from now on: VmHWM starts again from VmRSS.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", w.pid), []byte("5"), 0); err != nil {
+		t.Fatal(err)
+	}
+	fulls := tableFulls(t)
+	peak := samplePeak(w.pid)
+
+	if _, err := io.WriteString(tool.stdin, "move\n"); err != nil {
+		t.Fatal(err)
+	}
+	recordedAt, moved, done := follow(t, w, tool, newAddr, &res)
+	res.peakKB = max(peak(), procStatus(t, w.pid, "VmHWM")[0])
+	res.tableFulls = tableFulls(t) - fulls
+	res.tally(recordedAt, moved, done)
+
+	st, err := inventory.Load(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, a := range newAddr {
+		if h := st.Hosts[id]; h != nil && h.IP == a.String() {
+			res.inState++
+		}
+	}
+	res.scrape(t, lan)
+	return res
+}
+
+// annloadRun is annload running in the LAN's host called fleet: its
+// input, and the lines it prints.
+type annloadRun struct {
+	stdin io.WriteCloser
+	lines chan annloadLine
+}
+
+// startAnnload starts annload in the LAN's host called fleet, stopped
+// when the test ends.
+func (d dhcpRestart) startAnnload(ctx context.Context, t testing.TB, lan *testnet.LAN) *annloadRun {
+	t.Helper()
 	var fleet testnet.Host
 	for _, h := range lan.Hosts {
 		if h.Name == "fleet" {
 			fleet = h
 		}
 	}
-	if fleet.Addr != fleetAddr {
-		t.Fatalf("no host fleet at %v on the LAN", fleetAddr)
+	if fleet.Addr != d.spec.Hosts[0].Addr {
+		t.Fatalf("no host fleet at %v on the LAN", d.spec.Hosts[0].Addr)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	tool := exec.CommandContext(ctx, "ip", "netns", "exec", fleet.Namespace, buildAnnload(t), "-k", lan.NetworkKey, "-port", strconv.Itoa(lan.Port), "-n", strconv.Itoa(d.n),
 		"-bits", strconv.Itoa(d.bits), "-old", d.oldFirst.String(), "-new", d.newFirst.String(), "-over", "1s", "-wait", "100s")
 	tool.Stderr = os.Stderr
@@ -170,9 +223,9 @@ func (d dhcpRestart) run(t testing.TB) dhcpResult {
 	if err := tool.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lines := make(chan annloadLine, 4)
+	r := &annloadRun{stdin: stdin, lines: make(chan annloadLine, 4)}
 	go func() {
-		defer close(lines)
+		defer close(r.lines)
 		dec := json.NewDecoder(bufio.NewReader(stdout))
 		for {
 			var l annloadLine
@@ -182,41 +235,40 @@ func (d dhcpRestart) run(t testing.TB) dhcpResult {
 				}
 				return
 			}
-			lines <- l
+			r.lines <- l
 		}
 	}()
 	t.Cleanup(func() {
 		stdin.Close()
-		for range lines {
+		for range r.lines {
 		}
 		if err := tool.Wait(); err != nil {
 			t.Errorf("annload: %v", err)
 		}
-		cancel()
 	})
-	nextLine := func(event string) annloadLine {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok || l.Event != event {
-				t.Fatalf("annload: %+v, want a %s line", l, event)
-			}
-			return l
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("annload: no %s line within 2 minutes", event)
-		}
-		return annloadLine{}
-	}
-	ready := nextLine("ready")
-	newAddr := map[string]netip.Addr{}
-	for _, a := range ready.Agents {
-		newAddr[a.Identity] = a.New
-	}
+	return r
+}
 
-	state := filepath.Join(t.TempDir(), "inventory.json")
-	// A sweep of the fleet's 1,000 handshakes at once on this machine's
-	// two shared cores may leave some out: one-shot probes record the
-	// fleet first, until every agent is in the state.
+// next returns annload's next line, which must be an event's.
+func (r *annloadRun) next(t testing.TB, event string) annloadLine {
+	t.Helper()
+	select {
+	case l, ok := <-r.lines:
+		if !ok || l.Event != event {
+			t.Fatalf("annload: %+v, want a %s line", l, event)
+		}
+		return l
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("annload: no %s line within 2 minutes", event)
+	}
+	return annloadLine{}
+}
+
+// recordFleet probes the LAN until the state holds its n agents: a
+// sweep of the fleet's 1,000 handshakes at once on this machine's two
+// shared cores may leave some out.
+func recordFleet(ctx context.Context, t testing.TB, lan *testnet.LAN, state string, n int) {
+	t.Helper()
 	for try := 1; ; try++ {
 		// Exit status 1 says the probe found what is not an agent (the
 		// fleet's own address): the state tells what it recorded.
@@ -225,67 +277,74 @@ func (d dhcpRestart) run(t testing.TB) dhcpResult {
 		if err != nil {
 			t.Fatalf("%v (ifl probe: %v)\n%s", err, probeErr, out[max(0, len(out)-2000):])
 		}
-		if len(st.Hosts) == d.n {
-			break
+		if len(st.Hosts) == n {
+			return
 		}
 		if try == 5 {
-			t.Fatalf("%d hosts in the state after %d probes, want %d (ifl probe: %v)\n%s", len(st.Hosts), try, d.n, probeErr, out[max(0, len(out)-2000):])
+			t.Fatalf("%d hosts in the state after %d probes, want %d (ifl probe: %v)\n%s", len(st.Hosts), try, n, probeErr, out[max(0, len(out)-2000):])
 		}
 	}
-	w := startLANWatch(t, lan, "--watch", "10m", "--broadcast-every", "0", "--state", state,
-		"--announcements", ":7441", "--metrics", "127.0.0.1:9174")
-	w.next(t, "probed", "host_moved")
-	res := dhcpResult{n: d.n}
-	res.sweepKB = procStatus(t, w.pid, "VmHWM")[0]
-	// Idle: the median of its memory until the moves. A minute after
-	// the sweep, the kernel has let the sweep's neighbour entries go
-	// stale (15 to 45 s after their last use) and may evict them for
-	// new ones (5 s after that); sooner, the 1,000 new addresses find
-	// no room in its table (1,024 entries, here one for every
-	// namespace).
+}
+
+// idleRSS is the median of pid's memory (kB) for after, 3 s at least.
+// A minute after the sweep, the kernel has let the sweep's neighbour
+// entries go stale (15 to 45 s after their last use) and may evict them
+// for new ones (5 s after that); sooner, the 1,000 new addresses find no
+// room in its table (1,024 entries, here one for every namespace).
+func idleRSS(t testing.TB, pid int, after time.Duration) int {
+	t.Helper()
 	var idle []int
 	tick := time.NewTicker(100 * time.Millisecond)
-	for start := time.Now(); len(idle) < 30 || time.Since(start) < d.after; {
+	defer tick.Stop()
+	for start := time.Now(); len(idle) < 30 || time.Since(start) < after; {
 		<-tick.C
-		idle = append(idle, procStatus(t, w.pid, "VmRSS")[0])
+		idle = append(idle, procStatus(t, pid, "VmRSS")[0])
 	}
-	tick.Stop()
 	slices.Sort(idle)
-	res.idleKB = idle[len(idle)/2]
-	// The peak from now on: VmHWM starts again from VmRSS.
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", w.pid), []byte("5"), 0); err != nil {
-		t.Fatal(err)
-	}
-	fulls := tableFulls(t)
+	return idle[len(idle)/2]
+}
 
-	stopSampling := make(chan struct{})
+// samplePeak samples pid's memory every 20 ms until the function it
+// returns is called, which returns the peak (kB).
+func samplePeak(pid int) func() int {
+	stop := make(chan struct{})
 	var sampled sync.WaitGroup
 	peak := 0
 	sampled.Go(func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if v, err := readStatus(w.pid, "VmRSS"); err == nil {
+			if v, err := readStatus(pid, "VmRSS"); err == nil {
 				peak = max(peak, v[0])
 			}
 			select {
-			case <-stopSampling:
+			case <-stop:
 				return
 			case <-tick.C:
 			}
 		}
 	})
-	if _, err := io.WriteString(stdin, "move\n"); err != nil {
-		t.Fatal(err)
+	return func() int {
+		close(stop)
+		sampled.Wait()
+		return peak
 	}
-	recordedAt := map[string]time.Time{}
-	var moved, done annloadLine
+}
+
+// follow reads the controller's events and annload's lines until every
+// agent's move to its new address is recorded and annload has moved
+// them, or 100 s have passed: when each move was recorded, by identity,
+// and annload's moved and done lines. Moves by a sweep and the
+// announcement rounds go in res.
+func follow(t testing.TB, w *lanWatch, tool *annloadRun, newAddr map[string]netip.Addr, res *dhcpResult) (recordedAt map[string]time.Time, moved, done annloadLine) {
+	t.Helper()
+	recordedAt = map[string]time.Time{}
 	// The agents' last announcements go out 64 s after their change.
 	timeout := time.After(100 * time.Second)
 follow:
-	for len(recordedAt) < d.n || moved.Event == "" {
+	for len(recordedAt) < len(newAddr) || moved.Event == "" {
 		select {
-		case l, ok := <-lines:
+		case l, ok := <-tool.lines:
 			switch {
 			case ok && l.Event == "moved" && moved.Event == "":
 				moved = l
@@ -317,12 +376,12 @@ follow:
 				t.Errorf("a sweep during the moves: %v", ev)
 			}
 		case <-timeout:
-			t.Logf("%d moves recorded within 100 s, of %d", len(recordedAt), d.n)
+			t.Logf("%d moves recorded within 100 s, of %d", len(recordedAt), len(newAddr))
 			break follow
 		}
 	}
 	// The last round's line follows its moves.
-	if len(recordedAt) == d.n {
+	if len(recordedAt) == len(newAddr) {
 		for ev := range w.events {
 			if ev["event"] == "announced" {
 				res.roundList = append(res.roundList, fmt.Sprintf("%v in %.2fs", ev["addresses"], ev["seconds"]))
@@ -331,14 +390,14 @@ follow:
 		}
 	}
 	if done.Event == "" {
-		done = nextLine("done")
+		done = tool.next(t, "done")
 	}
-	close(stopSampling)
-	sampled.Wait()
-	res.peakKB = max(peak, procStatus(t, w.pid, "VmHWM")[0])
-	res.tableFulls = tableFulls(t) - fulls
-	res.recorded = len(recordedAt)
+	return recordedAt, moved, done
+}
 
+// tally counts what annload's lines and the moves recorded say.
+func (res *dhcpResult) tally(recordedAt map[string]time.Time, moved, done annloadLine) {
+	res.recorded = len(recordedAt)
 	first := time.Unix(0, moved.First)
 	res.moving = time.Unix(0, moved.Last).Sub(first)
 	for _, a := range done.Agents {
@@ -357,16 +416,12 @@ follow:
 		}
 	}
 	slices.Sort(res.each)
+}
 
-	st, err := inventory.Load(state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for id, a := range newAddr {
-		if h := st.Hosts[id]; h != nil && h.IP == a.String() {
-			res.inState++
-		}
-	}
+// scrape reads the announcement rounds and counts from the controller's
+// metrics.
+func (res *dhcpResult) scrape(t testing.TB, lan *testnet.LAN) {
+	t.Helper()
 	fams := scrape(t, lan, 9174)
 	res.rounds = metric(t, fams, "ifl_rounds_total", "kind", "announcement", "outcome", "complete") +
 		metric(t, fams, "ifl_rounds_total", "kind", "announcement", "outcome", "incomplete")
@@ -378,7 +433,6 @@ follow:
 			res.refused[m.GetLabel()[0].GetValue()] = v
 		}
 	}
-	return res
 }
 
 // log says what r measured.
