@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/agent"
+	"github.com/ifl-project/ifl/internal/testbed/annload/report"
 	"github.com/ifl-project/ifl/internal/testbed/testnet"
 	"github.com/ifl-project/ifl/proto"
 )
@@ -82,31 +83,6 @@ func parseFlags() *config {
 		os.Exit(2)
 	}
 	return c
-}
-
-// Lines printed.
-type agentLine struct {
-	Name     string     `json:"name"`
-	Identity string     `json:"identity"`
-	Old      netip.Addr `json:"old"`
-	New      netip.Addr `json:"new"`
-	// MovedAt is when its new address was added (Unix nanoseconds).
-	MovedAt int64 `json:"moved_at,omitempty"`
-	// Sent, Acked, GaveUp and Failed are its announcer's counts.
-	Sent   int64 `json:"sent"`
-	Acked  int64 `json:"acked"`
-	GaveUp int64 `json:"gave_up"`
-	Failed int64 `json:"failed"`
-}
-
-type line struct {
-	Event  string      `json:"event"`
-	Agents []agentLine `json:"agents,omitempty"`
-	// First and Last are when the first move started and the last ended
-	// (Unix nanoseconds).
-	First int64 `json:"first,omitempty"`
-	Last  int64 `json:"last,omitempty"`
-	Acked int   `json:"acked,omitempty"` // agents acknowledged
 }
 
 func run(c *config) error {
@@ -159,7 +135,7 @@ func run(c *config) error {
 	}()
 
 	out := json.NewEncoder(os.Stdout)
-	if err := out.Encode(line{Event: "ready", Agents: f.lines()}); err != nil {
+	if err := out.Encode(report.Line{Event: "ready", Agents: f.lines()}); err != nil {
 		return err
 	}
 	// One move; then the agents serve until the input ends.
@@ -172,11 +148,11 @@ func run(c *config) error {
 		if err != nil {
 			return err
 		}
-		if err := out.Encode(line{Event: "moved", First: first.UnixNano(), Last: last.UnixNano()}); err != nil {
+		if err := out.Encode(report.Line{Event: "moved", First: first.UnixNano(), Last: last.UnixNano()}); err != nil {
 			return err
 		}
 		acked := f.waitAcked(ctx, c.wait)
-		if err := out.Encode(line{Event: "done", Acked: acked, Agents: f.lines()}); err != nil {
+		if err := out.Encode(report.Line{Event: "done", Acked: acked, Agents: f.lines()}); err != nil {
 			return err
 		}
 	}
@@ -412,14 +388,14 @@ func (f *fleet) waitAcked(ctx context.Context, wait time.Duration) int {
 }
 
 // lines describes every agent.
-func (f *fleet) lines() []agentLine {
-	out := make([]agentLine, len(f.agents))
+func (f *fleet) lines() []report.Agent {
+	out := make([]report.Agent, len(f.agents))
 	for i, p := range f.agents {
 		st := p.a.AnnounceStats()
 		p.mu.Lock()
 		at := p.movedAt
 		p.mu.Unlock()
-		out[i] = agentLine{Name: p.name, Identity: p.a.Identity(), Old: p.old, New: p.new, Sent: st.Sent, Acked: st.Acked, GaveUp: st.GaveUp, Failed: st.Failed}
+		out[i] = report.Agent{Name: p.name, Identity: p.a.Identity(), Old: p.old, New: p.new, Sent: st.Sent, Acked: st.Acked, GaveUp: st.GaveUp, Failed: st.Failed}
 		if !at.IsZero() {
 			out[i].MovedAt = at.UnixNano()
 		}

@@ -18,29 +18,9 @@ import (
 	"time"
 
 	"github.com/ifl-project/ifl/internal/controller/inventory"
+	"github.com/ifl-project/ifl/internal/testbed/annload/report"
 	"github.com/ifl-project/ifl/internal/testbed/testnet"
 )
-
-// annloadAgent and annloadLine are what internal/testbed/annload prints.
-type annloadAgent struct {
-	Name     string     `json:"name"`
-	Identity string     `json:"identity"`
-	Old      netip.Addr `json:"old"`
-	New      netip.Addr `json:"new"`
-	MovedAt  int64      `json:"moved_at"`
-	Sent     int64      `json:"sent"`
-	Acked    int64      `json:"acked"`
-	GaveUp   int64      `json:"gave_up"`
-	Failed   int64      `json:"failed"`
-}
-
-type annloadLine struct {
-	Event  string         `json:"event"`
-	Agents []annloadAgent `json:"agents"`
-	First  int64          `json:"first"`
-	Last   int64          `json:"last"`
-	Acked  int            `json:"acked"`
-}
 
 // dhcpRestart is a LAN where one host plays n agents (annload), the
 // addresses they have before and after the move, and the prefix length.
@@ -193,7 +173,7 @@ func (d dhcpRestart) run(t testing.TB) dhcpResult {
 // input, and the lines it prints.
 type annloadRun struct {
 	stdin io.WriteCloser
-	lines chan annloadLine
+	lines chan report.Line
 }
 
 // startAnnload starts annload in the LAN's host called fleet, stopped
@@ -223,12 +203,12 @@ func (d dhcpRestart) startAnnload(ctx context.Context, t testing.TB, lan *testne
 	if err := tool.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &annloadRun{stdin: stdin, lines: make(chan annloadLine, 4)}
+	r := &annloadRun{stdin: stdin, lines: make(chan report.Line, 4)}
 	go func() {
 		defer close(r.lines)
 		dec := json.NewDecoder(bufio.NewReader(stdout))
 		for {
-			var l annloadLine
+			var l report.Line
 			if err := dec.Decode(&l); err != nil {
 				if err != io.EOF {
 					t.Errorf("annload's output: %v", err)
@@ -250,7 +230,7 @@ func (d dhcpRestart) startAnnload(ctx context.Context, t testing.TB, lan *testne
 }
 
 // next returns annload's next line, which must be an event's.
-func (r *annloadRun) next(t testing.TB, event string) annloadLine {
+func (r *annloadRun) next(t testing.TB, event string) report.Line {
 	t.Helper()
 	select {
 	case l, ok := <-r.lines:
@@ -261,7 +241,7 @@ func (r *annloadRun) next(t testing.TB, event string) annloadLine {
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("annload: no %s line within 2 minutes", event)
 	}
-	return annloadLine{}
+	return report.Line{}
 }
 
 // recordFleet probes the LAN until the state holds its n agents: a
@@ -336,7 +316,7 @@ func samplePeak(pid int) func() int {
 // them, or 100 s have passed: when each move was recorded, by identity,
 // and annload's moved and done lines. Moves by a sweep and the
 // announcement rounds go in res.
-func follow(t testing.TB, w *lanWatch, tool *annloadRun, newAddr map[string]netip.Addr, res *dhcpResult) (recordedAt map[string]time.Time, moved, done annloadLine) {
+func follow(t testing.TB, w *lanWatch, tool *annloadRun, newAddr map[string]netip.Addr, res *dhcpResult) (recordedAt map[string]time.Time, moved, done report.Line) {
 	t.Helper()
 	recordedAt = map[string]time.Time{}
 	// The agents' last announcements go out 64 s after their change.
@@ -396,7 +376,7 @@ follow:
 }
 
 // tally counts what annload's lines and the moves recorded say.
-func (res *dhcpResult) tally(recordedAt map[string]time.Time, moved, done annloadLine) {
+func (res *dhcpResult) tally(recordedAt map[string]time.Time, moved, done report.Line) {
 	res.recorded = len(recordedAt)
 	first := time.Unix(0, moved.First)
 	res.moving = time.Unix(0, moved.Last).Sub(first)
