@@ -45,7 +45,7 @@ const (
 // The last ones outlast the controller's neighbour entries of a sweep
 // just made: when a DHCP server's restart moves more hosts than its
 // kernel's table holds beside them, the controller can reach the new
-// addresses only once those entries may go, some 50 s after the sweep.
+// addresses only once those entries may go (README: Announcements).
 var announceAfter = [...]time.Duration{0, 250 * time.Millisecond, 750 * time.Millisecond, 1750 * time.Millisecond, 3750 * time.Millisecond, 7750 * time.Millisecond, 15750 * time.Millisecond, 31750 * time.Millisecond, 63750 * time.Millisecond}
 
 // SplitController parses a controller of agent.yaml: a host name or

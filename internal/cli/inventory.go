@@ -226,8 +226,8 @@ func (c *InventoryCmd) Run(ctx context.Context, env *Env) error {
 	}
 	path = store.String()
 	// --list and --host print host by host, as BuildAnsible's answers
-	// would be printed (inventory.WriteList): at 100,000 hosts that map
-	// of every host's variables took more memory than the state.
+	// would be printed (inventory.WriteList), with no map of every
+	// host's variables, which took more memory than the state.
 	switch {
 	case c.Host != "":
 		h, err := hostByName(st, c.Host)

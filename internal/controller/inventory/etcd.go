@@ -177,7 +177,7 @@ func (e *Etcd) read(ctx context.Context) (*snapshot, error) {
 }
 
 // readOnly is read for a reader: the values are not kept, only the
-// state (at 100,000 hosts they are as large again).
+// state (the values are about as large again).
 func (e *Etcd) readOnly(ctx context.Context) (*snapshot, error) {
 	return e.readInto(ctx, &snapshot{st: New(), shared: map[string]string{}})
 }

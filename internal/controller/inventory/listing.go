@@ -138,8 +138,8 @@ func (l *listing) writeHostVars(w io.Writer, prefer Prefer) error {
 	next := make(chan int)
 	done := make(chan struct{})
 	defer close(done)
-	// The chunks' buffers go round: 130 MB of output at 100,000 hosts,
-	// rendered into new ones, made the collector run all along.
+	// The chunks' buffers go round: the whole output, rendered into new
+	// ones, made the collector run all along (README: Benchmarks).
 	free := make(chan []byte, 3*workers)
 	for range workers {
 		go func() {
